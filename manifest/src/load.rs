@@ -1,0 +1,232 @@
+//! Reading a manifest file into the services that can run and the ones that cannot.
+//!
+//! A syntax error (with line and column) or a wrong format version rejects the file.
+//! Anything wrong inside one service rejects only that service: it is returned in
+//! [`Loaded::rejected`] with every problem found, and PID 1 shows it as Failed while the
+//! other services boot.
+
+use crate::schema::{Kind, Manifest, Service, MANIFEST_VERSION};
+use crate::validate::{validate_with, Problem};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: syntax error: {message}")]
+    Syntax {
+        path: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{}", .problems.iter().map(|p| p.describe(.path)).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        path: String,
+        problems: Vec<Problem>,
+    },
+}
+
+/// A service entry that cannot run, with every reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// The entry's name, or `#N` (its index) when it has none.
+    pub name: String,
+    pub kind: Kind,
+    pub problems: Vec<Problem>,
+}
+
+impl Rejected {
+    /// One line per problem, each naming file, service and field.
+    pub fn describe(&self, file: &str) -> String {
+        self.problems
+            .iter()
+            .map(|p| p.describe(file))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// The outcome of loading: the runnable services (in file order) and the rejected ones.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub path: String,
+    pub manifest: Manifest,
+    pub rejected: Vec<Rejected>,
+}
+
+pub fn load_file(path: &Path) -> Result<Loaded, LoadError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+        path: shown.clone(),
+        source,
+    })?;
+    load_str(&text, &shown)
+}
+
+/// Parses and validates manifest text; `path` is used only in messages.
+pub fn load_str(text: &str, path: &str) -> Result<Loaded, LoadError> {
+    let value: Value = serde_json::from_str(text).map_err(|e| LoadError::Syntax {
+        path: path.to_string(),
+        line: e.line(),
+        column: e.column(),
+        message: strip_position(&e.to_string()),
+    })?;
+    let invalid = |field: &str, message: String| LoadError::Invalid {
+        path: path.to_string(),
+        problems: vec![Problem::new("", field, message)],
+    };
+    let Value::Object(top) = value else {
+        return Err(invalid(
+            "(top level)",
+            "must be an object with \"version\" and \"services\"".into(),
+        ));
+    };
+    let mut top_problems = Vec::new();
+    for key in top.keys() {
+        if key != "version" && key != "services" {
+            top_problems.push(Problem::new(
+                "",
+                key.clone(),
+                "unknown field (expected \"version\" or \"services\")",
+            ));
+        }
+    }
+    match top.get("version").and_then(Value::as_u64) {
+        Some(v) if v == u64::from(MANIFEST_VERSION) => {}
+        Some(v) => top_problems.push(Problem::new(
+            "",
+            "version",
+            format!("version {v} is not supported (this build reads version {MANIFEST_VERSION})"),
+        )),
+        None => top_problems.push(Problem::new(
+            "",
+            "version",
+            format!("missing (use {MANIFEST_VERSION})"),
+        )),
+    }
+    let entries = match top.get("services") {
+        Some(Value::Array(a)) => a.clone(),
+        Some(_) => {
+            top_problems.push(Problem::new("", "services", "must be a list"));
+            Vec::new()
+        }
+        None => {
+            top_problems.push(Problem::new("", "services", "missing"));
+            Vec::new()
+        }
+    };
+    if !top_problems.is_empty() {
+        return Err(LoadError::Invalid {
+            path: path.to_string(),
+            problems: top_problems,
+        });
+    }
+
+    let mut services = Vec::new();
+    let mut rejected = Vec::new();
+    let mut unparsed_names = BTreeSet::new();
+    for (index, entry) in entries.into_iter().enumerate() {
+        let name = entry
+            .get("name")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("#{index}"));
+        let kind = match entry.get("kind").and_then(Value::as_str) {
+            Some("onboot") => Kind::Onboot,
+            _ => Kind::Service,
+        };
+        match serde_path_to_error::deserialize::<_, Service>(entry) {
+            Ok(svc) => services.push(svc),
+            Err(err) => {
+                let (field, message) = describe_serde(&err);
+                unparsed_names.insert(name.clone());
+                rejected.push(Rejected {
+                    problems: vec![Problem::new(&name, field, message)],
+                    name,
+                    kind,
+                });
+            }
+        }
+    }
+    let manifest = Manifest {
+        version: MANIFEST_VERSION,
+        services,
+    };
+    let problems = validate_with(&manifest, &unparsed_names);
+    let bad: BTreeSet<&str> = problems.iter().map(|p| p.service.as_str()).collect();
+    let (good, broken): (Vec<Service>, Vec<Service>) = manifest
+        .services
+        .iter()
+        .cloned()
+        .partition(|s| !bad.contains(s.name.as_str()));
+    // A duplicated name rejects every entry by that name: which one was meant is a guess.
+    let mut broken_names = BTreeSet::new();
+    for svc in broken {
+        if broken_names.insert(svc.name.clone()) {
+            rejected.push(Rejected {
+                problems: problems
+                    .iter()
+                    .filter(|p| p.service == svc.name)
+                    .cloned()
+                    .collect(),
+                name: svc.name,
+                kind: svc.kind,
+            });
+        }
+    }
+    Ok(Loaded {
+        path: path.to_string(),
+        manifest: Manifest {
+            version: MANIFEST_VERSION,
+            services: good,
+        },
+        rejected,
+    })
+}
+
+/// serde_json appends " at line L column C"; the position is reported separately.
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+/// The field path and message of a per-service deserialization error. For an unknown or
+/// missing field the field is named inside the message; it is moved into the path.
+fn describe_serde(err: &serde_path_to_error::Error<serde_json::Error>) -> (String, String) {
+    let mut path = err.path().to_string();
+    if path == "." {
+        path.clear();
+    }
+    let msg = strip_position(&err.inner().to_string());
+    for prefix in ["unknown field `", "missing field `"] {
+        if let Some(rest) = msg.strip_prefix(prefix) {
+            if let Some(end) = rest.find('`') {
+                let field = &rest[..end];
+                let full = if path.is_empty() {
+                    field.to_string()
+                } else {
+                    format!("{path}.{field}")
+                };
+                let what = if prefix.starts_with("unknown") {
+                    format!("unknown field{}", &rest[end + 1..])
+                } else {
+                    "required field is missing".to_string()
+                };
+                return (full, what);
+            }
+        }
+    }
+    if path.is_empty() {
+        path = "(entry)".into();
+    }
+    (path, msg)
+}

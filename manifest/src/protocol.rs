@@ -1,0 +1,380 @@
+//! The control protocol between the `sysctr` CLI and PID 1 over `/run/sysctr/control.sock`.
+//!
+//! Each message is a frame: a 4-byte big-endian length, then that many bytes of JSON. A
+//! client sends one [`Request`]; PID 1 answers with one or more [`Response`] frames. Single
+//! answers end the exchange; streams (`logs --follow`, `events`, `exec`) go on until PID 1
+//! sends [`Response::End`] or the client hangs up. `docs/api.md` documents every message.
+
+use serde::{Deserialize, Serialize};
+use std::io::{self, Read, Write};
+
+pub const PROTOCOL_VERSION: u32 = 1;
+pub const SOCKET_PATH: &str = "/run/sysctr/control.sock";
+/// Requests larger than this are refused without being parsed.
+pub const MAX_REQUEST_BYTES: u32 = 64 * 1024;
+/// Responses larger than this are a protocol error on the client side.
+pub const MAX_RESPONSE_BYTES: u32 = 64 * 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// Must be [`PROTOCOL_VERSION`].
+    pub version: u32,
+    #[serde(flatten)]
+    pub op: Op,
+}
+
+impl Request {
+    pub fn new(op: Op) -> Self {
+        Request {
+            version: PROTOCOL_VERSION,
+            op,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PowerAction {
+    Reboot,
+    Poweroff,
+    Halt,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Op {
+    // Struct variants even without fields, so that unknown fields are rejected.
+    Version {},
+    Ps {},
+    Inspect {
+        service: String,
+    },
+    Logs {
+        service: String,
+        /// Last N lines only.
+        #[serde(default)]
+        lines: Option<usize>,
+        /// Only lines at or after this time (milliseconds since the Unix epoch).
+        #[serde(default)]
+        since_ms: Option<u64>,
+        #[serde(default)]
+        follow: bool,
+    },
+    /// The kernel log (/dev/kmsg).
+    KernelLog {
+        #[serde(default)]
+        lines: Option<usize>,
+        #[serde(default)]
+        follow: bool,
+    },
+    Events {},
+    Start {
+        service: String,
+    },
+    Stop {
+        service: String,
+    },
+    Restart {
+        service: String,
+    },
+    /// Run a process inside a running service's container. The client passes the stdin,
+    /// stdout and stderr for it as three file descriptors (SCM_RIGHTS) with this frame.
+    Exec {
+        service: String,
+        args: Vec<String>,
+        #[serde(default)]
+        env: Vec<String>,
+        #[serde(default)]
+        tty: bool,
+    },
+    Power {
+        action: PowerAction,
+    },
+}
+
+impl Op {
+    /// Whether the request only reads state (allowed for the `sysctr` group).
+    pub fn is_read_only(&self) -> bool {
+        matches!(
+            self,
+            Op::Version {}
+                | Op::Ps {}
+                | Op::Inspect { .. }
+                | Op::Logs { .. }
+                | Op::KernelLog { .. }
+                | Op::Events {}
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Pending,
+    Starting,
+    Running,
+    Ready,
+    Stopping,
+    Exited,
+    Failed,
+    Backoff,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Starting => "starting",
+            State::Running => "running",
+            State::Ready => "ready",
+            State::Stopping => "stopping",
+            State::Exited => "exited",
+            State::Failed => "failed",
+            State::Backoff => "backoff",
+        }
+    }
+}
+
+/// How a process ended: an exit code or the signal that killed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExitStatus {
+    Code(i32),
+    Signal(i32),
+}
+
+impl ExitStatus {
+    pub fn success(self) -> bool {
+        self == ExitStatus::Code(0)
+    }
+
+    /// The shell convention: the code, or 128 + the signal number.
+    pub fn as_shell_code(self) -> i32 {
+        match self {
+            ExitStatus::Code(c) => c,
+            ExitStatus::Signal(s) => 128 + s,
+        }
+    }
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitStatus::Code(c) => write!(f, "exit {c}"),
+            ExitStatus::Signal(s) => write!(f, "{}", crate::units::signal_name(*s)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub kind: crate::Kind,
+    pub state: State,
+    pub ready: bool,
+    pub pid: Option<i32>,
+    /// When the current (or last) run started, milliseconds since the Unix epoch.
+    pub started_at_ms: Option<u64>,
+    /// Milliseconds since boot (CLOCK_BOOTTIME) when the current run started and became Ready.
+    pub started_boot_ms: Option<u64>,
+    pub ready_boot_ms: Option<u64>,
+    pub restarts: u32,
+    pub last_exit: Option<ExitStatus>,
+    pub last_error: Option<String>,
+    /// The last `STATUS=` a notify-ready service sent.
+    pub status_text: Option<String>,
+    /// cgroup memory.current, bytes.
+    pub memory_bytes: Option<u64>,
+    /// cgroup cpu.stat usage_usec.
+    pub cpu_usec: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    Stdout,
+    Stderr,
+    Kernel,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEntry {
+    /// Milliseconds since the Unix epoch.
+    pub ts_ms: u64,
+    pub stream: Stream,
+    pub line: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub ts_ms: u64,
+    pub service: String,
+    pub state: State,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The request could not be decoded or has a wrong version.
+    BadRequest,
+    /// The request frame is larger than [`MAX_REQUEST_BYTES`].
+    TooLarge,
+    /// The peer may not make this request.
+    PermissionDenied,
+    UnknownService,
+    /// The service is not in a state that allows the request.
+    Conflict,
+    /// PID 1 tried and failed; the message has the underlying error.
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum Response {
+    Version {
+        version: String,
+        protocol: u32,
+        /// Milliseconds since boot when PID 1 started.
+        init_boot_ms: u64,
+    },
+    Services {
+        services: Vec<ServiceStatus>,
+    },
+    Inspect {
+        status: ServiceStatus,
+        /// The manifest entry, as JSON.
+        manifest: serde_json::Value,
+        /// The generated OCI runtime spec, if the service has been started.
+        spec: Option<serde_json::Value>,
+        cgroup: String,
+        bundle: String,
+    },
+    Log {
+        entry: LogEntry,
+    },
+    Event {
+        event: Event,
+    },
+    Ok {
+        message: String,
+    },
+    ExecStarted {
+        pid: i32,
+    },
+    ExecExited {
+        status: ExitStatus,
+    },
+    Error {
+        kind: ErrorKind,
+        message: String,
+    },
+    /// The end of a stream.
+    End,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame of {0} bytes is larger than the {1}-byte limit")]
+    TooLarge(u32, u32),
+    #[error("connection closed in the middle of a frame")]
+    Truncated,
+    #[error("malformed message: {0}")]
+    Malformed(#[from] serde_json::Error),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// Encodes one message as a frame.
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    let body = serde_json::to_vec(msg).expect("protocol types always serialize");
+    let mut out = Vec::with_capacity(body.len() + 4);
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Decodes a request frame body; this is the entry point the fuzz target drives.
+pub fn decode_request(body: &[u8]) -> Result<Request, serde_json::Error> {
+    serde_json::from_slice(body)
+}
+
+/// Reads one frame body, blocking. `Ok(None)` on a clean end of stream before a frame.
+pub fn read_frame(r: &mut impl Read, limit: u32) -> Result<Option<Vec<u8>>, FrameError> {
+    let mut len = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        match r.read(&mut len[got..]) {
+            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) => return Err(FrameError::Truncated),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let n = u32::from_be_bytes(len);
+    if n > limit {
+        return Err(FrameError::TooLarge(n, limit));
+    }
+    let mut body = vec![0u8; n as usize];
+    r.read_exact(&mut body).map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            FrameError::Truncated
+        } else {
+            FrameError::Io(e)
+        }
+    })?;
+    Ok(Some(body))
+}
+
+/// Writes one message as a frame, blocking.
+pub fn write_frame<T: Serialize>(w: &mut impl Write, msg: &T) -> io::Result<()> {
+    w.write_all(&encode(msg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_round_trip() {
+        let req = Request::new(Op::Logs {
+            service: "ssh".into(),
+            lines: Some(10),
+            since_ms: None,
+            follow: true,
+        });
+        let frame = encode(&req);
+        let body = read_frame(&mut &frame[..], MAX_REQUEST_BYTES)
+            .unwrap()
+            .unwrap();
+        assert_eq!(decode_request(&body).unwrap(), req);
+        let text = String::from_utf8(body).unwrap();
+        assert!(text.contains("\"op\":\"logs\""), "{text}");
+    }
+
+    #[test]
+    fn oversized_and_truncated_frames() {
+        let mut big = (MAX_REQUEST_BYTES + 1).to_be_bytes().to_vec();
+        big.extend_from_slice(b"{}");
+        assert!(matches!(
+            read_frame(&mut &big[..], MAX_REQUEST_BYTES),
+            Err(FrameError::TooLarge(_, _))
+        ));
+        let short = [0u8, 0, 0, 10, b'{'];
+        assert!(matches!(
+            read_frame(&mut &short[..], MAX_REQUEST_BYTES),
+            Err(FrameError::Truncated)
+        ));
+        assert!(read_frame(&mut &[][..], MAX_REQUEST_BYTES)
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        assert!(decode_request(br#"{"version":1,"op":"ps","extra":1}"#).is_err());
+        assert!(decode_request(br#"{"version":1,"op":"nope"}"#).is_err());
+        assert!(decode_request(br#"{"version":1,"op":"ps"}"#).is_ok());
+    }
+}

@@ -1,0 +1,42 @@
+//! `cargo xtask …`: the build, run, test and benchmark driver. Each subcommand lives in its
+//! own module; this file only dispatches.
+
+mod build;
+mod util;
+
+use anyhow::{bail, Result};
+
+const USAGE: &str = "\
+usage: cargo xtask <command> [options]
+
+commands:
+  build            build the static init and sysctr binaries (release, crt-static)
+  test             run every test: unit, host integration (root), QEMU boot tests
+";
+
+fn main() {
+    if let Err(err) = run() {
+        eprintln!("xtask: error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let cmd = args.next().unwrap_or_default();
+    let rest: Vec<String> = args.collect();
+    match cmd.as_str() {
+        "build" => build::static_binaries().map(|b| {
+            println!("init:   {}", b.init.display());
+            println!("sysctr: {}", b.sysctr.display());
+        }),
+        "" | "help" | "-h" | "--help" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => {
+            let _ = rest;
+            bail!("unknown command {other:?}\n{USAGE}")
+        }
+    }
+}
