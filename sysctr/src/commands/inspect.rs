@@ -1,0 +1,43 @@
+//! `sysctr inspect <service>`: init's full view of one service as pretty JSON.
+
+use crate::client::{Client, ClientError};
+use manifest::protocol::{Op, Request, Response};
+use std::io::Write;
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+The output is one JSON object: status (as in `ps --json`), manifest (the service's entry),
+spec (the generated OCI runtime spec, null before the first start), cgroup and bundle.
+
+Examples:
+  sysctr inspect ssh
+  sysctr inspect ssh | jq .spec.process.capabilities")]
+pub struct Args {
+    /// The service, as named in the manifest.
+    pub service: String,
+}
+
+pub fn run(args: &Args, client: &Client, out: &mut dyn Write) -> anyhow::Result<i32> {
+    let req = Request::new(Op::Inspect {
+        service: args.service.clone(),
+    });
+    let view = match client.call(&req)? {
+        Response::Inspect {
+            status,
+            manifest,
+            spec,
+            cgroup,
+            bundle,
+        } => serde_json::json!({
+            "status": status,
+            "manifest": manifest,
+            "spec": spec,
+            "cgroup": cgroup,
+            "bundle": bundle,
+        }),
+        other => return Err(ClientError::unexpected("inspect", other).into()),
+    };
+    serde_json::to_writer_pretty(&mut *out, &view)?;
+    writeln!(out)?;
+    Ok(0)
+}

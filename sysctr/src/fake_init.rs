@@ -1,0 +1,363 @@
+//! A stand-in for PID 1's control server, for unit tests of the client end to end: a
+//! listening socket in a temporary directory and a thread that takes one connection,
+//! receives the request (with any SCM_RIGHTS descriptors, as init does for `exec`), and
+//! lets the test answer it with canned frames.
+
+#![allow(unsafe_code)]
+
+use crate::client::{self, Client, ClientError};
+use crate::commands::{exec, lifecycle, logs, ps, version};
+use manifest::protocol::{
+    self, ErrorKind, ExitStatus, LogEntry, Op, Request, Response, Stream, MAX_REQUEST_BYTES,
+};
+use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+use std::io::{IoSliceMut, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::thread::JoinHandle;
+
+pub struct FakeInit {
+    _dir: tempfile::TempDir,
+    pub path: PathBuf,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl FakeInit {
+    /// Serves one connection: `answer` gets the decoded request, the descriptors that came
+    /// with it, and the connection to write replies to.
+    pub fn serve(
+        answer: impl FnOnce(Request, Vec<OwnedFd>, &mut UnixStream) + Send + 'static,
+    ) -> FakeInit {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let handle = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let (req, fds) = receive(&mut conn);
+            answer(req, fds, &mut conn);
+        });
+        FakeInit {
+            _dir: dir,
+            path,
+            handle: Some(handle),
+        }
+    }
+
+    /// Serves one connection by writing `replies` in order, then closing.
+    pub fn replying(replies: Vec<Response>) -> FakeInit {
+        FakeInit::serve(move |_, _, conn| {
+            for r in &replies {
+                protocol::write_frame(conn, r).unwrap();
+            }
+        })
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(&self.path)
+    }
+
+    /// Waits for the server thread, re-raising its panics (failed assertions).
+    pub fn join(mut self) {
+        if let Some(h) = self.handle.take() {
+            h.join().expect("fake init panicked");
+        }
+    }
+}
+
+/// Reads one request frame like init does: the first `recvmsg` carries the descriptors.
+fn receive(conn: &mut UnixStream) -> (Request, Vec<OwnedFd>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 3]);
+    let (n, fds) = {
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let msg = recvmsg::<()>(
+            conn.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .unwrap();
+        let mut fds = Vec::new();
+        for cmsg in msg.cmsgs().unwrap() {
+            if let ControlMessageOwned::ScmRights(raw) = cmsg {
+                for fd in raw {
+                    // SAFETY: SCM_RIGHTS installed these descriptors in this process just
+                    // now; nothing else owns them.
+                    fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+                }
+            }
+        }
+        (msg.bytes, fds)
+    };
+    let mut rest = (&buf[..n]).chain(conn);
+    let body = protocol::read_frame(&mut rest, MAX_REQUEST_BYTES)
+        .unwrap()
+        .unwrap();
+    (protocol::decode_request(&body).unwrap(), fds)
+}
+
+fn run_err(result: anyhow::Result<i32>) -> (i32, String) {
+    let err = result.expect_err("the command should fail");
+    (client::exit_code_for(&err), format!("{err:#}"))
+}
+
+#[test]
+fn ps_renders_the_canned_reply() {
+    let services = ps::tests::sample();
+    let canned = services.clone();
+    let init = FakeInit::serve(move |req, fds, conn| {
+        assert_eq!(req.version, protocol::PROTOCOL_VERSION);
+        assert_eq!(req.op, Op::Ps {});
+        assert!(fds.is_empty());
+        protocol::write_frame(conn, &Response::Services { services: canned }).unwrap();
+    });
+    let mut out = Vec::new();
+    let code = ps::run(&ps::Args { json: false }, &init.client(), &mut out, false).unwrap();
+    init.join();
+    assert_eq!(code, 0);
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.starts_with("NAME "), "{text}");
+    assert!(text.contains("LAST EXIT"), "{text}");
+    assert!(text.contains("SIGKILL"), "{text}");
+    assert!(
+        text.contains("ntpd (failed): exec /usr/sbin/ntpd"),
+        "{text}"
+    );
+    assert!(!text.contains('\x1b'));
+
+    let init = FakeInit::replying(vec![Response::Services {
+        services: services.clone(),
+    }]);
+    let mut out = Vec::new();
+    ps::run(&ps::Args { json: true }, &init.client(), &mut out, false).unwrap();
+    init.join();
+    let parsed: Vec<protocol::ServiceStatus> = serde_json::from_slice(&out).unwrap();
+    assert_eq!(parsed, services);
+}
+
+#[test]
+fn an_error_reply_exits_1_with_kind_and_message() {
+    let init = FakeInit::replying(vec![Response::Error {
+        kind: ErrorKind::PermissionDenied,
+        message: "start needs root (peer uid 1000)".into(),
+    }]);
+    let args = lifecycle::Args {
+        service: "ssh".into(),
+    };
+    let mut out = Vec::new();
+    let (code, msg) = run_err(lifecycle::run(
+        lifecycle::Action::Start,
+        &args,
+        &init.client(),
+        &mut out,
+    ));
+    init.join();
+    assert_eq!(code, client::EXIT_REFUSED);
+    assert!(msg.contains("permission_denied"), "{msg}");
+    assert!(msg.contains("start needs root (peer uid 1000)"), "{msg}");
+}
+
+#[test]
+fn start_prints_inits_message() {
+    let init = FakeInit::serve(|req, _, conn| {
+        assert_eq!(
+            req.op,
+            Op::Start {
+                service: "ntpd".into()
+            }
+        );
+        protocol::write_frame(
+            conn,
+            &Response::Ok {
+                message: String::new(),
+            },
+        )
+        .unwrap();
+    });
+    let args = lifecycle::Args {
+        service: "ntpd".into(),
+    };
+    let mut out = Vec::new();
+    let code = lifecycle::run(lifecycle::Action::Start, &args, &init.client(), &mut out).unwrap();
+    init.join();
+    assert_eq!(code, 0);
+    assert_eq!(String::from_utf8(out).unwrap(), "ntpd: started\n");
+}
+
+#[test]
+fn an_unreachable_socket_names_the_path_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("no-such.sock");
+    let client = Client::new(&path);
+    let mut out = Vec::new();
+    let (code, msg) = run_err(version::run(&client, &mut out));
+    assert_eq!(code, client::EXIT_UNREACHABLE);
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+    assert!(msg.contains("ENOENT"), "{msg}");
+    // The client's own version is printed before the failure.
+    assert!(String::from_utf8(out)
+        .unwrap()
+        .starts_with("client: sysctr "));
+
+    // A socket file nobody listens on.
+    let dead = dir.path().join("dead.sock");
+    drop(UnixListener::bind(&dead).unwrap());
+    let err = Client::new(&dead).connect().unwrap_err();
+    assert_eq!(err.exit_code(), client::EXIT_UNREACHABLE);
+    assert!(err.to_string().contains("ECONNREFUSED"), "{err}");
+}
+
+#[test]
+fn garbage_and_hangups_are_protocol_errors() {
+    let init = FakeInit::serve(|_, _, conn| {
+        conn.write_all(&[0, 0, 0, 5]).unwrap();
+        conn.write_all(b"nope!").unwrap();
+    });
+    let (code, msg) = run_err(version::run(&init.client(), &mut Vec::new()));
+    init.join();
+    assert_eq!(code, client::EXIT_UNREACHABLE);
+    assert!(msg.contains("protocol error"), "{msg}");
+
+    let init = FakeInit::serve(|_, _, _| {});
+    let (code, msg) = run_err(version::run(&init.client(), &mut Vec::new()));
+    init.join();
+    assert_eq!(code, client::EXIT_UNREACHABLE);
+    assert!(msg.contains("closed the connection"), "{msg}");
+
+    let init = FakeInit::replying(vec![Response::End]);
+    let (code, msg) = run_err(version::run(&init.client(), &mut Vec::new()));
+    init.join();
+    assert_eq!(code, client::EXIT_UNREACHABLE);
+    assert!(msg.contains("\"end\""), "{msg}");
+}
+
+#[test]
+fn logs_stream_until_end() {
+    let entry = |ms, line: &str| Response::Log {
+        entry: LogEntry {
+            ts_ms: ms,
+            stream: Stream::Stdout,
+            line: line.into(),
+        },
+    };
+    let replies = vec![
+        entry(1_795_395_723_000, "one"),
+        entry(1_795_395_724_000, "two"),
+        Response::End,
+        entry(1_795_395_725_000, "after the end"),
+    ];
+    let init = FakeInit::serve(move |req, _, conn| {
+        assert_eq!(
+            req.op,
+            Op::Logs {
+                service: "ssh".into(),
+                lines: Some(2),
+                since_ms: None,
+                follow: true,
+            }
+        );
+        for r in &replies {
+            protocol::write_frame(conn, r).unwrap();
+        }
+    });
+    let args = logs::Args {
+        common: logs::Common {
+            follow: true,
+            lines: Some(2),
+            raw: false,
+            json: false,
+        },
+        since: None,
+        kernel: false,
+        service: Some("ssh".into()),
+    };
+    let mut out = Vec::new();
+    assert_eq!(logs::run(&args, &init.client(), &mut out).unwrap(), 0);
+    init.join();
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "2026-11-23T01:02:03.000Z stdout one\n2026-11-23T01:02:04.000Z stdout two\n"
+    );
+}
+
+#[test]
+fn exec_passes_three_descriptors() {
+    let init = FakeInit::serve(|req, fds, conn| {
+        assert_eq!(
+            req.op,
+            Op::Exec {
+                service: "ssh".into(),
+                args: vec!["echo".into(), "hi".into()],
+                env: vec!["A=1".into()],
+                tty: false,
+            }
+        );
+        assert_eq!(fds.len(), 3, "stdin, stdout and stderr");
+        let mut stdout = std::fs::File::from(fds.into_iter().nth(1).unwrap());
+        stdout.write_all(b"hello from the container\n").unwrap();
+        drop(stdout);
+        protocol::write_frame(conn, &Response::ExecStarted { pid: 42 }).unwrap();
+        protocol::write_frame(
+            conn,
+            &Response::ExecExited {
+                status: ExitStatus::Code(3),
+            },
+        )
+        .unwrap();
+    });
+    let (out_r, out_w) = nix::unistd::pipe().unwrap();
+    let op = Op::Exec {
+        service: "ssh".into(),
+        args: vec!["echo".into(), "hi".into()],
+        env: vec!["A=1".into()],
+        tty: false,
+    };
+    let stdin = std::fs::File::open("/dev/null").unwrap();
+    let status = exec::run_with_fds(
+        &init.client(),
+        op,
+        [stdin.as_raw_fd(), out_w.as_raw_fd(), 2],
+    )
+    .unwrap();
+    init.join();
+    drop(out_w);
+    assert_eq!(status, ExitStatus::Code(3));
+    let mut got = String::new();
+    std::fs::File::from(out_r).read_to_string(&mut got).unwrap();
+    assert_eq!(got, "hello from the container\n");
+}
+
+#[test]
+fn exec_reports_a_signal_and_refusals() {
+    let init = FakeInit::replying(vec![
+        Response::ExecStarted { pid: 7 },
+        Response::ExecExited {
+            status: ExitStatus::Signal(9),
+        },
+    ]);
+    let op = Op::Exec {
+        service: "ssh".into(),
+        args: vec!["sleep".into()],
+        env: vec![],
+        tty: false,
+    };
+    let status = exec::run_with_fds(&init.client(), op.clone(), [0, 1, 2]).unwrap();
+    init.join();
+    assert_eq!(status.as_shell_code(), 137);
+
+    let init = FakeInit::replying(vec![Response::Error {
+        kind: ErrorKind::Conflict,
+        message: "ssh is not running".into(),
+    }]);
+    let err = exec::run_with_fds(&init.client(), op, [0, 1, 2]).unwrap_err();
+    init.join();
+    assert!(matches!(
+        err,
+        ClientError::Refused {
+            kind: ErrorKind::Conflict,
+            ..
+        }
+    ));
+    assert_eq!(err.exit_code(), client::EXIT_REFUSED);
+}
