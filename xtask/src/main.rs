@@ -2,6 +2,7 @@
 //! own module; this file only dispatches.
 
 mod build;
+mod fuzz;
 mod util;
 
 use anyhow::{bail, Result};
@@ -11,6 +12,7 @@ usage: cargo xtask <command> [options]
 
 commands:
   build            build the static init and sysctr binaries (release, crt-static)
+  fuzz [SECONDS]   fuzz the control-socket request decoder (cargo fuzz; default 60 s)
   test             run every test: unit, host integration (root), QEMU boot tests
 ";
 
@@ -30,6 +32,7 @@ fn run() -> Result<()> {
             println!("init:   {}", b.init.display());
             println!("sysctr: {}", b.sysctr.display());
         }),
+        "fuzz" => fuzz::run_fuzz(&rest),
         "" | "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(())
