@@ -1,1 +1,465 @@
+//! The harness for QEMU boot tests of the real image: boot a copy of the disk with a boot
+//! config (a fresh ssh key per VM), collect the serial console, run commands over ssh through
+//! a loopback port forward, press the power button through the QEMU monitor.
+//!
+//! The image comes from `SYSCTR_KERNEL` and `SYSCTR_DISK`, set by `cargo xtask boot-test`.
+//! When they are unset every test fails with a message saying so; it never passes silently.
+//! Every wait is bounded, and failures carry the tail of the serial log.
 
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Marker init prints when every service is Ready.
+pub const ALL_READY: &str = "sysctr: all services ready";
+/// Marker init prints right before reboot(2).
+pub const REACHED_SHUTDOWN: &str = "sysctr: reached shutdown";
+
+/// TCG on 2 shared cores: generous, but bounded.
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// The image under test.
+pub struct ImagePaths {
+    pub kernel: PathBuf,
+    pub disk: PathBuf,
+}
+
+impl ImagePaths {
+    /// From SYSCTR_KERNEL and SYSCTR_DISK; panics with instructions when unset.
+    pub fn from_env() -> ImagePaths {
+        let get = |var: &str| -> PathBuf {
+            let v = std::env::var_os(var).unwrap_or_else(|| {
+                panic!(
+                    "{var} is not set: the boot tests need the image; run them with \
+                     `cargo xtask boot-test` (or set SYSCTR_KERNEL and SYSCTR_DISK)"
+                )
+            });
+            let p = PathBuf::from(v);
+            assert!(p.exists(), "{var}={} does not exist", p.display());
+            p
+        };
+        ImagePaths {
+            kernel: get("SYSCTR_KERNEL"),
+            disk: get("SYSCTR_DISK"),
+        }
+    }
+}
+
+/// A scratch directory for one test: the disk copy, key, boot config, monitor socket.
+pub struct Scratch {
+    pub dir: PathBuf,
+    pub key: PathBuf,
+    pub disk: PathBuf,
+}
+
+impl Scratch {
+    /// A fresh copy of the image's disk and a fresh ssh key pair.
+    pub fn new(name: &str, image: &ImagePaths) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("sysctr-boot-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create scratch dir");
+        let disk = dir.join("disk.img");
+        let st = Command::new("cp")
+            .arg("--sparse=always")
+            .arg(&image.disk)
+            .arg(&disk)
+            .status()
+            .expect("cp");
+        assert!(st.success(), "copying the disk failed");
+        let key = dir.join("id_ed25519");
+        let st = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "boot-test", "-f"])
+            .arg(&key)
+            .status()
+            .expect("ssh-keygen (apt-get install openssh-client)");
+        assert!(st.success(), "ssh-keygen failed");
+        Scratch { dir, key, disk }
+    }
+
+    pub fn public_key(&self) -> String {
+        std::fs::read_to_string(self.key.with_extension("pub"))
+            .expect("public key")
+            .trim()
+            .to_string()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// A free loopback TCP port (bound and released; good enough for sequential tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+pub struct BootOptions {
+    pub append: String,
+    pub memory: String,
+    /// Extra boot config fields merged over the defaults.
+    pub hostname: String,
+}
+
+impl Default for BootOptions {
+    fn default() -> Self {
+        BootOptions {
+            append: String::new(),
+            memory: "512".into(),
+            hostname: "boottest".into(),
+        }
+    }
+}
+
+/// A running VM. Killed on drop.
+pub struct Vm {
+    child: Child,
+    serial: Arc<Mutex<String>>,
+    pub ssh_port: u16,
+    key: PathBuf,
+    monitor: PathBuf,
+    log_path: PathBuf,
+    pub started: Instant,
+}
+
+impl Vm {
+    pub fn boot(image: &ImagePaths, scratch: &Scratch, opts: &BootOptions) -> Vm {
+        let ssh_port = free_port();
+        let config = scratch.dir.join("bootconfig.json");
+        let cfg = serde_json::json!({
+            "hostname": opts.hostname,
+            "authorized_keys": [scratch.public_key()],
+            "network": { "mode": "dhcp" },
+        });
+        std::fs::write(&config, cfg.to_string()).expect("write boot config");
+        let monitor = scratch.dir.join("monitor.sock");
+        let _ = std::fs::remove_file(&monitor);
+        let mut append = "console=ttyS0 root=/dev/vda1 rootfstype=squashfs ro".to_string();
+        if !opts.append.is_empty() {
+            append.push(' ');
+            append.push_str(&opts.append);
+        }
+        let kvm = std::env::var_os("SYSCTR_KVM").is_some();
+        let mut cmd = Command::new("qemu-system-x86_64");
+        cmd.args(["-machine", "q35", "-m", &opts.memory, "-smp", "2"])
+            .args(if kvm {
+                ["-accel", "kvm", "-cpu", "host"].as_slice()
+            } else {
+                ["-accel", "tcg"].as_slice()
+            })
+            .arg("-kernel")
+            .arg(&image.kernel)
+            .arg("-append")
+            .arg(&append)
+            .arg("-drive")
+            .arg(format!(
+                "file={},format=raw,if=virtio,cache=unsafe",
+                scratch.disk.display()
+            ))
+            .arg("-netdev")
+            .arg(format!("user,id=n0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22"))
+            .args(["-device", "virtio-net-pci,netdev=n0"])
+            .args(["-device", "virtio-rng-pci"])
+            .arg("-fw_cfg")
+            .arg(format!("name=opt/sysctr/config,file={}", config.display()))
+            .args(["-display", "none", "-serial", "stdio"])
+            .arg("-monitor")
+            .arg(format!("unix:{},server,nowait", monitor.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("start qemu-system-x86_64");
+        let serial = Arc::new(Mutex::new(String::new()));
+        let log_path = scratch.dir.join("serial.log");
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let serial = serial.clone();
+            let log_path = log_path.clone();
+            std::thread::spawn(move || pump(stream, serial, log_path));
+        }
+        Vm {
+            child,
+            serial,
+            ssh_port,
+            key: scratch.key.clone(),
+            monitor,
+            log_path,
+            started: Instant::now(),
+        }
+    }
+
+    /// Everything the serial console printed so far.
+    pub fn serial(&self) -> String {
+        self.serial.lock().unwrap().clone()
+    }
+
+    /// The last `n` lines of the serial console, for failure messages.
+    pub fn tail(&self, n: usize) -> String {
+        let s = self.serial();
+        let lines: Vec<&str> = s.lines().collect();
+        let start = lines.len().saturating_sub(n);
+        format!(
+            "--- serial console, last {} lines (full log {}) ---\n{}",
+            lines.len() - start,
+            self.log_path.display(),
+            lines[start..].join("\n")
+        )
+    }
+
+    /// Waits until the serial log contains `needle` at least `count` times.
+    pub fn wait_for_count(&mut self, needle: &str, count: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.serial().matches(needle).count() >= count {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "QEMU exited ({status}) before the console showed {needle:?}\n{}",
+                    self.tail(60)
+                );
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "no {needle:?} on the console within {}s\n{}",
+                    timeout.as_secs(),
+                    self.tail(60)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) {
+        self.wait_for_count(needle, 1, timeout)
+    }
+
+    /// Runs a command over ssh; returns (exit status, stdout, stderr). Bounded by `timeout`.
+    pub fn ssh_raw(&self, command: &str, timeout: Duration) -> (Option<i32>, String, String) {
+        let mut child = Command::new("timeout")
+            .arg(timeout.as_secs().max(1).to_string())
+            .arg("ssh")
+            .args(ssh_options(&self.key, self.ssh_port))
+            .arg("root@127.0.0.1")
+            .arg(command)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start ssh");
+        let mut out = String::new();
+        let mut err = String::new();
+        child.stdout.take().unwrap().read_to_string(&mut out).ok();
+        child.stderr.take().unwrap().read_to_string(&mut err).ok();
+        let status = child.wait().expect("wait ssh");
+        (status.code(), out, err)
+    }
+
+    /// Runs a command over ssh and returns its stdout; panics (with the console tail) on failure.
+    pub fn ssh(&self, command: &str) -> String {
+        let (code, out, err) = self.ssh_raw(command, Duration::from_secs(60));
+        if code != Some(0) {
+            panic!(
+                "ssh {command:?} failed ({code:?})\nstdout: {out}\nstderr: {err}\n{}",
+                self.tail(40)
+            );
+        }
+        out
+    }
+
+    /// Waits until ssh accepts our key and runs `true`.
+    pub fn wait_ssh(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "QEMU exited ({status}) while waiting for ssh\n{}",
+                    self.tail(60)
+                );
+            }
+            let (code, _, err) = self.ssh_raw("true", Duration::from_secs(20));
+            if code == Some(0) {
+                return;
+            }
+            last = err;
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        panic!(
+            "ssh did not accept the boot-config key within {}s (last error: {last})\n{}",
+            timeout.as_secs(),
+            self.tail(60)
+        );
+    }
+
+    /// `sysctr ps --json` over ssh, parsed.
+    pub fn ps(&self) -> Vec<serde_json::Value> {
+        let out = self.ssh("sysctr ps --json");
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| {
+            panic!(
+                "`sysctr ps --json` is not JSON ({e}): {out}\n{}",
+                self.tail(20)
+            )
+        });
+        match v {
+            serde_json::Value::Array(a) => a,
+            serde_json::Value::Object(ref o) if o.get("services").is_some() => {
+                o["services"].as_array().cloned().unwrap_or_default()
+            }
+            other => panic!("unexpected `sysctr ps --json` shape: {other}"),
+        }
+    }
+
+    /// Polls `sysctr ps --json` until `pred` holds for the service list.
+    pub fn wait_ps(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ps = self.ps();
+            if pred(&ps) {
+                return ps;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{what}: not reached within {}s; last ps: {}\n{}",
+                    timeout.as_secs(),
+                    serde_json::to_string_pretty(&ps).unwrap(),
+                    self.tail(40)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// A command to the QEMU monitor (`system_powerdown`, …).
+    pub fn monitor(&self, command: &str) {
+        let mut s = UnixStream::connect(&self.monitor).expect("connect to the QEMU monitor");
+        s.write_all(format!("{command}\n").as_bytes())
+            .expect("write to the monitor");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    /// Waits for QEMU to exit on its own (poweroff).
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait qemu") {
+                // let the pump threads drain
+                std::thread::sleep(Duration::from_millis(200));
+                return status;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "QEMU did not exit within {}s (no poweroff)\n{}",
+                    timeout.as_secs(),
+                    self.tail(60)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The host key the VM's ssh server presents (ssh-keyscan).
+    pub fn host_key(&self) -> String {
+        let out = Command::new("ssh-keyscan")
+            .args([
+                "-T",
+                "20",
+                "-t",
+                "ed25519",
+                "-p",
+                &self.ssh_port.to_string(),
+                "127.0.0.1",
+            ])
+            .stderr(Stdio::null())
+            .output()
+            .expect("ssh-keyscan");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let key = text
+            .lines()
+            .find(|l| !l.starts_with('#') && l.contains("ssh-ed25519"))
+            .unwrap_or_else(|| panic!("ssh-keyscan got no ed25519 host key\n{}", self.tail(20)));
+        key.split_whitespace().skip(1).collect::<Vec<_>>().join(" ")
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn ssh_options(key: &Path, port: u16) -> Vec<String> {
+    [
+        "-i",
+        &key.display().to_string(),
+        "-p",
+        &port.to_string(),
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "ConnectTimeout=10",
+        "-o",
+        "LogLevel=ERROR",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn pump(mut stream: Box<dyn Read + Send>, serial: Arc<Mutex<String>>, log: PathBuf) {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .ok();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                let text = String::from_utf8_lossy(&buf[..n]).replace('\r', "");
+                if let Some(f) = file.as_mut() {
+                    let _ = f.write_all(text.as_bytes());
+                }
+                serial.lock().unwrap().push_str(&text);
+            }
+        }
+    }
+}
+
+/// The service entry named `name` in a `ps --json` list.
+pub fn service<'a>(ps: &'a [serde_json::Value], name: &str) -> Option<&'a serde_json::Value> {
+    ps.iter().find(|s| s["name"] == name)
+}
+
+/// The system containers every image has.
+pub const SYSTEM_SERVICES: &[&str] = &["logging", "network", "ssh", "time", "console"];
+
+/// True when every system service is Ready.
+pub fn system_ready(ps: &[serde_json::Value]) -> bool {
+    SYSTEM_SERVICES
+        .iter()
+        .all(|n| service(ps, n).is_some_and(|s| s["state"] == "ready" || s["ready"] == true))
+}

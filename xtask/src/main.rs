@@ -3,6 +3,9 @@
 
 mod build;
 mod fuzz;
+mod image;
+mod kernel;
+mod qemu;
 mod util;
 
 use anyhow::{bail, Result};
@@ -12,6 +15,10 @@ usage: cargo xtask <command> [options]
 
 commands:
   build            build the static init and sysctr binaries (release, crt-static)
+  kernel           build the kernel from kernel-config/ (cached in ~/.cache/sysctr/kernel)
+  image [--dev]    build kernel, binaries, containers and the disk image; print sizes
+  run [options]    build the development image and boot it in QEMU (run --help)
+  boot-test        build the test image and run the QEMU boot tests (boot-tests/)
   fuzz [SECONDS]   fuzz the control-socket request decoder (cargo fuzz; default 60 s)
   test             run every test: unit, host integration (root), QEMU boot tests
 ";
@@ -32,6 +39,10 @@ fn run() -> Result<()> {
             println!("init:   {}", b.init.display());
             println!("sysctr: {}", b.sysctr.display());
         }),
+        "kernel" => kernel::build().map(|k| println!("{}", k.display())),
+        "image" => image::command(&rest),
+        "run" => qemu::command(&rest),
+        "boot-test" => qemu::boot_test(&rest),
         "fuzz" => fuzz::run_fuzz(&rest),
         "" | "help" | "-h" | "--help" => {
             print!("{USAGE}");

@@ -1,0 +1,230 @@
+//! QEMU boot scenarios (issue 6). Run with `cargo xtask boot-test`, which builds the image
+//! with the test services of `boot-tests/test-services.json` and sets SYSCTR_KERNEL and
+//! SYSCTR_DISK. Each test boots its own copy of the disk; every wait is bounded and a failure
+//! shows the tail of the serial console.
+
+use std::time::Duration;
+use sysctr_boot_tests::*;
+
+fn boot(name: &str) -> (ImagePaths, Scratch, Vm) {
+    let image = ImagePaths::from_env();
+    let scratch = Scratch::new(name, &image);
+    let vm = Vm::boot(&image, &scratch, &BootOptions::default());
+    (image, scratch, vm)
+}
+
+/// Boot until ssh works and every system service is Ready.
+fn boot_ready(name: &str) -> (ImagePaths, Scratch, Vm) {
+    let (image, scratch, mut vm) = boot(name);
+    vm.wait_ssh(BOOT_TIMEOUT);
+    vm.wait_ps("every system service Ready", BOOT_TIMEOUT, system_ready);
+    (image, scratch, vm)
+}
+
+fn state(ps: &[serde_json::Value], name: &str) -> String {
+    service(ps, name)
+        .map(|s| s["state"].as_str().unwrap_or("?").to_string())
+        .unwrap_or_else(|| "(absent)".into())
+}
+
+fn no_panic(vm: &Vm) {
+    let serial = vm.serial();
+    assert!(
+        !serial.contains("Kernel panic"),
+        "kernel panic on the console\n{}",
+        vm.tail(60)
+    );
+}
+
+/// Scenario 1: every default system container reaches Ready; `sysctr ps --json` parses.
+#[test]
+fn boot_every_system_service_ready() {
+    let (_image, _scratch, vm) = boot_ready("ready");
+    let ps = vm.ps();
+    for name in SYSTEM_SERVICES {
+        let s = service(&ps, name).unwrap_or_else(|| panic!("{name} missing from ps: {ps:?}"));
+        assert_eq!(s["state"], "ready", "{name}: {s}");
+    }
+    // The network service really configured the interface and resolv.conf.
+    let addr = vm.ssh("ip -4 addr show");
+    assert!(addr.contains("10.0.2.15"), "no DHCP address: {addr}");
+    let resolv = vm.ssh("cat /etc/resolv.conf");
+    assert!(resolv.contains("nameserver"), "no resolv.conf: {resolv}");
+    no_panic(&vm);
+    // Timing, from init's own numbers (reported, not asserted).
+    println!("boot timing (ms since boot, CLOCK_BOOTTIME, from sysctr ps --json):");
+    for s in &ps {
+        println!(
+            "  {:<16} started {:>8} ready {:>8}",
+            s["name"].as_str().unwrap_or("?"),
+            s["started_boot_ms"].to_string(),
+            s["ready_boot_ms"].to_string()
+        );
+    }
+    println!("host wall time to all Ready: {:?}", vm.started.elapsed());
+}
+
+/// Scenario 2: ssh with a key injected at boot (not in the image); `sysctr ps` over ssh;
+/// the host key stays the same across a reboot.
+#[test]
+fn ssh_boot_key_and_stable_host_key() {
+    let (_image, _scratch, mut vm) = boot_ready("ssh");
+    let ps = vm.ssh("sysctr ps");
+    for name in SYSTEM_SERVICES {
+        assert!(ps.contains(name), "`sysctr ps` lacks {name}:\n{ps}");
+    }
+    let before = vm.host_key();
+    let _ = vm.ssh_raw("sysctr reboot", Duration::from_secs(20));
+    // The VM reboots in place (no -no-reboot): wait for a second boot to bring ssh back.
+    vm.wait_for("reboot: Restarting system", Duration::from_secs(120));
+    std::thread::sleep(Duration::from_secs(2));
+    vm.wait_ssh(BOOT_TIMEOUT);
+    let after = vm.host_key();
+    assert_eq!(before, after, "the ssh host key changed across a reboot");
+}
+
+/// Scenario 3: SIGKILL a service's main process → restarted, restart count up, no zombie;
+/// a crash-looping service backs off and ends Failed while the others stay Ready.
+#[test]
+fn supervision_restart_and_crash_loop() {
+    let (_image, _scratch, mut vm) = boot_ready("supervision");
+    let ps = vm.wait_ps("victim ready", Duration::from_secs(60), |ps| {
+        state(ps, "victim") == "ready"
+    });
+    let victim = service(&ps, "victim").unwrap().clone();
+    let pid = victim["pid"].as_i64().expect("victim has a pid");
+    let restarts = victim["restarts"].as_u64().unwrap_or(0);
+    vm.ssh(&format!("sysctr exec debug kill -9 {pid}"));
+    vm.wait_ps("victim restarted", Duration::from_secs(60), |ps| {
+        service(ps, "victim").is_some_and(|s| {
+            s["restarts"].as_u64().unwrap_or(0) > restarts
+                && s["pid"].as_i64().is_some_and(|p| p != pid)
+                && s["state"] == "ready"
+        })
+    });
+    let zombies =
+        vm.ssh("sysctr exec debug sh -c \"grep -l '^State:.*Z' /proc/[0-9]*/status || true\"");
+    assert!(zombies.trim().is_empty(), "zombies remain: {zombies}");
+    let ps = vm.wait_ps("crashloop Failed", Duration::from_secs(90), |ps| {
+        state(ps, "crashloop") == "failed"
+    });
+    assert!(system_ready(&ps), "system services not all Ready: {ps:?}");
+    let _ = ps;
+}
+
+/// Scenario 4: a service over memory.max is OOM-killed inside its cgroup; a fork bomb stops
+/// at pids.max; init and the other services are unaffected.
+#[test]
+fn limits_oom_and_pids() {
+    let (_image, _scratch, mut vm) = boot_ready("limits");
+    let ps = vm.wait_ps("memhog ended", Duration::from_secs(90), |ps| {
+        matches!(state(ps, "memhog").as_str(), "exited" | "failed")
+    });
+    let hog = service(&ps, "memhog").unwrap();
+    assert!(
+        hog["last_exit"].to_string().contains('9')
+            || hog["last_error"].to_string().to_lowercase().contains("oom"),
+        "memhog did not die of SIGKILL/OOM: {hog}"
+    );
+    let logs = vm.ssh("sysctr logs forkbomb");
+    assert!(
+        logs.contains("forkbomb: done trying"),
+        "forkbomb did not finish: {logs}"
+    );
+    assert!(
+        logs.to_lowercase().contains("fork") || logs.contains("Resource temporarily unavailable"),
+        "no fork failure in forkbomb's output: {logs}"
+    );
+    let pids = vm.ssh("sysctr exec debug sh -c 'cat /sys/fs/cgroup/sysctr/forkbomb/pids.max /sys/fs/cgroup/sysctr/forkbomb/pids.current 2>/dev/null || true'");
+    println!("forkbomb pids.max/pids.current: {pids}");
+    let ps = vm.ps();
+    assert!(system_ready(&ps), "system services affected: {ps:?}");
+    no_panic(&vm);
+}
+
+/// Scenario 5: write under /var, `sysctr poweroff`, boot the same disk, the file is intact;
+/// every service got its stop signal; QEMU exits without a kernel panic.
+#[test]
+fn persistence_across_poweroff() {
+    let (image, scratch, mut vm) = boot_ready("persist");
+    vm.ssh("echo persisted-$((6*7)) > /var/lib/ssh/boot-test-file && sync");
+    let _ = vm.ssh_raw("sysctr poweroff", Duration::from_secs(20));
+    let status = vm.wait_exit(Duration::from_secs(120));
+    assert!(status.success(), "QEMU exit {status}\n{}", vm.tail(40));
+    let serial = vm.serial();
+    assert!(
+        serial.contains(REACHED_SHUTDOWN),
+        "no {REACHED_SHUTDOWN:?}\n{}",
+        vm.tail(60)
+    );
+    no_panic(&vm);
+    drop(vm);
+    let mut vm = Vm::boot(&image, &scratch, &BootOptions::default());
+    vm.wait_ssh(BOOT_TIMEOUT);
+    let text = vm.ssh("cat /var/lib/ssh/boot-test-file");
+    assert_eq!(text.trim(), "persisted-42");
+}
+
+/// Scenario 6: QEMU `system_powerdown` (ACPI power button) → clean poweroff.
+#[test]
+fn power_button_powers_off() {
+    let (_image, _scratch, mut vm) = boot_ready("powerbutton");
+    vm.monitor("system_powerdown");
+    let status = vm.wait_exit(Duration::from_secs(120));
+    assert!(status.success(), "QEMU exit {status}\n{}", vm.tail(40));
+    assert!(
+        vm.serial().contains(REACHED_SHUTDOWN),
+        "no {REACHED_SHUTDOWN:?}\n{}",
+        vm.tail(60)
+    );
+    no_panic(&vm);
+}
+
+/// Scenario 7: broken services (unknown command, missing image) are Failed with a clear
+/// reason; the boot completes and everything else is Ready.
+#[test]
+fn bad_input_fails_only_that_service() {
+    let (_image, _scratch, mut vm) = boot_ready("badinput");
+    let ps = vm.wait_ps("broken services Failed", Duration::from_secs(60), |ps| {
+        state(ps, "broken-program") == "failed" && state(ps, "broken-root") == "failed"
+    });
+    for name in ["broken-program", "broken-root"] {
+        let s = service(&ps, name).unwrap();
+        let err = s["last_error"].as_str().unwrap_or("");
+        assert!(!err.is_empty(), "{name} Failed without a reason: {s}");
+    }
+    let err = service(&ps, "broken-program").unwrap()["last_error"].to_string();
+    assert!(
+        err.contains("/no/such/program"),
+        "reason does not name the program: {err}"
+    );
+    let err = service(&ps, "broken-root").unwrap()["last_error"].to_string();
+    assert!(
+        err.contains("no-such-image"),
+        "reason does not name the root: {err}"
+    );
+    assert!(system_ready(&ps));
+}
+
+/// Scenario 8: `sysctr logs` shows a service's output; after a reboot the previous boot's
+/// log is on /var.
+#[test]
+fn logs_live_and_after_reboot() {
+    let (_image, _scratch, mut vm) = boot_ready("logs");
+    let logs = vm.ssh("sysctr logs network");
+    assert!(
+        logs.contains("network: interface"),
+        "sysctr logs network: {logs}"
+    );
+    let _ = vm.ssh_raw("sysctr reboot", Duration::from_secs(20));
+    vm.wait_for("reboot: Restarting system", Duration::from_secs(120));
+    std::thread::sleep(Duration::from_secs(2));
+    vm.wait_ssh(BOOT_TIMEOUT);
+    let files = vm.ssh("ls -R /var/log/sysctr/ && cat /var/log/sysctr/network*");
+    assert!(
+        files.matches("network: interface").count() >= 2,
+        "the previous boot's network log is not on /var:\n{files}"
+    );
+    let syslog = vm.ssh("cat /var/log/syslog/messages");
+    assert!(!syslog.is_empty(), "syslog wrote nothing");
+}

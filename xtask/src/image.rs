@@ -1,0 +1,695 @@
+//! Building the OS image: the root filesystem (init, sysctr, the manifest and every system
+//! container's root filesystem from its recipe in `system-containers/<name>/rootfs.json`),
+//! packed read-only as squashfs, and a GPT disk image holding it next to an empty ext4
+//! state partition. `rootfs/README.md` explains the layout and the choice of squashfs.
+//!
+//! Same inputs give a byte-identical disk: every timestamp is SOURCE_DATE_EPOCH, ownership
+//! is root, xattrs are dropped, and the filesystem and partition UUIDs are fixed.
+
+use crate::build::{self, Binaries};
+use crate::kernel;
+use crate::util::{ensure_debian_packages, output, run, workspace_root};
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::process::Command;
+
+/// Host tools the image build runs, and the packages files are taken from.
+pub const IMAGE_PACKAGES: &[&str] = &[
+    "busybox-static",
+    "squashfs-tools",
+    "e2fsprogs",
+    "gdisk",
+    "dropbear-bin",
+];
+
+/// The system containers, in manifest order (the onboot task first).
+pub const CONTAINERS: &[&str] = &["prepare", "logging", "network", "ssh", "time", "console"];
+
+/// Fixed timestamp for every file when SOURCE_DATE_EPOCH is not set (2024-01-01).
+const DEFAULT_EPOCH: u64 = 1_704_067_200;
+
+/// Disk layout: 1 MiB for the GPT, the root partition, the state partition, 1 MiB backup GPT.
+const MIB: u64 = 1 << 20;
+pub const ROOT_START: u64 = MIB;
+pub const ROOT_SIZE: u64 = 64 * MIB;
+pub const STATE_SIZE: u64 = 64 * MIB;
+pub const DISK_SIZE: u64 = ROOT_START + ROOT_SIZE + STATE_SIZE + MIB;
+
+/// Fixed identifiers, so the same inputs give the same bytes.
+const DISK_GUID: &str = "53595343-5452-4000-8000-000000000000";
+const ROOT_PART_GUID: &str = "53595343-5452-4000-8000-000000000001";
+const STATE_PART_GUID: &str = "53595343-5452-4000-8000-000000000002";
+const STATE_FS_UUID: &str = "53595343-5452-4000-8000-000000000003";
+
+#[derive(Debug, Default, Clone)]
+pub struct Options {
+    /// Development image: auto-login root shell on the console (console/service.dev.json).
+    pub dev: bool,
+    /// Use this manifest instead of the one assembled from `system-containers/`.
+    pub manifest: Option<PathBuf>,
+    /// Append these services (a manifest file) to the assembled one: test layers.
+    pub extra_services: Vec<PathBuf>,
+    /// Output directory (default `build/image` or `build/image-dev`).
+    pub out: Option<PathBuf>,
+}
+
+pub struct Image {
+    pub kernel: PathBuf,
+    pub disk: PathBuf,
+    pub root_squashfs: PathBuf,
+}
+
+/// A container's root filesystem recipe (`rootfs.json`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Recipe {
+    /// busybox applets, each a symlink /bin/<applet> → /bin/busybox (from busybox-static).
+    #[serde(default)]
+    busybox: Vec<String>,
+    #[serde(default)]
+    files: Vec<FileEntry>,
+    /// Directories to create (mount points for the service's mounts are added automatically).
+    #[serde(default)]
+    dirs: Vec<String>,
+    /// path → target.
+    #[serde(default)]
+    symlinks: BTreeMap<String, String>,
+    /// path → contents; overrides the defaults (/etc/passwd, /etc/group, …).
+    #[serde(default)]
+    text: BTreeMap<String, String>,
+    /// Debian packages that must be installed on the build host (files are copied from it).
+    #[serde(default)]
+    host_packages: Vec<String>,
+    /// Debian packages fetched with `apt-get download` and unpacked in a cache, not installed.
+    #[serde(default)]
+    download_packages: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileEntry {
+    /// Where it goes inside the container.
+    dest: String,
+    /// A file on the build host.
+    #[serde(default)]
+    host: Option<String>,
+    /// With `src`: a file inside a downloaded package.
+    #[serde(default)]
+    package: Option<String>,
+    #[serde(default)]
+    src: Option<String>,
+    /// A file next to the recipe.
+    #[serde(default)]
+    local: Option<String>,
+    /// The sysctr CLI built from this workspace.
+    #[serde(default)]
+    sysctr: bool,
+    /// Also copy the shared libraries it needs (from `ldd`) and the dynamic loader.
+    #[serde(default)]
+    libs: bool,
+    /// Octal mode; default: the source's mode.
+    #[serde(default)]
+    mode: Option<String>,
+}
+
+/// Files every container root gets unless its recipe's `text` overrides them.
+const DEFAULT_TEXT: &[(&str, &str)] = &[
+    ("/etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"),
+    ("/etc/group", "root:x:0:\n"),
+    ("/etc/hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost\n"),
+    ("/etc/shells", "/bin/sh\n/bin/ash\n"),
+];
+
+/// Mount points and standard directories every container root has: the rootfs is read-only
+/// squashfs, so the runtime cannot create them at start.
+const DEFAULT_DIRS: &[&str] = &[
+    "/bin",
+    "/dev",
+    "/etc",
+    "/proc",
+    "/root",
+    "/run",
+    "/sbin",
+    "/sys",
+    "/tmp",
+    "/usr/bin",
+    "/usr/sbin",
+    "/var",
+];
+
+pub fn epoch() -> u64 {
+    std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(DEFAULT_EPOCH)
+}
+
+pub fn parse_options(args: &[String]) -> Result<Options> {
+    let mut opts = Options::default();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--dev" => opts.dev = true,
+            "--manifest" => opts.manifest = Some(next_path(&mut it, a)?),
+            "--extra-services" => opts.extra_services.push(next_path(&mut it, a)?),
+            "--out" => opts.out = Some(next_path(&mut it, a)?),
+            other => bail!("image: unknown option {other:?} (--dev, --manifest FILE, --extra-services FILE, --out DIR)"),
+        }
+    }
+    Ok(opts)
+}
+
+fn next_path<'a>(it: &mut impl Iterator<Item = &'a String>, flag: &str) -> Result<PathBuf> {
+    let v = it.next().with_context(|| format!("{flag} needs a value"))?;
+    Ok(fs::canonicalize(v).with_context(|| format!("{flag} {v}"))?)
+}
+
+/// `cargo xtask image`: builds everything and prints the size table and the paths.
+pub fn command(args: &[String]) -> Result<()> {
+    let opts = parse_options(args)?;
+    let image = build(&opts)?;
+    println!("kernel: {}", image.kernel.display());
+    println!("disk:   {}", image.disk.display());
+    let total = fs::metadata(&image.kernel)?.len() + fs::metadata(&image.root_squashfs)?.len();
+    println!("total: {total} bytes");
+    Ok(())
+}
+
+pub fn build(opts: &Options) -> Result<Image> {
+    ensure_debian_packages(IMAGE_PACKAGES)?;
+    let root_dir = workspace_root();
+    let out = opts.out.clone().unwrap_or_else(|| {
+        root_dir
+            .join("build")
+            .join(if opts.dev { "image-dev" } else { "image" })
+    });
+    fs::create_dir_all(&out)?;
+    let kernel_src = kernel::build()?;
+    let bins = build::static_binaries()?;
+    eprintln!(
+        "xtask: image: assembling the root filesystem in {}",
+        out.display()
+    );
+
+    let stage = out.join("root");
+    if stage.exists() {
+        make_writable(&stage)?;
+        fs::remove_dir_all(&stage).with_context(|| format!("cannot clear {}", stage.display()))?;
+    }
+    fs::create_dir_all(&stage)?;
+    let mut sizes: Vec<(String, u64)> = Vec::new();
+
+    // The OS root.
+    for d in [
+        "proc",
+        "sys",
+        "dev",
+        "run",
+        "tmp",
+        "var",
+        "etc/sysctr",
+        "root",
+        "containers",
+        "sbin",
+        "usr/bin",
+        "bin",
+    ] {
+        mkdir(&stage.join(d))?;
+    }
+    copy_file(&bins.init, &stage.join("sbin/init"), Some(0o755))?;
+    copy_file(&bins.sysctr, &stage.join("usr/bin/sysctr"), Some(0o755))?;
+    write_text(&stage.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")?;
+    write_text(&stage.join("etc/group"), "root:x:0:\n")?;
+    write_text(&stage.join("etc/hosts"), "127.0.0.1\tlocalhost\n")?;
+    write_text(&stage.join("etc/hostname"), "sysctr\n")?;
+    symlink("/run/sysctr/net/resolv.conf", stage.join("etc/resolv.conf"))?;
+    sizes.push(("kernel".into(), fs::metadata(&kernel_src)?.len()));
+    sizes.push(("init".into(), fs::metadata(&bins.init)?.len()));
+    sizes.push(("sysctr".into(), fs::metadata(&bins.sysctr)?.len()));
+
+    // The containers and their manifest entries.
+    let mut services: Vec<Value> = Vec::new();
+    for name in CONTAINERS {
+        let dir = root_dir.join("system-containers").join(name);
+        let service_file = if opts.dev && dir.join("service.dev.json").exists() {
+            dir.join("service.dev.json")
+        } else {
+            dir.join("service.json")
+        };
+        let service: Value = read_json(&service_file)?;
+        let croot = stage.join("containers").join(name).join("rootfs");
+        assemble_container(&dir, &croot, &service, &bins)?;
+        sizes.push((format!("container {name}"), tree_size(&croot)?));
+        services.push(service);
+    }
+    let manifest_text = match &opts.manifest {
+        Some(path) => fs::read_to_string(path)?,
+        None => {
+            for extra in &opts.extra_services {
+                let v: Value = read_json(extra)?;
+                let list = v["services"]
+                    .as_array()
+                    .with_context(|| format!("{}: no \"services\" list", extra.display()))?;
+                services.extend(list.iter().cloned());
+            }
+            let m =
+                serde_json::json!({ "version": manifest::MANIFEST_VERSION, "services": services });
+            serde_json::to_string_pretty(&m)? + "\n"
+        }
+    };
+    let manifest_path = stage.join("etc/sysctr/manifest.json");
+    write_text(&manifest_path, &manifest_text)?;
+    check_manifest(&manifest_path, &stage, CONTAINERS)?;
+
+    // Read-only root.
+    let squash = out.join("root.squashfs");
+    let _ = fs::remove_file(&squash);
+    let epoch = epoch().to_string();
+    eprintln!("xtask: image: mksquashfs (xz)");
+    run(Command::new("mksquashfs")
+        .arg(&stage)
+        .arg(&squash)
+        .args([
+            "-comp",
+            "xz",
+            "-Xbcj",
+            "x86",
+            "-b",
+            "1M",
+            "-noappend",
+            "-no-progress",
+        ])
+        .args([
+            "-all-root",
+            "-no-xattrs",
+            "-all-time",
+            &epoch,
+            "-mkfs-time",
+            &epoch,
+        ])
+        .stdout(std::process::Stdio::null()))?;
+    let squash_len = fs::metadata(&squash)?.len();
+    if squash_len > ROOT_SIZE {
+        bail!(
+            "root filesystem is {squash_len} bytes, more than the {ROOT_SIZE}-byte root partition"
+        );
+    }
+
+    // State partition and disk.
+    let state = out.join("state.ext4");
+    make_state_fs(&state, &epoch)?;
+    let disk = out.join("disk.img");
+    make_disk(&disk, &squash, &state)?;
+    let _ = fs::remove_file(&state);
+    let kernel = out.join("bzImage");
+    copy_file(&kernel_src, &kernel, Some(0o644))?;
+
+    // The table.
+    println!("{:<22} {:>12}", "component", "bytes");
+    for (name, size) in &sizes {
+        println!("{name:<22} {size:>12}");
+    }
+    println!(
+        "{:<22} {:>12}   (all of the above but the kernel, squashfs xz, deduplicated)",
+        "root.squashfs", squash_len
+    );
+    Ok(Image {
+        kernel,
+        disk,
+        root_squashfs: squash,
+    })
+}
+
+/// Validates the manifest with the same code PID 1 uses, then checks what only the build can:
+/// each system container's root exists in the image and its program is there. (Services
+/// from other layers are not checked: the bad-input boot test ships broken ones on purpose.)
+fn check_manifest(path: &Path, stage: &Path, check: &[&str]) -> Result<()> {
+    let loaded = manifest::load_file(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if !loaded.rejected.is_empty() {
+        let lines: Vec<String> = loaded
+            .rejected
+            .iter()
+            .map(|r| format!("{}: {}", r.name, r.describe("manifest.json")))
+            .collect();
+        bail!("manifest has invalid services:\n  {}", lines.join("\n  "));
+    }
+    let mut problems = Vec::new();
+    for svc in &loaded.manifest.services {
+        if !check.contains(&svc.name.as_str()) {
+            continue;
+        }
+        let root = stage.join(svc.root.trim_start_matches('/'));
+        if !root.is_dir() {
+            problems.push(format!(
+                "{}: root {} is not in the image",
+                svc.name, svc.root
+            ));
+            continue;
+        }
+        if let Some(prog) = svc.args.first() {
+            if resolve_in(&root, prog).is_none() {
+                problems.push(format!(
+                    "{}: program {prog} is not in {}",
+                    svc.name, svc.root
+                ));
+            }
+        }
+    }
+    if !problems.is_empty() {
+        bail!(
+            "manifest does not match the image:\n  {}",
+            problems.join("\n  ")
+        );
+    }
+    eprintln!(
+        "xtask: image: manifest valid ({} services)",
+        loaded.manifest.services.len()
+    );
+    Ok(())
+}
+
+/// Follows `path` inside `root` as the container would see it (absolute symlinks stay inside).
+fn resolve_in(root: &Path, path: &str) -> Option<PathBuf> {
+    let mut cur = PathBuf::from("/");
+    let mut pending: Vec<String> = path.split('/').rev().map(String::from).collect();
+    let mut hops = 0;
+    while let Some(part) = pending.pop() {
+        match part.as_str() {
+            "" | "." => continue,
+            ".." => {
+                cur.pop();
+                continue;
+            }
+            _ => {}
+        }
+        let next = cur.join(&part);
+        let host = root.join(next.strip_prefix("/").ok()?);
+        let meta = fs::symlink_metadata(&host).ok()?;
+        if meta.file_type().is_symlink() {
+            hops += 1;
+            if hops > 40 {
+                return None;
+            }
+            let target = fs::read_link(&host).ok()?;
+            let t = target.to_string_lossy().into_owned();
+            if t.starts_with('/') {
+                cur = PathBuf::from("/");
+            }
+            pending.extend(t.split('/').rev().map(String::from));
+        } else {
+            cur = next;
+        }
+    }
+    Some(root.join(cur.strip_prefix("/").ok()?))
+}
+
+fn assemble_container(dir: &Path, croot: &Path, service: &Value, bins: &Binaries) -> Result<()> {
+    let recipe_path = dir.join("rootfs.json");
+    let text = fs::read_to_string(&recipe_path)
+        .with_context(|| format!("cannot read {}", recipe_path.display()))?;
+    let recipe: Recipe = serde_json::from_str(&text)
+        .with_context(|| format!("{}: bad recipe", recipe_path.display()))?;
+    let hp: Vec<&str> = recipe.host_packages.iter().map(String::as_str).collect();
+    ensure_debian_packages(&hp)?;
+
+    for d in DEFAULT_DIRS
+        .iter()
+        .copied()
+        .chain(recipe.dirs.iter().map(String::as_str))
+    {
+        mkdir(&inside(croot, d)?)?;
+    }
+    // Mount points of the service's own mounts.
+    for m in service["mounts"].as_array().into_iter().flatten() {
+        if let Some(dest) = m["destination"].as_str() {
+            mkdir(&inside(croot, dest)?)?;
+        }
+    }
+    let mut texts: BTreeMap<String, String> = DEFAULT_TEXT
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    texts.extend(recipe.text.clone());
+    for (path, body) in &texts {
+        write_text(&inside(croot, path)?, body)?;
+    }
+    if !recipe.busybox.is_empty() {
+        copy_file(
+            Path::new("/bin/busybox"),
+            &croot.join("bin/busybox"),
+            Some(0o755),
+        )?;
+        for applet in &recipe.busybox {
+            let link = croot.join("bin").join(applet);
+            if !link.exists() {
+                symlink("busybox", &link)?;
+            }
+        }
+    }
+    let mut debs: BTreeMap<String, PathBuf> = BTreeMap::new();
+    for p in &recipe.download_packages {
+        debs.insert(p.clone(), downloaded_package(p)?);
+    }
+    for f in &recipe.files {
+        let src: PathBuf = if f.sysctr {
+            bins.sysctr.clone()
+        } else if let Some(h) = &f.host {
+            PathBuf::from(h)
+        } else if let (Some(p), Some(s)) = (&f.package, &f.src) {
+            debs.get(p)
+                .with_context(|| {
+                    format!(
+                        "{}: package {p} not in download_packages",
+                        recipe_path.display()
+                    )
+                })?
+                .join(s.trim_start_matches('/'))
+        } else if let Some(l) = &f.local {
+            dir.join(l)
+        } else {
+            bail!("{}: file {} has no source", recipe_path.display(), f.dest);
+        };
+        let mode = match &f.mode {
+            Some(m) => Some(u32::from_str_radix(m, 8).with_context(|| format!("bad mode {m}"))?),
+            None => None,
+        };
+        copy_file(&src, &inside(croot, &f.dest)?, mode)?;
+        if f.libs {
+            for lib in shared_libraries(&src)? {
+                let dest = inside(croot, &lib.to_string_lossy())?;
+                if !dest.exists() {
+                    copy_file(&lib, &dest, Some(0o755))?;
+                }
+            }
+        }
+    }
+    for (path, target) in &recipe.symlinks {
+        let link = inside(croot, path)?;
+        if let Some(parent) = link.parent() {
+            mkdir(parent)?;
+        }
+        symlink(target, &link)?;
+    }
+    Ok(())
+}
+
+/// The shared libraries and loader of a dynamic ELF, as absolute host paths (from `ldd`).
+fn shared_libraries(bin: &Path) -> Result<Vec<PathBuf>> {
+    let out = Command::new("ldd").arg(bin).output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if text.contains("not a dynamic executable") || text.contains("statically linked") {
+        return Ok(Vec::new());
+    }
+    let mut libs = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        let path = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next().unwrap_or(""),
+            None => line.split_whitespace().next().unwrap_or(""),
+        };
+        if line.contains("not found") {
+            bail!(
+                "{}: library missing on the build host: {line}",
+                bin.display()
+            );
+        }
+        if path.starts_with('/') {
+            libs.push(PathBuf::from(path));
+        }
+    }
+    Ok(libs)
+}
+
+/// `apt-get download` a package into the cache and unpack it (not installed on the host).
+fn downloaded_package(name: &str) -> Result<PathBuf> {
+    let cache = kernel::cache_dir()
+        .parent()
+        .expect("cache has a parent")
+        .join("debs")
+        .join(name);
+    let root = cache.join("root");
+    if cache.join(".unpacked").exists() {
+        return Ok(root);
+    }
+    eprintln!("xtask: image: fetching Debian package {name}");
+    let _ = fs::remove_dir_all(&cache);
+    fs::create_dir_all(&cache)?;
+    if Command::new("apt-get")
+        .arg("download")
+        .arg(name)
+        .current_dir(&cache)
+        .status()
+        .map(|s| !s.success())
+        .unwrap_or(true)
+    {
+        run(Command::new("apt-get").arg("update").arg("-qq"))?;
+        run(Command::new("apt-get")
+            .arg("download")
+            .arg(name)
+            .current_dir(&cache))?;
+    }
+    let deb = fs::read_dir(&cache)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .with_context(|| format!("apt-get download {name} left no .deb"))?;
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
+    fs::write(cache.join(".unpacked"), "")?;
+    Ok(root)
+}
+
+/// `path` (absolute, as seen in the container) under `root`, refusing `..`.
+fn inside(root: &Path, path: &str) -> Result<PathBuf> {
+    let rel = Path::new(path);
+    if !rel.is_absolute() || rel.components().any(|c| matches!(c, Component::ParentDir)) {
+        bail!("path {path:?} must be absolute without ..");
+    }
+    Ok(root.join(rel.strip_prefix("/")?))
+}
+
+fn mkdir(path: &Path) -> Result<()> {
+    fs::create_dir_all(path).with_context(|| format!("cannot create {}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755))?;
+    Ok(())
+}
+
+fn write_text(path: &Path, text: &str) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        mkdir(parent)?;
+    }
+    let _ = fs::remove_file(path);
+    fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o644))?;
+    Ok(())
+}
+
+fn copy_file(src: &Path, dest: &Path, mode: Option<u32>) -> Result<()> {
+    if let Some(parent) = dest.parent() {
+        mkdir(parent)?;
+    }
+    let _ = fs::remove_file(dest);
+    fs::copy(src, dest)
+        .with_context(|| format!("cannot copy {} to {}", src.display(), dest.display()))?;
+    let mode = match mode {
+        Some(m) => m,
+        None => {
+            let m = fs::metadata(src)?.permissions().mode();
+            if m & 0o111 != 0 {
+                0o755
+            } else {
+                0o644
+            }
+        }
+    };
+    fs::set_permissions(dest, fs::Permissions::from_mode(mode))?;
+    Ok(())
+}
+
+fn make_writable(dir: &Path) -> Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            fs::set_permissions(entry.path(), fs::Permissions::from_mode(0o755))?;
+            make_writable(&entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// Apparent size of the regular files in a tree (symlinks and directories not counted).
+fn tree_size(dir: &Path) -> Result<u64> {
+    let mut total = 0;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let ft = entry.file_type()?;
+        if ft.is_dir() {
+            total += tree_size(&entry.path())?;
+        } else if ft.is_file() {
+            total += entry.metadata()?.len();
+        }
+    }
+    Ok(total)
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let text =
+        fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", path.display()))
+}
+
+/// An empty ext4 labelled SYSCTR_STATE, reproducible (fixed UUID, hash seed and time).
+fn make_state_fs(path: &Path, epoch: &str) -> Result<()> {
+    let _ = fs::remove_file(path);
+    fs::File::create(path)?.set_len(STATE_SIZE)?;
+    run(Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", "SYSCTR_STATE", "-U", STATE_FS_UUID])
+        .arg("-E")
+        .arg(format!("hash_seed={STATE_FS_UUID},root_owner=0:0"))
+        .arg(path)
+        .env("SOURCE_DATE_EPOCH", epoch)
+        .env("E2FSPROGS_FAKE_TIME", epoch))
+}
+
+/// The GPT disk: partition 1 root (squashfs), partition 2 state (ext4, SYSCTR_STATE).
+fn make_disk(disk: &Path, squash: &Path, state: &Path) -> Result<()> {
+    let _ = fs::remove_file(disk);
+    fs::File::create(disk)?.set_len(DISK_SIZE)?;
+    let s = |bytes: u64| bytes / 512;
+    let root_end = s(ROOT_START + ROOT_SIZE) - 1;
+    let state_start = s(ROOT_START + ROOT_SIZE);
+    let state_end = state_start + s(STATE_SIZE) - 1;
+    output(
+        Command::new("sgdisk")
+            .arg(format!("--disk-guid={DISK_GUID}"))
+            .arg(format!("--new=1:{}:{root_end}", s(ROOT_START)))
+            .arg("--typecode=1:8304")
+            .arg("--change-name=1:SYSCTR_ROOT")
+            .arg(format!("--partition-guid=1:{ROOT_PART_GUID}"))
+            .arg(format!("--new=2:{state_start}:{state_end}"))
+            .arg("--typecode=2:8300")
+            .arg("--change-name=2:SYSCTR_STATE")
+            .arg(format!("--partition-guid=2:{STATE_PART_GUID}"))
+            .arg(disk),
+    )?;
+    write_at(disk, ROOT_START, squash)?;
+    write_at(disk, ROOT_START + ROOT_SIZE, state)?;
+    Ok(())
+}
+
+/// Copies `src` into `disk` at byte `offset`.
+pub fn write_at(disk: &Path, offset: u64, src: &Path) -> Result<()> {
+    write_bytes_at(disk, offset, &fs::read(src)?)
+}
+
+/// Writes `data` into `disk` at byte `offset`.
+pub fn write_bytes_at(disk: &Path, offset: u64, data: &[u8]) -> Result<()> {
+    let mut f = fs::OpenOptions::new().write(true).open(disk)?;
+    f.seek(SeekFrom::Start(offset))?;
+    f.write_all(data)?;
+    Ok(())
+}
