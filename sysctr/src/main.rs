@@ -11,6 +11,8 @@ mod since;
 mod tty;
 
 #[cfg(test)]
+mod apidoc;
+#[cfg(test)]
 mod fake_init;
 
 use clap::Parser;
