@@ -1,1 +1,272 @@
-fn main() {}
+//! sysctr's PID 1. `main` only wires the parts together, in the order a PID 1 must:
+//! signals blocked before anything can start a child, early boot steps, the manifest, then
+//! the single-threaded event loop. Every way out of the loop — a power request, a fatal
+//! error, a panic — goes through `shutdown`, which never returns.
+
+#![deny(unsafe_code)]
+
+mod boot;
+mod bootconfig;
+mod cgroups;
+mod config;
+mod control;
+mod log;
+mod logs;
+mod mounts;
+mod reactor;
+mod readiness;
+mod reaper;
+mod runtime;
+mod shutdown;
+mod signals;
+mod spec;
+mod supervisor;
+#[allow(unsafe_code)]
+mod sys;
+
+use config::{Config, PowerAction};
+use reactor::{Reactor, Source};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Duration;
+use supervisor::Supervisor;
+
+/// Why the event loop ended.
+enum Exit {
+    Power(PowerAction),
+    Fatal(String),
+}
+
+/// Everything the shutdown path may need after the loop ended, even by a panic.
+#[derive(Default)]
+struct World {
+    sup: Option<Supervisor>,
+    reactor: Option<Reactor>,
+}
+
+fn main() {
+    let init_boot_ms = supervisor::boot_ms();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let pid1 = nix::unistd::getpid().as_raw() == 1;
+    let test_mode = args.iter().any(|a| a == "--test-mode");
+    if !pid1 && !test_mode {
+        eprintln!("init: this is sysctr's PID 1; run it as the kernel's init, or with --test-mode");
+        std::process::exit(2);
+    }
+    let cfg = if test_mode {
+        match Config::from_args(&args) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("init: {e}");
+                std::process::exit(2);
+            }
+        }
+    } else {
+        // /proc is not mounted yet; the kernel passes unknown `key=value` words to init
+        // as environment and bare words as arguments, but sysctr.* keys have dots and
+        // arrive as arguments. Read /proc/cmdline after mounting to be sure (see below).
+        Config::from_cmdline(&args.join(" "))
+    };
+    log::set_level(cfg.log_level);
+    if !pid1 {
+        // A subreaper adopts orphans of its descendants, as PID 1 adopts everyone's.
+        if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+            error!("init", "cannot become a subreaper: {e}");
+        }
+    }
+    std::panic::set_hook(Box::new(|info| {
+        error!("panic", "{info}");
+    }));
+    let plan = |action, fatal| shutdown::Plan {
+        action,
+        fatal,
+        pid1,
+        unmount: !cfg.test_mode,
+    };
+
+    let mut world = World::default();
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        run(&cfg, &mut world, pid1, init_boot_ms)
+    }));
+    let (action, fatal, reason) = match outcome {
+        Ok(Exit::Power(a)) => (a, false, "requested".to_string()),
+        Ok(Exit::Fatal(why)) => (cfg.fatal_action, true, why),
+        Err(_) => (cfg.fatal_action, true, "PID 1 panicked".to_string()),
+    };
+    if fatal {
+        error!(
+            "init",
+            "fatal: {reason}: taking the shutdown path ({:?})", action
+        );
+    }
+    let again = catch_unwind(AssertUnwindSafe(|| {
+        shutdown::run(
+            plan(action, fatal),
+            &reason,
+            world.sup.as_mut(),
+            world.reactor.as_mut(),
+        )
+    }));
+    // Only reached if the orderly path panicked.
+    let _ = again;
+    shutdown::emergency(action, pid1)
+}
+
+fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
+    let signal_fd = match signals::install(pid1) {
+        Ok(fd) => fd,
+        Err(e) => return Exit::Fatal(format!("cannot set up signal handling: {e}")),
+    };
+    info!(
+        "init",
+        "sysctr {} starting ({})",
+        env!("CARGO_PKG_VERSION"),
+        if cfg.test_mode { "test mode" } else { "PID 1" }
+    );
+
+    let mut cfg = cfg.clone();
+    let steps = if cfg.test_mode {
+        boot::test_steps()
+    } else {
+        boot::machine_steps()
+    };
+    let mut ctx = boot::Ctx {
+        cfg: &cfg,
+        facts: boot::Facts::default(),
+    };
+    if let Err((step, e)) = boot::run(&steps, &mut ctx) {
+        return Exit::Fatal(format!("required boot step {step} failed: {e}"));
+    }
+    let facts = ctx.facts;
+    if !cfg.test_mode {
+        // Now that /proc is mounted, the full command line is readable.
+        if let Ok(line) = std::fs::read_to_string("/proc/cmdline") {
+            let fatal_before = cfg.fatal_action;
+            let re = Config::from_cmdline(&line);
+            cfg.log_level = re.log_level;
+            cfg.fatal_action = re.fatal_action;
+            cfg.manifest = re.manifest;
+            log::set_level(cfg.log_level);
+            debug!(
+                "init",
+                "cmdline: {} (fatal action {:?} → {:?})",
+                line.trim(),
+                fatal_before,
+                cfg.fatal_action
+            );
+        }
+        if !facts.var_persistent {
+            cfg.log_dir = None;
+        }
+        cfg.control_gid = control::sysctr_gid();
+    }
+
+    let loaded = match manifest::load_file(&cfg.manifest) {
+        Ok(l) => l,
+        Err(e) => {
+            // No services, but PID 1 runs on: the console and the control socket still work.
+            error!("manifest", "{e}");
+            manifest::Loaded {
+                path: cfg.manifest.display().to_string(),
+                manifest: manifest::Manifest {
+                    version: manifest::MANIFEST_VERSION,
+                    services: Vec::new(),
+                },
+                rejected: Vec::new(),
+            }
+        }
+    };
+    info!(
+        "manifest",
+        "{}: {} services, {} rejected",
+        loaded.path,
+        loaded.manifest.services.len(),
+        loaded.rejected.len()
+    );
+
+    let mut r = match Reactor::new() {
+        Ok(r) => r,
+        Err(e) => return Exit::Fatal(format!("epoll: {e}")),
+    };
+    if let Err(e) = r.add(std::os::fd::AsFd::as_fd(&signal_fd), Source::Signals) {
+        return Exit::Fatal(format!("watch signalfd: {e}"));
+    }
+    world.sup = Some(Supervisor::new(
+        loaded,
+        &cfg.run_dir,
+        &cfg.cgroup_prefix,
+        cfg.log_dir.clone(),
+    ));
+    world.reactor = Some(r);
+    let (Some(sup), Some(r)) = (world.sup.as_mut(), world.reactor.as_mut()) else {
+        return Exit::Fatal("internal: world not set".into());
+    };
+    let mut control =
+        match control::ControlServer::bind(&cfg.socket_path(), cfg.control_gid, r, init_boot_ms) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                error!(
+                    "control",
+                    "cannot listen on {}: {e}; sysctr CLI will not work",
+                    cfg.socket_path().display()
+                );
+                None
+            }
+        };
+    sup.schedule(r);
+    if cfg.panic_after_boot {
+        panic!("injected panic after boot (--panic-after-boot)");
+    }
+
+    loop {
+        let (ready, timers) = r.wait(Duration::from_secs(1));
+        for (_, source, flags) in ready {
+            match source {
+                Source::Signals => {
+                    while let Ok(Some(info)) = signal_fd.read_signal() {
+                        match signals::action_for(info.ssi_signo as i32) {
+                            signals::Action::Reap => {
+                                reaper::reap();
+                            }
+                            signals::Action::Power(a) => {
+                                info!("signals", "signal {} → {a:?}", info.ssi_signo);
+                                return Exit::Power(a);
+                            }
+                            signals::Action::Ignore => {
+                                debug!("signals", "ignored signal {}", info.ssi_signo)
+                            }
+                        }
+                    }
+                }
+                Source::Listener => {
+                    if let Some(c) = control.as_mut() {
+                        c.accept(r);
+                    }
+                }
+                Source::Client(id) => {
+                    if let Some(c) = control.as_mut() {
+                        if let Some(action) = c.on_client(id, flags, sup, r) {
+                            c.publish(sup, r);
+                            return Exit::Power(action);
+                        }
+                    }
+                }
+                Source::Pipe { svc, stream, run } => sup.on_pipe(svc, stream, run, r),
+                Source::Notify { svc } => sup.on_notify(svc, r),
+            }
+        }
+        for t in timers {
+            sup.on_timer(t, r);
+        }
+        for (pid, status) in reaper::take() {
+            if !sup.on_exit(pid, status, r) {
+                debug!("reaper", "reaped orphan {pid}: {status}");
+            }
+        }
+        if let Some(c) = control.as_mut() {
+            c.publish(sup, r);
+        }
+        if let Some(why) = sup.fatal.take() {
+            return Exit::Fatal(why);
+        }
+    }
+}

@@ -1,0 +1,383 @@
+//! Early boot as a list of named steps. A required step that fails takes the fatal path
+//! (orderly shutdown, then reboot or halt); an optional one logs a warning and boot goes
+//! on. Every log line names its step.
+
+use crate::config::Config;
+use crate::mounts::{self, mount_fs, MountError, INJECTED_BAD_FSTYPE};
+use nix::mount::MsFlags;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Mount(#[from] MountError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// What boot found out, for the later stages.
+#[derive(Debug, Default)]
+pub struct Facts {
+    /// /var is on the persistent state partition.
+    pub var_persistent: bool,
+}
+
+pub struct Ctx<'a> {
+    pub cfg: &'a Config,
+    pub facts: Facts,
+}
+
+impl Ctx<'_> {
+    /// The filesystem type to mount for `step`: the real one, or an impossible one when the
+    /// test harness injects a failure into that step.
+    fn fstype<'f>(&self, step: &str, real: &'f str) -> &'f str {
+        if self.cfg.test_mode && self.cfg.fail_step.as_deref() == Some(step) {
+            INJECTED_BAD_FSTYPE
+        } else {
+            real
+        }
+    }
+
+    fn mount(
+        &self,
+        step: &str,
+        fstype: &str,
+        target: impl AsRef<Path>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Result<(), StepError> {
+        let source = fstype;
+        Ok(mount_fs(
+            source,
+            target.as_ref(),
+            self.fstype(step, fstype),
+            flags,
+            data,
+        )?)
+    }
+}
+
+pub struct Step {
+    pub name: &'static str,
+    pub required: bool,
+    pub run: fn(&mut Ctx) -> Result<(), StepError>,
+}
+
+const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID
+    .union(MsFlags::MS_NODEV)
+    .union(MsFlags::MS_NOEXEC);
+
+/// The steps of a real boot, in order.
+pub fn machine_steps() -> Vec<Step> {
+    vec![
+        Step {
+            name: "mount-proc",
+            required: true,
+            run: |c| c.mount("mount-proc", "proc", "/proc", NOSUID_NODEV_NOEXEC, None),
+        },
+        Step {
+            name: "mount-sys",
+            required: true,
+            run: |c| c.mount("mount-sys", "sysfs", "/sys", NOSUID_NODEV_NOEXEC, None),
+        },
+        Step {
+            name: "mount-dev",
+            required: true,
+            run: |c| {
+                c.mount(
+                    "mount-dev",
+                    "devtmpfs",
+                    "/dev",
+                    MsFlags::MS_NOSUID,
+                    Some("mode=0755"),
+                )
+            },
+        },
+        Step {
+            name: "open-log",
+            required: false,
+            run: |_| {
+                crate::log::open_sinks(true);
+                Ok(())
+            },
+        },
+        Step {
+            name: "mount-devpts",
+            required: true,
+            run: |c| {
+                c.mount(
+                    "mount-devpts",
+                    "devpts",
+                    "/dev/pts",
+                    MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+                    Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+                )
+            },
+        },
+        Step {
+            name: "mount-devshm",
+            required: false,
+            run: |c| {
+                c.mount(
+                    "mount-devshm",
+                    "tmpfs",
+                    "/dev/shm",
+                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                    Some("mode=1777"),
+                )
+            },
+        },
+        Step {
+            name: "mount-run",
+            required: true,
+            run: |c| {
+                c.mount(
+                    "mount-run",
+                    "tmpfs",
+                    "/run",
+                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                    Some("mode=0755"),
+                )
+            },
+        },
+        Step {
+            name: "mount-tmp",
+            required: false,
+            run: |c| {
+                c.mount(
+                    "mount-tmp",
+                    "tmpfs",
+                    "/tmp",
+                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                    Some("mode=1777"),
+                )
+            },
+        },
+        Step {
+            name: "mount-cgroup2",
+            required: true,
+            run: |c| {
+                c.mount(
+                    "mount-cgroup2",
+                    "cgroup2",
+                    "/sys/fs/cgroup",
+                    NOSUID_NODEV_NOEXEC,
+                    Some("nsdelegate"),
+                )
+            },
+        },
+        Step {
+            name: "cgroup-controllers",
+            required: false,
+            run: |c| {
+                crate::cgroups::setup_v2(Path::new("/sys/fs/cgroup"), &c.cfg.cgroup_prefix)
+                    .map_err(StepError::Other)
+            },
+        },
+        Step {
+            name: "bootconfig",
+            required: false,
+            run: |_| read_bootconfig(),
+        },
+        Step {
+            name: "mount-var",
+            required: false,
+            run: mount_var,
+        },
+        Step {
+            name: "mount-etc",
+            required: false,
+            run: mount_etc,
+        },
+        Step {
+            name: "hostname",
+            required: false,
+            run: |_| set_hostname(),
+        },
+        Step {
+            name: "loopback",
+            required: false,
+            run: |_| {
+                crate::sys::interface_up("lo").map_err(|source| StepError::Io {
+                    what: "bring up lo".into(),
+                    source,
+                })
+            },
+        },
+    ]
+}
+
+/// The steps in test mode: a fresh /proc for our pid namespace and a tmpfs for the run
+/// directory; the host's other mounts are left alone.
+pub fn test_steps() -> Vec<Step> {
+    vec![
+        Step {
+            name: "mount-proc",
+            required: true,
+            run: |c| c.mount("mount-proc", "proc", "/proc", NOSUID_NODEV_NOEXEC, None),
+        },
+        Step {
+            name: "mount-run",
+            required: true,
+            run: |c| {
+                let d = c.cfg.run_dir.clone();
+                c.mount(
+                    "mount-run",
+                    "tmpfs",
+                    &d,
+                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                    Some("mode=0755"),
+                )
+            },
+        },
+        Step {
+            name: "mount-tmp",
+            required: false,
+            run: |c| {
+                let d = c.cfg.run_dir.join("tmp");
+                c.mount(
+                    "mount-tmp",
+                    "tmpfs",
+                    &d,
+                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                    Some("mode=1777"),
+                )
+            },
+        },
+    ]
+}
+
+/// Runs the steps in order. Returns the name and error of the first failed required step.
+pub fn run(steps: &[Step], ctx: &mut Ctx) -> Result<(), (String, StepError)> {
+    for step in steps {
+        crate::debug!(step.name, "start");
+        match (step.run)(ctx) {
+            Ok(()) => crate::debug!(step.name, "done"),
+            Err(e) if step.required => {
+                crate::error!(step.name, "required step failed: {e}");
+                return Err((step.name.to_string(), e));
+            }
+            Err(e) => crate::warn!(step.name, "optional step failed, boot goes on: {e}"),
+        }
+    }
+    Ok(())
+}
+
+const BOOTCONFIG_DIR: &str = "/run/sysctr/bootconfig";
+
+fn read_bootconfig() -> Result<(), StepError> {
+    let cfg = crate::bootconfig::read(Path::new(crate::bootconfig::FW_CFG_PATH))
+        .map_err(|e| StepError::Other(e.to_string()))?;
+    crate::bootconfig::write_out(&cfg, Path::new(BOOTCONFIG_DIR))
+        .map_err(|e| StepError::Other(e.to_string()))
+}
+
+fn mount_var(c: &mut Ctx) -> Result<(), StepError> {
+    let tmpfs = |c: &Ctx| {
+        c.mount(
+            "mount-var",
+            "tmpfs",
+            "/var",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=0755"),
+        )
+    };
+    let Some(state) = mounts::find_state_device(Path::new("/sys/class/block"), Path::new("/dev"))
+    else {
+        crate::info!(
+            "mount-var",
+            "no {} partition: /var is tmpfs, nothing persists",
+            mounts::STATE_LABEL
+        );
+        return tmpfs(c);
+    };
+    if !state.formatted {
+        crate::info!(
+            "mount-var",
+            "{} is blank: formatting ext4",
+            state.dev.display()
+        );
+        let mkfs = PathBuf::from("/sbin/mke2fs");
+        let res = crate::reaper::run_helper(
+            std::process::Command::new(&mkfs)
+                .args(["-q", "-t", "ext4", "-L", mounts::STATE_LABEL])
+                .arg(&state.dev),
+            Duration::from_secs(120),
+        );
+        match res {
+            Ok(s) if s.success() => {}
+            other => {
+                tmpfs(c)?;
+                return Err(StepError::Other(format!(
+                    "cannot format {}: {other:?}; /var is tmpfs",
+                    state.dev.display()
+                )));
+            }
+        }
+    }
+    let dev = state.dev.to_string_lossy().into_owned();
+    let res = mount_fs(
+        &dev,
+        Path::new("/var"),
+        c.fstype("mount-var", "ext4"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        None,
+    );
+    match res {
+        Ok(()) => {
+            c.facts.var_persistent = true;
+            crate::info!("mount-var", "/var on {} (persistent)", dev);
+            for d in ["/var/log/sysctr", "/var/lib/sysctr"] {
+                let _ = std::fs::create_dir_all(d);
+            }
+            Ok(())
+        }
+        Err(e) => {
+            tmpfs(c)?;
+            Err(StepError::Other(format!("{e}; /var is tmpfs")))
+        }
+    }
+}
+
+/// /etc becomes writable (hostname, resolv.conf) as an overlay on the read-only copy.
+fn mount_etc(c: &mut Ctx) -> Result<(), StepError> {
+    let base = Path::new("/run/sysctr/etc");
+    for d in ["upper", "work"] {
+        std::fs::create_dir_all(base.join(d)).map_err(|source| StepError::Io {
+            what: format!("create {}", base.join(d).display()),
+            source,
+        })?;
+    }
+    c.mount(
+        "mount-etc",
+        "overlay",
+        "/etc",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("lowerdir=/etc,upperdir=/run/sysctr/etc/upper,workdir=/run/sysctr/etc/work"),
+    )
+}
+
+fn set_hostname() -> Result<(), StepError> {
+    let name = std::fs::read_to_string(Path::new(BOOTCONFIG_DIR).join("hostname"))
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+        })
+        .unwrap_or_else(|| "sysctr".to_string());
+    nix::unistd::sethostname(&name)
+        .map_err(|e| StepError::Other(format!("sethostname {name}: {e}")))?;
+    crate::info!("hostname", "{name}");
+    Ok(())
+}

@@ -1,0 +1,157 @@
+//! cgroup v2 for services: enabling the controllers at boot, where each service's cgroup
+//! lives (`/sys/fs/cgroup/<prefix>/<name>`), reading its usage for `sysctr ps`, and
+//! removing it after the container is deleted. libcontainer creates the cgroup and writes
+//! the limits from the OCI spec; on a host with cgroup v1 (the test machines) the same spec
+//! lands in the v1 hierarchies and the usage is read from there.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// Controllers services get; `io` is optional (not every kernel has it).
+const CONTROLLERS: &[&str] = &["cpu", "memory", "pids", "io"];
+
+/// Enables the controllers for children of the root and creates the services' subtree.
+pub fn setup_v2(root: &Path, prefix: &str) -> Result<(), String> {
+    let available = fs::read_to_string(root.join("cgroup.controllers"))
+        .map_err(|e| format!("read {}/cgroup.controllers: {e}", root.display()))?;
+    let wanted: Vec<&str> = CONTROLLERS
+        .iter()
+        .copied()
+        .filter(|c| available.split_whitespace().any(|a| a == *c))
+        .collect();
+    let missing: Vec<&str> = CONTROLLERS
+        .iter()
+        .copied()
+        .filter(|c| !wanted.contains(c))
+        .collect();
+    let enable = wanted
+        .iter()
+        .map(|c| format!("+{c}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let sub = root.join(prefix);
+    fs::write(root.join("cgroup.subtree_control"), &enable)
+        .map_err(|e| format!("enable {enable} in {}: {e}", root.display()))?;
+    fs::create_dir_all(&sub).map_err(|e| format!("create {}: {e}", sub.display()))?;
+    fs::write(sub.join("cgroup.subtree_control"), &enable)
+        .map_err(|e| format!("enable {enable} in {}: {e}", sub.display()))?;
+    if !missing.is_empty() {
+        return Err(format!("kernel lacks controllers: {}", missing.join(", ")));
+    }
+    Ok(())
+}
+
+/// Whether the unified (v2-only) hierarchy is mounted at /sys/fs/cgroup.
+pub fn is_v2() -> bool {
+    Path::new(CGROUP_ROOT).join("cgroup.controllers").exists()
+}
+
+/// The cgroup path libcontainer is given in the spec (`/<prefix>/<name>`).
+pub fn spec_path(prefix: &str, name: &str) -> String {
+    format!("/{prefix}/{name}")
+}
+
+/// Where the service's cgroup lives for a controller (v2: one directory).
+pub fn dir(prefix: &str, name: &str, v1_controller: &str) -> PathBuf {
+    if is_v2() {
+        Path::new(CGROUP_ROOT).join(prefix).join(name)
+    } else {
+        Path::new(CGROUP_ROOT)
+            .join(v1_controller)
+            .join(prefix)
+            .join(name)
+    }
+}
+
+fn read_u64(path: &Path) -> Option<u64> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Current memory use in bytes.
+pub fn memory_bytes(prefix: &str, name: &str) -> Option<u64> {
+    if is_v2() {
+        read_u64(&dir(prefix, name, "").join("memory.current"))
+    } else {
+        read_u64(&dir(prefix, name, "memory").join("memory.usage_in_bytes"))
+    }
+}
+
+/// CPU time used in microseconds.
+pub fn cpu_usec(prefix: &str, name: &str) -> Option<u64> {
+    if is_v2() {
+        let stat = fs::read_to_string(dir(prefix, name, "").join("cpu.stat")).ok()?;
+        parse_cpu_stat(&stat)
+    } else {
+        read_u64(&dir(prefix, name, "cpuacct").join("cpuacct.usage")).map(|ns| ns / 1000)
+    }
+}
+
+fn parse_cpu_stat(stat: &str) -> Option<u64> {
+    stat.lines()
+        .find_map(|l| l.strip_prefix("usage_usec "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// How many times the OOM killer fired in the service's cgroup (v2 memory.events).
+pub fn oom_kills(prefix: &str, name: &str) -> Option<u64> {
+    let text = fs::read_to_string(dir(prefix, name, "memory").join(if is_v2() {
+        "memory.events"
+    } else {
+        "memory.oom_control"
+    }))
+    .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Removes the service's (empty) cgroup directories; libcontainer's delete normally does
+/// this already, this catches what it leaves behind.
+pub fn remove(prefix: &str, name: &str) {
+    if is_v2() {
+        let _ = fs::remove_dir(dir(prefix, name, ""));
+    } else if let Ok(entries) = fs::read_dir(CGROUP_ROOT) {
+        for e in entries.flatten() {
+            let _ = fs::remove_dir(e.path().join(prefix).join(name));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enables_controllers_in_a_fake_cgroupfs() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join("cgroup.controllers"),
+            "cpuset cpu io memory pids\n",
+        )
+        .unwrap();
+        setup_v2(dir.path(), "sysctr").unwrap();
+        assert_eq!(
+            fs::read_to_string(dir.path().join("cgroup.subtree_control")).unwrap(),
+            "+cpu +memory +pids +io"
+        );
+        assert_eq!(
+            fs::read_to_string(dir.path().join("sysctr/cgroup.subtree_control")).unwrap(),
+            "+cpu +memory +pids +io"
+        );
+        fs::write(dir.path().join("cgroup.controllers"), "memory pids\n").unwrap();
+        assert_eq!(
+            setup_v2(dir.path(), "sysctr").unwrap_err(),
+            "kernel lacks controllers: cpu, io"
+        );
+    }
+
+    #[test]
+    fn cpu_stat() {
+        assert_eq!(
+            parse_cpu_stat("usage_usec 1234\nuser_usec 1000\n"),
+            Some(1234)
+        );
+        assert_eq!(parse_cpu_stat("nothing 1\n"), None);
+    }
+}

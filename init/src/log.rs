@@ -1,0 +1,132 @@
+//! PID 1's own log: every line goes to the console and to /dev/kmsg (so it survives in the
+//! kernel ring buffer and reaches `dmesg`), tagged with the boot step or subsystem that
+//! wrote it. The level comes from the kernel command line (`sysctr.log=debug`).
+//!
+//! Writes are best-effort and never block for long: the console is opened non-blocking,
+//! and a failed write is dropped rather than allowed to stall the event loop.
+
+use std::cell::RefCell;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Error = 3,
+    Warn = 4,
+    Info = 6,
+    Debug = 7,
+}
+
+impl Level {
+    pub fn parse(s: &str) -> Option<Level> {
+        match s {
+            "error" => Some(Level::Error),
+            "warn" | "warning" => Some(Level::Warn),
+            "info" => Some(Level::Info),
+            "debug" => Some(Level::Debug),
+            _ => None,
+        }
+    }
+
+    fn tag(self) -> &'static str {
+        match self {
+            Level::Error => "ERROR",
+            Level::Warn => "WARN",
+            Level::Info => "INFO",
+            Level::Debug => "DEBUG",
+        }
+    }
+}
+
+struct Sinks {
+    level: Level,
+    console: Option<File>,
+    kmsg: Option<File>,
+    /// In test mode the log also goes to stderr, which the test harness captures.
+    stderr: bool,
+}
+
+thread_local! {
+    static SINKS: RefCell<Sinks> = const { RefCell::new(Sinks { level: Level::Info, console: None, kmsg: None, stderr: true }) };
+}
+
+/// Opens /dev/console and /dev/kmsg. Called again after /dev is mounted, since at the very
+/// first instruction they may not exist yet (until then lines go to stderr, which the
+/// kernel connects to the console for PID 1).
+pub fn open_sinks(use_devices: bool) {
+    let open = |p: &str| {
+        OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+            .open(p)
+            .ok()
+    };
+    SINKS.with(|s| {
+        let mut s = s.borrow_mut();
+        if use_devices {
+            s.console = open("/dev/console");
+            s.kmsg = open("/dev/kmsg");
+            s.stderr = s.console.is_none();
+        }
+    });
+}
+
+pub fn set_level(level: Level) {
+    SINKS.with(|s| s.borrow_mut().level = level);
+}
+
+pub fn enabled(level: Level) -> bool {
+    SINKS.with(|s| level <= s.borrow().level)
+}
+
+pub fn write(level: Level, scope: &str, msg: std::fmt::Arguments<'_>) {
+    SINKS.with(|s| {
+        let Ok(mut s) = s.try_borrow_mut() else {
+            return; // re-entered from a panic while logging: drop the line
+        };
+        if level > s.level {
+            return;
+        }
+        let line = format!("sysctr: {} [{}] {}\n", level.tag(), scope, msg);
+        if let Some(k) = s.kmsg.as_mut() {
+            // kmsg takes one record per write, with the syslog priority in front.
+            let _ = k.write_all(format!("<{}>{}", level as u8, line).as_bytes());
+        }
+        if let Some(c) = s.console.as_mut() {
+            let _ = c.write_all(line.as_bytes());
+        }
+        if s.stderr {
+            let _ = std::io::stderr().write_all(line.as_bytes());
+        }
+    });
+}
+
+#[macro_export]
+macro_rules! error { ($scope:expr, $($a:tt)*) => { $crate::log::write($crate::log::Level::Error, $scope, format_args!($($a)*)) } }
+#[macro_export]
+macro_rules! warn { ($scope:expr, $($a:tt)*) => { $crate::log::write($crate::log::Level::Warn, $scope, format_args!($($a)*)) } }
+#[macro_export]
+macro_rules! info { ($scope:expr, $($a:tt)*) => { $crate::log::write($crate::log::Level::Info, $scope, format_args!($($a)*)) } }
+#[macro_export]
+macro_rules! debug { ($scope:expr, $($a:tt)*) => { if $crate::log::enabled($crate::log::Level::Debug) { $crate::log::write($crate::log::Level::Debug, $scope, format_args!($($a)*)) } } }
+
+/// A line for humans and boot tests, on the console exactly as given after `sysctr: `
+/// (and in the kernel log), independent of the log level.
+pub fn marker(text: &str) {
+    SINKS.with(|s| {
+        let Ok(mut s) = s.try_borrow_mut() else {
+            return;
+        };
+        let line = format!("sysctr: {text}\n");
+        if let Some(k) = s.kmsg.as_mut() {
+            let _ = k.write_all(format!("<5>{line}").as_bytes());
+        }
+        if let Some(c) = s.console.as_mut() {
+            let _ = c.write_all(line.as_bytes());
+        }
+        if s.stderr {
+            let _ = std::io::stderr().write_all(line.as_bytes());
+        }
+    });
+}

@@ -1,0 +1,145 @@
+//! The event loop's plumbing: one epoll instance over every descriptor PID 1 watches, each
+//! registered with a [`Source`] saying who owns it, plus a timer queue whose earliest
+//! deadline bounds the epoll wait. Single-threaded by design (DESIGN.md invariant 3).
+
+use manifest::protocol::Stream;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    Signals,
+    Listener,
+    Client(u64),
+    Pipe {
+        svc: usize,
+        stream: Stream,
+        run: u64,
+    },
+    Notify {
+        svc: usize,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Timer {
+    /// Start the service again after its backoff delay.
+    Restart { svc: usize, run: u64 },
+    /// Run the next readiness probe.
+    ReadyPoll { svc: usize, run: u64 },
+    /// Give up waiting for readiness.
+    ReadyTimeout { svc: usize, run: u64 },
+    /// The stop signal was not enough: SIGKILL.
+    StopKill { svc: usize, run: u64 },
+    /// The service ran long enough that its restart backoff starts over.
+    Stable { svc: usize, run: u64 },
+}
+
+pub struct Reactor {
+    epoll: Epoll,
+    sources: HashMap<u64, (Source, RawFd)>,
+    next_token: u64,
+    timers: BinaryHeap<Reverse<(Instant, u64, Timer)>>,
+    timer_seq: u64,
+}
+
+impl Reactor {
+    pub fn new() -> nix::Result<Reactor> {
+        Ok(Reactor {
+            epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
+            sources: HashMap::new(),
+            next_token: 1,
+            timers: BinaryHeap::new(),
+            timer_seq: 0,
+        })
+    }
+
+    /// Watches `fd` for input (and hang-up); returns the token to remove it with.
+    pub fn add(&mut self, fd: BorrowedFd<'_>, source: Source) -> nix::Result<u64> {
+        self.add_with(fd, source, EpollFlags::EPOLLIN)
+    }
+
+    pub fn add_with(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        source: Source,
+        flags: EpollFlags,
+    ) -> nix::Result<u64> {
+        let token = self.next_token;
+        self.next_token += 1;
+        self.epoll.add(fd, EpollEvent::new(flags, token))?;
+        self.sources.insert(token, (source, fd.as_raw_fd()));
+        Ok(token)
+    }
+
+    /// Changes what a registered descriptor is watched for (e.g. add EPOLLOUT while a
+    /// client has output queued).
+    pub fn modify(&mut self, token: u64, fd: BorrowedFd<'_>, flags: EpollFlags) {
+        let _ = self.epoll.modify(fd, &mut EpollEvent::new(flags, token));
+    }
+
+    /// Stops watching; call before the descriptor is closed.
+    pub fn remove(&mut self, token: u64, fd: impl AsFd) {
+        if self.sources.remove(&token).is_some() {
+            let _ = self.epoll.delete(fd);
+        }
+    }
+
+    pub fn at(&mut self, when: Instant, timer: Timer) {
+        self.timer_seq += 1;
+        self.timers.push(Reverse((when, self.timer_seq, timer)));
+    }
+
+    pub fn after(&mut self, delay: Duration, timer: Timer) {
+        self.at(Instant::now() + delay, timer);
+    }
+
+    /// Waits for readiness or the next timer, at most `max`. Returns the ready sources with
+    /// their event flags, and the timers that are due.
+    pub fn wait(&mut self, max: Duration) -> (Vec<(u64, Source, EpollFlags)>, Vec<Timer>) {
+        let now = Instant::now();
+        let mut timeout = max;
+        if let Some(Reverse((when, _, _))) = self.timers.peek() {
+            timeout = timeout.min(when.saturating_duration_since(now));
+        }
+        let mut events = [EpollEvent::empty(); 64];
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // Round a sub-millisecond wait up, so a due-soon timer does not spin the loop.
+        let ms = if ms == 0 && !timeout.is_zero() { 1 } else { ms };
+        let n = match self.epoll.wait(
+            &mut events,
+            EpollTimeout::try_from(ms).unwrap_or(EpollTimeout::NONE),
+        ) {
+            Ok(n) => n,
+            Err(nix::Error::EINTR) => 0,
+            Err(e) => {
+                crate::error!("reactor", "epoll_wait: {e}");
+                std::thread::sleep(Duration::from_millis(10));
+                0
+            }
+        };
+        let ready = events[..n]
+            .iter()
+            .filter_map(|e| {
+                let token = e.data();
+                self.sources
+                    .get(&token)
+                    .map(|(s, _)| (token, *s, e.events()))
+            })
+            .collect();
+        let now = Instant::now();
+        let mut due = Vec::new();
+        while let Some(Reverse((when, _, _))) = self.timers.peek() {
+            if *when > now {
+                break;
+            }
+            if let Some(Reverse((_, _, t))) = self.timers.pop() {
+                due.push(t);
+            }
+        }
+        (ready, due)
+    }
+}

@@ -1,0 +1,171 @@
+//! The container runtime, in process: youki's `libcontainer` creates, starts, execs into
+//! and deletes containers from PID 1 itself — no runtime binary is executed. The container
+//! init process is cloned as a child of PID 1, so its exit reaches the one reaper.
+//!
+//! libcontainer waits for its own short-lived intermediate process by pid inside `build()`;
+//! that is the one `waitpid` outside the reaper, it cannot race with the reaper because PID 1
+//! is single-threaded and the reaper only runs from the event loop.
+
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::Container;
+use libcontainer::syscall::syscall::SyscallType;
+use libcontainer::workload::{
+    default::DefaultExecutor, Executor, ExecutorError, ExecutorSetEnvsError,
+    ExecutorValidationError,
+};
+use oci_spec::runtime::Spec;
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("write bundle {path}: {source}")]
+    Bundle {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{step}: {source}")]
+    Container {
+        step: &'static str,
+        #[source]
+        source: libcontainer::error::LibcontainerError,
+    },
+    #[error("{step}: no pid recorded for the container")]
+    NoPid { step: &'static str },
+}
+
+/// Wraps libcontainer's default executor: just before exec it restores the signal mask and
+/// dispositions PID 1 changed, so a service sees signals like any process would.
+#[derive(Clone)]
+struct ServiceExecutor;
+
+impl Executor for ServiceExecutor {
+    fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
+        crate::sys::reset_signals_for_exec();
+        DefaultExecutor {}.exec(spec)
+    }
+
+    fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
+        DefaultExecutor {}.validate(spec)
+    }
+
+    fn setup_envs(&self, envs: HashMap<String, String>) -> Result<(), ExecutorSetEnvsError> {
+        DefaultExecutor {}.setup_envs(envs)
+    }
+}
+
+/// Standard input, output and error for a container process.
+pub struct Stdio {
+    pub stdin: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+pub struct Runtime {
+    /// libcontainer's state directory (one subdirectory per container).
+    state_root: PathBuf,
+    /// Bundle directories (`<name>/config.json`).
+    bundle_root: PathBuf,
+}
+
+impl Runtime {
+    pub fn new(run_dir: &Path) -> Runtime {
+        Runtime {
+            state_root: run_dir.join("containers"),
+            bundle_root: run_dir.join("bundles"),
+        }
+    }
+
+    pub fn bundle_dir(&self, name: &str) -> PathBuf {
+        self.bundle_root.join(name)
+    }
+
+    /// Writes the bundle, creates the container and starts it; returns the pid of the
+    /// container's process.
+    pub fn create_and_start(
+        &self,
+        name: &str,
+        spec: &Spec,
+        stdio: Stdio,
+    ) -> Result<i32, RuntimeError> {
+        // A container left from an earlier run of this service (crash, failed start) would
+        // make create fail with "already exists".
+        self.delete(name);
+        let bundle = self.bundle_dir(name);
+        let config = bundle.join("config.json");
+        std::fs::create_dir_all(&bundle)
+            .and_then(|_| spec.save(&config).map_err(std::io::Error::other))
+            .map_err(|source| RuntimeError::Bundle {
+                path: config.display().to_string(),
+                source,
+            })?;
+        std::fs::create_dir_all(&self.state_root).map_err(|source| RuntimeError::Bundle {
+            path: self.state_root.display().to_string(),
+            source,
+        })?;
+        let step = |step: &'static str| move |source| RuntimeError::Container { step, source };
+        let mut container = ContainerBuilder::new(name.to_string(), SyscallType::Linux)
+            .with_root_path(&self.state_root)
+            .map_err(step("configure"))?
+            .with_executor(ServiceExecutor)
+            .with_stdin(stdio.stdin)
+            .with_stdout(stdio.stdout)
+            .with_stderr(stdio.stderr)
+            .as_init(&bundle)
+            .with_systemd(false)
+            .with_detach(true)
+            .build()
+            .map_err(step("create container"))?;
+        let pid = container.pid().ok_or(RuntimeError::NoPid {
+            step: "create container",
+        })?;
+        container.start().map_err(step("start container"))?;
+        Ok(pid.as_raw())
+    }
+
+    /// Runs a process inside a running container (libcontainer's tenant builder).
+    pub fn exec(
+        &self,
+        name: &str,
+        args: Vec<String>,
+        env: HashMap<String, String>,
+        stdio: Stdio,
+    ) -> Result<i32, RuntimeError> {
+        let step = |step: &'static str| move |source| RuntimeError::Container { step, source };
+        let pid = ContainerBuilder::new(name.to_string(), SyscallType::Linux)
+            .with_root_path(&self.state_root)
+            .map_err(step("configure exec"))?
+            .with_executor(ServiceExecutor)
+            .with_stdin(stdio.stdin)
+            .with_stdout(stdio.stdout)
+            .with_stderr(stdio.stderr)
+            .as_tenant()
+            .with_container_args(args)
+            .with_env(env)
+            .with_detach(true)
+            .build()
+            .map_err(step("exec"))?;
+        Ok(pid.as_raw())
+    }
+
+    /// Deletes the container (killing what is left in it) and removes its bundle; a
+    /// container that does not exist is not an error.
+    pub fn delete(&self, name: &str) {
+        let dir = self.state_root.join(name);
+        if dir.exists() {
+            match Container::load(dir.clone()) {
+                Ok(mut c) => {
+                    if let Err(e) = c.delete(true) {
+                        crate::warn!(name, "delete container: {e}");
+                    }
+                }
+                Err(e) => crate::warn!(name, "load container state: {e}"),
+            }
+            // libcontainer removes its directory on success; make sure nothing is left.
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        let _ = std::fs::remove_dir_all(self.bundle_dir(name));
+    }
+}

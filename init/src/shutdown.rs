@@ -1,0 +1,159 @@
+//! The one way out: orderly shutdown for reboot, poweroff and halt, and the same path for
+//! the fatal cases (a required boot step failed, an `on_failure: halt` task failed, a
+//! panic). Services stop in reverse start order with their own stop signal and timeout,
+//! then every remaining process gets SIGTERM and SIGKILL, filesystems are synced and
+//! unmounted, and reboot(2) ends it. PID 1 never returns from here.
+//!
+//! In test mode as the init of a pid namespace, reboot(2) ends the namespace (its init is
+//! killed with SIGHUP for restart, SIGINT for power-off/halt), which is what tests assert.
+//! As a plain subreaper it only signals its own descendants and exits.
+
+use crate::config::PowerAction;
+use crate::reactor::Reactor;
+use crate::supervisor::Supervisor;
+use nix::sys::reboot::{reboot, RebootMode};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::time::{Duration, Instant};
+
+/// Stops everything and reboots/powers off/halts. `pid1` says whether reboot(2) is ours
+/// to call (the machine's init or a pid namespace's init).
+pub struct Plan {
+    pub action: PowerAction,
+    /// A fatal path (not a requested power action): a subreaper exits non-zero.
+    pub fatal: bool,
+    /// reboot(2) is ours to call (the machine's init or a pid namespace's init).
+    pub pid1: bool,
+    /// Unmount the machine's filesystems (not in test mode).
+    pub unmount: bool,
+}
+
+pub fn run(plan: Plan, reason: &str, sup: Option<&mut Supervisor>, r: Option<&mut Reactor>) -> ! {
+    let Plan {
+        action,
+        fatal,
+        pid1,
+        unmount,
+    } = plan;
+    crate::info!("shutdown", "{action:?}: {reason}");
+    if let (Some(sup), Some(r)) = (sup, r) {
+        sup.stop_all(r);
+    }
+    kill_everything(pid1);
+    nix::unistd::sync();
+    if unmount {
+        crate::mounts::unmount_all();
+        nix::unistd::sync();
+    }
+    finish(action, pid1, fatal)
+}
+
+/// SIGTERM to every remaining process, up to 2 s to exit, then SIGKILL; reaps them all.
+pub fn kill_everything(pid1: bool) {
+    let signal_all = |sig: Signal| {
+        if pid1 {
+            // kill(-1) reaches every process but PID 1 itself.
+            let _ = kill(Pid::from_raw(-1), sig);
+        } else {
+            for pid in descendants(std::process::id() as i32) {
+                let _ = kill(Pid::from_raw(pid), sig);
+            }
+        }
+    };
+    signal_all(Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        crate::reaper::reap();
+        if !has_children() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    signal_all(Signal::SIGKILL);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline && has_children() {
+        crate::reaper::reap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    crate::reaper::reap();
+    for (pid, status) in crate::reaper::take() {
+        crate::debug!("shutdown", "reaped {pid}: {status}");
+    }
+}
+
+fn has_children() -> bool {
+    // A child that is a zombie still counts until reaped; waitid with WNOWAIT would tell,
+    // but a scan of /proc is simpler and equally bounded.
+    !descendants(std::process::id() as i32).is_empty()
+}
+
+/// Every process below `root` in the process tree, from /proc.
+pub fn descendants(root: i32) -> Vec<i32> {
+    let mut parent = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // The field after the command (which may contain spaces) is the state, then ppid.
+            let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+                continue;
+            };
+            let Some(ppid) = after
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            parent.push((pid, ppid));
+        }
+    }
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let p = found[i];
+        found.extend(parent.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+fn finish(action: PowerAction, pid1: bool, fatal: bool) -> ! {
+    crate::log::marker(&format!(
+        "reached shutdown: {}",
+        match action {
+            PowerAction::Reboot => "reboot",
+            PowerAction::Poweroff => "poweroff",
+            PowerAction::Halt => "halt",
+        }
+    ));
+    if pid1 {
+        let mode = match action {
+            PowerAction::Reboot => RebootMode::RB_AUTOBOOT,
+            PowerAction::Poweroff => RebootMode::RB_POWER_OFF,
+            PowerAction::Halt => RebootMode::RB_HALT_SYSTEM,
+        };
+        let err = reboot(mode).err();
+        crate::error!("shutdown", "reboot(2) failed: {err:?}; waiting forever");
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+    std::process::exit(i32::from(fatal))
+}
+
+/// The last resort when the orderly path itself panicked: no services, no cleanup beyond
+/// killing and syncing.
+pub fn emergency(action: PowerAction, pid1: bool) -> ! {
+    crate::log::marker("emergency shutdown");
+    if pid1 {
+        let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+    }
+    nix::unistd::sync();
+    finish(action, pid1, true)
+}
