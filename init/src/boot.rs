@@ -214,8 +214,9 @@ pub fn machine_steps() -> Vec<Step> {
     ]
 }
 
-/// The steps in test mode: a fresh /proc for our pid namespace and a tmpfs for the run
-/// directory; the host's other mounts are left alone.
+/// The steps in test mode: a fresh /proc for our pid namespace, the run directory (left
+/// on the host's filesystem so the test's CLI can reach the control socket) and a tmpfs
+/// below it; the host's other mounts are left alone.
 pub fn test_steps() -> Vec<Step> {
     vec![
         Step {
@@ -224,17 +225,13 @@ pub fn test_steps() -> Vec<Step> {
             run: |c| c.mount("mount-proc", "proc", "/proc", NOSUID_NODEV_NOEXEC, None),
         },
         Step {
-            name: "mount-run",
+            name: "run-dir",
             required: true,
             run: |c| {
-                let d = c.cfg.run_dir.clone();
-                c.mount(
-                    "mount-run",
-                    "tmpfs",
-                    &d,
-                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-                    Some("mode=0755"),
-                )
+                std::fs::create_dir_all(&c.cfg.run_dir).map_err(|source| StepError::Io {
+                    what: format!("create {}", c.cfg.run_dir.display()),
+                    source,
+                })
             },
         },
         Step {

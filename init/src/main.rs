@@ -112,7 +112,7 @@ fn main() {
 }
 
 fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
-    let signal_fd = match signals::install(pid1) {
+    let signal_fd = match signals::install(pid1 && !cfg.test_mode) {
         Ok(fd) => fd,
         Err(e) => return Exit::Fatal(format!("cannot set up signal handling: {e}")),
     };

@@ -221,7 +221,6 @@ pub fn generate(svc: &Service, ctx: &Context) -> Result<Spec, SpecError> {
         "cwd": svc.cwd,
         "capabilities": { "bounding": caps, "effective": caps, "permitted": caps },
         "noNewPrivileges": true,
-        "rlimits": [{ "type": "RLIMIT_NOFILE", "hard": 65536u64, "soft": 65536u64 }],
     });
     if !svc.user.additional_gids.is_empty() {
         process["user"]["additionalGids"] = json!(svc.user.additional_gids);

@@ -193,13 +193,15 @@ impl Supervisor {
     /// Starts whatever can start now: the next onboot task, or every service whose
     /// dependencies are Ready. Call after any change.
     pub fn schedule(&mut self, r: &mut Reactor) {
-        if self.onboot_running.is_none() {
-            if let Some(i) = self.onboot_queue.pop_front() {
-                self.onboot_running = Some(i);
-                self.launch(i, r);
-                return;
-            }
-        } else {
+        // Onboot tasks one at a time, in order; one that fails to start finishes at once.
+        while self.onboot_running.is_none() {
+            let Some(i) = self.onboot_queue.pop_front() else {
+                break;
+            };
+            self.onboot_running = Some(i);
+            self.launch(i, r);
+        }
+        if self.onboot_running.is_some() {
             return;
         }
         for i in 0..self.services.len() {
