@@ -266,9 +266,44 @@ pub fn exit_code_for(err: &anyhow::Error) -> i32 {
 /// Whether the error is our own stdout having been closed by its reader (not the socket).
 pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
     let socket_error = err.chain().any(|c| c.is::<ClientError>());
-    !socket_error
-        && err.chain().any(|c| {
-            c.downcast_ref::<io::Error>()
-                .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
-        })
+    let broken = |c: &(dyn std::error::Error + 'static)| {
+        let kind = c
+            .downcast_ref::<io::Error>()
+            .map(io::Error::kind)
+            .or_else(|| c.downcast_ref::<serde_json::Error>()?.io_error_kind());
+        kind == Some(io::ErrorKind::BrokenPipe)
+    };
+    !socket_error && err.chain().any(broken)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_closed_stdout_is_not_an_error() {
+        let pipe = || io::Error::from(io::ErrorKind::BrokenPipe);
+        let err = anyhow::Error::from(pipe()).context("writing to standard output");
+        assert!(is_broken_pipe(&err));
+        assert_eq!(exit_code_for(&err), 0);
+        struct Closed;
+        impl Write for Closed {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::Error::from(io::ErrorKind::BrokenPipe))
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let json = anyhow::Error::from(serde_json::to_writer(Closed, &[1, 2]).unwrap_err());
+        assert!(is_broken_pipe(&json));
+        // The socket breaking is init's side going away: exit 2, with a message.
+        let socket = anyhow::Error::from(ClientError::Io {
+            path: "/run/sysctr/control.sock".into(),
+            error: pipe(),
+        });
+        assert!(!is_broken_pipe(&socket));
+        assert_eq!(exit_code_for(&socket), EXIT_UNREACHABLE);
+        assert_eq!(exit_code_for(&anyhow::anyhow!("other")), EXIT_REFUSED);
+    }
 }

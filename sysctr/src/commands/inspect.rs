@@ -1,7 +1,8 @@
 //! `sysctr inspect <service>`: init's full view of one service as pretty JSON.
 
 use crate::client::{Client, ClientError};
-use manifest::protocol::{Op, Request, Response};
+use manifest::protocol::{Op, Request, Response, ServiceStatus};
+use serde::Serialize;
 use std::io::Write;
 
 #[derive(Debug, clap::Args)]
@@ -17,6 +18,16 @@ pub struct Args {
     pub service: String,
 }
 
+/// The reply without its tag, fields in this order (status first).
+#[derive(Serialize)]
+struct View {
+    status: ServiceStatus,
+    manifest: serde_json::Value,
+    spec: Option<serde_json::Value>,
+    cgroup: String,
+    bundle: String,
+}
+
 pub fn run(args: &Args, client: &Client, out: &mut dyn Write) -> anyhow::Result<i32> {
     let req = Request::new(Op::Inspect {
         service: args.service.clone(),
@@ -28,13 +39,13 @@ pub fn run(args: &Args, client: &Client, out: &mut dyn Write) -> anyhow::Result<
             spec,
             cgroup,
             bundle,
-        } => serde_json::json!({
-            "status": status,
-            "manifest": manifest,
-            "spec": spec,
-            "cgroup": cgroup,
-            "bundle": bundle,
-        }),
+        } => View {
+            status,
+            manifest,
+            spec,
+            cgroup,
+            bundle,
+        },
         other => return Err(ClientError::unexpected("inspect", other).into()),
     };
     serde_json::to_writer_pretty(&mut *out, &view)?;
