@@ -14,6 +14,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use std::fs::File;
 use std::io::{self, IsTerminal, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::time::{Duration, Instant};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
@@ -150,9 +151,10 @@ struct Proxy<'a> {
     sigfd: &'a SignalFd,
 }
 
-/// How long output may still trickle from the terminal after the process has exited
-/// (a grandchild can hold it open; we do not wait for that).
+/// After the process has exited, its terminal output is copied until the terminal has been
+/// quiet this long, or for at most `DRAIN_MAX` (a grandchild may keep it open and busy).
 const DRAIN_MS: u16 = 200;
+const DRAIN_MAX: Duration = Duration::from_secs(2);
 
 impl Proxy<'_> {
     /// Copies stdin to the terminal and the terminal to stdout until the process has exited
@@ -162,35 +164,29 @@ impl Proxy<'_> {
         let mut buf = [0u8; 16 * 1024];
         let (mut stdin_open, mut master_open, mut sock_open) = (true, true, true);
         let mut status: Option<ExitStatus> = None;
+        let mut drain_until: Option<Instant> = None;
         loop {
-            if let (Some(s), false) = (status, master_open) {
-                return Ok(s);
+            match (status, drain_until) {
+                (Some(s), _) if !master_open => return Ok(s),
+                (Some(s), Some(t)) if Instant::now() >= t => return Ok(s),
+                _ => {}
             }
+            // Only open descriptors are polled: poll reports a hang-up even when no event
+            // is asked for, which would spin this loop.
             let ready = {
-                let watch = PollFlags::POLLIN;
-                let mut fds = vec![
-                    PollFd::new(self.sigfd.as_fd(), watch),
-                    PollFd::new(
-                        self.master.as_fd(),
-                        if master_open {
-                            watch
-                        } else {
-                            PollFlags::empty()
-                        },
-                    ),
-                    PollFd::new(
-                        self.stdin,
-                        if stdin_open {
-                            watch
-                        } else {
-                            PollFlags::empty()
-                        },
-                    ),
-                ];
-                fds.push(PollFd::new(
+                let mut which = Vec::with_capacity(4);
+                let mut fds = Vec::with_capacity(4);
+                let open = [true, master_open, stdin_open, sock_open];
+                let all = [
+                    self.sigfd.as_fd(),
+                    self.master.as_fd(),
+                    self.stdin,
                     self.conn.as_fd(),
-                    if sock_open { watch } else { PollFlags::empty() },
-                ));
+                ];
+                for (i, fd) in all.into_iter().enumerate().filter(|(i, _)| open[*i]) {
+                    which.push(i);
+                    fds.push(PollFd::new(fd, PollFlags::POLLIN));
+                }
                 let timeout = if status.is_some() {
                     PollTimeout::from(DRAIN_MS)
                 } else {
@@ -202,18 +198,13 @@ impl Proxy<'_> {
                     Err(Errno::EINTR) => continue,
                     Err(e) => return Err(e).context("poll"),
                 }
-                let hit = |i: usize| {
-                    fds[i].revents().is_some_and(|r| {
-                        !(r & (PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR))
-                            .is_empty()
-                    })
-                };
-                [
-                    hit(0),
-                    hit(1) && master_open,
-                    hit(2) && stdin_open,
-                    hit(3) && sock_open,
-                ]
+                let mut ready = [false; 4];
+                for (i, fd) in which.into_iter().zip(&fds) {
+                    ready[i] = fd.revents().is_some_and(|r| {
+                        r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
+                    });
+                }
+                ready
             };
 
             if ready[0] {
@@ -268,6 +259,7 @@ impl Proxy<'_> {
                     Ok(None) => {}
                     Ok(Some(s)) => {
                         status = Some(s);
+                        drain_until = Some(Instant::now() + DRAIN_MAX);
                         sock_open = false;
                     }
                     Err(e) => return Err(e.into()),
