@@ -12,7 +12,7 @@ use manifest::protocol::{
 };
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 use std::io::{IoSliceMut, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::thread::JoinHandle;
@@ -362,4 +362,49 @@ fn exec_reports_a_signal_and_refusals() {
         }
     ));
     assert_eq!(err.exit_code(), client::EXIT_REFUSED);
+}
+
+#[test]
+fn exec_tty_connects_stdin_and_stdout_to_a_pty() {
+    let init = FakeInit::serve(|req, fds, conn| {
+        let Op::Exec { args, tty, .. } = req.op else {
+            panic!("not exec: {req:?}")
+        };
+        assert!(tty);
+        let [stdin, stdout, stderr]: [OwnedFd; 3] = fds.try_into().expect("three descriptors");
+        assert!(
+            nix::unistd::isatty(stdin.as_raw_fd()).unwrap(),
+            "a terminal"
+        );
+        let mut child = std::process::Command::new(&args[0])
+            .args(&args[1..])
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        protocol::write_frame(conn, &Response::ExecStarted { pid }).unwrap();
+        let code = child.wait().unwrap().code().unwrap();
+        let status = ExitStatus::Code(code);
+        protocol::write_frame(conn, &Response::ExecExited { status }).unwrap();
+    });
+    let (in_r, in_w) = nix::unistd::pipe().unwrap();
+    std::fs::File::from(in_w).write_all(b"hello\n").unwrap();
+    let op = Op::Exec {
+        service: "ssh".into(),
+        args: vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "read a; echo got:$a; exit 3".into(),
+        ],
+        env: vec![],
+        tty: true,
+    };
+    let mut out = Vec::new();
+    let status = exec::run_tty(&init.client(), op, in_r.as_fd(), &mut out).unwrap();
+    init.join();
+    assert_eq!(status, ExitStatus::Code(3));
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("got:hello\r\n"), "{text:?}");
 }

@@ -64,7 +64,8 @@ pub fn run(args: &Args, client: &Client) -> anyhow::Result<i32> {
         tty: args.tty,
     };
     let status = if args.tty {
-        run_tty(client, op)?
+        let stdin = io::stdin();
+        run_tty(client, op, stdin.as_fd(), &mut io::stdout().lock())?
     } else {
         let stdio = [
             io::stdin().as_raw_fd(),
@@ -103,10 +104,16 @@ fn on_reply(
     }
 }
 
-fn run_tty(client: &Client, op: Op) -> anyhow::Result<ExitStatus> {
-    let stdin = io::stdin();
+/// `exec -t`: the process gets a new pty; `stdin` (the user's terminal, when it is one) and
+/// `stdout` are connected to its master until the process exits.
+pub fn run_tty(
+    client: &Client,
+    op: Op,
+    stdin: BorrowedFd<'_>,
+    stdout: &mut dyn Write,
+) -> anyhow::Result<ExitStatus> {
     let local_tty = stdin.is_terminal();
-    let size = tty::window_size(stdin.as_fd()).or_else(|| tty::window_size(io::stdout().as_fd()));
+    let size = tty::window_size(stdin).or_else(|| tty::window_size(io::stdout().as_fd()));
     let pty = nix::pty::openpty(size.as_ref(), None).context("cannot open a pseudo-terminal")?;
 
     let mut conn = client.connect()?;
@@ -126,14 +133,15 @@ fn run_tty(client: &Client, op: Op) -> anyhow::Result<ExitStatus> {
         .context("cannot create a signalfd")?;
 
     let raw = if local_tty {
-        Some(RawMode::enter(stdin.as_fd()).context("cannot put the terminal in raw mode")?)
+        Some(RawMode::enter(stdin).context("cannot put the terminal in raw mode")?)
     } else {
         None
     };
     let result = Proxy {
         conn: &mut conn,
         master: File::from(pty.master),
-        stdin: stdin.as_fd(),
+        stdin,
+        stdout,
         local_tty,
         sigfd: &sigfd,
     }
@@ -147,6 +155,7 @@ struct Proxy<'a> {
     conn: &'a mut crate::client::Conn,
     master: File,
     stdin: BorrowedFd<'a>,
+    stdout: &'a mut dyn Write,
     local_tty: bool,
     sigfd: &'a SignalFd,
 }
@@ -160,7 +169,6 @@ impl Proxy<'_> {
     /// Copies stdin to the terminal and the terminal to stdout until the process has exited
     /// and its output is drained.
     fn run(mut self) -> anyhow::Result<ExitStatus> {
-        let mut stdout = io::stdout().lock();
         let mut buf = [0u8; 16 * 1024];
         let (mut stdin_open, mut master_open, mut sock_open) = (true, true, true);
         let mut status: Option<ExitStatus> = None;
@@ -224,10 +232,10 @@ impl Proxy<'_> {
                 match self.master.read(&mut buf) {
                     Ok(0) => master_open = false,
                     Ok(n) => {
-                        stdout
+                        self.stdout
                             .write_all(&buf[..n])
                             .context("writing to standard output")?;
-                        stdout.flush().context("writing to standard output")?;
+                        self.stdout.flush().context("writing to standard output")?;
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     // EIO: every holder of the slave has closed it.
