@@ -38,7 +38,7 @@ pub enum ClientError {
     ClosedEarly { path: PathBuf },
     #[error("protocol error: init answered {got:?} where {expected} was expected")]
     Unexpected { expected: &'static str, got: String },
-    #[error("init refused the request ({}): {message}", kind_name(*kind))]
+    #[error("init reported {}: {message}", kind_name(*kind))]
     Refused { kind: ErrorKind, message: String },
 }
 

@@ -7,6 +7,7 @@ pub mod exec;
 pub mod inspect;
 pub mod lifecycle;
 pub mod logs;
+pub mod notify;
 pub mod power;
 pub mod ps;
 pub mod version;
@@ -84,6 +85,8 @@ pub enum Command {
     Version(version::Args),
     /// Print a shell completion script.
     Completions(completions::Args),
+    /// From inside a service: tell init it is ready (sd_notify, like systemd-notify).
+    Notify(notify::Args),
 }
 
 /// Whether to colour output written to standard output.
@@ -111,6 +114,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<i32> {
         Command::Halt(args) => power::run(PowerAction::Halt, &args, &client, out),
         Command::Version(_) => version::run(&client, out),
         Command::Completions(args) => completions::run(&args, out),
+        Command::Notify(args) => notify::run(&args, out),
     }
 }
 
