@@ -84,6 +84,8 @@ enum AfterStop {
     StayDown,
     /// Restart requested: start again.
     Start,
+    /// Killed for failing its readiness check: Failed, with the reason already recorded.
+    Fail,
 }
 
 /// Who a pid that is not a service's main process belongs to.
@@ -488,6 +490,10 @@ impl Supervisor {
             AfterStop::StayDown => {
                 self.set_state(i, State::Exited, format!("stopped ({detail})"));
             }
+            AfterStop::Fail => {
+                let why = self.services[i].last_error.clone().unwrap_or_default();
+                self.set_state(i, State::Failed, format!("{why} ({detail})"));
+            }
             AfterStop::Start => {
                 self.services[i].state = State::Pending;
                 self.launch(i, r);
@@ -608,14 +614,14 @@ impl Supervisor {
                         def.readiness.timeout_secs(),
                         def.readiness.name()
                     );
+                    crate::error!(&s.name, "{msg}: killing it");
+                    let pid = s.pid;
                     self.services[svc].last_error = Some(msg.clone());
-                    crate::error!(&self.services[svc].name, "{msg}: stopping it");
-                    // Stop it; the exit then goes through the restart policy.
-                    if let Some(pid) = self.services[svc].pid {
+                    self.services[svc].after_stop = AfterStop::Fail;
+                    self.set_state(svc, State::Stopping, msg);
+                    if let Some(pid) = pid {
                         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
                     }
-                    self.set_state(svc, State::Failed, msg);
-                    self.services[svc].after_stop = AfterStop::StayDown;
                 }
             }
             Timer::StopKill { svc, run } => {

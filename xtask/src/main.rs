@@ -6,6 +6,7 @@ mod fuzz;
 mod image;
 mod kernel;
 mod qemu;
+mod test;
 mod util;
 
 use anyhow::{bail, Result};
@@ -20,7 +21,7 @@ commands:
   run [options]    build the development image and boot it in QEMU (run --help)
   boot-test        build the test image and run the QEMU boot tests (boot-tests/)
   fuzz [SECONDS]   fuzz the control-socket request decoder (cargo fuzz; default 60 s)
-  test             run every test: unit, host integration (root), QEMU boot tests
+  test [--no-boot] run every test: unit, host integration (root), QEMU boot tests
 ";
 
 fn main() {
@@ -44,6 +45,7 @@ fn run() -> Result<()> {
         "run" => qemu::command(&rest),
         "boot-test" => qemu::boot_test(&rest),
         "fuzz" => fuzz::run_fuzz(&rest),
+        "test" => test::command(&rest),
         "" | "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(())

@@ -1,0 +1,49 @@
+//! `cargo xtask test`: every test, in the order that fails fastest — unit tests, then the
+//! host integration tests (the real static init as PID 1 in namespaces; needs root), then
+//! the QEMU boot tests of the real image. `--no-boot` skips the last stage.
+
+use crate::build;
+use crate::util::{ensure_debian_packages, run, workspace_root};
+use anyhow::{bail, Result};
+use std::process::Command;
+
+/// What the integration tests need on the host besides the build packages.
+const TEST_PACKAGES: &[&str] = &["busybox-static", "util-linux"];
+
+pub fn command(args: &[String]) -> Result<()> {
+    let mut boot = true;
+    for a in args {
+        match a.as_str() {
+            "--no-boot" => boot = false,
+            other => bail!("unknown option {other:?} (usage: cargo xtask test [--no-boot])"),
+        }
+    }
+    ensure_debian_packages(TEST_PACKAGES)?;
+    let bins = build::static_binaries()?;
+    let root = workspace_root();
+    eprintln!("xtask: unit tests");
+    run(Command::new(env!("CARGO"))
+        .current_dir(&root)
+        .args(["test", "--workspace", "--exclude", "sysctr-tests", "--exclude", "sysctr-boot-tests"]))?;
+    if !nix_is_root() {
+        bail!("the host integration tests need root (namespaces, mounts, cgroups)");
+    }
+    eprintln!("xtask: host integration tests (real init as PID 1 in namespaces)");
+    run(Command::new(env!("CARGO"))
+        .current_dir(&root)
+        .args(["test", "-p", "sysctr-tests", "--", "--test-threads=2"])
+        .env("SYSCTR_INIT_BIN", &bins.init)
+        .env("SYSCTR_CLI_BIN", &bins.sysctr))?;
+    if boot {
+        eprintln!("xtask: QEMU boot tests");
+        crate::qemu::boot_test(&[])?;
+    }
+    Ok(())
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Uid:").map(|v| v.split_whitespace().next() == Some("0"))))
+        .unwrap_or(false)
+}
