@@ -374,6 +374,21 @@ mod tests {
     }
 
     #[test]
+    fn deep_nesting_up_to_the_size_limit_is_an_error_not_a_crash() {
+        // The fuzzer's inputs stay small; this is the largest request init will parse.
+        let depth = (MAX_REQUEST_BYTES as usize - 64) / 2;
+        for (open, close) in [("[", "]"), ("{\"a\":", "}")] {
+            let body = format!(
+                r#"{{"version":1,"op":"exec","service":"s","args":{}1{}}}"#,
+                open.repeat(depth / open.len()),
+                close.repeat(depth / open.len())
+            );
+            assert!(body.len() <= MAX_REQUEST_BYTES as usize);
+            assert!(decode_request(body.as_bytes()).is_err());
+        }
+    }
+
+    #[test]
     fn unknown_fields_are_rejected() {
         assert!(decode_request(br#"{"version":1,"op":"ps","extra":1}"#).is_err());
         assert!(decode_request(br#"{"version":1,"op":"nope"}"#).is_err());
