@@ -38,10 +38,15 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<i32> {
     if msg.is_empty() {
         bail!("nothing to send: give --ready and/or --status");
     }
-    let path = std::env::var_os("NOTIFY_SOCKET").context("NOTIFY_SOCKET is not set: the service's readiness kind is not \"notify\"")?;
+    let path = std::env::var_os("NOTIFY_SOCKET")
+        .context("NOTIFY_SOCKET is not set: the service's readiness kind is not \"notify\"")?;
     let sock = UnixDatagram::unbound().context("create a datagram socket")?;
-    sock.send_to(msg.as_bytes(), &path)
-        .with_context(|| format!("send to NOTIFY_SOCKET {}", std::path::Path::new(&path).display()))?;
+    sock.send_to(msg.as_bytes(), &path).with_context(|| {
+        format!(
+            "send to NOTIFY_SOCKET {}",
+            std::path::Path::new(&path).display()
+        )
+    })?;
     let _ = out;
     Ok(0)
 }
@@ -55,13 +60,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("notify.sock");
         let server = UnixDatagram::bind(&path).unwrap();
-        let args = Args { ready: true, status: Some("serving\nnow".into()) };
+        let args = Args {
+            ready: true,
+            status: Some("serving\nnow".into()),
+        };
         assert_eq!(message(&args), "READY=1\nSTATUS=serving now\n");
         std::env::set_var("NOTIFY_SOCKET", &path);
         run(&args, &mut Vec::new()).unwrap();
         let mut buf = [0u8; 256];
         let n = server.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"READY=1\nSTATUS=serving now\n");
-        assert!(run(&Args { ready: false, status: None }, &mut Vec::new()).is_err());
+        assert!(run(
+            &Args {
+                ready: false,
+                status: None
+            },
+            &mut Vec::new()
+        )
+        .is_err());
     }
 }
