@@ -115,7 +115,16 @@ fn cache_key(source_version: &str, frags: &[PathBuf]) -> Result<String> {
 }
 
 /// Builds (or finds in the cache) the kernel and returns the bzImage path.
+/// `SYSCTR_BZIMAGE=path` skips all this and uses a kernel built elsewhere.
 pub fn build() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("SYSCTR_BZIMAGE") {
+        let path = PathBuf::from(path);
+        if !path.is_file() {
+            bail!("SYSCTR_BZIMAGE={} is not a file", path.display());
+        }
+        eprintln!("xtask: kernel: using SYSCTR_BZIMAGE={}", path.display());
+        return Ok(path);
+    }
     ensure_debian_packages(KERNEL_PACKAGES)?;
     let frags = fragments()?;
     let (tarball, version) = source_tarball()?;
