@@ -11,8 +11,14 @@ use sysctr_tests::*;
 fn basic() -> Init {
     let init = Init::start(vec![
         with(sh("setup", "echo prepared"), json!({"kind": "onboot"})),
-        sh("ticker", "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done"),
-        with(sh("crashy", "exit 7"), json!({"restart": {"policy": "never"}})),
+        sh(
+            "ticker",
+            "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done",
+        ),
+        with(
+            sh("crashy", "exit 7"),
+            json!({"restart": {"policy": "never"}}),
+        ),
     ]);
     init.wait_state("ticker", "ready", SECS(20));
     init.wait_state("crashy", "failed", SECS(20));
@@ -24,15 +30,45 @@ fn ps_table_and_json() {
     let init = basic();
     let table = init.cli_ok(&["ps"]);
     let header = table.lines().next().unwrap();
-    for col in ["NAME", "KIND", "STATE", "READY", "PID", "UPTIME", "RESTARTS", "LAST EXIT", "MEM", "CPU"] {
+    for col in [
+        "NAME",
+        "KIND",
+        "STATE",
+        "READY",
+        "PID",
+        "UPTIME",
+        "RESTARTS",
+        "LAST EXIT",
+        "MEM",
+        "CPU",
+    ] {
         assert!(header.contains(col), "missing column {col}: {table}");
     }
-    assert!(!table.contains('\u{1b}'), "no colour when stdout is not a tty");
-    let row = |name: &str| table.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no row for {name}:\n{table}")).to_string();
-    assert!(row("setup").contains("onboot") && row("setup").contains("exit 0"), "{table}");
-    assert!(row("ticker").contains("ready") && row("ticker").contains("yes"), "{table}");
-    assert!(row("crashy").contains("failed") && row("crashy").contains("exit 7"), "{table}");
-    let json: Vec<serde_json::Value> = serde_json::from_str(&init.cli_ok(&["ps", "--json"])).unwrap();
+    assert!(
+        !table.contains('\u{1b}'),
+        "no colour when stdout is not a tty"
+    );
+    let row = |name: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no row for {name}:\n{table}"))
+            .to_string()
+    };
+    assert!(
+        row("setup").contains("onboot") && row("setup").contains("exit 0"),
+        "{table}"
+    );
+    assert!(
+        row("ticker").contains("ready") && row("ticker").contains("yes"),
+        "{table}"
+    );
+    assert!(
+        row("crashy").contains("failed") && row("crashy").contains("exit 7"),
+        "{table}"
+    );
+    let json: Vec<serde_json::Value> =
+        serde_json::from_str(&init.cli_ok(&["ps", "--json"])).unwrap();
     assert_eq!(json.len(), 3);
     let ticker = json.iter().find(|s| s["name"] == "ticker").unwrap();
     assert_eq!(ticker["state"], "ready");
@@ -46,20 +82,33 @@ fn logs_inspect_start_stop_restart_version() {
     assert!(init.cli_ok(&["logs", "setup"]).contains("prepared"));
     let two = init.cli_ok(&["logs", "-n", "2", "ticker"]);
     assert_eq!(two.lines().count(), 2, "{two}");
-    let inspect: serde_json::Value = serde_json::from_str(&init.cli_ok(&["inspect", "ticker"])).unwrap();
+    let inspect: serde_json::Value =
+        serde_json::from_str(&init.cli_ok(&["inspect", "ticker"])).unwrap();
     assert_eq!(inspect["manifest"]["name"], "ticker");
     assert_eq!(inspect["spec"]["process"]["noNewPrivileges"], true);
     assert_eq!(inspect["spec"]["root"]["readonly"], true);
-    assert!(inspect["cgroup"].as_str().unwrap().contains(&init.cgroup_prefix));
+    assert!(inspect["cgroup"]
+        .as_str()
+        .unwrap()
+        .contains(&init.cgroup_prefix));
     init.cli_ok(&["stop", "ticker"]);
     init.wait_state("ticker", "exited", SECS(10));
     let again = init.cli(&["stop", "ticker"]);
-    assert_eq!(again.status.code(), Some(1), "stopping a stopped service is refused");
-    assert!(String::from_utf8_lossy(&again.stderr).contains("not running"), "{again:?}");
+    assert_eq!(
+        again.status.code(),
+        Some(1),
+        "stopping a stopped service is refused"
+    );
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("not running"),
+        "{again:?}"
+    );
     init.cli_ok(&["start", "ticker"]);
     let before = init.wait_state("ticker", "ready", SECS(10));
     init.cli_ok(&["restart", "ticker"]);
-    init.wait_service("ticker", SECS(10), "restarted", |s| s["state"] == "ready" && s["pid"] != before["pid"]);
+    init.wait_service("ticker", SECS(10), "restarted", |s| {
+        s["state"] == "ready" && s["pid"] != before["pid"]
+    });
     let unknown = init.cli(&["start", "nope"]);
     assert_eq!(unknown.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no service named \"nope\""));
@@ -71,9 +120,16 @@ fn exec_runs_inside_the_container() {
     let init = basic();
     let out = init.cli(&["exec", "ticker", "--", "/bin/cat", "/etc/marker"]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "inside the container rootfs\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "inside the container rootfs\n"
+    );
     let out = init.cli(&["exec", "ticker", "--", "/bin/sh", "-c", "exit 3"]);
-    assert_eq!(out.status.code(), Some(3), "exec exits with the process's code");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "exec exits with the process's code"
+    );
     // the process sees the container's pid namespace: its init is the service's shell
     let out = init.cli_ok(&["exec", "ticker", "--", "/bin/cat", "/proc/1/cmdline"]);
     assert!(out.contains("while true"), "{out}");
@@ -111,7 +167,12 @@ fn logs_follow_delivers_new_lines() {
 #[test]
 fn events_stream_state_changes() {
     let init = basic();
-    let mut ev = Command::new(cli_bin()).env("SYSCTR_SOCKET", init.socket()).args(["events", "--json"]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut ev = Command::new(cli_bin())
+        .env("SYSCTR_SOCKET", init.socket())
+        .args(["events", "--json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     init.cli_ok(&["stop", "ticker"]);
     init.wait_state("ticker", "exited", SECS(10));
@@ -119,26 +180,51 @@ fn events_stream_state_changes() {
     let _ = ev.kill();
     let out = ev.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("\"stopping\"") && text.contains("\"exited\""), "{text}");
+    assert!(
+        text.contains("\"stopping\"") && text.contains("\"exited\""),
+        "{text}"
+    );
 }
 
 #[test]
 fn a_non_root_peer_may_read_but_not_change() {
     let gid = 4242u32;
-    let init = Init::start_with(vec![sh("svc", "exec sleep 1000")], &["--control-gid", &gid.to_string()]);
+    let init = Init::start_with(
+        vec![sh("svc", "exec sleep 1000")],
+        &["--control-gid", &gid.to_string()],
+    );
     init.wait_state("svc", "ready", SECS(20));
     nix::unistd::chown(&init.socket(), None, Some(nix::unistd::Gid::from_raw(gid))).unwrap();
     let as_user = |args: &[&str]| {
-        Command::new(cli_bin()).env("SYSCTR_SOCKET", init.socket()).args(args).uid(4242).gid(gid).groups(&[]).output().unwrap()
+        Command::new(cli_bin())
+            .env("SYSCTR_SOCKET", init.socket())
+            .args(args)
+            .uid(4242)
+            .gid(gid)
+            .output()
+            .unwrap()
     };
     let ps = as_user(&["ps"]);
-    assert!(ps.status.success(), "ps allowed for the sysctr group: {ps:?}");
+    assert!(
+        ps.status.success(),
+        "ps allowed for the sysctr group: {ps:?}"
+    );
     let stop = as_user(&["stop", "svc"]);
     assert_eq!(stop.status.code(), Some(1), "{stop:?}");
-    assert!(String::from_utf8_lossy(&stop.stderr).contains("stop changes the system and needs root (peer uid 4242)"), "{stop:?}");
+    assert!(
+        String::from_utf8_lossy(&stop.stderr)
+            .contains("stop changes the system and needs root (peer uid 4242)"),
+        "{stop:?}"
+    );
     assert_eq!(init.service("svc")["state"], "ready");
     // another user is not even allowed to connect (socket mode 0660)
-    let other = Command::new(cli_bin()).env("SYSCTR_SOCKET", init.socket()).args(["ps"]).uid(4343).gid(4343).groups(&[]).output().unwrap();
+    let other = Command::new(cli_bin())
+        .env("SYSCTR_SOCKET", init.socket())
+        .args(["ps"])
+        .uid(4343)
+        .gid(4343)
+        .output()
+        .unwrap();
     assert_eq!(other.status.code(), Some(2), "{other:?}");
 }
 
@@ -166,7 +252,11 @@ fn malformed_truncated_and_oversized_requests() {
         v
     };
     let r = raw_exchange(&init, &frame(b"{not json"));
-    assert_eq!((r["reply"].as_str(), r["kind"].as_str()), (Some("error"), Some("bad_request")), "{r}");
+    assert_eq!(
+        (r["reply"].as_str(), r["kind"].as_str()),
+        (Some("error"), Some("bad_request")),
+        "{r}"
+    );
     let r = raw_exchange(&init, &frame(br#"{"version":1,"op":"ps","sneaky":true}"#));
     assert_eq!(r["kind"], "bad_request", "{r}");
     let r = raw_exchange(&init, &frame(br#"{"version":99,"op":"ps"}"#));
@@ -183,7 +273,11 @@ fn malformed_truncated_and_oversized_requests() {
 
 #[test]
 fn unreachable_init_names_the_socket() {
-    let out = Command::new(cli_bin()).env("SYSCTR_SOCKET", "/nonexistent/control.sock").arg("ps").output().unwrap();
+    let out = Command::new(cli_bin())
+        .env("SYSCTR_SOCKET", "/nonexistent/control.sock")
+        .arg("ps")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/control.sock"));
 }

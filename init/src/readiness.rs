@@ -1,5 +1,5 @@
-//! Readiness checks that need more than a path test: a TCP connect made inside the
-//! service's network namespace. PID 1 enters the namespace only to create the socket
+//! Work done inside a service's network namespace: the TCP readiness check and bringing up
+//! its loopback interface. PID 1 enters the namespace only for the duration of one call
 //! (a socket stays in the namespace it was created in) and returns at once.
 
 use nix::sched::{setns, CloneFlags};
@@ -7,27 +7,35 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsFd;
 use std::time::Duration;
 
+/// Runs `f` inside the network namespace of `pid`; None if the namespace cannot be entered.
+pub fn in_netns<T>(pid: i32, f: impl FnOnce() -> T) -> Option<T> {
+    let ours = std::fs::File::open("/proc/self/ns/net").ok()?;
+    let theirs = std::fs::File::open(format!("/proc/{pid}/ns/net")).ok()?;
+    setns(theirs.as_fd(), CloneFlags::CLONE_NEWNET).ok()?;
+    let out = f();
+    if let Err(e) = setns(ours.as_fd(), CloneFlags::CLONE_NEWNET) {
+        crate::error!("netns", "cannot return to PID 1's network namespace: {e}");
+    }
+    Some(out)
+}
+
 /// Whether `host:port` accepts a connection from inside the network namespace of `pid`.
 pub fn tcp_accepts(pid: i32, host: &str, port: u16) -> bool {
     let Ok(addr) = format!("{host}:{port}").parse::<SocketAddr>() else {
         return false;
     };
-    let (Ok(ours), Ok(theirs)) = (
-        std::fs::File::open("/proc/self/ns/net"),
-        std::fs::File::open(format!("/proc/{pid}/ns/net")),
-    ) else {
-        return false;
-    };
-    if setns(theirs.as_fd(), CloneFlags::CLONE_NEWNET).is_err() {
-        return false;
-    }
     // Bounded: a loopback connect answers at once; another host gets 50 ms.
-    let result = TcpStream::connect_timeout(&addr, Duration::from_millis(50));
-    if let Err(e) = setns(ours.as_fd(), CloneFlags::CLONE_NEWNET) {
-        crate::error!(
-            "readiness",
-            "cannot return to PID 1's network namespace: {e}"
-        );
+    in_netns(pid, || {
+        TcpStream::connect_timeout(&addr, Duration::from_millis(50)).is_ok()
+    })
+    .unwrap_or(false)
+}
+
+/// A fresh network namespace has its loopback down; services expect it up.
+pub fn loopback_up(pid: i32) -> Result<(), String> {
+    match in_netns(pid, || crate::sys::interface_up("lo")) {
+        Some(Ok(())) => Ok(()),
+        Some(Err(e)) => Err(format!("bring up lo: {e}")),
+        None => Err(format!("cannot enter the network namespace of pid {pid}")),
     }
-    result.is_ok()
 }

@@ -121,6 +121,19 @@ impl Runtime {
         let pid = container.pid().ok_or(RuntimeError::NoPid {
             step: "create container",
         })?;
+        let private_net = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().as_ref())
+            .is_some_and(|ns| {
+                ns.iter()
+                    .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network)
+            });
+        if private_net {
+            if let Err(e) = crate::readiness::loopback_up(pid.as_raw()) {
+                crate::warn!(name, "{e}");
+            }
+        }
         container.start().map_err(step("start container"))?;
         Ok(pid.as_raw())
     }

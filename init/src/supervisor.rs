@@ -195,6 +195,9 @@ impl Supervisor {
     /// Starts whatever can start now: the next onboot task, or every service whose
     /// dependencies are Ready. Call after any change.
     pub fn schedule(&mut self, r: &mut Reactor) {
+        if self.fatal.is_some() {
+            return; // the shutdown path is next; nothing more starts
+        }
         // Onboot tasks one at a time, in order; one that fails to start finishes at once.
         while self.onboot_running.is_none() {
             let Some(i) = self.onboot_queue.pop_front() else {

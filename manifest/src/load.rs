@@ -211,8 +211,11 @@ fn describe_serde(err: &serde_path_to_error::Error<serde_json::Error>) -> (Strin
         if let Some(rest) = msg.strip_prefix(prefix) {
             if let Some(end) = rest.find('`') {
                 let field = &rest[..end];
-                let full = if path.is_empty() {
+                // serde_path_to_error's path may already end in the unknown field.
+                let full = if path.is_empty() || path == field {
                     field.to_string()
+                } else if path.ends_with(&format!(".{field}")) {
+                    path.clone()
                 } else {
                     format!("{path}.{field}")
                 };

@@ -15,7 +15,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn binary(env: &str, name: &str) -> PathBuf {
@@ -44,7 +47,10 @@ pub fn cli_bin() -> PathBuf {
 pub fn rootfs() -> &'static Path {
     static ROOT: OnceLock<tempfile::TempDir> = OnceLock::new();
     ROOT.get_or_init(|| {
-        let dir = tempfile::Builder::new().prefix("sysctr-rootfs-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("sysctr-rootfs-")
+            .tempdir()
+            .unwrap();
         let r = dir.path();
         for d in ["bin", "proc", "dev", "sys", "tmp", "run", "etc", "data"] {
             std::fs::create_dir_all(r.join(d)).unwrap();
@@ -54,13 +60,20 @@ pub fn rootfs() -> &'static Path {
             .find(|p| Path::new(p).exists())
             .expect("busybox-static is needed (apt-get install busybox-static)");
         std::fs::copy(busybox, r.join("bin/busybox")).unwrap();
-        let out = Command::new(r.join("bin/busybox")).arg("--list").output().unwrap();
+        let out = Command::new(r.join("bin/busybox"))
+            .arg("--list")
+            .output()
+            .unwrap();
         for applet in String::from_utf8_lossy(&out.stdout).lines() {
             let _ = std::os::unix::fs::symlink("busybox", r.join("bin").join(applet));
         }
         std::fs::copy(cli_bin(), r.join("bin/sysctr")).unwrap();
         std::fs::write(r.join("etc/marker"), "inside the container rootfs\n").unwrap();
-        std::fs::write(r.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n").unwrap();
+        std::fs::write(
+            r.join("etc/passwd"),
+            "root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n",
+        )
+        .unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(r, std::fs::Permissions::from_mode(0o755)).unwrap();
         dir
@@ -94,6 +107,8 @@ pub struct Init {
     child: Option<Child>,
     output: Arc<Mutex<String>>,
     pub cgroup_prefix: String,
+    /// Whether init runs as PID 1 of its own pid namespace (under unshare).
+    pid_ns: bool,
 }
 
 impl Init {
@@ -112,16 +127,26 @@ impl Init {
     }
 
     fn launch(services: Vec<serde_json::Value>, extra: &[&str], pid_ns: bool) -> Init {
-        let dir = tempfile::Builder::new().prefix("sysctr-test-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("sysctr-test-")
+            .tempdir()
+            .unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let manifest = dir.path().join("manifest.json");
-        let text = serde_json::to_string_pretty(&serde_json::json!({"version": 1, "services": services})).unwrap();
+        let text =
+            serde_json::to_string_pretty(&serde_json::json!({"version": 1, "services": services}))
+                .unwrap();
         std::fs::write(&manifest, text).unwrap();
-        let cgroup_prefix = format!("sysctr-it-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst));
+        let cgroup_prefix = format!(
+            "sysctr-it-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        );
         let mut cmd = if pid_ns {
             let mut c = Command::new("unshare");
-            c.args(["--pid", "--fork", "--mount", "--kill-child"]).arg(init_bin());
+            c.args(["--pid", "--fork", "--mount", "--kill-child"])
+                .arg(init_bin());
             c
         } else {
             Command::new(init_bin())
@@ -138,9 +163,18 @@ impl Init {
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("start init");
         let output = Arc::new(Mutex::new(String::new()));
-        for stream in [child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>), child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>)]
-            .into_iter()
-            .flatten()
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
         {
             let out = output.clone();
             std::thread::spawn(move || {
@@ -150,11 +184,19 @@ impl Init {
                     if n == 0 {
                         break;
                     }
-                    out.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+                    out.lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n]));
                 }
             });
         }
-        Init { dir, child: Some(child), output, cgroup_prefix }
+        Init {
+            dir,
+            child: Some(child),
+            output,
+            cgroup_prefix,
+            pid_ns,
+        }
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -169,19 +211,35 @@ impl Init {
     /// Waits until init's output contains `text`.
     pub fn wait_log(&self, text: &str, timeout: Duration) {
         let ok = wait_until(timeout, || self.log().contains(text));
-        assert!(ok, "init never printed {text:?} within {timeout:?}; its output:\n{}", self.log());
+        assert!(
+            ok,
+            "init never printed {text:?} within {timeout:?}; its output:\n{}",
+            self.log()
+        );
     }
 
     /// The host pid of the init process (unshare's child, or the subreaper itself).
     pub fn host_pid(&self) -> i32 {
-        let outer = self.child.as_ref().unwrap().id() as i32;
-        let children = std::fs::read_to_string(format!("/proc/{outer}/task/{outer}/children")).unwrap_or_default();
-        children.split_whitespace().next().and_then(|p| p.parse().ok()).unwrap_or(outer)
+        let outer = self.child.as_ref().map(|c| c.id() as i32).unwrap_or(-1);
+        if !self.pid_ns {
+            return outer;
+        }
+        let children = std::fs::read_to_string(format!("/proc/{outer}/task/{outer}/children"))
+            .unwrap_or_default();
+        children
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(outer)
     }
 
     /// Runs the CLI against this init.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(cli_bin()).env("SYSCTR_SOCKET", self.socket()).args(args).output().unwrap()
+        Command::new(cli_bin())
+            .env("SYSCTR_SOCKET", self.socket())
+            .args(args)
+            .output()
+            .unwrap()
     }
 
     /// Runs the CLI and returns stdout, failing the test on a non-zero exit.
@@ -208,11 +266,20 @@ impl Init {
     }
 
     pub fn service(&self, name: &str) -> serde_json::Value {
-        self.ps().into_iter().find(|s| s["name"] == name).unwrap_or(serde_json::Value::Null)
+        self.ps()
+            .into_iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or(serde_json::Value::Null)
     }
 
     /// Waits until `pred` holds for the named service's status.
-    pub fn wait_service(&self, name: &str, timeout: Duration, what: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    pub fn wait_service(
+        &self,
+        name: &str,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         let mut last = serde_json::Value::Null;
         let ok = wait_until(timeout, || {
             last = self.service(name);
@@ -229,7 +296,11 @@ impl Init {
     /// Sends a signal to init and waits for the namespace to end.
     pub fn signal_and_wait(&mut self, sig: i32, timeout: Duration) -> ExitStatus {
         let pid = self.host_pid();
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::try_from(sig).unwrap()).unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::try_from(sig).unwrap(),
+        )
+        .unwrap();
         self.wait_exit(timeout)
     }
 
@@ -243,7 +314,10 @@ impl Init {
                 return st;
             }
             if Instant::now() > deadline {
-                panic!("init did not end within {timeout:?}; output:\n{}", self.log());
+                panic!(
+                    "init did not end within {timeout:?}; output:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -253,7 +327,12 @@ impl Init {
     pub fn host_pid_of(&self, ns_pid: i64) -> Option<i32> {
         for pid in descendants(self.host_pid()) {
             let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-            let nspid: Vec<&str> = status.lines().find_map(|l| l.strip_prefix("NSpid:")).unwrap_or("").split_whitespace().collect();
+            let nspid: Vec<&str> = status
+                .lines()
+                .find_map(|l| l.strip_prefix("NSpid:"))
+                .unwrap_or("")
+                .split_whitespace()
+                .collect();
             if nspid.get(1).and_then(|p| p.parse::<i64>().ok()) == Some(ns_pid) {
                 return Some(pid);
             }
@@ -264,15 +343,28 @@ impl Init {
 
 impl Drop for Init {
     fn drop(&mut self) {
+        let inner = self.host_pid();
         if let Some(mut child) = self.child.take() {
             if child.try_wait().ok().flatten().is_none() {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.host_pid()), nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(inner),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
                 let _ = child.kill();
                 let _ = child.wait();
             }
         }
         // Cgroups left behind by a killed namespace.
-        for root in ["/sys/fs/cgroup", "/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids", "/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup/devices", "/sys/fs/cgroup/freezer", "/sys/fs/cgroup/blkio", "/sys/fs/cgroup/cpuset"] {
+        for root in [
+            "/sys/fs/cgroup",
+            "/sys/fs/cgroup/memory",
+            "/sys/fs/cgroup/pids",
+            "/sys/fs/cgroup/cpu,cpuacct",
+            "/sys/fs/cgroup/devices",
+            "/sys/fs/cgroup/freezer",
+            "/sys/fs/cgroup/blkio",
+            "/sys/fs/cgroup/cpuset",
+        ] {
             let dir = Path::new(root).join(&self.cgroup_prefix);
             if let Ok(entries) = std::fs::read_dir(&dir) {
                 for e in entries.flatten() {
@@ -306,19 +398,32 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 pub fn descendants(root: i32) -> Vec<i32> {
     let mut parent = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        let Some(after) = stat.rfind(')').map(|i| stat[i + 1..].to_string()) else { continue };
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(after) = stat.rfind(')').map(|i| stat[i + 1..].to_string()) else {
+            continue;
+        };
         let mut f = after.split_whitespace();
         let state = f.next().unwrap_or("").to_string();
-        let Some(ppid) = f.next().and_then(|v| v.parse::<i32>().ok()) else { continue };
+        let Some(ppid) = f.next().and_then(|v| v.parse::<i32>().ok()) else {
+            continue;
+        };
         parent.push((pid, ppid, state));
     }
     let mut found = vec![root];
     let mut i = 0;
     while i < found.len() {
         let p = found[i];
-        found.extend(parent.iter().filter(|(_, pp, _)| *pp == p).map(|(c, _, _)| *c));
+        found.extend(
+            parent
+                .iter()
+                .filter(|(_, pp, _)| *pp == p)
+                .map(|(c, _, _)| *c),
+        );
         i += 1;
     }
     found.remove(0);
@@ -332,7 +437,10 @@ pub fn zombies_below(root: i32) -> Vec<i32> {
         .filter(|pid| {
             std::fs::read_to_string(format!("/proc/{pid}/stat"))
                 .ok()
-                .and_then(|s| s.rfind(')').map(|i| s[i + 1..].trim_start().starts_with('Z')))
+                .and_then(|s| {
+                    s.rfind(')')
+                        .map(|i| s[i + 1..].trim_start().starts_with('Z'))
+                })
                 .unwrap_or(false)
         })
         .collect()

@@ -22,9 +22,14 @@ pub fn command(args: &[String]) -> Result<()> {
     let bins = build::static_binaries()?;
     let root = workspace_root();
     eprintln!("xtask: unit tests");
-    run(Command::new(env!("CARGO"))
-        .current_dir(&root)
-        .args(["test", "--workspace", "--exclude", "sysctr-tests", "--exclude", "sysctr-boot-tests"]))?;
+    run(Command::new(env!("CARGO")).current_dir(&root).args([
+        "test",
+        "--workspace",
+        "--exclude",
+        "sysctr-tests",
+        "--exclude",
+        "sysctr-boot-tests",
+    ]))?;
     if !nix_is_root() {
         bail!("the host integration tests need root (namespaces, mounts, cgroups)");
     }
@@ -44,6 +49,11 @@ pub fn command(args: &[String]) -> Result<()> {
 fn nix_is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Uid:").map(|v| v.split_whitespace().next() == Some("0"))))
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("Uid:")
+                    .map(|v| v.split_whitespace().next() == Some("0"))
+            })
+        })
         .unwrap_or(false)
 }
