@@ -80,6 +80,10 @@ fn ps_table_and_json() {
 fn logs_inspect_start_stop_restart_version() {
     let init = basic();
     assert!(init.cli_ok(&["logs", "setup"]).contains("prepared"));
+    let ticks = wait_until(SECS(10), || {
+        init.cli_ok(&["logs", "ticker"]).lines().count() >= 3
+    });
+    assert!(ticks, "ticker logs nothing");
     let two = init.cli_ok(&["logs", "-n", "2", "ticker"]);
     assert_eq!(two.lines().count(), 2, "{two}");
     let inspect: serde_json::Value =

@@ -31,11 +31,16 @@ use std::time::{Duration, Instant};
 /// A run that lasts this long resets the backoff to "restart at once".
 const STABLE_AFTER: Duration = Duration::from_secs(10);
 
-/// Milliseconds since boot (CLOCK_BOOTTIME), for the boot timeline.
-pub fn boot_ms() -> u64 {
+/// Microseconds since boot (CLOCK_BOOTTIME): the boot timeline and start latencies.
+pub fn boot_us() -> u64 {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
-        .map(|t| t.tv_sec() as u64 * 1000 + t.tv_nsec() as u64 / 1_000_000)
+        .map(|t| t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1_000)
         .unwrap_or(0)
+}
+
+/// Milliseconds since boot (CLOCK_BOOTTIME).
+pub fn boot_ms() -> u64 {
+    boot_us() / 1000
 }
 
 /// A pipe end being read for a service's output.
@@ -57,6 +62,8 @@ pub struct Svc {
     started_at_ms: Option<u64>,
     started_boot_ms: Option<u64>,
     ready_boot_ms: Option<u64>,
+    started_boot_us: Option<u64>,
+    start_us: Option<u64>,
     started_instant: Option<Instant>,
     pub restarts: u32,
     /// Start times of recent restarts, for the crash-loop limit.
@@ -279,10 +286,14 @@ impl Supervisor {
         self.services[i].status_text = None;
         self.services[i].after_stop = AfterStop::Policy;
         self.set_state(i, State::Starting, "");
+        let t0 = boot_us();
         match self.create(i, &def, run, r) {
             Ok(pid) => {
+                let t1 = boot_us();
                 let s = &mut self.services[i];
                 s.pid = Some(pid);
+                s.started_boot_us = Some(t1);
+                s.start_us = Some(t1 - t0);
                 s.started_at_ms = Some(now_ms());
                 s.started_boot_ms = Some(boot_ms());
                 s.started_instant = Some(Instant::now());
@@ -794,6 +805,8 @@ impl Supervisor {
             started_at_ms: s.started_at_ms,
             started_boot_ms: s.started_boot_ms,
             ready_boot_ms: s.ready_boot_ms,
+            started_boot_us: s.started_boot_us,
+            start_us: s.start_us,
             restarts: s.restarts,
             last_exit: s.last_exit,
             last_error: s.last_error.clone(),
@@ -1016,6 +1029,8 @@ impl Svc {
             started_at_ms: None,
             started_boot_ms: None,
             ready_boot_ms: None,
+            started_boot_us: None,
+            start_us: None,
             started_instant: None,
             restarts: 0,
             recent_restarts: VecDeque::new(),

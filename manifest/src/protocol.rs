@@ -178,6 +178,12 @@ pub struct ServiceStatus {
     /// Milliseconds since boot (CLOCK_BOOTTIME) when the current run started and became Ready.
     pub started_boot_ms: Option<u64>,
     pub ready_boot_ms: Option<u64>,
+    /// Microseconds since boot when the current run's container process was running.
+    #[serde(default)]
+    pub started_boot_us: Option<u64>,
+    /// How long creating and starting the current run's container took, microseconds.
+    #[serde(default)]
+    pub start_us: Option<u64>,
     pub restarts: u32,
     pub last_exit: Option<ExitStatus>,
     pub last_error: Option<String>,

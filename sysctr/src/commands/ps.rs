@@ -147,6 +147,8 @@ pub(crate) mod tests {
             started_at_ms: None,
             started_boot_ms: None,
             ready_boot_ms: None,
+            started_boot_us: None,
+            start_us: None,
             restarts: 0,
             last_exit: None,
             last_error: None,
