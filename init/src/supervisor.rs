@@ -226,6 +226,7 @@ impl Supervisor {
             for dep in &def.depends_on {
                 match self.find(dep).map(|d| &self.services[d]) {
                     Some(d) if d.state == State::Ready => {}
+                    Some(d) if d.kind == Kind::Onboot && d.state == State::Exited => {}
                     Some(d) => waiting = Some(format!("waiting for {dep} ({})", d.state.as_str())),
                     None => waiting = Some(format!("waiting for {dep} (unknown)")),
                 }
