@@ -51,17 +51,71 @@ fn boot_every_system_service_ready() {
     let resolv = vm.ssh("cat /etc/resolv.conf");
     assert!(resolv.contains("nameserver"), "no resolv.conf: {resolv}");
     no_panic(&vm);
-    // Timing, from init's own numbers (reported, not asserted).
-    println!("boot timing (ms since boot, CLOCK_BOOTTIME, from sysctr ps --json):");
-    for s in &ps {
+    timing_table(&vm, &ps);
+}
+
+/// The timing report of issue 6, from the kernel's and init's own timestamps (printed, not
+/// asserted; run with --nocapture to see it).
+fn timing_table(vm: &Vm, ps: &[serde_json::Value]) {
+    let serial = vm.serial();
+    // "[    2.118092] Run /sbin/init as init process"
+    let kernel_exec_init = serial
+        .lines()
+        .find(|l| l.contains("Run /sbin/init as init process"))
+        .and_then(|l| l.trim_start_matches('[').split(']').next())
+        .and_then(|t| t.trim().parse::<f64>().ok())
+        .map(|secs| (secs * 1000.0) as u64);
+    let version = vm.ssh("sysctr version");
+    let init_start = version
+        .split("started ")
+        .nth(1)
+        .and_then(|r| r.split('s').next())
+        .and_then(|t| t.parse::<f64>().ok())
+        .map(|secs| (secs * 1000.0) as u64);
+    // "sysctr: all services ready (5 services, 8553 ms since boot)"
+    let all_ready = serial
+        .split("all services ready (")
+        .nth(1)
+        .and_then(|r| r.split(" ms since boot").next())
+        .and_then(|r| r.rsplit(' ').next())
+        .and_then(|t| t.parse::<u64>().ok());
+    let ms = |v: Option<u64>| v.map_or("-".to_string(), |v| format!("{v}"));
+    println!();
+    println!("boot timing (TCG, ms since kernel start, CLOCK_BOOTTIME):");
+    println!("  {:<28} {:>8}", "kernel start", 0);
+    println!(
+        "  {:<28} {:>8}",
+        "kernel runs /sbin/init",
+        ms(kernel_exec_init)
+    );
+    println!("  {:<28} {:>8}", "init started", ms(init_start));
+    for s in ps {
+        let name = s["name"].as_str().unwrap_or("?");
         println!(
-            "  {:<16} started {:>8} ready {:>8}",
-            s["name"].as_str().unwrap_or("?"),
-            s["started_boot_ms"].to_string(),
-            s["ready_boot_ms"].to_string()
+            "  {:<28} {:>8}",
+            format!("{name} started"),
+            ms(s["started_boot_ms"].as_u64())
+        );
+        println!(
+            "  {:<28} {:>8}",
+            format!("{name} ready"),
+            ms(s["ready_boot_ms"].as_u64())
         );
     }
-    println!("host wall time to all Ready: {:?}", vm.started.elapsed());
+    println!("  {:<28} {:>8}", "all services ready", ms(all_ready));
+    println!("  host wall time to all Ready: {:?}", vm.started.elapsed());
+    let size = |var: &str| {
+        std::env::var_os(var)
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+    };
+    let (k, r) = (size("SYSCTR_KERNEL"), size("SYSCTR_ROOTFS"));
+    println!(
+        "image: kernel {} bytes + root {} bytes = {} bytes",
+        ms(k),
+        ms(r),
+        ms(k.zip(r).map(|(a, b)| a + b))
+    );
 }
 
 /// Scenario 2: ssh with a key injected at boot (not in the image); `sysctr ps` over ssh;
@@ -126,13 +180,10 @@ fn limits_oom_and_pids() {
             || hog["last_error"].to_string().to_lowercase().contains("oom"),
         "memhog did not die of SIGKILL/OOM: {hog}"
     );
+    // busybox sh gives up at the first failed fork: the log shows it hit pids.max.
     let logs = vm.ssh("sysctr logs forkbomb");
     assert!(
-        logs.contains("forkbomb: done trying"),
-        "forkbomb did not finish: {logs}"
-    );
-    assert!(
-        logs.to_lowercase().contains("fork") || logs.contains("Resource temporarily unavailable"),
+        logs.contains("can't fork") || logs.contains("Resource temporarily unavailable"),
         "no fork failure in forkbomb's output: {logs}"
     );
     let pids = vm.ssh("sysctr exec debug sh -c 'cat /sys/fs/cgroup/sysctr/forkbomb/pids.max /sys/fs/cgroup/sysctr/forkbomb/pids.current 2>/dev/null || true'");

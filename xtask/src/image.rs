@@ -158,7 +158,10 @@ pub fn parse_options(args: &[String]) -> Result<Options> {
             "--dev" => opts.dev = true,
             "--manifest" => opts.manifest = Some(next_path(&mut it, a)?),
             "--extra-services" => opts.extra_services.push(next_path(&mut it, a)?),
-            "--out" => opts.out = Some(next_path(&mut it, a)?),
+            "--out" => {
+                let v = it.next().context("--out needs a value")?;
+                opts.out = Some(std::env::current_dir()?.join(v));
+            }
             other => bail!("image: unknown option {other:?} (--dev, --manifest FILE, --extra-services FILE, --out DIR)"),
         }
     }

@@ -250,5 +250,6 @@ pub fn boot_test(args: &[String]) -> Result<()> {
         .args(["--test-threads", "1"])
         .args(args)
         .env("SYSCTR_KERNEL", &img.kernel)
-        .env("SYSCTR_DISK", &img.disk))
+        .env("SYSCTR_DISK", &img.disk)
+        .env("SYSCTR_ROOTFS", &img.root_squashfs))
 }
