@@ -259,7 +259,7 @@ fn pids_limit_stops_a_fork_bomb() {
         with(
             sh(
                 "bomb",
-                "i=0; while [ $i -lt 200 ]; do sleep 1000 & i=$((i+1)); done; exec sleep 1000",
+                "sh -c 'while true; do sleep 1000 & done'; echo bomb defused; exec sleep 1000",
             ),
             json!({"resources": {"pids_max": 20}}),
         ),
@@ -283,6 +283,12 @@ fn pids_limit_stops_a_fork_bomb() {
     assert!(
         in_container <= 20,
         "{in_container} processes despite pids.max 20"
+    );
+    let bomb = init.service("bomb");
+    assert_eq!(
+        (bomb["state"].as_str(), bomb["restarts"].as_u64()),
+        (Some("ready"), Some(0)),
+        "{bomb:#}"
     );
     assert_eq!(init.service("bystander")["state"], "ready");
 }

@@ -118,6 +118,31 @@ pub fn remove(prefix: &str, name: &str) {
     }
 }
 
+/// Removes the (empty) services' subtree and whatever service cgroups are left in it.
+pub fn remove_prefix(prefix: &str) {
+    if prefix.is_empty() || prefix.contains('/') {
+        return;
+    }
+    let roots: Vec<PathBuf> = if is_v2() {
+        vec![PathBuf::from(CGROUP_ROOT)]
+    } else {
+        fs::read_dir(CGROUP_ROOT)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    for root in roots {
+        let dir = root.join(prefix);
+        if let Ok(entries) = fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                if e.path().is_dir() {
+                    let _ = fs::remove_dir(e.path());
+                }
+            }
+        }
+        let _ = fs::remove_dir(&dir);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

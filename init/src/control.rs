@@ -44,7 +44,8 @@ struct Client {
     stream: UnixStream,
     token: u64,
     uid: u32,
-    gid: u32,
+    /// Primary and supplementary groups of the peer.
+    gids: Vec<u32>,
     input: Vec<u8>,
     fds: Vec<OwnedFd>,
     output: Vec<u8>,
@@ -116,7 +117,7 @@ impl ControlServer {
                     stream,
                     token,
                     uid: cred.uid(),
-                    gid: cred.gid(),
+                    gids: peer_groups(cred.pid(), cred.gid()),
                     input: Vec::new(),
                     fds: Vec::new(),
                     output: Vec::new(),
@@ -319,8 +320,8 @@ impl ControlServer {
             );
             return None;
         }
-        let (uid, gid) = self.clients.get(&id).map(|c| (c.uid, c.gid))?;
-        if let Err(why) = authorize(uid, gid, self.control_gid, &req.op) {
+        let (uid, gids) = self.clients.get(&id).map(|c| (c.uid, c.gids.clone()))?;
+        if let Err(why) = authorize(uid, &gids, self.control_gid, &req.op) {
             crate::warn!(
                 "control",
                 "refused {:?} from uid {uid}: {why}",
@@ -539,18 +540,19 @@ fn op_name(op: &Op) -> &'static str {
     }
 }
 
-/// Root may do anything; the control group may read; everyone else is refused.
-pub fn authorize(uid: u32, gid: u32, control_gid: Option<u32>, op: &Op) -> Result<(), String> {
+/// Root may do anything; members of the control group (primary or supplementary) may
+/// read; everyone else is refused.
+pub fn authorize(uid: u32, gids: &[u32], control_gid: Option<u32>, op: &Op) -> Result<(), String> {
     if uid == 0 {
         return Ok(());
     }
-    let in_group = control_gid == Some(gid);
+    let in_group = control_gid.is_some_and(|g| gids.contains(&g));
     if op.is_read_only() && in_group {
         return Ok(());
     }
     if op.is_read_only() {
         Err(format!(
-            "{} needs root or the sysctr group (peer uid {uid}, gid {gid})",
+            "{} needs root or the sysctr group (peer uid {uid}, groups {gids:?})",
             op_name(op)
         ))
     } else {
@@ -559,6 +561,20 @@ pub fn authorize(uid: u32, gid: u32, control_gid: Option<u32>, op: &Op) -> Resul
             op_name(op)
         ))
     }
+}
+
+/// The peer's groups: SO_PEERCRED gives only the primary one, /proc the rest.
+fn peer_groups(pid: i32, primary: u32) -> Vec<u32> {
+    let mut gids = vec![primary];
+    if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+        if let Some(line) = status.lines().find_map(|l| l.strip_prefix("Groups:")) {
+            gids.extend(
+                line.split_whitespace()
+                    .filter_map(|g| g.parse::<u32>().ok()),
+            );
+        }
+    }
+    gids
 }
 
 /// The gid of the `sysctr` group, from /etc/group.
@@ -621,15 +637,19 @@ mod tests {
         let stop = Op::Stop {
             service: "ssh".into(),
         };
-        assert!(authorize(0, 0, None, &stop).is_ok());
-        assert!(authorize(1000, 990, Some(990), &ps).is_ok());
+        assert!(authorize(0, &[0], None, &stop).is_ok());
+        assert!(authorize(1000, &[990], Some(990), &ps).is_ok());
+        assert!(
+            authorize(1000, &[100, 990], Some(990), &ps).is_ok(),
+            "a supplementary group counts"
+        );
         assert_eq!(
-            authorize(1000, 990, Some(990), &stop).unwrap_err(),
+            authorize(1000, &[990], Some(990), &stop).unwrap_err(),
             "stop changes the system and needs root (peer uid 1000)"
         );
         assert_eq!(
-            authorize(1000, 100, Some(990), &ps).unwrap_err(),
-            "ps needs root or the sysctr group (peer uid 1000, gid 100)"
+            authorize(1000, &[100], Some(990), &ps).unwrap_err(),
+            "ps needs root or the sysctr group (peer uid 1000, groups [100])"
         );
     }
 }

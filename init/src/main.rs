@@ -81,6 +81,17 @@ fn main() {
         fatal,
         pid1,
         unmount: !cfg.test_mode,
+        // The machine keeps its cgroup tree until reboot; a test run leaves nothing behind.
+        cgroup_prefix: if cfg.test_mode {
+            cfg.cgroup_prefix.clone()
+        } else {
+            String::new()
+        },
+        test_mounts: if cfg.test_mode {
+            vec![cfg.run_dir.join("tmp")]
+        } else {
+            Vec::new()
+        },
     };
 
     let mut world = World::default();

@@ -44,6 +44,7 @@ struct ServiceExecutor;
 impl Executor for ServiceExecutor {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
         crate::sys::reset_signals_for_exec();
+        crate::sys::take_controlling_tty();
         DefaultExecutor {}.exec(spec)
     }
 

@@ -26,6 +26,10 @@ pub struct Plan {
     pub pid1: bool,
     /// Unmount the machine's filesystems (not in test mode).
     pub unmount: bool,
+    /// The services' cgroup subtree, removed once everything is dead.
+    pub cgroup_prefix: String,
+    /// Test mode: mounts made below the run directory, to undo on the host.
+    pub test_mounts: Vec<std::path::PathBuf>,
 }
 
 pub fn run(plan: Plan, reason: &str, sup: Option<&mut Supervisor>, r: Option<&mut Reactor>) -> ! {
@@ -34,12 +38,18 @@ pub fn run(plan: Plan, reason: &str, sup: Option<&mut Supervisor>, r: Option<&mu
         fatal,
         pid1,
         unmount,
+        cgroup_prefix,
+        test_mounts,
     } = plan;
     crate::info!("shutdown", "{action:?}: {reason}");
     if let (Some(sup), Some(r)) = (sup, r) {
         sup.stop_all(r);
     }
     kill_everything(pid1);
+    crate::cgroups::remove_prefix(&cgroup_prefix);
+    for m in &test_mounts {
+        let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+    }
     nix::unistd::sync();
     if unmount {
         crate::mounts::unmount_all();

@@ -63,3 +63,17 @@ pub fn reset_signals_for_exec() {
         None,
     );
 }
+
+/// For a process started on a terminal (`sysctr exec -t`): a new session with that terminal
+/// as its controlling tty, so shells get job control and Ctrl-C reaches the foreground job.
+/// A no-op when standard input is not a terminal.
+pub fn take_controlling_tty() {
+    if !nix::unistd::isatty(0).unwrap_or(false) {
+        return;
+    }
+    let _ = nix::unistd::setsid();
+    // SAFETY: TIOCSCTTY takes an integer argument and touches no memory of ours.
+    unsafe {
+        libc::ioctl(0, libc::TIOCSCTTY, 0);
+    }
+}

@@ -325,19 +325,23 @@ impl Init {
 
     /// The host pid of a process given by its pid inside init's pid namespace.
     pub fn host_pid_of(&self, ns_pid: i64) -> Option<i32> {
-        for pid in descendants(self.host_pid()) {
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-            let nspid: Vec<&str> = status
-                .lines()
-                .find_map(|l| l.strip_prefix("NSpid:"))
-                .unwrap_or("")
-                .split_whitespace()
-                .collect();
-            if nspid.get(1).and_then(|p| p.parse::<i64>().ok()) == Some(ns_pid) {
-                return Some(pid);
-            }
-        }
-        None
+        let mut found = None;
+        // /proc is read while processes come and go (a fork bomb…): look a few times.
+        wait_until(Duration::from_secs(3), || {
+            found = descendants(self.host_pid()).into_iter().find(|pid| {
+                let status =
+                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                let nspid: Vec<&str> = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("NSpid:"))
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .collect();
+                nspid.get(1).and_then(|p| p.parse::<i64>().ok()) == Some(ns_pid)
+            });
+            found.is_some()
+        });
+        found
     }
 }
 
@@ -354,25 +358,31 @@ impl Drop for Init {
                 let _ = child.wait();
             }
         }
-        // Cgroups left behind by a killed namespace.
-        for root in [
-            "/sys/fs/cgroup",
-            "/sys/fs/cgroup/memory",
-            "/sys/fs/cgroup/pids",
-            "/sys/fs/cgroup/cpu,cpuacct",
-            "/sys/fs/cgroup/devices",
-            "/sys/fs/cgroup/freezer",
-            "/sys/fs/cgroup/blkio",
-            "/sys/fs/cgroup/cpuset",
-        ] {
-            let dir = Path::new(root).join(&self.cgroup_prefix);
-            if let Ok(entries) = std::fs::read_dir(&dir) {
-                for e in entries.flatten() {
-                    let _ = std::fs::remove_dir(e.path());
+        // Cgroups left behind by a killed namespace: its processes die asynchronously after
+        // SIGKILL, so removal is retried for a moment.
+        let prefix = self.cgroup_prefix.clone();
+        wait_until(Duration::from_secs(3), || {
+            let mut left = false;
+            for root in std::fs::read_dir("/sys/fs/cgroup")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .chain([PathBuf::from("/sys/fs/cgroup")])
+            {
+                let dir = root.join(&prefix);
+                if !dir.is_dir() {
+                    continue;
                 }
-                let _ = std::fs::remove_dir(&dir);
+                for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                    if e.path().is_dir() {
+                        let _ = std::fs::remove_dir(e.path());
+                    }
+                }
+                left |= std::fs::remove_dir(&dir).is_err();
             }
-        }
+            !left
+        });
     }
 }
 
