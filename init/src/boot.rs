@@ -32,13 +32,15 @@ pub struct Facts {
 pub struct Ctx<'a> {
     pub cfg: &'a Config,
     pub facts: Facts,
+    /// The step being run, for fault injection and messages.
+    pub step: &'static str,
 }
 
 impl Ctx<'_> {
     /// The filesystem type to mount for `step`: the real one, or an impossible one when the
     /// test harness injects a failure into that step.
-    fn fstype<'f>(&self, step: &str, real: &'f str) -> &'f str {
-        if self.cfg.test_mode && self.cfg.fail_step.as_deref() == Some(step) {
+    fn fstype<'f>(&self, real: &'f str) -> &'f str {
+        if self.cfg.test_mode && self.cfg.fail_step.as_deref() == Some(self.step) {
             INJECTED_BAD_FSTYPE
         } else {
             real
@@ -47,7 +49,6 @@ impl Ctx<'_> {
 
     fn mount(
         &self,
-        step: &str,
         fstype: &str,
         target: impl AsRef<Path>,
         flags: MsFlags,
@@ -57,7 +58,7 @@ impl Ctx<'_> {
         Ok(mount_fs(
             source,
             target.as_ref(),
-            self.fstype(step, fstype),
+            self.fstype(fstype),
             flags,
             data,
         )?)
@@ -74,31 +75,26 @@ const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID
     .union(MsFlags::MS_NODEV)
     .union(MsFlags::MS_NOEXEC);
 
+/// /proc, first in both modes (in test mode it shows the new pid namespace).
+const MOUNT_PROC: Step = Step {
+    name: "mount-proc",
+    required: true,
+    run: |c| c.mount("proc", "/proc", NOSUID_NODEV_NOEXEC, None),
+};
+
 /// The steps of a real boot, in order.
 pub fn machine_steps() -> Vec<Step> {
     vec![
-        Step {
-            name: "mount-proc",
-            required: true,
-            run: |c| c.mount("mount-proc", "proc", "/proc", NOSUID_NODEV_NOEXEC, None),
-        },
+        MOUNT_PROC,
         Step {
             name: "mount-sys",
             required: true,
-            run: |c| c.mount("mount-sys", "sysfs", "/sys", NOSUID_NODEV_NOEXEC, None),
+            run: |c| c.mount("sysfs", "/sys", NOSUID_NODEV_NOEXEC, None),
         },
         Step {
             name: "mount-dev",
             required: true,
-            run: |c| {
-                c.mount(
-                    "mount-dev",
-                    "devtmpfs",
-                    "/dev",
-                    MsFlags::MS_NOSUID,
-                    Some("mode=0755"),
-                )
-            },
+            run: |c| c.mount("devtmpfs", "/dev", MsFlags::MS_NOSUID, Some("mode=0755")),
         },
         Step {
             name: "open-log",
@@ -113,7 +109,6 @@ pub fn machine_steps() -> Vec<Step> {
             required: true,
             run: |c| {
                 c.mount(
-                    "mount-devpts",
                     "devpts",
                     "/dev/pts",
                     MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
@@ -126,7 +121,6 @@ pub fn machine_steps() -> Vec<Step> {
             required: false,
             run: |c| {
                 c.mount(
-                    "mount-devshm",
                     "tmpfs",
                     "/dev/shm",
                     MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
@@ -139,7 +133,6 @@ pub fn machine_steps() -> Vec<Step> {
             required: true,
             run: |c| {
                 c.mount(
-                    "mount-run",
                     "tmpfs",
                     "/run",
                     MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
@@ -152,7 +145,6 @@ pub fn machine_steps() -> Vec<Step> {
             required: false,
             run: |c| {
                 c.mount(
-                    "mount-tmp",
                     "tmpfs",
                     "/tmp",
                     MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
@@ -165,7 +157,6 @@ pub fn machine_steps() -> Vec<Step> {
             required: true,
             run: |c| {
                 c.mount(
-                    "mount-cgroup2",
                     "cgroup2",
                     "/sys/fs/cgroup",
                     NOSUID_NODEV_NOEXEC,
@@ -219,11 +210,7 @@ pub fn machine_steps() -> Vec<Step> {
 /// below it; the host's other mounts are left alone.
 pub fn test_steps() -> Vec<Step> {
     vec![
-        Step {
-            name: "mount-proc",
-            required: true,
-            run: |c| c.mount("mount-proc", "proc", "/proc", NOSUID_NODEV_NOEXEC, None),
-        },
+        MOUNT_PROC,
         Step {
             name: "run-dir",
             required: true,
@@ -240,7 +227,6 @@ pub fn test_steps() -> Vec<Step> {
             run: |c| {
                 let d = c.cfg.run_dir.join("tmp");
                 c.mount(
-                    "mount-tmp",
                     "tmpfs",
                     &d,
                     MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
@@ -255,6 +241,7 @@ pub fn test_steps() -> Vec<Step> {
 pub fn run(steps: &[Step], ctx: &mut Ctx) -> Result<(), (String, StepError)> {
     for step in steps {
         crate::debug!(step.name, "start");
+        ctx.step = step.name;
         match (step.run)(ctx) {
             Ok(()) => crate::debug!(step.name, "done"),
             Err(e) if step.required => {
@@ -279,7 +266,6 @@ fn read_bootconfig() -> Result<(), StepError> {
 fn mount_var(c: &mut Ctx) -> Result<(), StepError> {
     let tmpfs = |c: &Ctx| {
         c.mount(
-            "mount-var",
             "tmpfs",
             "/var",
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
@@ -323,7 +309,7 @@ fn mount_var(c: &mut Ctx) -> Result<(), StepError> {
     let res = mount_fs(
         &dev,
         Path::new("/var"),
-        c.fstype("mount-var", "ext4"),
+        c.fstype("ext4"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         None,
     );
@@ -353,7 +339,6 @@ fn mount_etc(c: &mut Ctx) -> Result<(), StepError> {
         })?;
     }
     c.mount(
-        "mount-etc",
         "overlay",
         "/etc",
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,

@@ -143,6 +143,7 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
     let mut ctx = boot::Ctx {
         cfg: &cfg,
         facts: boot::Facts::default(),
+        step: "",
     };
     if let Err((step, e)) = boot::run(&steps, &mut ctx) {
         return Exit::Fatal(format!("required boot step {step} failed: {e}"));

@@ -234,10 +234,11 @@ impl Default for Restart {
 }
 
 /// When a service counts as Ready, which is when its dependents may start.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Readiness {
     /// Ready as soon as the container process runs.
+    #[default]
     Started,
     /// The sd_notify protocol: `READY=1` on `$NOTIFY_SOCKET`.
     Notify {
@@ -270,12 +271,6 @@ pub enum Readiness {
         #[serde(default)]
         timeout_secs: Option<u64>,
     },
-}
-
-impl Default for Readiness {
-    fn default() -> Self {
-        Readiness::Started
-    }
 }
 
 /// Default readiness timeout when a check does not set one.
