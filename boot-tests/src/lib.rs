@@ -107,8 +107,9 @@ pub fn free_port() -> u16 {
 pub struct BootOptions {
     pub append: String,
     pub memory: String,
-    /// Extra boot config fields merged over the defaults.
     pub hostname: String,
+    /// The boot config's `network` object.
+    pub network: serde_json::Value,
 }
 
 impl Default for BootOptions {
@@ -117,6 +118,7 @@ impl Default for BootOptions {
             append: String::new(),
             memory: "512".into(),
             hostname: "boottest".into(),
+            network: serde_json::json!({ "mode": "dhcp" }),
         }
     }
 }
@@ -139,7 +141,7 @@ impl Vm {
         let cfg = serde_json::json!({
             "hostname": opts.hostname,
             "authorized_keys": [scratch.public_key()],
-            "network": { "mode": "dhcp" },
+            "network": opts.network,
         });
         std::fs::write(&config, cfg.to_string()).expect("write boot config");
         let monitor = scratch.dir.join("monitor.sock");

@@ -39,7 +39,7 @@ fn no_panic(vm: &Vm) {
 /// Scenario 1: every default system container reaches Ready; `sysctr ps --json` parses.
 #[test]
 fn boot_every_system_service_ready() {
-    let (_image, _scratch, vm) = boot_ready("ready");
+    let (_image, _scratch, mut vm) = boot_ready("ready");
     let ps = vm.ps();
     for name in SYSTEM_SERVICES {
         let s = service(&ps, name).unwrap_or_else(|| panic!("{name} missing from ps: {ps:?}"));
@@ -50,6 +50,9 @@ fn boot_every_system_service_ready() {
     assert!(addr.contains("10.0.2.15"), "no DHCP address: {addr}");
     let resolv = vm.ssh("cat /etc/resolv.conf");
     assert!(resolv.contains("nameserver"), "no resolv.conf: {resolv}");
+    // The hostname from the boot config, and the production console's login prompt.
+    assert_eq!(vm.ssh("hostname").trim(), "boottest");
+    vm.wait_for("boottest login:", Duration::from_secs(30));
     no_panic(&vm);
     timing_table(&vm, &ps);
 }
@@ -278,4 +281,36 @@ fn logs_live_and_after_reboot() {
     );
     let syslog = vm.ssh("cat /var/log/syslog/messages");
     assert!(!syslog.is_empty(), "syslog wrote nothing");
+}
+
+/// Static addressing from the boot config instead of DHCP. (QEMU's user network forwards
+/// ssh to 10.0.2.15, so the static address is that one; the log shows which path ran.)
+#[test]
+fn network_static_from_boot_config() {
+    let image = ImagePaths::from_env();
+    let scratch = Scratch::new("static", &image);
+    let opts = BootOptions {
+        network: serde_json::json!({
+            "mode": "static", "address": "10.0.2.15/24", "gateway": "10.0.2.2", "dns": ["10.0.2.3"]
+        }),
+        ..BootOptions::default()
+    };
+    let mut vm = Vm::boot(&image, &scratch, &opts);
+    vm.wait_ssh(BOOT_TIMEOUT);
+    vm.wait_ps("every system service Ready", BOOT_TIMEOUT, system_ready);
+    let logs = vm.ssh("sysctr logs network");
+    assert!(
+        logs.contains("configured statically"),
+        "network did not use the static config: {logs}"
+    );
+    assert!(
+        !logs.contains("udhcpc"),
+        "udhcpc ran in static mode: {logs}"
+    );
+    let route = vm.ssh("ip route");
+    assert!(
+        route.contains("default via 10.0.2.2"),
+        "no default route: {route}"
+    );
+    assert_eq!(vm.ssh("cat /etc/resolv.conf").trim(), "nameserver 10.0.2.3");
 }
