@@ -285,3 +285,43 @@ fn unreachable_init_names_the_socket() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/control.sock"));
 }
+
+#[test]
+fn dmesg_shows_and_follows_the_kernel_log() {
+    let init = basic();
+    let marker = format!("sysctr-it-kmsg-{}", std::process::id());
+    std::fs::write("/dev/kmsg", format!("<6>{marker} before\n")).unwrap();
+    assert!(init
+        .cli_ok(&["dmesg", "-n", "50"])
+        .contains(&format!("{marker} before")));
+    let mut follow = Command::new(cli_bin())
+        .env("SYSCTR_SOCKET", init.socket())
+        .args(["dmesg", "-f", "-n", "0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = follow.stdout.take().unwrap();
+    let want = format!("{marker} after");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let mut buf = [0u8; 4096];
+        while !text.contains(&want) {
+            match out.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
+            }
+        }
+        text
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write("/dev/kmsg", format!("<6>{marker} after\n")).unwrap();
+    let ok = wait_until(SECS(10), || reader.is_finished());
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(ok, "dmesg -f did not deliver the new kernel record");
+    let text = reader.join().unwrap();
+    assert!(
+        text.contains(&format!("{marker} after")) && !text.contains(&format!("{marker} before")),
+        "{text}"
+    );
+}

@@ -34,6 +34,7 @@ enum Mode {
     FollowLogs {
         svc: usize,
     },
+    FollowKernel,
     Events,
     Exec,
     /// Reply queued; close when it is written.
@@ -51,6 +52,8 @@ struct Client {
     output: Vec<u8>,
     mode: Mode,
     writable_armed: bool,
+    /// /dev/kmsg being followed, with its reactor token.
+    kmsg: Option<(u64, std::fs::File)>,
 }
 
 pub struct ControlServer {
@@ -123,6 +126,7 @@ impl ControlServer {
                     output: Vec::new(),
                     mode: Mode::Request,
                     writable_armed: false,
+                    kmsg: None,
                 },
             );
         }
@@ -130,7 +134,21 @@ impl ControlServer {
 
     fn close(&mut self, id: u64, r: &mut Reactor) {
         if let Some(c) = self.clients.remove(&id) {
+            if let Some((token, f)) = &c.kmsg {
+                r.remove(*token, f);
+            }
             r.remove(c.token, &c.stream);
+        }
+    }
+
+    /// New kernel log records for a client following them.
+    pub fn on_kmsg(&mut self, id: u64, r: &mut Reactor) {
+        let entries = match self.clients.get_mut(&id).and_then(|c| c.kmsg.as_mut()) {
+            Some((_, f)) => read_kmsg(f),
+            None => return,
+        };
+        for entry in entries {
+            self.send(id, &Response::Log { entry }, r);
         }
     }
 
@@ -404,13 +422,30 @@ impl ControlServer {
                     self.finish(id, &Response::End, r);
                 }
             }
-            Op::KernelLog { lines, follow: _ } => {
-                let entries = read_kmsg();
+            Op::KernelLog { lines, follow } => {
+                let Some(mut kmsg) = open_kmsg() else {
+                    self.error(id, ErrorKind::Failed, "cannot open /dev/kmsg".into(), r);
+                    return None;
+                };
+                let entries = read_kmsg(&mut kmsg);
                 let skip = lines.map_or(0, |n| entries.len().saturating_sub(n));
                 for entry in entries.into_iter().skip(skip) {
                     self.send(id, &Response::Log { entry }, r);
                 }
-                self.finish(id, &Response::End, r);
+                if !follow {
+                    self.finish(id, &Response::End, r);
+                    return None;
+                }
+                // Follow: the same descriptor, now at the end, is watched for new records.
+                match r.add(kmsg.as_fd(), Source::Kmsg(id)) {
+                    Ok(token) => {
+                        if let Some(c) = self.clients.get_mut(&id) {
+                            c.mode = Mode::FollowKernel;
+                            c.kmsg = Some((token, kmsg));
+                        }
+                    }
+                    Err(e) => self.error(id, ErrorKind::Failed, format!("watch /dev/kmsg: {e}"), r),
+                }
             }
             Op::Events {} => {
                 if let Some(c) = self.clients.get_mut(&id) {
@@ -587,16 +622,18 @@ pub fn sysctr_gid() -> Option<u32> {
     })
 }
 
-/// The kernel log records currently in /dev/kmsg.
-fn read_kmsg() -> Vec<LogEntry> {
+/// Opens /dev/kmsg for reading from the oldest record still in the ring.
+fn open_kmsg() -> Option<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    let Ok(mut f) = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open("/dev/kmsg")
-    else {
-        return Vec::new();
-    };
+        .ok()
+}
+
+/// Reads the kernel log records available now (bounded), as log entries.
+fn read_kmsg(f: &mut std::fs::File) -> Vec<LogEntry> {
     let boot_epoch_ms = crate::logs::now_ms().saturating_sub(crate::supervisor::boot_ms());
     let mut out = Vec::new();
     let mut buf = vec![0u8; 8192];

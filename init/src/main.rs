@@ -264,6 +264,11 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
                 }
                 Source::Pipe { svc, stream, run } => sup.on_pipe(svc, stream, run, r),
                 Source::Notify { svc } => sup.on_notify(svc, r),
+                Source::Kmsg(id) => {
+                    if let Some(c) = control.as_mut() {
+                        c.on_kmsg(id, r);
+                    }
+                }
             }
         }
         for t in timers {

@@ -22,6 +22,8 @@ pub enum Source {
     Notify {
         svc: usize,
     },
+    /// /dev/kmsg followed for a control client.
+    Kmsg(u64),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
