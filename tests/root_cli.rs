@@ -325,3 +325,47 @@ fn dmesg_shows_and_follows_the_kernel_log() {
         "{text}"
     );
 }
+
+#[test]
+fn fifty_log_followers_do_not_slow_supervision() {
+    let init = Init::start(vec![
+        sh(
+            "chatty",
+            "while true; do echo chatter chatter chatter chatter; done",
+        ),
+        with(
+            sh("crasher", "sleep 0.2; exit 1"),
+            json!({"restart": {"policy": "always", "backoff_initial_ms": 50, "crash_loop_restarts": 1000}}),
+        ),
+    ]);
+    init.wait_state("chatty", "ready", SECS(20));
+    let followers: Vec<std::process::Child> = (0..50)
+        .map(|_| {
+            Command::new(cli_bin())
+                .env("SYSCTR_SOCKET", init.socket())
+                .args(["logs", "-f", "-n", "0", "chatty"])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    // Supervision goes on: the crasher keeps being restarted, ps answers promptly.
+    let before = init.service("crasher")["restarts"].as_u64().unwrap_or(0);
+    let t = std::time::Instant::now();
+    let out = init.cli(&["ps"]);
+    let ps_time = t.elapsed();
+    let after = init.wait_service("crasher", SECS(10), "restarted twice more", |s| {
+        s["restarts"].as_u64().unwrap_or(0) >= before + 2
+    });
+    for mut f in followers {
+        let _ = f.kill();
+        let _ = f.wait();
+    }
+    assert!(out.status.success());
+    assert!(
+        ps_time < Duration::from_secs(2),
+        "ps took {ps_time:?} with 50 followers"
+    );
+    assert!(after["restarts"].as_u64().unwrap() >= before + 2);
+}
