@@ -211,6 +211,14 @@ fn persistence_across_poweroff() {
         "no {REACHED_SHUTDOWN:?}\n{}",
         vm.tail(60)
     );
+    for name in SYSTEM_SERVICES {
+        let line = format!("[{name}] shutdown: sending SIG");
+        assert!(
+            serial.contains(&line),
+            "{name} got no stop signal\n{}",
+            vm.tail(60)
+        );
+    }
     no_panic(&vm);
     drop(vm);
     let mut vm = Vm::boot(&image, &scratch, &BootOptions::default());
