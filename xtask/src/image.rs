@@ -162,6 +162,10 @@ pub fn parse_options(args: &[String]) -> Result<Options> {
                 let v = it.next().context("--out needs a value")?;
                 opts.out = Some(std::env::current_dir()?.join(v));
             }
+            "-h" | "--help" => {
+                println!("usage: cargo xtask image [--dev] [--manifest FILE] [--extra-services FILE]... [--out DIR]");
+                std::process::exit(0);
+            }
             other => bail!("image: unknown option {other:?} (--dev, --manifest FILE, --extra-services FILE, --out DIR)"),
         }
     }

@@ -29,9 +29,16 @@ struct RunOptions {
 }
 
 fn usage() -> &'static str {
-    "run options: --memory MB (512) --cpus N (2) --kvm --append ARGS --manifest FILE \
-     --ssh-port N (2222) --authorized-keys FILE (default ~/.ssh/*.pub) --prod (no console \
-     auto-login) --fresh (reset the state partition)"
+    "options:
+  --memory MB              guest memory (default 512)
+  --cpus N                 guest CPUs (default 2)
+  --kvm                    use KVM instead of TCG
+  --append ARGS            extra kernel command line (e.g. sysctr.log=debug)
+  --manifest FILE          boot this manifest instead of the assembled one
+  --ssh-port N             host loopback port forwarded to the guest's ssh (default 2222)
+  --authorized-keys FILE   ssh public keys for the boot config (default ~/.ssh/*.pub)
+  --prod                   production image: getty on the console, no auto-login
+  --fresh                  reset the state partition (build/run/disk.img)"
 }
 
 fn parse(args: &[String]) -> Result<RunOptions> {
@@ -63,6 +70,10 @@ fn parse(args: &[String]) -> Result<RunOptions> {
             "--authorized-keys" => o.authorized_keys = Some(PathBuf::from(val()?)),
             "--prod" => o.dev = false,
             "--fresh" => o.fresh = true,
+            "-h" | "--help" => {
+                println!("usage: cargo xtask run [options]\n{}", usage());
+                std::process::exit(0);
+            }
             other => bail!("run: unknown option {other:?}\n{}", usage()),
         }
     }
