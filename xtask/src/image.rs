@@ -174,7 +174,7 @@ pub fn parse_options(args: &[String]) -> Result<Options> {
 
 fn next_path<'a>(it: &mut impl Iterator<Item = &'a String>, flag: &str) -> Result<PathBuf> {
     let v = it.next().with_context(|| format!("{flag} needs a value"))?;
-    Ok(fs::canonicalize(v).with_context(|| format!("{flag} {v}"))?)
+    fs::canonicalize(v).with_context(|| format!("{flag} {v}"))
 }
 
 /// `cargo xtask image`: builds everything and prints the size table and the paths.

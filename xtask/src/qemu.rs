@@ -122,6 +122,7 @@ fn read_keys(file: Option<&Path>) -> Result<Vec<String>> {
 }
 
 /// The QEMU command line for a kernel, disk and boot config. Serial console on stdio.
+#[allow(clippy::too_many_arguments)]
 pub fn qemu_command(
     kernel: &Path,
     disk: &Path,
