@@ -123,6 +123,8 @@ pub struct Supervisor {
     start_order: Vec<usize>,
     /// Set when an onboot task with `on_failure: halt` fails.
     pub fatal: Option<String>,
+    /// Set once shutdown has begun.
+    shutting_down: bool,
     boot_reported: bool,
 }
 
@@ -172,6 +174,7 @@ impl Supervisor {
             exec_exits: Vec::new(),
             start_order: Vec::new(),
             fatal: None,
+            shutting_down: false,
             boot_reported: false,
         }
     }
@@ -202,8 +205,8 @@ impl Supervisor {
     /// Starts whatever can start now: the next onboot task, or every service whose
     /// dependencies are Ready. Call after any change.
     pub fn schedule(&mut self, r: &mut Reactor) {
-        if self.fatal.is_some() {
-            return; // the shutdown path is next; nothing more starts
+        if self.fatal.is_some() || self.shutting_down {
+            return; // the shutdown path is next or running; nothing more starts
         }
         // Onboot tasks one at a time, in order; one that fails to start finishes at once.
         while self.onboot_running.is_none() {
@@ -966,6 +969,7 @@ impl Supervisor {
     /// Shutdown, step one: stop services in reverse start order, each with its own stop
     /// signal and timeout, then SIGKILL. Runs its own small loop over the reaper.
     pub fn stop_all(&mut self, r: &mut Reactor) {
+        self.shutting_down = true;
         let mut order: Vec<usize> = self.start_order.iter().rev().copied().collect();
         for i in 0..self.services.len() {
             if !order.contains(&i) {
