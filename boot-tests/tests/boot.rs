@@ -287,8 +287,18 @@ fn logs_live_and_after_reboot() {
         files.matches("network: interface").count() >= 2,
         "the previous boot's network log is not on /var:\n{files}"
     );
+    // syslog: a message from a login session (via /dev/log) and the kernel log (klogd).
+    vm.ssh("logger -t boottest hello-from-ssh");
+    std::thread::sleep(Duration::from_secs(2));
     let syslog = vm.ssh("cat /var/log/syslog/messages");
-    assert!(!syslog.is_empty(), "syslog wrote nothing");
+    assert!(
+        syslog.contains("hello-from-ssh"),
+        "logger message not in syslog:\n{syslog}"
+    );
+    assert!(
+        syslog.contains("kernel:"),
+        "no kernel messages in syslog:\n{syslog}"
+    );
 }
 
 /// Static addressing from the boot config instead of DHCP. (QEMU's user network forwards

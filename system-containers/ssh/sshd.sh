@@ -4,6 +4,9 @@
 # survives reboots. Logins: public keys from the boot config only (/root/.ssh/authorized_keys
 # is a symlink into /run/bootconfig); -s refuses every password login.
 set -e
+# syslog for login sessions (`logger`): the logging service's socket directory is mounted at
+# /run/syslog; /dev/log is a symlink into it so a restarted syslogd is still reached.
+ln -sf /run/syslog/log /dev/log
 key=/var/lib/ssh/dropbear_ed25519_host_key
 if [ ! -s "$key" ]; then
     echo "ssh: first boot: generating the host key"
