@@ -453,3 +453,98 @@ fn bad_input_fails_one_service_and_the_others_run() {
         init.log()
     );
 }
+
+#[test]
+fn containers_start_least_privileged() {
+    let init = Init::start(vec![
+        sh("plain", "exec sleep 1000"),
+        with(
+            sh("netadmin", "exec sleep 1000"),
+            json!({"capabilities": ["CAP_NET_ADMIN"], "namespaces": {"network": "host"}}),
+        ),
+        with(
+            sh("admin", "exec sleep 1000"),
+            json!({"capabilities": ["CAP_SYS_ADMIN"]}),
+        ),
+    ]);
+    init.wait_state("plain", "ready", SECS(20));
+    init.wait_state("netadmin", "ready", SECS(20));
+    init.wait_state("admin", "ready", SECS(20));
+    // The service's own process, as PID 1 sees it.
+    let status = |name: &str| {
+        let pid = init
+            .host_pid_of(init.service(name)["pid"].as_i64().unwrap())
+            .unwrap();
+        std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap()
+    };
+    let field = |text: &str, key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or("")
+            .trim()
+            .to_string()
+    };
+    let plain = status("plain");
+    assert_eq!(field(&plain, "NoNewPrivs:"), "1", "{plain}");
+    assert_eq!(
+        field(&plain, "Seccomp:"),
+        "2",
+        "a seccomp filter is installed:\n{plain}"
+    );
+    // CAP_CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETPCAP NET_BIND_SERVICE
+    let default_caps: u64 = [0, 1, 3, 4, 5, 6, 7, 8, 10].iter().map(|b| 1u64 << b).sum();
+    assert_eq!(
+        u64::from_str_radix(&field(&plain, "CapBnd:"), 16).unwrap(),
+        default_caps
+    );
+    assert_eq!(
+        u64::from_str_radix(&field(&plain, "CapEff:"), 16).unwrap(),
+        default_caps
+    );
+    let netadmin = status("netadmin");
+    assert_eq!(
+        u64::from_str_radix(&field(&netadmin, "CapEff:"), 16).unwrap(),
+        default_caps | 1 << 12
+    );
+    // read-only root, own hostname, private network with only loopback (up)
+    let out = init.cli(&["exec", "plain", "--", "/bin/touch", "/should-fail"]);
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "the root filesystem is read-only"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Read-only file system"),
+        "{out:?}"
+    );
+    assert_eq!(
+        init.cli_ok(&["exec", "plain", "--", "/bin/hostname"])
+            .trim(),
+        "plain"
+    );
+    let links = init.cli_ok(&["exec", "plain", "--", "/bin/ip", "-o", "link"]);
+    assert_eq!(links.lines().count(), 1, "{links}");
+    assert!(links.contains("lo:") && links.contains("UP"), "{links}");
+    // a process exec'd into the container is under the same filter
+    let own = init.cli_ok(&["exec", "plain", "--", "/bin/cat", "/proc/self/status"]);
+    assert_eq!(
+        field(&own, "Seccomp:"),
+        "2",
+        "exec'd processes get the container's seccomp filter:\n{own}"
+    );
+    assert_eq!(field(&own, "NoNewPrivs:"), "1");
+    // seccomp refuses unshare(2) unless the service holds CAP_SYS_ADMIN: a new user
+    // namespace needs no capability, so only the filter stands in the way.
+    let out = init.cli(&["exec", "plain", "--", "/bin/unshare", "-U", "/bin/true"]);
+    assert_ne!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Operation not permitted"),
+        "{out:?}"
+    );
+    let out = init.cli(&["exec", "admin", "--", "/bin/unshare", "-U", "/bin/true"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "with CAP_SYS_ADMIN the filter allows unshare: {out:?}"
+    );
+}

@@ -37,14 +37,24 @@ pub enum RuntimeError {
 }
 
 /// Wraps libcontainer's default executor: just before exec it restores the signal mask and
-/// dispositions PID 1 changed, so a service sees signals like any process would.
-#[derive(Clone)]
-struct ServiceExecutor;
+/// dispositions PID 1 changed, so a service sees signals like any process would. For a
+/// process exec'd into a running container it also installs the container's seccomp
+/// filter: libcontainer 0.7's tenant builder drops it, and `sysctr exec` must not be a way
+/// around the filter (runc applies it to exec'd processes too).
+#[derive(Clone, Default)]
+struct ServiceExecutor {
+    tenant_seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
+}
 
 impl Executor for ServiceExecutor {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
         crate::sys::reset_signals_for_exec();
         crate::sys::take_controlling_tty();
+        if let Some(seccomp) = &self.tenant_seccomp {
+            libcontainer::seccomp::initialize_seccomp(seccomp).map_err(|e| {
+                ExecutorError::Other(format!("install the container's seccomp filter: {e}"))
+            })?;
+        }
         DefaultExecutor {}.exec(spec)
     }
 
@@ -110,7 +120,7 @@ impl Runtime {
         let mut container = ContainerBuilder::new(name.to_string(), SyscallType::Linux)
             .with_root_path(&self.state_root)
             .map_err(step("configure"))?
-            .with_executor(ServiceExecutor)
+            .with_executor(ServiceExecutor::default())
             .with_stdin(stdio.stdin)
             .with_stdout(stdio.stdout)
             .with_stderr(stdio.stderr)
@@ -148,10 +158,18 @@ impl Runtime {
         stdio: Stdio,
     ) -> Result<i32, RuntimeError> {
         let step = |step: &'static str| move |source| RuntimeError::Container { step, source };
+        let config = self.bundle_dir(name).join("config.json");
+        let spec = Spec::load(&config).map_err(|e| RuntimeError::Bundle {
+            path: config.display().to_string(),
+            source: std::io::Error::other(e),
+        })?;
+        let executor = ServiceExecutor {
+            tenant_seccomp: spec.linux().as_ref().and_then(|l| l.seccomp().clone()),
+        };
         let pid = ContainerBuilder::new(name.to_string(), SyscallType::Linux)
             .with_root_path(&self.state_root)
             .map_err(step("configure exec"))?
-            .with_executor(ServiceExecutor)
+            .with_executor(executor)
             .with_stdin(stdio.stdin)
             .with_stdout(stdio.stdout)
             .with_stderr(stdio.stderr)
