@@ -548,3 +548,31 @@ fn containers_start_least_privileged() {
         "with CAP_SYS_ADMIN the filter allows unshare: {out:?}"
     );
 }
+
+#[test]
+fn a_hung_container_start_is_bounded() {
+    let init = Init::start_with(
+        vec![
+            with(
+                sh("hangs", "exec sleep 1000"),
+                json!({"annotations": {"org.sysctr.test.hang-before-start": "true"}}),
+            ),
+            sh("fine", "exec sleep 1000"),
+        ],
+        &["--start-timeout", "2"],
+    );
+    let hung = init.wait_state("hangs", "failed", SECS(20));
+    assert_eq!(
+        hung["last_error"],
+        "create container: the container did not come up within 2 s (start timed out)",
+        "{hung:#}"
+    );
+    init.wait_state("fine", "ready", SECS(20));
+    // what the hung start left behind is killed and reaped
+    let clean = wait_until(SECS(10), || {
+        descendants(init.host_pid()).len() == 1 && zombies_below(init.host_pid()).is_empty()
+    });
+    assert!(clean, "left behind: {:?}", descendants(init.host_pid()));
+    // and init keeps serving
+    assert!(init.cli_ok(&["ps"]).contains("fine"));
+}

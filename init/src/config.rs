@@ -36,6 +36,8 @@ pub struct Config {
     pub panic_after_boot: bool,
     /// Group allowed read-only control requests (the `sysctr` group), if it exists.
     pub control_gid: Option<u32>,
+    /// How long one container create+start (or exec) may take before it is abandoned.
+    pub start_timeout_secs: u64,
 }
 
 impl Config {
@@ -52,6 +54,7 @@ impl Config {
             fail_step: None,
             panic_after_boot: false,
             control_gid: None,
+            start_timeout_secs: 30,
         };
         cfg.apply_cmdline(cmdline);
         cfg
@@ -74,6 +77,11 @@ impl Config {
                     }
                 }
                 "sysctr.manifest" if value.starts_with('/') => self.manifest = value.into(),
+                "sysctr.start_timeout" => {
+                    if let Ok(n) = value.parse::<u64>() {
+                        self.start_timeout_secs = n.max(1);
+                    }
+                }
                 _ => {}
             }
         }
@@ -109,6 +117,11 @@ impl Config {
                 }
                 "--fail-step" => cfg.fail_step = Some(val(a)?),
                 "--panic-after-boot" => cfg.panic_after_boot = true,
+                "--start-timeout" => {
+                    let v = val(a)?;
+                    cfg.start_timeout_secs =
+                        v.parse().map_err(|_| format!("bad --start-timeout {v}"))?
+                }
                 "--control-gid" => {
                     let v = val(a)?;
                     cfg.control_gid = Some(v.parse().map_err(|_| format!("bad gid {v}"))?)

@@ -127,6 +127,8 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
         Ok(fd) => fd,
         Err(e) => return Exit::Fatal(format!("cannot set up signal handling: {e}")),
     };
+    // Bounds how long a hung container start can hold the event loop.
+    sys::install_alarm_handler();
     info!(
         "init",
         "sysctr {} starting ({})",
@@ -157,6 +159,7 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
             cfg.log_level = re.log_level;
             cfg.fatal_action = re.fatal_action;
             cfg.manifest = re.manifest;
+            cfg.start_timeout_secs = re.start_timeout_secs;
             log::set_level(cfg.log_level);
             debug!(
                 "init",
@@ -202,8 +205,14 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
     if let Err(e) = r.add(std::os::fd::AsFd::as_fd(&signal_fd), Source::Signals) {
         return Exit::Fatal(format!("watch signalfd: {e}"));
     }
+    let runtime = runtime::Runtime::new(
+        &cfg.run_dir,
+        Duration::from_secs(cfg.start_timeout_secs),
+        cfg.test_mode,
+    );
     world.sup = Some(Supervisor::new(
         loaded,
+        runtime,
         &cfg.run_dir,
         &cfg.cgroup_prefix,
         cfg.log_dir.clone(),

@@ -17,6 +17,7 @@ use oci_spec::runtime::Spec;
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -34,7 +35,13 @@ pub enum RuntimeError {
     },
     #[error("{step}: no pid recorded for the container")]
     NoPid { step: &'static str },
+    #[error("{step}: the container did not come up within {secs} s (start timed out)")]
+    Timeout { step: &'static str, secs: u64 },
 }
+
+/// Annotation honoured in test mode only: the container's init process hangs before exec,
+/// as a container whose setup blocks would, so the start deadline can be tested.
+pub const TEST_HANG_ANNOTATION: &str = "org.sysctr.test.hang-before-start";
 
 /// Wraps libcontainer's default executor: just before exec it restores the signal mask and
 /// dispositions PID 1 changed, so a service sees signals like any process would. For a
@@ -44,6 +51,8 @@ pub enum RuntimeError {
 #[derive(Clone, Default)]
 struct ServiceExecutor {
     tenant_seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
+    /// Test mode fault injection: block forever before the workload starts.
+    hang: bool,
 }
 
 impl Executor for ServiceExecutor {
@@ -59,6 +68,9 @@ impl Executor for ServiceExecutor {
     }
 
     fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
+        while self.hang {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
         DefaultExecutor {}.validate(spec)
     }
 
@@ -79,13 +91,36 @@ pub struct Runtime {
     state_root: PathBuf,
     /// Bundle directories (`<name>/config.json`).
     bundle_root: PathBuf,
+    /// How long creating+starting a container (or an exec) may block PID 1.
+    start_timeout: Duration,
+    test_mode: bool,
 }
 
 impl Runtime {
-    pub fn new(run_dir: &Path) -> Runtime {
+    pub fn new(run_dir: &Path, start_timeout: Duration, test_mode: bool) -> Runtime {
         Runtime {
             state_root: run_dir.join("containers"),
             bundle_root: run_dir.join("bundles"),
+            start_timeout,
+            test_mode,
+        }
+    }
+
+    /// Maps a libcontainer error to a timeout when the deadline is what ended the call.
+    fn deadline_error(
+        &self,
+        started: Instant,
+        step: &'static str,
+    ) -> impl Fn(libcontainer::error::LibcontainerError) -> RuntimeError + '_ {
+        move |source| {
+            if started.elapsed() >= self.start_timeout {
+                RuntimeError::Timeout {
+                    step,
+                    secs: self.start_timeout.as_secs(),
+                }
+            } else {
+                RuntimeError::Container { step, source }
+            }
         }
     }
 
@@ -117,10 +152,20 @@ impl Runtime {
             source,
         })?;
         let step = |step: &'static str| move |source| RuntimeError::Container { step, source };
+        let hang = self.test_mode
+            && spec
+                .annotations()
+                .as_ref()
+                .is_some_and(|a| a.contains_key(TEST_HANG_ANNOTATION));
+        let started = Instant::now();
+        let deadline = crate::sys::StartDeadline::arm(self.start_timeout);
         let mut container = ContainerBuilder::new(name.to_string(), SyscallType::Linux)
             .with_root_path(&self.state_root)
             .map_err(step("configure"))?
-            .with_executor(ServiceExecutor::default())
+            .with_executor(ServiceExecutor {
+                tenant_seccomp: None,
+                hang,
+            })
             .with_stdin(stdio.stdin)
             .with_stdout(stdio.stdout)
             .with_stderr(stdio.stderr)
@@ -128,7 +173,7 @@ impl Runtime {
             .with_systemd(false)
             .with_detach(true)
             .build()
-            .map_err(step("create container"))?;
+            .map_err(self.deadline_error(started, "create container"))?;
         let pid = container.pid().ok_or(RuntimeError::NoPid {
             step: "create container",
         })?;
@@ -145,7 +190,10 @@ impl Runtime {
                 crate::warn!(name, "{e}");
             }
         }
-        container.start().map_err(step("start container"))?;
+        container
+            .start()
+            .map_err(self.deadline_error(started, "start container"))?;
+        drop(deadline);
         Ok(pid.as_raw())
     }
 
@@ -165,7 +213,10 @@ impl Runtime {
         })?;
         let executor = ServiceExecutor {
             tenant_seccomp: spec.linux().as_ref().and_then(|l| l.seccomp().clone()),
+            hang: false,
         };
+        let started = Instant::now();
+        let _deadline = crate::sys::StartDeadline::arm(self.start_timeout);
         let pid = ContainerBuilder::new(name.to_string(), SyscallType::Linux)
             .with_root_path(&self.state_root)
             .map_err(step("configure exec"))?
@@ -178,7 +229,7 @@ impl Runtime {
             .with_env(env)
             .with_detach(true)
             .build()
-            .map_err(step("exec"))?;
+            .map_err(self.deadline_error(started, "exec"))?;
         Ok(pid.as_raw())
     }
 

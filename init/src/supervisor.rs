@@ -131,6 +131,7 @@ pub struct Supervisor {
 impl Supervisor {
     pub fn new(
         loaded: manifest::Loaded,
+        runtime: Runtime,
         run_dir: &Path,
         cgroup_prefix: &str,
         var_log_dir: Option<PathBuf>,
@@ -163,7 +164,7 @@ impl Supervisor {
             .collect();
         Supervisor {
             services,
-            runtime: Runtime::new(run_dir),
+            runtime,
             cgroup_prefix: cgroup_prefix.to_string(),
             run_dir: run_dir.to_path_buf(),
             onboot_queue,

@@ -77,3 +77,77 @@ pub fn take_controlling_tty() {
         libc::ioctl(0, libc::TIOCSCTTY, 0);
     }
 }
+
+extern "C" fn on_alarm(_: libc::c_int) {
+    // Nothing to do: the point is that the blocked system call returns EINTR.
+}
+
+/// Installs the SIGALRM handler used by [`StartDeadline`]. SIGALRM stays blocked (and so
+/// goes to the signalfd, which ignores it) except while a deadline is armed.
+pub fn install_alarm_handler() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let act = SigAction::new(
+        SigHandler::Handler(on_alarm),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    // SAFETY: the handler is async-signal-safe (it does nothing). No SA_RESTART, so a
+    // blocking call interrupted by the alarm fails with EINTR instead of resuming.
+    if let Err(e) = unsafe { sigaction(Signal::SIGALRM, &act) } {
+        crate::warn!(
+            "signals",
+            "cannot install the SIGALRM handler: {e}; container starts are unbounded"
+        );
+    }
+}
+
+/// Bounds a blocking call into libcontainer: while armed, SIGALRM is unblocked and a timer
+/// fires after the deadline, interrupting whatever system call PID 1 is blocked in (waiting
+/// for a hung container process, typically). Dropping it disarms the timer and blocks
+/// SIGALRM again.
+pub struct StartDeadline;
+
+fn set_timer(d: std::time::Duration) {
+    let tv = libc::timeval {
+        tv_sec: d.as_secs() as libc::time_t,
+        tv_usec: d.subsec_micros() as libc::suseconds_t,
+    };
+    let it = libc::itimerval {
+        it_interval: libc::timeval {
+            tv_sec: 0,
+            tv_usec: 0,
+        },
+        it_value: tv,
+    };
+    // SAFETY: setitimer reads the itimerval we own; a null old-value pointer is allowed.
+    unsafe {
+        libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut());
+    }
+}
+
+impl StartDeadline {
+    pub fn arm(d: std::time::Duration) -> StartDeadline {
+        let mut set = nix::sys::signal::SigSet::empty();
+        set.add(nix::sys::signal::Signal::SIGALRM);
+        set_timer(d);
+        let _ = nix::sys::signal::sigprocmask(
+            nix::sys::signal::SigmaskHow::SIG_UNBLOCK,
+            Some(&set),
+            None,
+        );
+        StartDeadline
+    }
+}
+
+impl Drop for StartDeadline {
+    fn drop(&mut self) {
+        set_timer(std::time::Duration::ZERO);
+        let mut set = nix::sys::signal::SigSet::empty();
+        set.add(nix::sys::signal::Signal::SIGALRM);
+        let _ = nix::sys::signal::sigprocmask(
+            nix::sys::signal::SigmaskHow::SIG_BLOCK,
+            Some(&set),
+            None,
+        );
+    }
+}
