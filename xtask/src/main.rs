@@ -1,6 +1,7 @@
 //! `cargo xtask …`: the build, run, test and benchmark driver. Each subcommand lives in its
 //! own module; this file only dispatches.
 
+mod bench;
 mod build;
 mod fuzz;
 mod image;
@@ -22,6 +23,7 @@ commands:
   boot-test        build the test image and run the QEMU boot tests (boot-tests/)
   fuzz [SECONDS]   fuzz the control-socket request decoder (cargo fuzz; default 60 s)
   test [--no-boot] run every test: unit, host integration (root), QEMU boot tests
+  bench [options]  measure start, restart, memory, ps, boot and size vs runc/crun; write bench/RESULTS.md
 ";
 
 fn main() {
@@ -46,6 +48,7 @@ fn run() -> Result<()> {
         "boot-test" => qemu::boot_test(&rest),
         "fuzz" => fuzz::run_fuzz(&rest),
         "test" => test::command(&rest),
+        "bench" => bench::command(&rest),
         "" | "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(())

@@ -1,0 +1,32 @@
+#!/bin/sh
+# The in-guest part of `cargo xtask bench`, run over ssh as `sh -s RUNS` (busybox sh in the
+# ssh container, which has the sysctr CLI and the control socket). Prints one line per
+# figure for xtask/src/bench.rs to parse:
+#   start_us SERVICE MICROSECONDS   init's create+start time of one run of SERVICE
+#   ps RUNS UPTIME_BEFORE UPTIME_AFTER   `sysctr ps` RUNS times between two /proc/uptime reads
+n=${1:-20}
+svc=${BENCH_SERVICE:-time}
+
+i=0
+while [ "$i" -lt "$n" ]; do
+	sysctr stop "$svc" >/dev/null 2>&1
+	# stop returns once the signal is sent; start is refused until the exit is reaped.
+	j=0
+	until sysctr start "$svc" >/dev/null 2>&1; do
+		j=$((j + 1))
+		[ "$j" -gt 200 ] && break
+		sleep 0.02
+	done
+	us=$(sysctr inspect "$svc" | grep -o '"start_us": *[0-9]*' | head -n 1 | grep -o '[0-9]*$')
+	echo "start_us $svc ${us:-none}"
+	i=$((i + 1))
+done
+
+read -r a _ </proc/uptime
+i=0
+while [ "$i" -lt "$n" ]; do
+	sysctr ps >/dev/null
+	i=$((i + 1))
+done
+read -r b _ </proc/uptime
+echo "ps $n $a $b"

@@ -1,0 +1,1807 @@
+//! `cargo xtask bench`: the numbers behind issue 7, measured side by side in one run and
+//! written as markdown tables to `bench/RESULTS.md` (and printed).
+//!
+//! Host sections run the real static `init` as PID 1 of a fresh pid+mount namespace in test
+//! mode (as `tests/` does) with busybox containers, and drive it over its control socket;
+//! runc and crun run the very OCI spec init generated. The guest section boots the
+//! production image in QEMU and reads init's own timestamps over ssh. Every section is
+//! bounded in time; a section that cannot run says why in the results instead of failing
+//! the whole command. Everything it creates (namespaces, cgroups, bundles, VMs) is removed.
+
+use crate::build::{self, Binaries};
+use crate::image;
+use crate::qemu;
+use crate::util::{ensure_debian_packages, output, workspace_root};
+use anyhow::{bail, Context, Result};
+use manifest::protocol::{self, Op, Request, Response, ServiceStatus, State};
+use serde_json::{json, Value};
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const USAGE: &str = "bench options: --runs N (50) --no-guest (skip the image build and the QEMU \
+                     section) --no-host (only the guest and image) --kvm (boot the guest with KVM, default TCG) --out FILE (bench/RESULTS.md)";
+
+/// Service counts for the memory and `ps` sections.
+const MEMORY_COUNTS: &[usize] = &[0, 1, 10, 50, 100];
+const PS_COUNTS: &[usize] = &[10, 100];
+
+struct Options {
+    runs: usize,
+    host: bool,
+    guest: bool,
+    kvm: bool,
+    out: PathBuf,
+}
+
+fn parse(args: &[String]) -> Result<Options> {
+    let mut o = Options {
+        runs: 50,
+        host: true,
+        guest: true,
+        kvm: false,
+        out: workspace_root().join("bench").join("RESULTS.md"),
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--runs" => {
+                o.runs = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|n| *n > 0)
+                    .with_context(|| format!("--runs needs a positive number\n{USAGE}"))?
+            }
+            "--no-guest" => o.guest = false,
+            "--no-host" => o.host = false,
+            "--kvm" => o.kvm = true,
+            "--out" => o.out = PathBuf::from(it.next().context("--out needs a value")?),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => bail!("bench: unknown option {other:?}\n{USAGE}"),
+        }
+    }
+    Ok(o)
+}
+
+/// `cargo xtask bench`.
+pub fn command(args: &[String]) -> Result<()> {
+    let o = parse(args)?;
+    if !nix::unistd::geteuid().is_root() {
+        bail!("bench needs root (namespaces, cgroups, runc)");
+    }
+    ensure_debian_packages(&["busybox-static", "runc", "crun", "strace", "util-linux"])?;
+    cleanup_stale();
+    let bins = build::static_binaries()?;
+    let scratch = Scratch::new()?;
+    let started = Instant::now();
+    let mut doc = Doc::new(&o.out, header()?);
+
+    if o.host {
+        doc.push(run_section("host: create+start", || {
+            start_and_restart(&o, &bins, &scratch)
+        }));
+        doc.push(run_section("host: PID 1 memory and sysctr ps", || {
+            memory_and_ps(&o, &bins, &scratch)
+        }));
+    } else {
+        doc.push("## Host\n\nSkipped (`--no-host`).\n".into());
+    }
+    if o.guest {
+        doc.push(run_section("guest: boot and image", || guest(&o, &scratch)));
+    } else {
+        doc.push("## Guest (QEMU) and image size\n\nSkipped (`--no-guest`).\n".into());
+    }
+    doc.push(NOT_MEASURED.to_string());
+    doc.push(format!(
+        "\n---\nWhole run: {:.0} s. Command: `cargo xtask bench{}`.\n",
+        started.elapsed().as_secs_f64(),
+        if args.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", args.join(" "))
+        }
+    ));
+    eprintln!("xtask: bench: results in {}", o.out.display());
+    Ok(())
+}
+
+/// What the issue asks for that this command does not measure yet, and what it would take.
+const NOT_MEASURED: &str = "\
+## Not measured yet, and what it would take
+
+- **crun and runc inside the guest** (the issue's main comparison, on pure cgroup v2): needs \
+  a bench image layer with a privileged `bench` service whose root holds crun, runc and their \
+  shared libraries (`libs: true` in a rootfs recipe), `/sys/fs/cgroup` mounted read-write, \
+  the host pid namespace and CAP_SYS_ADMIN, plus a bench manifest of a `sleep` service for \
+  sysctr to start side by side. `image::build` only assembles the fixed \
+  `image::CONTAINERS` list (extra services can be added, extra container roots cannot), so \
+  this needs an `extra_containers` option in `image::Options` (owner of image.rs). On the \
+  host crun refuses the hybrid cgroup layout, so today's sysctr/crun ratio does not exist.
+- **Boot baseline of the same daemons as plain processes** (containers ≤ 1.5× plain): needs a \
+  second image whose init (or a busybox `rc` script as init) starts the same programs without \
+  containers; not built.
+- **PSS of PID 1 in the guest**: `/proc/1/smaps_rollup` needs ptrace rights over PID 1, \
+  which no container has (least privilege); RSS comes from `/proc/1/status` through the dev \
+  console. An init request reporting its own memory would give PSS in production images too.
+- **KVM**: QEMU aborts with `-cpu host` under the nested KVM on this machine \
+  (`failed to set MSR 0x10a`), so guest figures are TCG; `--kvm` uses KVM where it works.
+";
+
+/// Runs one section; an error becomes a note in the results, not the end of the run.
+fn run_section(name: &str, f: impl FnOnce() -> Result<String>) -> String {
+    eprintln!("xtask: bench: {name}");
+    match f() {
+        Ok(text) => text,
+        Err(e) => format!("## {name}\n\nNot measured: {e:#}\n"),
+    }
+}
+
+/// The results document: printed and rewritten after every section, so an interrupted run
+/// still leaves what it measured.
+struct Doc {
+    path: PathBuf,
+    text: String,
+}
+
+impl Doc {
+    fn new(path: &Path, header: String) -> Doc {
+        print!("{header}");
+        let d = Doc {
+            path: path.to_path_buf(),
+            text: header,
+        };
+        d.save();
+        d
+    }
+
+    fn push(&mut self, section: String) {
+        println!("{section}");
+        self.text.push('\n');
+        self.text.push_str(&section);
+        self.save();
+    }
+
+    fn save(&self) {
+        if let Some(dir) = self.path.parent() {
+            let _ = fs::create_dir_all(dir);
+        }
+        if let Err(e) = fs::write(&self.path, &self.text) {
+            eprintln!("xtask: bench: cannot write {}: {e}", self.path.display());
+        }
+    }
+}
+
+fn header() -> Result<String> {
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let nproc = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let kernel = output(Command::new("uname").arg("-r"))?.trim().to_string();
+    let date = output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))?
+        .trim()
+        .to_string();
+    let commit = output(Command::new("git").current_dir(workspace_root()).args([
+        "rev-parse",
+        "--short",
+        "HEAD",
+    ]))
+    .map(|s| s.trim().to_string())
+    .unwrap_or_else(|_| "unknown".into());
+    let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load = load
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let runc = first_line(Command::new("runc").arg("--version"));
+    let crun = first_line(Command::new("crun").arg("--version"));
+    let cgroups = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        "cgroup v2"
+    } else if Path::new("/sys/fs/cgroup/unified").exists() {
+        "hybrid (v1 controllers + empty v2)"
+    } else {
+        "cgroup v1"
+    };
+    Ok(format!(
+        "# sysctr benchmarks\n\n\
+         Generated by `cargo xtask bench` (xtask/src/bench.rs); targets from issue 7 are \
+         reported as ratios, not asserted.\n\n\
+         | | |\n|---|---|\n\
+         | date | {date} |\n| commit | {commit} |\n| CPU | {cpu} |\n| nproc | {nproc} |\n\
+         | kernel | {kernel} |\n| host cgroups | {cgroups} |\n| load average at start | {load} |\n\
+         | runc | {runc} |\n| crun | {crun} |\n\n\
+         Medians and p95 (nearest rank) in milliseconds. The machine is shared with other \
+         builds, so p95 is noisy; ratios come from the same run.\n"
+    ))
+}
+
+fn first_line(cmd: &mut Command) -> String {
+    cmd.output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .unwrap_or_else(|e| format!("not available ({e})"))
+}
+
+// ---------------------------------------------------------------------------------------
+// statistics and formatting
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Stats {
+    n: usize,
+    median: f64,
+    p95: f64,
+    min: f64,
+}
+
+/// Median, p95 (nearest rank) and minimum of microsecond samples.
+fn stats(samples: &[f64]) -> Stats {
+    if samples.is_empty() {
+        return Stats::default();
+    }
+    let mut v = samples.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
+    let rank = ((0.95 * n as f64).ceil() as usize).clamp(1, n);
+    Stats {
+        n,
+        median,
+        p95: v[rank - 1],
+        min: v[0],
+    }
+}
+
+/// Microseconds as milliseconds for the tables.
+fn ms(us: f64) -> String {
+    if us >= 100_000.0 {
+        format!("{:.0}", us / 1000.0)
+    } else if us >= 10_000.0 {
+        format!("{:.1}", us / 1000.0)
+    } else {
+        format!("{:.2}", us / 1000.0)
+    }
+}
+
+fn row(what: &str, s: Stats) -> String {
+    format!(
+        "| {what} | {} | {} | {} | {} |\n",
+        s.n,
+        ms(s.median),
+        ms(s.p95),
+        ms(s.min)
+    )
+}
+
+const TABLE_HEAD: &str = "| | runs | median ms | p95 ms | min ms |\n|---|---:|---:|---:|---:|\n";
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 {
+        format!("{:.2}×", a / b)
+    } else {
+        "n/a".into()
+    }
+}
+
+fn kib(bytes: u64) -> String {
+    format!("{:.0}", bytes as f64 / 1024.0)
+}
+
+// ---------------------------------------------------------------------------------------
+// clocks and processes
+
+/// CLOCK_BOOTTIME in microseconds: the clock init stamps `started_boot_us` with (the same
+/// on the host and inside its pid namespace).
+fn boot_us() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .map(|t| t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1_000)
+        .unwrap_or(0)
+}
+
+fn elapsed_us(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e6
+}
+
+/// One plain fork+exec+wait of `path` (no shell, no Rust spawn machinery in the child).
+/// xtask is single-threaded while it runs, so forking is safe.
+fn fork_exec_wait(path: &Path, args: &[&str]) -> Result<f64> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let prog = CString::new(path.as_os_str().as_bytes())?;
+    let mut argv: Vec<CString> = vec![prog.clone()];
+    for a in args {
+        argv.push(CString::new(*a)?);
+    }
+    let t = Instant::now();
+    // SAFETY: the child only calls execv and _exit, both async-signal-safe.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Child => {
+            let _ = nix::unistd::execv(&prog, &argv);
+            // SAFETY: exiting the forked child without running the parent's destructors.
+            unsafe { libc::_exit(127) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            let st = nix::sys::wait::waitpid(child, None)?;
+            let us = elapsed_us(t);
+            if !matches!(st, nix::sys::wait::WaitStatus::Exited(_, 0)) {
+                bail!("{} exited with {st:?}", path.display());
+            }
+            Ok(us)
+        }
+    }
+}
+
+/// Every process below `root`, from /proc.
+fn descendants(root: i32) -> Vec<i32> {
+    let mut links = Vec::new();
+    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        if let Some(ppid) = after
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse::<i32>().ok())
+        {
+            links.push((pid, ppid));
+        }
+    }
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let p = found[i];
+        found.extend(links.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+// ---------------------------------------------------------------------------------------
+// scratch space: a busybox root filesystem, bundles, init run dirs
+
+struct Scratch {
+    dir: PathBuf,
+    rootfs: PathBuf,
+}
+
+impl Scratch {
+    fn new() -> Result<Scratch> {
+        let dir = std::env::temp_dir().join(format!("sysctr-bench-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir)?;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
+        let rootfs = dir.join("rootfs");
+        for d in ["bin", "proc", "dev", "sys", "tmp", "run", "etc"] {
+            fs::create_dir_all(rootfs.join(d))?;
+        }
+        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .context("busybox-static is needed")?;
+        fs::copy(busybox, rootfs.join("bin/busybox"))?;
+        let list = output(Command::new(rootfs.join("bin/busybox")).arg("--list"))?;
+        for applet in list.lines().filter(|a| *a != "busybox" && !a.is_empty()) {
+            symlink("busybox", rootfs.join("bin").join(applet))?;
+        }
+        fs::write(
+            rootfs.join("etc/passwd"),
+            "root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n",
+        )?;
+        fs::set_permissions(&rootfs, fs::Permissions::from_mode(0o755))?;
+        Ok(Scratch { dir, rootfs })
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A long-running busybox service that stops at once (SIGKILL; a shell-less `sleep` as the
+/// container's PID 1 would ignore SIGTERM).
+fn sleep_service(name: &str, rootfs: &Path) -> Value {
+    json!({
+        "name": name,
+        "root": rootfs.display().to_string(),
+        "args": ["/bin/sleep", "1000000"],
+        "stop": {"signal": "SIGKILL", "timeout_secs": 2}
+    })
+}
+
+/// Removes a cgroup directory tree (children first), in every hierarchy.
+fn remove_cgroups(prefix: &str) {
+    fn rm(dir: &Path) {
+        if let Ok(entries) = fs::read_dir(dir) {
+            for e in entries.flatten() {
+                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    rm(&e.path());
+                }
+            }
+        }
+        let _ = fs::remove_dir(dir);
+    }
+    let mut roots = vec![PathBuf::from("/sys/fs/cgroup")];
+    for e in fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        roots.push(e.path());
+    }
+    for r in roots {
+        let d = r.join(prefix);
+        if d.is_dir() {
+            rm(&d);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// init as PID 1 of a namespace, driven over its control socket
+
+struct HostInit {
+    outer: Child,
+    dir: PathBuf,
+    prefix: String,
+}
+
+impl HostInit {
+    fn start(bins: &Binaries, scratch: &Scratch, tag: &str, services: Vec<Value>) -> Result<Self> {
+        let dir = scratch.dir.join(tag);
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir)?;
+        let manifest = dir.join("manifest.json");
+        fs::write(
+            &manifest,
+            serde_json::to_string(&json!({"version": 1, "services": services}))?,
+        )?;
+        let log = fs::File::create(dir.join("init.log"))?;
+        let prefix = format!("sysctr-bench-{}-{tag}", std::process::id());
+        let outer = Command::new("unshare")
+            .args(["--pid", "--fork", "--mount", "--kill-child"])
+            .arg(&bins.init)
+            .arg("--test-mode")
+            .arg("--manifest")
+            .arg(&manifest)
+            .arg("--run-dir")
+            .arg(dir.join("run"))
+            .args(["--cgroup-prefix", &prefix])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("start unshare + init")?;
+        let init = HostInit { outer, dir, prefix };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if matches!(init.call(Op::Version {}), Ok(Response::Version { .. })) {
+                return Ok(init);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "init did not answer on {} within 10 s; its log:\n{}",
+                    init.socket().display(),
+                    init.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("run/control.sock")
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("init.log")).unwrap_or_default()
+    }
+
+    /// The host pid of init (unshare's child).
+    fn host_pid(&self) -> Result<i32> {
+        let outer = self.outer.id();
+        fs::read_to_string(format!("/proc/{outer}/task/{outer}/children"))?
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+            .context("unshare has no child")
+    }
+
+    /// The host pid of a process given by its pid in init's namespace (NSpid).
+    fn host_pid_of(&self, ns_pid: i32) -> Result<i32> {
+        for pid in descendants(self.host_pid()?) {
+            let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let nspid = status
+                .lines()
+                .find_map(|l| l.strip_prefix("NSpid:"))
+                .unwrap_or("");
+            if nspid.split_whitespace().nth(1).and_then(|p| p.parse().ok()) == Some(ns_pid) {
+                return Ok(pid);
+            }
+        }
+        bail!("no process with pid {ns_pid} in init's namespace")
+    }
+
+    /// One request, one reply, over a raw socket (no CLI process).
+    fn call(&self, op: Op) -> Result<Response> {
+        let mut s = UnixStream::connect(self.socket())?;
+        s.set_read_timeout(Some(Duration::from_secs(15)))?;
+        protocol::write_frame(&mut s, &Request::new(op))?;
+        let body = protocol::read_frame(&mut s, protocol::MAX_RESPONSE_BYTES)?
+            .context("init closed the connection without a reply")?;
+        Ok(serde_json::from_slice(&body)?)
+    }
+
+    fn ps(&self) -> Result<Vec<ServiceStatus>> {
+        match self.call(Op::Ps {})? {
+            Response::Services { services } => Ok(services),
+            other => bail!("ps: unexpected reply {other:?}"),
+        }
+    }
+
+    fn status(&self, name: &str) -> Result<ServiceStatus> {
+        self.ps()?
+            .into_iter()
+            .find(|s| s.name == name)
+            .with_context(|| format!("no service {name}"))
+    }
+
+    fn ok(&self, op: Op) -> Result<()> {
+        match self.call(op.clone())? {
+            Response::Ok { .. } => Ok(()),
+            other => bail!("{op:?}: {other:?}"),
+        }
+    }
+
+    fn wait(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&[ServiceStatus]) -> bool,
+    ) -> Result<Vec<ServiceStatus>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ps = self.ps()?;
+            if pred(&ps) {
+                return Ok(ps);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{what}: not reached within {timeout:?}; last status: {:?}\ninit log tail:\n{}",
+                    ps.iter()
+                        .map(|s| format!("{} {:?} {:?}", s.name, s.state, s.last_error))
+                        .take(5)
+                        .collect::<Vec<_>>(),
+                    tail(&self.log(), 20)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Stops the service and waits until it has exited.
+    fn stop(&self, name: &str) -> Result<()> {
+        self.ok(Op::Stop {
+            service: name.into(),
+        })?;
+        self.wait("stopped", Duration::from_secs(10), |ps| {
+            ps.iter()
+                .any(|s| s.name == name && s.state == State::Exited && s.pid.is_none())
+        })?;
+        Ok(())
+    }
+
+    /// The CLI, pointed at this init.
+    fn cli(&self, bins: &Binaries, args: &[&str]) -> Command {
+        let mut c = Command::new(&bins.sysctr);
+        c.env("SYSCTR_SOCKET", self.socket())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        c
+    }
+
+    /// PID 1's memory from smaps_rollup: (Rss, Pss) in bytes.
+    fn memory(&self) -> Result<(u64, u64)> {
+        let text = fs::read_to_string(format!("/proc/{}/smaps_rollup", self.host_pid()?))?;
+        let field = |name: &str| -> u64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+                * 1024
+        };
+        Ok((field("Rss:"), field("Pss:")))
+    }
+
+    /// Where PID 1's resident memory is, by mapping (from /proc/<pid>/smaps), largest first.
+    fn memory_by_mapping(&self) -> Result<Vec<(String, u64)>> {
+        let text = fs::read_to_string(format!("/proc/{}/smaps", self.host_pid()?))?;
+        let mut by: Vec<(String, u64)> = Vec::new();
+        let mut current = String::new();
+        for line in text.lines() {
+            let first = line.split_whitespace().next().unwrap_or("");
+            if first.contains('-') && first.chars().next().is_some_and(|c| c.is_ascii_hexdigit()) {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let perms = fields.get(1).copied().unwrap_or("");
+                current = match fields.get(5) {
+                    Some(p) if p.starts_with('/') => format!(
+                        "{} ({})",
+                        Path::new(p)
+                            .file_name()
+                            .map(|f| f.to_string_lossy().into_owned())
+                            .unwrap_or_default(),
+                        if perms.contains('x') { "code" } else { "data" }
+                    ),
+                    Some(p) => p.to_string(),
+                    None => "anonymous (malloc arenas, mmap)".into(),
+                };
+            } else if let Some(v) = line.strip_prefix("Rss:") {
+                let kb: u64 = v
+                    .split_whitespace()
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                match by.iter_mut().find(|(n, _)| *n == current) {
+                    Some((_, b)) => *b += kb * 1024,
+                    None => by.push((current.clone(), kb * 1024)),
+                }
+            }
+        }
+        by.sort_by_key(|e| std::cmp::Reverse(e.1));
+        Ok(by)
+    }
+}
+
+impl Drop for HostInit {
+    fn drop(&mut self) {
+        // SIGTERM takes init's orderly shutdown path (services stopped, containers deleted,
+        // cgroups removed); SIGKILL the namespace if that does not finish in time.
+        let inner = self.host_pid().ok();
+        if let Some(p) = inner {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(p),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if matches!(self.outer.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if !matches!(self.outer.try_wait(), Ok(Some(_))) {
+            if let Some(p) = inner {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(p),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            let _ = self.outer.kill();
+            let _ = self.outer.wait();
+        }
+        remove_cgroups(&self.prefix);
+    }
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A syscall profile of a process while `f` runs: `strace -c -f` summary (top lines).
+fn strace_profile(pid: i32, f: impl FnOnce() -> Result<()>) -> Result<String> {
+    let out = std::env::temp_dir().join(format!("sysctr-bench-strace-{}", std::process::id()));
+    let mut st = Command::new("strace")
+        .args(["-c", "-f", "-S", "calls", "-o"])
+        .arg(&out)
+        .args(["-p", &pid.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("strace")?;
+    std::thread::sleep(Duration::from_millis(500));
+    let r = f();
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(st.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    );
+    let _ = st.wait();
+    r?;
+    let text = fs::read_to_string(&out).unwrap_or_default();
+    let _ = fs::remove_file(&out);
+    Ok(text.lines().take(16).collect::<Vec<_>>().join("\n"))
+}
+
+/// The processes of a container start, as perf names them: PID 1, libcontainer's
+/// intermediate and init processes, and the container's program right after exec.
+const START_COMMS: &str = "init,youki:[1:INTER],youki:[2:INIT],exe";
+
+/// A CPU profile of the whole machine while `f` runs `runs` operations (`perf record -a -g`),
+/// restricted to `comms`: CPU ms per operation by process and kernel/user, and the kernel
+/// functions with the most inclusive time (syscall entries and the hot spots under them).
+fn perf_profile(comms: &str, runs: usize, f: impl FnOnce() -> Result<()>) -> Result<String> {
+    const FREQ: u32 = 4000;
+    let data = std::env::temp_dir().join(format!("sysctr-bench-perf-{}", std::process::id()));
+    let mut rec = Command::new("perf")
+        .args(["record", "-q", "-a", "-g", "-F", &FREQ.to_string(), "-o"])
+        .arg(&data)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("perf (apt-get install linux-perf)")?;
+    std::thread::sleep(Duration::from_millis(700));
+    let r = f();
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(rec.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    );
+    let _ = rec.wait();
+    r?;
+    let report = |extra: &[&str]| -> Result<String> {
+        output(
+            Command::new("perf")
+                .arg("report")
+                .arg("-i")
+                .arg(&data)
+                .args(["--comms", comms, "--stdio", "-g", "none"])
+                .args(extra)
+                .stderr(Stdio::null()),
+        )
+    };
+    let by_comm = report(&["--no-children", "--sort", "comm,dso", "-n"]);
+    let by_sym = report(&["--children", "--sort", "sym", "--percentage", "relative"]);
+    let _ = fs::remove_file(&data);
+    let (by_comm, by_sym) = (by_comm?, by_sym?);
+    let mut t = String::new();
+    writeln!(
+        t,
+        "| process | code | CPU ms per operation |\n|---|---|---:|"
+    )?;
+    let mut total = 0.0;
+    for line in by_comm.lines().filter(|l| !l.starts_with('#')) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 4 {
+            continue;
+        }
+        let Ok(samples) = f[1].parse::<f64>() else {
+            continue;
+        };
+        let ms_per = samples / FREQ as f64 * 1000.0 / runs as f64;
+        total += ms_per;
+        let code = if f[3].starts_with("[kernel") {
+            "kernel"
+        } else {
+            "user (stripped)"
+        };
+        writeln!(
+            t,
+            "| `{}` | {code} ({}) | {ms_per:.2} |",
+            f[2],
+            f[3..].join(" ")
+        )?;
+    }
+    writeln!(t, "| **total** | | **{total:.2}** |\n")?;
+    writeln!(
+        t,
+        "Kernel functions with the most time (inclusive, % of the CPU samples above):\n\n```"
+    )?;
+    let interesting = [
+        "__x64_sys",
+        "__do_sys",
+        "show_mountinfo",
+        "seq_read_iter",
+        "copy_net_ns",
+        "cleanup_net",
+        "asm_exc_page_fault",
+        "copy_process",
+        "cgroup_mkdir",
+        "cgroup_rmdir",
+        "do_seccomp",
+        "copy_page_range",
+        "do_exit",
+        "path_openat",
+        "pivot_root",
+    ];
+    let mut shown = 0;
+    for line in by_sym.lines().filter(|l| !l.starts_with('#')) {
+        if interesting.iter().any(|k| line.contains(k)) {
+            writeln!(t, "{}", line.trim_end())?;
+            shown += 1;
+            if shown == 18 {
+                break;
+            }
+        }
+    }
+    writeln!(t, "```\n")?;
+    Ok(t)
+}
+
+// ---------------------------------------------------------------------------------------
+// section 1 and 2: create+start against runc/crun/fork+exec; restart latency
+
+fn start_and_restart(o: &Options, bins: &Binaries, scratch: &Scratch) -> Result<String> {
+    let name = "bench";
+    let init = HostInit::start(
+        bins,
+        scratch,
+        "start",
+        vec![sleep_service(name, &scratch.rootfs)],
+    )?;
+    init.wait("first start", Duration::from_secs(20), |ps| {
+        ps.iter().any(|s| s.name == name && s.pid.is_some())
+    })?;
+    let section_deadline = Instant::now() + Duration::from_secs(120);
+
+    // sysctr: in PID 1 (start_us), seen by a raw socket client, seen through the CLI.
+    let (mut in_init, mut via_cli, mut via_socket) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..2 * o.runs {
+        if Instant::now() > section_deadline {
+            break;
+        }
+        init.stop(name)?;
+        let t = Instant::now();
+        if i % 2 == 0 {
+            let out = init.cli(bins, &["start", name]).output()?;
+            if !out.status.success() {
+                bail!(
+                    "sysctr start failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            via_cli.push(elapsed_us(t));
+        } else {
+            init.ok(Op::Start {
+                service: name.into(),
+            })?;
+            via_socket.push(elapsed_us(t));
+        }
+        let s = init.status(name)?;
+        if s.pid.is_none() {
+            bail!("{name} is not running after start: {:?}", s.last_error);
+        }
+        in_init.push(s.start_us.context("no start_us in status")? as f64);
+    }
+
+    // The same OCI spec for runc and crun.
+    let spec = match init.call(Op::Inspect {
+        service: name.into(),
+    })? {
+        Response::Inspect {
+            spec: Some(spec), ..
+        } => spec,
+        other => bail!("inspect: {other:?}"),
+    };
+    let peer_prefix = format!("sysctr-bench-{}-peer", std::process::id());
+    let bundle = scratch.dir.join("bundle");
+    fs::create_dir_all(&bundle)?;
+    let mut peer_spec = spec.clone();
+    peer_spec["linux"]["cgroupsPath"] = json!(format!("/{peer_prefix}/{name}"));
+    fs::write(
+        bundle.join("config.json"),
+        serde_json::to_vec_pretty(&peer_spec)?,
+    )?;
+    let mut peers = Vec::new();
+    for rt in ["runc", "crun"] {
+        let r = peer_runs(rt, &bundle, scratch, o.runs, section_deadline);
+        remove_cgroups(&peer_prefix);
+        peers.push((rt, r));
+    }
+
+    // Plain fork+exec+wait of the same static busybox (`true`), from the rootfs.
+    let truebin = scratch.rootfs.join("bin/true");
+    let mut fork_exec = Vec::new();
+    for _ in 0..o.runs {
+        fork_exec.push(fork_exec_wait(&truebin, &[])?);
+    }
+    // And of `sleep 0`, closer to what the service runs.
+    let sleepbin = scratch.rootfs.join("bin/sleep");
+    let mut fork_exec_sleep = Vec::new();
+    for _ in 0..o.runs {
+        fork_exec_sleep.push(fork_exec_wait(&sleepbin, &["0"])?);
+    }
+
+    // Restart: SIGKILL the service's process, time until its new container process runs.
+    let (mut restart, mut restart_start, mut restart_gap) = (Vec::new(), Vec::new(), Vec::new());
+    let restart_deadline = Instant::now() + Duration::from_secs(90);
+    for _ in 0..o.runs {
+        if Instant::now() > restart_deadline {
+            break;
+        }
+        // A fresh start resets the backoff step: the next restart is the "first in a row".
+        init.stop(name)?;
+        init.ok(Op::Start {
+            service: name.into(),
+        })?;
+        let before = init.status(name)?;
+        let (Some(pid), Some(old)) = (before.pid, before.started_boot_us) else {
+            bail!(
+                "{name} not running before the kill: {:?}",
+                before.last_error
+            );
+        };
+        let host = init.host_pid_of(pid)?;
+        let t0 = boot_us();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(host),
+            nix::sys::signal::Signal::SIGKILL,
+        )?;
+        let after = init.wait("restart", Duration::from_secs(10), |ps| {
+            ps.iter().any(|s| {
+                s.name == name && s.pid.is_some() && s.started_boot_us.is_some_and(|t| t != old)
+            })
+        })?;
+        let s = after
+            .into_iter()
+            .find(|s| s.name == name)
+            .context("service vanished")?;
+        let new = s.started_boot_us.unwrap_or(0);
+        let lat = new.saturating_sub(t0) as f64;
+        let start = s.start_us.unwrap_or(0) as f64;
+        restart.push(lat);
+        restart_start.push(start);
+        restart_gap.push(lat - start);
+    }
+
+    // Where the create+start time goes: a CPU profile over 10 stop+start cycles, and the
+    // syscall counts of PID 1 and its children over 10 more.
+    let cycle = || -> Result<()> {
+        for _ in 0..10 {
+            init.stop(name)?;
+            init.ok(Op::Start {
+                service: name.into(),
+            })?;
+        }
+        Ok(())
+    };
+    let cpu_profile =
+        perf_profile(START_COMMS, 10, cycle).unwrap_or_else(|e| format!("perf failed: {e:#}\n"));
+    let profile =
+        strace_profile(init.host_pid()?, cycle).unwrap_or_else(|e| format!("strace failed: {e:#}"));
+    let mut profiled = Vec::new();
+    for _ in 0..10 {
+        init.stop(name)?;
+        init.ok(Op::Start {
+            service: name.into(),
+        })?;
+        profiled.push(init.status(name)?.start_us.unwrap_or(0) as f64);
+    }
+    drop(init);
+
+    // The tables.
+    let s_init = stats(&in_init);
+    let s_cli = stats(&via_cli);
+    let s_sock = stats(&via_socket);
+    let s_fork = stats(&fork_exec);
+    let s_fork_sleep = stats(&fork_exec_sleep);
+    let mut t = String::new();
+    writeln!(t, "## Host: container create+start\n")?;
+    writeln!(
+        t,
+        "One service, `/bin/sleep 1000000` from a busybox-static root filesystem, every \
+         namespace private, read-only root, seccomp, 9 capabilities (init's generated spec). \
+         init runs as PID 1 of a pid+mount namespace (`--test-mode`). runc and crun run the \
+         **same** `config.json` (from `sysctr inspect`; only `cgroupsPath` changed), with \
+         `run -d` timed as a wall clock from this process. Each sysctr run is preceded by a \
+         stop; each runc run is followed by `delete -f`.\n"
+    )?;
+    t.push_str(TABLE_HEAD);
+    t.push_str(&row(
+        "sysctr: create+start inside PID 1 (`start_us`: spec, pipes, libcontainer build()+start())",
+        s_init,
+    ));
+    t.push_str(&row(
+        "sysctr: `start` request → reply, raw socket client",
+        s_sock,
+    ));
+    t.push_str(&row(
+        "sysctr: `sysctr start` CLI, wall time (exec of the client included)",
+        s_cli,
+    ));
+    let mut runc_median = None;
+    let mut peer_notes = String::new();
+    for (rt, r) in &peers {
+        match r {
+            Ok((run, del)) => {
+                let s = stats(run);
+                if *rt == "runc" {
+                    runc_median = Some(s.median);
+                }
+                t.push_str(&row(&format!("{rt} run -d, wall time"), s));
+                t.push_str(&row(&format!("{rt} delete -f, wall time"), stats(del)));
+            }
+            Err(e) => {
+                writeln!(peer_notes, "- **{rt}** does not run here: `{}`", e.trim())?;
+            }
+        }
+    }
+    t.push_str(&row(
+        "fork+exec+wait of busybox `true` (static) from the rootfs",
+        s_fork,
+    ));
+    t.push_str(&row("fork+exec+wait of busybox `sleep 0`", s_fork_sleep));
+    t.push('\n');
+    if !peer_notes.is_empty() {
+        writeln!(
+            t,
+            "{peer_notes}  (crun refuses hybrid cgroup hierarchies; it runs on pure cgroup v2, \
+             which is what the QEMU guest has, see below.)\n"
+        )?;
+    }
+    writeln!(t, "| ratio (medians) | value | target |\n|---|---:|---|")?;
+    if let Some(r) = runc_median {
+        writeln!(
+            t,
+            "| sysctr in PID 1 / runc run -d | {} | (≤ 0.5× crun; crun not runnable here) |",
+            ratio(s_init.median, r)
+        )?;
+        writeln!(
+            t,
+            "| sysctr CLI start / runc run -d (both include a process exec) | {} | |",
+            ratio(s_cli.median, r)
+        )?;
+    }
+    writeln!(
+        t,
+        "| sysctr in PID 1 / fork+exec+wait `true` | {} | ≤ 15× |",
+        ratio(s_init.median, s_fork.median)
+    )?;
+    writeln!(
+        t,
+        "| sysctr in PID 1 / fork+exec+wait `sleep 0` | {} | ≤ 15× |\n",
+        ratio(s_init.median, s_fork_sleep.median)
+    )?;
+    writeln!(
+        t,
+        "### Where the create+start time goes\n\n\
+         CPU profile (`perf record -a -g`, 4 kHz) over 10 stop+start cycles, samples of PID 1, \
+         libcontainer's intermediate and init processes and the exec'd program (`exe`); the \
+         binary is stripped, so user time is one line per process. (`start_us` of 10 \
+         unprofiled runs right after: median {} ms.)\n\n{cpu_profile}\
+         Syscall counts of PID 1 and its children over 10 more cycles (`strace -c -f`; \
+         times under strace are inflated, the counts are not):\n\n```\n{profile}\n```\n",
+        ms(stats(&profiled).median)
+    )?;
+
+    let s_restart = stats(&restart);
+    let s_rstart = stats(&restart_start);
+    let s_gap = stats(&restart_gap);
+    writeln!(t, "## Host: restart latency\n")?;
+    writeln!(
+        t,
+        "SIGKILL of the service's process (found by NSpid) at CLOCK_BOOTTIME T0; latency = \
+         the new run's `started_boot_us` − T0 (same clock inside init's namespace). Each \
+         run starts from a fresh `start`, so the backoff is at its first step (immediate).\n"
+    )?;
+    t.push_str(TABLE_HEAD);
+    t.push_str(&row("kill → new container process running", s_restart));
+    t.push_str(&row(
+        "of which: create+start of the new run (`start_us`)",
+        s_rstart,
+    ));
+    t.push_str(&row(
+        "of which: exit noticed, old container deleted, cgroup removed (the rest)",
+        s_gap,
+    ));
+    writeln!(
+        t,
+        "\n| ratio | value | target |\n|---|---:|---|\n\
+         | restart − create+start (median) | {} ms | ≤ 5 ms |\n",
+        ms(s_restart.median - s_rstart.median)
+    )?;
+    Ok(t)
+}
+
+/// `run -d` then `delete -f` of the bundle, `runs` times. Err(the runtime's message) when
+/// the first run fails.
+fn peer_runs(
+    rt: &str,
+    bundle: &Path,
+    scratch: &Scratch,
+    runs: usize,
+    deadline: Instant,
+) -> std::result::Result<(Vec<f64>, Vec<f64>), String> {
+    let root = scratch.dir.join(format!("{rt}-state"));
+    let id = format!("sysctr-bench-{}", std::process::id());
+    // Not a pipe: with `run -d` and no terminal the container inherits the runtime's stdio,
+    // so a pipe would stay open for as long as the container runs.
+    let errfile = scratch.dir.join(format!("{rt}.err"));
+    let run = |args: &[&str]| -> std::result::Result<(bool, f64, String), String> {
+        let err = fs::File::create(&errfile).map_err(|e| e.to_string())?;
+        let mut c = Command::new(rt);
+        c.arg("--root")
+            .arg(&root)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err);
+        let (ok, us) =
+            run_bounded(&mut c, Duration::from_secs(30)).map_err(|e| format!("{e:#}"))?;
+        let msg = fs::read_to_string(&errfile).unwrap_or_default();
+        Ok((ok, us, msg.trim().to_string()))
+    };
+    let bundle = bundle.display().to_string();
+    let (mut runs_us, mut del_us) = (Vec::new(), Vec::new());
+    for i in 0..runs {
+        if Instant::now() > deadline && i > 0 {
+            break;
+        }
+        let (ok, us, msg) = run(&["run", "-d", "--bundle", &bundle, &id])?;
+        if !ok {
+            let _ = run(&["delete", "-f", &id]);
+            return Err(if i == 0 {
+                msg
+            } else {
+                format!("run {i} failed: {msg}")
+            });
+        }
+        runs_us.push(us);
+        let (ok, us, msg) = run(&["delete", "-f", &id])?;
+        if !ok {
+            return Err(format!("delete failed: {msg}"));
+        }
+        del_us.push(us);
+    }
+    Ok((runs_us, del_us))
+}
+
+/// Runs a command to completion within `timeout` (killed after it); (success, wall µs).
+/// Polls every 100 µs, which bounds the timing error.
+fn run_bounded(cmd: &mut Command, timeout: Duration) -> Result<(bool, f64)> {
+    let t = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    loop {
+        if let Some(st) = child.try_wait()? {
+            return Ok((st.success(), elapsed_us(t)));
+        }
+        if t.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{cmd:?} did not finish within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
+}
+
+/// Leftovers of an earlier run that was killed (containers, cgroups, scratch directories),
+/// so the bench can always be run again.
+fn cleanup_stale() {
+    for e in fs::read_dir(std::env::temp_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("sysctr-bench-")
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        eprintln!("xtask: bench: cleaning up after an interrupted run ({name})");
+        // An init namespace of that run: its unshare has the scratch dir on its command line.
+        let marker = format!("{}/", e.path().display());
+        for p in fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            let cmdline = fs::read(p.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            if cmdline.starts_with("unshare\0") && cmdline.contains(&marker) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+        for rt in ["runc", "crun"] {
+            let root = e.path().join(format!("{rt}-state"));
+            if root.is_dir() {
+                let _ = Command::new(rt)
+                    .arg("--root")
+                    .arg(&root)
+                    .args(["delete", "-f", &name])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+        let _ = fs::remove_dir_all(e.path());
+        for tag in ["peer", "start", "mem0", "mem1", "mem10", "mem50", "mem100"] {
+            remove_cgroups(&format!("{name}-{tag}"));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// sections 3 and 4: PID 1 memory; `sysctr ps` latency
+
+fn memory_and_ps(o: &Options, bins: &Binaries, scratch: &Scratch) -> Result<String> {
+    let mut mem = Vec::new();
+    let mut ps_rows = String::new();
+    let mut ps_medians = Vec::new();
+    let mut ps_profile = String::new();
+    let mut by_mapping = Vec::new();
+    for &n in MEMORY_COUNTS {
+        let services: Vec<Value> = (0..n)
+            .map(|i| sleep_service(&format!("s{i:03}"), &scratch.rootfs))
+            .collect();
+        let init = HostInit::start(bins, scratch, &format!("mem{n}"), services)?;
+        let ps = init.wait(
+            &format!("{n} services running"),
+            Duration::from_secs(120),
+            |ps| ps.iter().filter(|s| s.pid.is_some()).count() == n,
+        )?;
+        // From the first create to the last container running, by init's clock.
+        let first = ps
+            .iter()
+            .filter_map(|s| Some(s.started_boot_us? - s.start_us?))
+            .min();
+        let last = ps.iter().filter_map(|s| s.started_boot_us).max();
+        let boot = match (first, last) {
+            (Some(a), Some(b)) => Duration::from_micros(b - a),
+            _ => Duration::ZERO,
+        };
+        std::thread::sleep(Duration::from_millis(500));
+        let (rss, pss) = init.memory()?;
+        mem.push((n, rss, pss, boot));
+        if n == 100 {
+            by_mapping = init.memory_by_mapping()?;
+        }
+        if PS_COUNTS.contains(&n) {
+            let (cli, json_cli, raw, bytes) = ps_latency(&init, bins, o.runs)?;
+            ps_medians.push((n, raw.median, cli.median));
+            writeln!(
+                ps_rows,
+                "| {n} | `sysctr ps` CLI, wall | {} | {} | {} |",
+                cli.n,
+                ms(cli.median),
+                ms(cli.p95)
+            )?;
+            writeln!(
+                ps_rows,
+                "| {n} | `sysctr ps --json` CLI, wall | {} | {} | {} |",
+                json_cli.n,
+                ms(json_cli.median),
+                ms(json_cli.p95)
+            )?;
+            writeln!(
+                ps_rows,
+                "| {n} | `ps` request → reply ({bytes} bytes), raw socket | {} | {} | {} |",
+                raw.n,
+                ms(raw.median),
+                ms(raw.p95)
+            )?;
+            if n == 100 {
+                ps_profile = strace_profile(init.host_pid()?, || {
+                    for _ in 0..20 {
+                        init.ps()?;
+                    }
+                    Ok(())
+                })
+                .unwrap_or_else(|e| format!("strace failed: {e:#}"));
+            }
+        }
+        drop(init);
+    }
+
+    let mut t = String::new();
+    writeln!(t, "## Host: PID 1 memory\n")?;
+    writeln!(
+        t,
+        "init as PID 1 in test mode with N `sleep` services, all running, 0.5 s after the \
+         last start; `/proc/<init>/smaps_rollup`. (In test mode init does not mount or own \
+         the machine, otherwise it is the same binary and code path.)\n"
+    )?;
+    writeln!(
+        t,
+        "| services | RSS KiB | PSS KiB | starting them all took |\n|---:|---:|---:|---:|"
+    )?;
+    for (n, rss, pss, boot) in &mem {
+        writeln!(
+            t,
+            "| {n} | {} | {} | {} ms |",
+            kib(*rss),
+            kib(*pss),
+            boot.as_millis()
+        )?;
+    }
+    let get = |n: usize| mem.iter().find(|m| m.0 == n);
+    if let (Some(a), Some(b)) = (get(1), get(100)) {
+        let per_rss = (b.1 as f64 - a.1 as f64) / 99.0;
+        let per_pss = (b.2 as f64 - a.2 as f64) / 99.0;
+        writeln!(
+            t,
+            "\n| ratio | value | target |\n|---|---:|---|\n\
+             | RSS per extra service (1 → 100) | {:.1} KiB | < 50 KiB |\n\
+             | PSS per extra service (1 → 100) | {:.1} KiB | |\n\
+             | RSS with 1 service | {:.2} MiB | < 5 MiB with the default services |\n",
+            per_rss / 1024.0,
+            per_pss / 1024.0,
+            a.1 as f64 / 1048576.0
+        )?;
+    }
+    if !by_mapping.is_empty() {
+        writeln!(
+            t,
+            "Where the RSS is at 100 services (`/proc/<init>/smaps`, summed by mapping):\n\n\
+             | mapping | RSS KiB |\n|---|---:|"
+        )?;
+        for (name, b) in by_mapping.iter().take(8) {
+            writeln!(t, "| {name} | {} |", kib(*b))?;
+        }
+        t.push('\n');
+    }
+
+    writeln!(t, "## Host: `sysctr ps` latency\n")?;
+    writeln!(
+        t,
+        "Wall time of the CLI (a static binary, exec included) and of the same request from \
+         an in-process raw socket client (`manifest::protocol`), against init in test mode.\n"
+    )?;
+    writeln!(
+        t,
+        "| services | what | runs | median ms | p95 ms |\n|---:|---|---:|---:|---:|\n{ps_rows}"
+    )?;
+    if let Some((_, raw, cli)) = ps_medians.iter().find(|m| m.0 == 100) {
+        writeln!(
+            t,
+            "| ratio | value | target |\n|---|---:|---|\n\
+             | `sysctr ps` at 100 services, CLI median | {} ms | < 10 ms |\n\
+             | of which the request itself (raw socket) | {} ms | |\n",
+            ms(*cli),
+            ms(*raw)
+        )?;
+    }
+    if !ps_profile.is_empty() {
+        writeln!(
+            t,
+            "Syscalls of PID 1 over 20 `ps` requests at 100 services (`strace -c -f`, by count):\n\n```\n{ps_profile}\n```\n"
+        )?;
+    }
+    Ok(t)
+}
+
+/// (CLI table, CLI --json, raw socket, reply size).
+fn ps_latency(
+    init: &HostInit,
+    bins: &Binaries,
+    runs: usize,
+) -> Result<(Stats, Stats, Stats, usize)> {
+    let mut cli = Vec::new();
+    let mut json_cli = Vec::new();
+    let mut raw = Vec::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        let st = init.cli(bins, &["ps"]).status()?;
+        cli.push(elapsed_us(t));
+        if !st.success() {
+            bail!("sysctr ps failed: {st}");
+        }
+        let t = Instant::now();
+        init.cli(bins, &["ps", "--json"]).status()?;
+        json_cli.push(elapsed_us(t));
+        let t = Instant::now();
+        init.ps()?;
+        raw.push(elapsed_us(t));
+    }
+    let bytes = serde_json::to_vec(&Response::Services {
+        services: init.ps()?,
+    })?
+    .len();
+    Ok((stats(&cli), stats(&json_cli), stats(&raw), bytes))
+}
+
+// ---------------------------------------------------------------------------------------
+// sections 5 and 6: the QEMU guest (boot timeline, guest-side figures); image size
+
+fn guest(o: &Options, scratch: &Scratch) -> Result<String> {
+    ensure_debian_packages(qemu::QEMU_PACKAGES)?;
+    let img = image::build(&image::Options::default())?;
+    let stage = img
+        .root_squashfs
+        .parent()
+        .context("image dir")?
+        .join("root");
+    let mut t = String::new();
+    t.push_str(&image_sizes(&img, &stage)?);
+    // The boot is of the development image: the same services, but its console runs in the
+    // machine's pid namespace, so PID 1's memory can be read from inside (`/proc/1/status`).
+    let dev = image::build(&image::Options {
+        dev: true,
+        ..Default::default()
+    })?;
+    match boot_guest(o, scratch, &dev) {
+        Ok(s) => t.push_str(&s),
+        Err(e) => writeln!(t, "## Guest (QEMU)\n\nNot measured: {e:#}\n")?,
+    }
+    Ok(t)
+}
+
+fn image_sizes(img: &image::Image, stage: &Path) -> Result<String> {
+    let kernel = fs::metadata(&img.kernel)?.len();
+    let squash = fs::metadata(&img.root_squashfs)?.len();
+    let mut t = String::new();
+    writeln!(t, "## Image size by part\n")?;
+    writeln!(
+        t,
+        "The production image (`cargo xtask image`): parts as files (uncompressed, apparent \
+         size), and what ships: the kernel plus the xz squashfs root.\n"
+    )?;
+    writeln!(t, "| part | KiB |\n|---|---:|")?;
+    writeln!(t, "| kernel (bzImage) | {} |", kib(kernel))?;
+    for (name, p) in [("init", "sbin/init"), ("sysctr CLI", "usr/bin/sysctr")] {
+        writeln!(
+            t,
+            "| {name} | {} |",
+            kib(fs::metadata(stage.join(p))?.len())
+        )?;
+    }
+    for c in image::CONTAINERS {
+        let dir = stage.join("containers").join(c).join("rootfs");
+        writeln!(t, "| container {c} (files) | {} |", kib(tree_size(&dir)?))?;
+    }
+    writeln!(
+        t,
+        "| **root.squashfs** (all but the kernel, xz, deduplicated) | **{}** |",
+        kib(squash)
+    )?;
+    writeln!(
+        t,
+        "| **kernel + root.squashfs** | **{}** |",
+        kib(kernel + squash)
+    )?;
+    writeln!(
+        t,
+        "\n| ratio | value | target |\n|---|---:|---|\n| image (kernel + root) | {:.2} MB | < 10 MB |\n",
+        (kernel + squash) as f64 / 1e6
+    )?;
+    Ok(t)
+}
+
+fn tree_size(dir: &Path) -> Result<u64> {
+    let mut total = 0;
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        let ft = e.file_type()?;
+        if ft.is_dir() {
+            total += tree_size(&e.path())?;
+        } else if ft.is_file() {
+            total += e.metadata()?.len();
+        }
+    }
+    Ok(total)
+}
+
+/// QEMU, killed on drop.
+struct Vm(Child);
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn boot_guest(o: &Options, scratch: &Scratch, img: &image::Image) -> Result<String> {
+    let dir = scratch.dir.join("vm");
+    fs::create_dir_all(&dir)?;
+    let disk = dir.join("disk.img");
+    crate::util::run(
+        Command::new("cp")
+            .arg("--sparse=always")
+            .arg(&img.disk)
+            .arg(&disk),
+    )?;
+    let key = dir.join("id_ed25519");
+    crate::util::run(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "bench", "-f"])
+            .arg(&key),
+    )?;
+    let pubkey = fs::read_to_string(key.with_extension("pub"))?
+        .trim()
+        .to_string();
+    let bootconfig = dir.join("bootconfig.json");
+    fs::write(&bootconfig, qemu::boot_config("bench", &[pubkey]))?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    // TCG unless asked: on this (nested) machine KVM with `-cpu host` aborts in QEMU, and
+    // the boot tests use TCG too. Guest-side figures are then TCG figures.
+    let kvm = o.kvm;
+    let serial = dir.join("serial.log");
+    let mut cmd = qemu::qemu_command(&img.kernel, &disk, &bootconfig, port, "512", "2", kvm, "");
+    cmd.args(["-display", "none", "-monitor", "none", "-serial"])
+        .arg(format!("file:{}", serial.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(dir.join("qemu.err"))?);
+    let t0 = Instant::now();
+    let mut vm = Vm(cmd.spawn().context("start qemu-system-x86_64")?);
+    let boot_timeout = Duration::from_secs(if kvm { 60 } else { 240 });
+    let marker = "sysctr: all services ready";
+    loop {
+        let log = fs::read_to_string(&serial).unwrap_or_default();
+        if log.contains(marker) || log.contains("sysctr: boot complete") {
+            break;
+        }
+        if let Ok(Some(st)) = vm.0.try_wait() {
+            bail!(
+                "QEMU exited ({st}) before boot finished:\n{}",
+                tail(&log, 30)
+            );
+        }
+        if t0.elapsed() > boot_timeout {
+            bail!("no {marker:?} within {boot_timeout:?}:\n{}", tail(&log, 30));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let host_wall = t0.elapsed();
+    let ssh = |command: &str, input: Option<&str>| -> Result<String> {
+        let mut c = Command::new("timeout");
+        c.arg("120")
+            .arg("ssh")
+            .args(["-i"])
+            .arg(&key)
+            .args([
+                "-p",
+                &port.to_string(),
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "ConnectTimeout=10",
+                "-o",
+                "LogLevel=ERROR",
+                "root@127.0.0.1",
+                command,
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn()?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(input.unwrap_or("").as_bytes())?;
+        }
+        let mut out = String::new();
+        child
+            .stdout
+            .take()
+            .context("stdout")?
+            .read_to_string(&mut out)?;
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .context("stderr")?
+            .read_to_string(&mut err)?;
+        let st = child.wait()?;
+        if !st.success() {
+            bail!("ssh {command:?}: {st}: {}", err.trim());
+        }
+        Ok(out)
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        match ssh("true", None) {
+            Ok(_) => break,
+            Err(e) if Instant::now() > deadline => return Err(e.context("ssh never came up")),
+            Err(_) => std::thread::sleep(Duration::from_secs(1)),
+        }
+    }
+    let version = ssh("sysctr version", None)?;
+    let init_s: f64 = version
+        .lines()
+        .find_map(|l| l.split("started ").nth(1))
+        .and_then(|v| v.split('s').next())
+        .and_then(|v| v.parse().ok())
+        .context("no init start time in `sysctr version`")?;
+    let ps: Vec<ServiceStatus> = serde_json::from_str(&ssh("sysctr ps --json", None)?)?;
+    let log = fs::read_to_string(&serial).unwrap_or_default();
+    let kernel_line = |needle: &str| -> Option<f64> {
+        log.lines().find(|l| l.contains(needle)).and_then(|l| {
+            l.trim_start()
+                .strip_prefix('[')?
+                .split(']')
+                .next()?
+                .trim()
+                .parse()
+                .ok()
+        })
+    };
+    // PID 1's memory, through the dev console (host pid namespace); /proc/<pid>/status is
+    // readable without ptrace rights, smaps_rollup (PSS) is not.
+    let init_mem = ssh("sysctr exec console cat /proc/1/status", None)
+        .map(|status| {
+            ["VmRSS:", "RssAnon:", "RssFile:"]
+                .iter()
+                .filter_map(|k| {
+                    status
+                        .lines()
+                        .find(|l| l.starts_with(k))
+                        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_else(|e| format!("not readable: {e:#}"));
+    let script = fs::read_to_string(workspace_root().join("bench/guest.sh"))?;
+    let guest_out = ssh(&format!("sh -s {}", o.runs.min(50)), Some(&script))?;
+
+    let mut t = String::new();
+    writeln!(t, "## Guest (QEMU): boot timeline\n")?;
+    writeln!(
+        t,
+        "QEMU {} with 2 vCPUs and 512 MiB, the production image from `cargo xtask image`. \
+         Times are CLOCK_BOOTTIME in the guest (0 = kernel start), from init's own \
+         timestamps (`sysctr version`, `sysctr ps --json`) and the kernel's printk times. \
+         Host wall clock from QEMU start to the \"all services ready\" line on the serial \
+         console: {} ms. The development image is booted (production services; the \
+         console is a root shell in the machine's pid namespace, which lets the bench read \
+         PID 1's memory).\n",
+        if kvm { "KVM" } else { "TCG" },
+        host_wall.as_millis()
+    )?;
+    writeln!(t, "| step | ms since boot |\n|---|---:|")?;
+    for (what, needle) in [
+        ("kernel: virtio block ready", "virtio_blk"),
+        ("kernel: root mounted (VFS)", "VFS: Mounted root"),
+        ("kernel: runs /sbin/init", "Run /sbin/init"),
+    ] {
+        if let Some(s) = kernel_line(needle) {
+            writeln!(t, "| {what} | {:.0} |", s * 1000.0)?;
+        }
+    }
+    writeln!(
+        t,
+        "| init: main() entered (`init_boot_ms`) | {:.0} |",
+        init_s * 1000.0
+    )?;
+    let mut last_ready = 0;
+    for s in &ps {
+        let started = s
+            .started_boot_ms
+            .map(|v| v.to_string())
+            .unwrap_or("-".into());
+        let ready = s.ready_boot_ms.map(|v| v.to_string()).unwrap_or("-".into());
+        last_ready = last_ready.max(s.ready_boot_ms.unwrap_or(0));
+        let start = s.start_us.map(|v| ms(v as f64)).unwrap_or("-".into());
+        writeln!(
+            t,
+            "| {} {} started / ready (create+start {} ms) | {} / {} |",
+            match s.kind {
+                manifest::Kind::Onboot => "onboot",
+                manifest::Kind::Service => "service",
+            },
+            s.name,
+            start,
+            started,
+            ready
+        )?;
+    }
+    writeln!(t, "| **all services ready** | **{last_ready}** |")?;
+    let services = ps
+        .iter()
+        .filter(|s| s.kind == manifest::Kind::Service)
+        .count();
+    writeln!(
+        t,
+        "\nPID 1 memory in the guest with the {services} default services, after boot \
+         (`/proc/1/status`): {init_mem}. Target: RSS < 5 MiB.\n"
+    )?;
+    t.push_str(&guest_figures(&guest_out)?);
+    Ok(t)
+}
+
+/// Parses the output of `bench/guest.sh`.
+fn guest_figures(out: &str) -> Result<String> {
+    let mut t = String::new();
+    let mut starts = Vec::new();
+    let mut ps_mean = None;
+    let mut svc = String::new();
+    for line in out.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        match f.as_slice() {
+            ["start_us", name, v] => {
+                svc = name.to_string();
+                if let Ok(v) = v.parse::<f64>() {
+                    starts.push(v);
+                }
+            }
+            ["ps", n, a, b] => {
+                let (n, a, b): (f64, f64, f64) = (n.parse()?, a.parse()?, b.parse()?);
+                ps_mean = Some(((b - a) * 1e6 / n, n as usize));
+            }
+            _ => {}
+        }
+    }
+    writeln!(t, "### Guest-side figures (`bench/guest.sh` over ssh)\n")?;
+    t.push_str(TABLE_HEAD);
+    if !starts.is_empty() {
+        t.push_str(&row(
+            &format!(
+                "sysctr create+start of the `{svc}` service in PID 1 (`start_us`; stop+start)"
+            ),
+            stats(&starts),
+        ));
+    }
+    t.push('\n');
+    if let Some((mean, n)) = ps_mean {
+        writeln!(
+            t,
+            "`sysctr ps` in the guest with the default services: mean {} ms over {n} runs \
+             (busybox has no sub-second clock; measured as /proc/uptime difference / runs).\n",
+            ms(mean)
+        )?;
+    }
+    if starts.is_empty() && ps_mean.is_none() {
+        writeln!(t, "guest script output not understood:\n```\n{out}\n```\n")?;
+    }
+    Ok(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_median_p95() {
+        let v: Vec<f64> = (1..=100).map(|i| i as f64).collect();
+        let s = stats(&v);
+        assert_eq!(s.median, 50.5);
+        assert_eq!(s.p95, 95.0);
+        assert_eq!(s.min, 1.0);
+        assert_eq!(stats(&[3.0, 1.0, 2.0]).median, 2.0);
+    }
+
+    #[test]
+    fn guest_output_parses() {
+        let t =
+            guest_figures("start_us time 1500\nstart_us time 2500\nps 50 10.00 10.50\n").unwrap();
+        assert!(t.contains("| 2 | 2.00 |"), "{t}");
+        assert!(t.contains("mean 10.0 ms"), "{t}");
+    }
+}
