@@ -11,7 +11,7 @@ use std::net::TcpListener;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Marker init prints when every service is Ready.
@@ -49,16 +49,25 @@ impl ImagePaths {
     }
 }
 
+/// One VM at a time: TCG guests on a small machine time out when they run side by side, and
+/// `cargo test` runs tests in parallel unless told otherwise.
+static ONE_VM_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 /// A scratch directory for one test: the disk copy, key, boot config, monitor socket.
+/// Holding it also holds the one-VM-at-a-time lock.
 pub struct Scratch {
     pub dir: PathBuf,
     pub key: PathBuf,
     pub disk: PathBuf,
+    _turn: MutexGuard<'static, ()>,
 }
 
 impl Scratch {
     /// A fresh copy of the image's disk and a fresh ssh key pair.
     pub fn new(name: &str, image: &ImagePaths) -> Scratch {
+        let turn = ONE_VM_AT_A_TIME
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let dir = std::env::temp_dir().join(format!("sysctr-boot-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create scratch dir");
@@ -77,7 +86,12 @@ impl Scratch {
             .status()
             .expect("ssh-keygen (apt-get install openssh-client)");
         assert!(st.success(), "ssh-keygen failed");
-        Scratch { dir, key, disk }
+        Scratch {
+            dir,
+            key,
+            disk,
+            _turn: turn,
+        }
     }
 
     pub fn public_key(&self) -> String {
