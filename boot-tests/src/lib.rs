@@ -160,7 +160,11 @@ impl Vm {
         std::fs::write(&config, cfg.to_string()).expect("write boot config");
         let monitor = scratch.dir.join("monitor.sock");
         let _ = std::fs::remove_file(&monitor);
-        let mut append = "console=ttyS0 root=/dev/vda1 rootfstype=squashfs ro".to_string();
+        // The command line the image was built for (its dm-verity root), from `cmdline`
+        // next to the kernel; without one, the root partition mounted directly.
+        let mut append = std::fs::read_to_string(image.kernel.with_file_name("cmdline"))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "console=ttyS0 root=/dev/vda1 rootfstype=squashfs ro".into());
         if !opts.append.is_empty() {
             append.push(' ');
             append.push_str(&opts.append);

@@ -330,3 +330,39 @@ fn network_static_from_boot_config() {
     );
     assert_eq!(vm.ssh("cat /etc/resolv.conf").trim(), "nameserver 10.0.2.3");
 }
+
+/// The root is verified: a disk whose root partition was modified after the build does not
+/// boot into the modified system (dm-verity refuses the changed blocks).
+#[test]
+fn tampered_root_is_refused() {
+    let image = ImagePaths::from_env();
+    let scratch = Scratch::new("tamper", &image);
+    let cmdline = std::fs::read_to_string(image.kernel.with_file_name("cmdline"))
+        .expect("the image has no cmdline file next to its kernel (no dm-verity root)");
+    assert!(
+        cmdline.contains("verity"),
+        "cmdline without dm-verity: {cmdline}"
+    );
+    // Flip one byte of the squashfs superblock (partition 1 starts at 1 MiB).
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut disk = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&scratch.disk)
+        .unwrap();
+    let offset = (1 << 20) + 40;
+    let mut byte = [0u8; 1];
+    disk.seek(SeekFrom::Start(offset)).unwrap();
+    disk.read_exact(&mut byte).unwrap();
+    disk.seek(SeekFrom::Start(offset)).unwrap();
+    disk.write_all(&[byte[0] ^ 0xff]).unwrap();
+    drop(disk);
+    let mut vm = Vm::boot(&image, &scratch, &BootOptions::default());
+    vm.wait_for("corrupted", Duration::from_secs(120));
+    vm.wait_for("Kernel panic", Duration::from_secs(120));
+    assert!(
+        !vm.serial().contains("sysctr: INFO"),
+        "init ran from a tampered root\n{}",
+        vm.tail(40)
+    );
+}

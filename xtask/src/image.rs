@@ -26,6 +26,7 @@ pub const IMAGE_PACKAGES: &[&str] = &[
     "e2fsprogs",
     "gdisk",
     "dropbear-bin",
+    "cryptsetup-bin",
 ];
 
 /// The system containers, in manifest order (the onboot task first).
@@ -46,6 +47,12 @@ const DISK_GUID: &str = "53595343-5452-4000-8000-000000000000";
 const ROOT_PART_GUID: &str = "53595343-5452-4000-8000-000000000001";
 const STATE_PART_GUID: &str = "53595343-5452-4000-8000-000000000002";
 const STATE_FS_UUID: &str = "53595343-5452-4000-8000-000000000003";
+/// dm-verity salt and hash-tree UUID, fixed for reproducibility (the salt only has to be
+/// unique per image family, not secret).
+const VERITY_SALT: &str = "73797363747220726f6f7420766572697479000000000000000000000000002a";
+const VERITY_UUID: &str = "53595343-5452-4000-8000-000000000004";
+/// dm-verity data and hash block size.
+const VERITY_BLOCK: u64 = 4096;
 
 #[derive(Debug, Default, Clone)]
 pub struct Options {
@@ -308,14 +315,27 @@ pub fn build(opts: &Options) -> Result<Image> {
         );
     }
 
+    // dm-verity hash tree right after the squashfs in the root partition.
+    let tree = out.join("root.verity");
+    let cmdline = verity_format(&squash, &tree)?;
+    let tree_len = fs::metadata(&tree)?.len();
+    if squash_len + tree_len > ROOT_SIZE {
+        bail!(
+            "root filesystem plus hash tree ({} bytes) do not fit the root partition",
+            squash_len + tree_len
+        );
+    }
+
     // State partition and disk.
     let state = out.join("state.ext4");
     make_state_fs(&state, &epoch)?;
     let disk = out.join("disk.img");
     make_disk(&disk, &squash, &state)?;
+    write_at(&disk, ROOT_START + squash_len, &tree)?;
     let _ = fs::remove_file(&state);
     let kernel = out.join("bzImage");
     copy_file(&kernel_src, &kernel, Some(0o644))?;
+    fs::write(out.join("cmdline"), format!("{cmdline}\n"))?;
 
     // The table.
     println!("{:<22} {:>12}", "component", "bytes");
@@ -326,11 +346,55 @@ pub fn build(opts: &Options) -> Result<Image> {
         "{:<22} {:>12}   (all of the above but the kernel, squashfs xz, deduplicated)",
         "root.squashfs", squash_len
     );
+    println!("{:<22} {:>12}", "root.verity", tree_len);
+    eprintln!("xtask: image: kernel command line: {cmdline}");
     Ok(Image {
         kernel,
         disk,
         root_squashfs: squash,
     })
+}
+
+/// Builds the dm-verity hash tree of the squashfs into `tree` and returns the kernel command
+/// line that maps the root partition through dm-verity (`dm-mod.create=`, no initramfs) and
+/// mounts it. The tree sits in the same partition right after the filesystem, so the
+/// partition also still mounts directly (`root=/dev/vda1`) for debugging.
+fn verity_format(squash: &Path, tree: &Path) -> Result<String> {
+    let len = fs::metadata(squash)?.len();
+    if len % VERITY_BLOCK != 0 {
+        // mksquashfs pads to 4 KiB; pad anyway if that ever changes.
+        let padded = len.div_ceil(VERITY_BLOCK) * VERITY_BLOCK;
+        fs::OpenOptions::new()
+            .write(true)
+            .open(squash)?
+            .set_len(padded)?;
+    }
+    let blocks = fs::metadata(squash)?.len() / VERITY_BLOCK;
+    let _ = fs::remove_file(tree);
+    let out = output(
+        Command::new("veritysetup")
+            .args(["format", "--no-superblock", "--hash", "sha256"])
+            .arg(format!("--data-block-size={VERITY_BLOCK}"))
+            .arg(format!("--hash-block-size={VERITY_BLOCK}"))
+            .arg(format!("--salt={VERITY_SALT}"))
+            .arg(format!("--uuid={VERITY_UUID}"))
+            .arg(squash)
+            .arg(tree),
+    )?;
+    let root_hash = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Root hash:"))
+        .map(|h| h.trim().to_string())
+        .with_context(|| format!("veritysetup printed no root hash:\n{out}"))?;
+    // <version> <data dev> <hash dev> <data block> <hash block> <#data blocks>
+    // <hash start block> <algorithm> <root hash> <salt>
+    let table = format!(
+        "0 {sectors} verity 1 /dev/vda1 /dev/vda1 {VERITY_BLOCK} {VERITY_BLOCK} {blocks} {blocks} sha256 {root_hash} {VERITY_SALT}",
+        sectors = blocks * VERITY_BLOCK / 512
+    );
+    Ok(format!(
+        "console=ttyS0 dm-mod.create=\"sysctr-root,,,ro,{table}\" root=/dev/dm-0 rootfstype=squashfs ro"
+    ))
 }
 
 /// Validates the manifest with the same code PID 1 uses, then checks what only the build can:

@@ -13,8 +13,17 @@ use std::process::Command;
 
 pub const QEMU_PACKAGES: &[&str] = &["qemu-system-x86", "openssh-client"];
 
-/// The kernel command line every boot uses (plus `--append`).
+/// The kernel command line when the image has no `cmdline` file next to its kernel: the root
+/// partition mounted directly, without dm-verity (plus `--append`).
 pub const BASE_CMDLINE: &str = "console=ttyS0 root=/dev/vda1 rootfstype=squashfs ro";
+
+/// The command line an image was built for (`cmdline` next to its kernel: the dm-verity
+/// root), or [`BASE_CMDLINE`].
+pub fn image_cmdline(kernel: &Path) -> String {
+    fs::read_to_string(kernel.with_file_name("cmdline"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| BASE_CMDLINE.to_string())
+}
 
 struct RunOptions {
     memory: String,
@@ -140,7 +149,7 @@ pub fn qemu_command(
     } else {
         cmd.args(["-accel", "tcg"]);
     }
-    let mut line = BASE_CMDLINE.to_string();
+    let mut line = image_cmdline(kernel);
     if !append.is_empty() {
         line.push(' ');
         line.push_str(append);
@@ -184,7 +193,7 @@ pub fn command(args: &[String]) -> Result<()> {
     let run_dir = workspace_root().join("build").join("run");
     fs::create_dir_all(&run_dir)?;
     let disk = run_dir.join("disk.img");
-    refresh_disk(&disk, &img.disk, &img.root_squashfs, o.fresh)?;
+    refresh_disk(&disk, &img.disk, o.fresh)?;
     let keys = read_keys(o.authorized_keys.as_deref())?;
     let bootconfig = run_dir.join("bootconfig.json");
     fs::write(&bootconfig, boot_config("sysctr", &keys))?;
@@ -228,7 +237,7 @@ pub fn command(args: &[String]) -> Result<()> {
 
 /// Keeps the run disk's state partition across runs: the freshly built root partition is
 /// written into the existing disk; a missing or differently sized disk is replaced.
-fn refresh_disk(run_disk: &Path, built: &Path, squash: &Path, fresh: bool) -> Result<()> {
+fn refresh_disk(run_disk: &Path, built: &Path, fresh: bool) -> Result<()> {
     let same_layout = fs::metadata(run_disk)
         .map(|m| m.len() == fs::metadata(built).map(|b| b.len()).unwrap_or(0))
         .unwrap_or(false);
@@ -239,9 +248,13 @@ fn refresh_disk(run_disk: &Path, built: &Path, squash: &Path, fresh: bool) -> Re
             .arg(run_disk))?;
         return Ok(());
     }
-    // Zero the old root first so no stale tail of a larger squashfs remains.
-    image::write_bytes_at(run_disk, ROOT_START, &vec![0u8; ROOT_SIZE as usize])?;
-    image::write_at(run_disk, ROOT_START, squash)
+    // The whole root partition (squashfs and its verity tree) from the freshly built disk.
+    use std::io::{Read, Seek, SeekFrom};
+    let mut src = fs::File::open(built)?;
+    src.seek(SeekFrom::Start(ROOT_START))?;
+    let mut root = vec![0u8; ROOT_SIZE as usize];
+    src.read_exact(&mut root)?;
+    image::write_bytes_at(run_disk, ROOT_START, &root)
 }
 
 /// `cargo xtask boot-test [cargo test args]`: builds the production image plus the test
