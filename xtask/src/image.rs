@@ -190,7 +190,11 @@ pub fn command(args: &[String]) -> Result<()> {
     let image = build(&opts)?;
     println!("kernel: {}", image.kernel.display());
     println!("disk:   {}", image.disk.display());
-    let total = fs::metadata(&image.kernel)?.len() + fs::metadata(&image.root_squashfs)?.len();
+    // kernel + root image (the squashfs and its verity tree, as written to partition 1)
+    let tree = image.root_squashfs.with_file_name("root.verity");
+    let total = fs::metadata(&image.kernel)?.len()
+        + fs::metadata(&image.root_squashfs)?.len()
+        + fs::metadata(&tree).map(|m| m.len()).unwrap_or(0);
     println!("total: {total} bytes");
     Ok(())
 }
