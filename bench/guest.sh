@@ -2,8 +2,10 @@
 # The in-guest part of `cargo xtask bench`, run over ssh as `sh -s RUNS` (busybox sh in the
 # ssh container, which has the sysctr CLI and the control socket). Prints one line per
 # figure for xtask/src/bench.rs to parse:
-#   start_us SERVICE MICROSECONDS   init's create+start time of one run of SERVICE
-#   ps RUNS UPTIME_BEFORE UPTIME_AFTER   `sysctr ps` RUNS times between two /proc/uptime reads
+#   start_us SERVICE MICROSECONDS         init's create+start time of one run of SERVICE
+#   loop NAME RUNS UPTIME_BEFORE UPTIME_AFTER
+#                                         a command run RUNS times between two /proc/uptime
+#                                         reads (busybox has no sub-second clock)
 n=${1:-20}
 svc=${BENCH_SERVICE:-time}
 
@@ -22,11 +24,19 @@ while [ "$i" -lt "$n" ]; do
 	i=$((i + 1))
 done
 
-read -r a _ </proc/uptime
-i=0
-while [ "$i" -lt "$n" ]; do
-	sysctr ps >/dev/null
-	i=$((i + 1))
-done
-read -r b _ </proc/uptime
-echo "ps $n $a $b"
+# Each loop forks and execs its command (busybox sh runs a path with a slash as a program).
+timed() {
+	name=$1
+	shift
+	read -r a _ </proc/uptime
+	i=0
+	while [ "$i" -lt "$n" ]; do
+		"$@" >/dev/null
+		i=$((i + 1))
+	done
+	read -r b _ </proc/uptime
+	echo "loop $name $n $a $b"
+}
+timed ps /usr/bin/sysctr ps
+timed cli-version /usr/bin/sysctr --version
+timed true /bin/true
