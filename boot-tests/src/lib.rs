@@ -31,11 +31,20 @@ pub struct ImagePaths {
 impl ImagePaths {
     /// From SYSCTR_KERNEL and SYSCTR_DISK; panics with instructions when unset.
     pub fn from_env() -> ImagePaths {
+        Self::from_vars("SYSCTR_KERNEL", "SYSCTR_DISK")
+    }
+
+    /// The development image (root shell on the console): SYSCTR_DEV_KERNEL, SYSCTR_DEV_DISK.
+    pub fn dev_from_env() -> ImagePaths {
+        Self::from_vars("SYSCTR_DEV_KERNEL", "SYSCTR_DEV_DISK")
+    }
+
+    fn from_vars(kernel: &str, disk: &str) -> ImagePaths {
         let get = |var: &str| -> PathBuf {
             let v = std::env::var_os(var).unwrap_or_else(|| {
                 panic!(
                     "{var} is not set: the boot tests need the image; run them with \
-                     `cargo xtask boot-test` (or set SYSCTR_KERNEL and SYSCTR_DISK)"
+                     `cargo xtask boot-test` (or set {kernel} and {disk})"
                 )
             });
             let p = PathBuf::from(v);
@@ -43,8 +52,8 @@ impl ImagePaths {
             p
         };
         ImagePaths {
-            kernel: get("SYSCTR_KERNEL"),
-            disk: get("SYSCTR_DISK"),
+            kernel: get(kernel),
+            disk: get(disk),
         }
     }
 }
@@ -140,6 +149,7 @@ impl Default for BootOptions {
 /// A running VM. Killed on drop.
 pub struct Vm {
     child: Child,
+    console_in: Option<std::process::ChildStdin>,
     serial: Arc<Mutex<String>>,
     pub ssh_port: u16,
     key: PathBuf,
@@ -195,10 +205,11 @@ impl Vm {
             .args(["-display", "none", "-serial", "stdio"])
             .arg("-monitor")
             .arg(format!("unix:{},server,nowait", monitor.display()))
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("start qemu-system-x86_64");
+        let console_in = child.stdin.take();
         let serial = Arc::new(Mutex::new(String::new()));
         let log_path = scratch.dir.join("serial.log");
         for stream in [
@@ -211,6 +222,7 @@ impl Vm {
         }
         Vm {
             child,
+            console_in,
             serial,
             ssh_port,
             key: scratch.key.clone(),
@@ -218,6 +230,15 @@ impl Vm {
             log_path,
             started: Instant::now(),
         }
+    }
+
+    /// Types `text` on the serial console.
+    pub fn type_on_console(&mut self, text: &str) {
+        let input = self.console_in.as_mut().expect("console input");
+        input
+            .write_all(text.as_bytes())
+            .and_then(|_| input.flush())
+            .expect("write to the serial console");
     }
 
     /// Everything the serial console printed so far.

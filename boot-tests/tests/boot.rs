@@ -366,3 +366,31 @@ fn tampered_root_is_refused() {
         vm.tail(40)
     );
 }
+
+/// The development image: a root shell on the serial console where `sysctr ps` works.
+#[test]
+fn dev_console_shell_runs_sysctr() {
+    let image = ImagePaths::dev_from_env();
+    let scratch = Scratch::new("devconsole", &image);
+    let mut vm = Vm::boot(&image, &scratch, &BootOptions::default());
+    vm.wait_for("DEVELOPMENT image", BOOT_TIMEOUT);
+    vm.wait_for(ALL_READY, BOOT_TIMEOUT);
+    // The marker is computed by the shell, so the echoed command line cannot match it.
+    vm.type_on_console("sysctr ps --json >/dev/null && sysctr ps && echo PS-OK-$((40+2))\r");
+    vm.wait_for("PS-OK-42", Duration::from_secs(60));
+    let serial = vm.serial();
+    let table = serial.rsplit("NAME ").next().unwrap_or("");
+    for name in SYSTEM_SERVICES {
+        assert!(
+            table.contains(name),
+            "console `sysctr ps` lacks {name}\n{}",
+            vm.tail(30)
+        );
+    }
+    // Job control on the console: Ctrl-C interrupts a foreground command.
+    vm.type_on_console("sleep 300\r");
+    std::thread::sleep(Duration::from_secs(2));
+    vm.type_on_console("\x03");
+    vm.type_on_console("echo rc-$?-x\r");
+    vm.wait_for("rc-130-x", Duration::from_secs(30));
+}

@@ -258,7 +258,8 @@ fn refresh_disk(run_disk: &Path, built: &Path, fresh: bool) -> Result<()> {
 }
 
 /// `cargo xtask boot-test [cargo test args]`: builds the production image plus the test
-/// services and runs `boot-tests/` against it (SYSCTR_KERNEL, SYSCTR_DISK).
+/// services, and the development image, and runs `boot-tests/` against them (SYSCTR_KERNEL,
+/// SYSCTR_DISK; SYSCTR_DEV_KERNEL, SYSCTR_DEV_DISK).
 pub fn boot_test(args: &[String]) -> Result<()> {
     ensure_debian_packages(QEMU_PACKAGES)?;
     let root = workspace_root();
@@ -269,6 +270,11 @@ pub fn boot_test(args: &[String]) -> Result<()> {
         ..Default::default()
     };
     let img = image::build(&opts)?;
+    let dev = image::build(&image::Options {
+        dev: true,
+        out: Some(root.join("build").join("image-test-dev")),
+        ..Default::default()
+    })?;
     run(Command::new(env!("CARGO"))
         .current_dir(&root)
         .args(["test", "-p", "sysctr-boot-tests", "--"])
@@ -276,5 +282,7 @@ pub fn boot_test(args: &[String]) -> Result<()> {
         .args(args)
         .env("SYSCTR_KERNEL", &img.kernel)
         .env("SYSCTR_DISK", &img.disk)
-        .env("SYSCTR_ROOTFS", &img.root_squashfs))
+        .env("SYSCTR_ROOTFS", &img.root_squashfs)
+        .env("SYSCTR_DEV_KERNEL", &dev.kernel)
+        .env("SYSCTR_DEV_DISK", &dev.disk))
 }
