@@ -778,18 +778,114 @@ fn strace_profile(pid: i32, f: impl FnOnce() -> Result<()>) -> Result<String> {
     Ok(text.lines().take(16).collect::<Vec<_>>().join("\n"))
 }
 
-/// The processes of a container start, as perf names them: PID 1, libcontainer's
-/// intermediate and init processes, and the container's program right after exec.
-const START_COMMS: &str = "init,youki:[1:INTER],youki:[2:INIT],exe";
+/// Where a container start waits: every syscall of ≥ 0.5 ms made by PID 1 (`init/<pid>`) or
+/// by libcontainer's processes (`youki:[1:INTER]`, `youki:[2:INIT]`) while `f` runs `runs`
+/// operations (`perf trace -a --duration`, system-wide, filtered by those names; other
+/// tests on the machine run the same code, so a stray line is possible). Summed by process
+/// and syscall, with the cgroup file where it is one.
+fn perf_trace_slow(pid: i32, runs: usize, f: impl FnOnce() -> Result<()>) -> Result<String> {
+    let out = std::env::temp_dir().join(format!("sysctr-bench-trace-{}", std::process::id()));
+    let mut tr = Command::new("perf")
+        .args(["trace", "-a", "--duration", "0.5", "-o"])
+        .arg(&out)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("perf trace")?;
+    std::thread::sleep(Duration::from_millis(1500));
+    let r = f();
+    std::thread::sleep(Duration::from_millis(200));
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(tr.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    );
+    let _ = tr.wait();
+    r?;
+    let text = fs::read_to_string(&out).unwrap_or_default();
+    let _ = fs::remove_file(&out);
+    let me = format!("init/{pid}");
+    let mut sums: Vec<(String, String, usize, f64)> = Vec::new();
+    for line in text.lines() {
+        let Some((head, rest)) = line.split_once(" ms): ") else {
+            continue;
+        };
+        let Some(dur) = head
+            .rsplit('(')
+            .next()
+            .and_then(|d| d.trim().parse::<f64>().ok())
+        else {
+            continue;
+        };
+        let Some((who, call)) = rest.split_once(' ') else {
+            continue;
+        };
+        let process = if who == me {
+            "init (PID 1)"
+        } else if who.starts_with("youki:[1:INTER") {
+            "youki:[1:INTER]"
+        } else if who.starts_with("youki:[2:INIT]") {
+            "youki:[2:INIT]"
+        } else {
+            continue;
+        };
+        let name = call.split('(').next().unwrap_or("").to_string();
+        if name == "epoll_wait" {
+            continue; // PID 1 idle between requests
+        }
+        // The cgroup file, where the syscall is on one (`fd: 22</sys/fs/cgroup/…/x>`).
+        let what = match call.find("</sys/fs/cgroup/") {
+            Some(i) => {
+                let path = &call[i + 1..];
+                let path = path.split('>').next().unwrap_or("");
+                let file = path.rsplit('/').next().unwrap_or("");
+                format!("{name} (cgroup {file})")
+            }
+            None => name,
+        };
+        match sums.iter_mut().find(|e| e.0 == process && e.1 == what) {
+            Some(e) => {
+                e.2 += 1;
+                e.3 += dur;
+            }
+            None => sums.push((process.to_string(), what, 1, dur)),
+        }
+    }
+    sums.sort_by(|a, b| b.3.total_cmp(&a.3));
+    let mut t = String::new();
+    writeln!(
+        t,
+        "| process | syscall ≥ 0.5 ms | calls | ms per operation |\n|---|---|---:|---:|"
+    )?;
+    for (process, what, n, total) in sums.iter().take(12) {
+        writeln!(
+            t,
+            "| `{process}` | {what} | {n} | {:.2} |",
+            total / runs as f64
+        )?;
+    }
+    t.push('\n');
+    Ok(t)
+}
 
-/// A CPU profile of the whole machine while `f` runs `runs` operations (`perf record -a -g`),
-/// restricted to `comms`: CPU ms per operation by process and kernel/user, and the kernel
-/// functions with the most inclusive time (syscall entries and the hot spots under them).
-fn perf_profile(comms: &str, runs: usize, f: impl FnOnce() -> Result<()>) -> Result<String> {
+/// A CPU profile of PID 1 and every process it forks while `f` runs `runs` operations
+/// (`perf record -g -p`, inherited by children: libcontainer's intermediate and init
+/// processes and the container's program): CPU ms per operation by process and kernel/user,
+/// and the kernel functions with the most inclusive time (syscall entries, hot spots).
+fn perf_profile(pid: i32, runs: usize, f: impl FnOnce() -> Result<()>) -> Result<String> {
     const FREQ: u32 = 4000;
     let data = std::env::temp_dir().join(format!("sysctr-bench-perf-{}", std::process::id()));
     let mut rec = Command::new("perf")
-        .args(["record", "-q", "-a", "-g", "-F", &FREQ.to_string(), "-o"])
+        .args([
+            "record",
+            "-q",
+            "-g",
+            "-F",
+            &FREQ.to_string(),
+            "-p",
+            &pid.to_string(),
+        ])
+        .arg("-o")
         .arg(&data)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -810,7 +906,7 @@ fn perf_profile(comms: &str, runs: usize, f: impl FnOnce() -> Result<()>) -> Res
                 .arg("report")
                 .arg("-i")
                 .arg(&data)
-                .args(["--comms", comms, "--stdio", "-g", "none"])
+                .args(["--stdio", "-g", "none"])
                 .args(extra)
                 .stderr(Stdio::null()),
         )
@@ -899,71 +995,50 @@ fn start_and_restart(o: &Options, bins: &Binaries, scratch: &Scratch) -> Result<
     })?;
     let section_deadline = Instant::now() + Duration::from_secs(120);
 
-    // sysctr: in PID 1 (start_us), seen by a raw socket client, seen through the CLI.
+    // The same OCI spec for runc and crun.
+    let spec = inspect_spec(&init, name)?;
+    let peer_prefix = format!("sysctr-bench-{}-peer", std::process::id());
+    let mut peer_spec = spec.clone();
+    peer_spec["linux"]["cgroupsPath"] = json!(format!("/{peer_prefix}/{name}"));
+    let mut peers = vec![
+        Peer::new("runc", "runc run -d", &peer_spec, scratch)?,
+        Peer::new("crun", "crun run -d", &peer_spec, scratch)?,
+    ];
+
+    // Interleaved, so that load from elsewhere on the machine hits every contender alike:
+    // sysctr through the CLI, sysctr through a raw socket client, each peer, and a plain
+    // fork+exec+wait of the same static busybox (`true`, and `sleep 0` as the service runs).
+    let truebin = scratch.rootfs.join("bin/true");
+    let sleepbin = scratch.rootfs.join("bin/sleep");
     let (mut in_init, mut via_cli, mut via_socket) = (Vec::new(), Vec::new(), Vec::new());
-    for i in 0..2 * o.runs {
+    let (mut fork_exec, mut fork_exec_sleep) = (Vec::new(), Vec::new());
+    for _ in 0..o.runs {
         if Instant::now() > section_deadline {
             break;
         }
         init.stop(name)?;
         let t = Instant::now();
-        if i % 2 == 0 {
-            let out = init.cli(bins, &["start", name]).output()?;
-            if !out.status.success() {
-                bail!(
-                    "sysctr start failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            via_cli.push(elapsed_us(t));
-        } else {
-            init.ok(Op::Start {
-                service: name.into(),
-            })?;
-            via_socket.push(elapsed_us(t));
+        let out = init.cli(bins, &["start", name]).output()?;
+        if !out.status.success() {
+            bail!(
+                "sysctr start failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
-        let s = init.status(name)?;
-        if s.pid.is_none() {
-            bail!("{name} is not running after start: {:?}", s.last_error);
+        via_cli.push(elapsed_us(t));
+        in_init.push(running_start_us(&init, name)?);
+        init.stop(name)?;
+        let t = Instant::now();
+        init.ok(Op::Start {
+            service: name.into(),
+        })?;
+        via_socket.push(elapsed_us(t));
+        in_init.push(running_start_us(&init, name)?);
+        for p in peers.iter_mut() {
+            p.once(scratch);
         }
-        in_init.push(s.start_us.context("no start_us in status")? as f64);
-    }
-
-    // The same OCI spec for runc and crun.
-    let spec = match init.call(Op::Inspect {
-        service: name.into(),
-    })? {
-        Response::Inspect {
-            spec: Some(spec), ..
-        } => spec,
-        other => bail!("inspect: {other:?}"),
-    };
-    let peer_prefix = format!("sysctr-bench-{}-peer", std::process::id());
-    let bundle = scratch.dir.join("bundle");
-    fs::create_dir_all(&bundle)?;
-    let mut peer_spec = spec.clone();
-    peer_spec["linux"]["cgroupsPath"] = json!(format!("/{peer_prefix}/{name}"));
-    fs::write(
-        bundle.join("config.json"),
-        serde_json::to_vec_pretty(&peer_spec)?,
-    )?;
-    let mut peers = Vec::new();
-    for rt in ["runc", "crun"] {
-        let r = peer_runs(rt, &bundle, scratch, o.runs, section_deadline);
         remove_cgroups(&peer_prefix);
-        peers.push((rt, r));
-    }
-
-    // Plain fork+exec+wait of the same static busybox (`true`), from the rootfs.
-    let truebin = scratch.rootfs.join("bin/true");
-    let mut fork_exec = Vec::new();
-    for _ in 0..o.runs {
         fork_exec.push(fork_exec_wait(&truebin, &[])?);
-    }
-    // And of `sleep 0`, closer to what the service runs.
-    let sleepbin = scratch.rootfs.join("bin/sleep");
-    let mut fork_exec_sleep = Vec::new();
-    for _ in 0..o.runs {
         fork_exec_sleep.push(fork_exec_wait(&sleepbin, &["0"])?);
     }
 
@@ -1020,8 +1095,10 @@ fn start_and_restart(o: &Options, bins: &Binaries, scratch: &Scratch) -> Result<
         }
         Ok(())
     };
-    let cpu_profile =
-        perf_profile(START_COMMS, 10, cycle).unwrap_or_else(|e| format!("perf failed: {e:#}\n"));
+    let cpu_profile = perf_profile(init.host_pid()?, 10, cycle)
+        .unwrap_or_else(|e| format!("perf failed: {e:#}\n"));
+    let slow_calls = perf_trace_slow(init.host_pid()?, 10, cycle)
+        .unwrap_or_else(|e| format!("perf trace failed: {e:#}\n"));
     let profile =
         strace_profile(init.host_pid()?, cycle).unwrap_or_else(|e| format!("strace failed: {e:#}"));
     let mut profiled = Vec::new();
@@ -1066,19 +1143,25 @@ fn start_and_restart(o: &Options, bins: &Binaries, scratch: &Scratch) -> Result<
     ));
     let mut runc_median = None;
     let mut peer_notes = String::new();
-    for (rt, r) in &peers {
-        match r {
-            Ok((run, del)) => {
-                let s = stats(run);
-                if *rt == "runc" {
+    for p in &peers {
+        match &p.error {
+            None => {
+                let s = stats(&p.run);
+                if p.rt == "runc" {
                     runc_median = Some(s.median);
                 }
-                t.push_str(&row(&format!("{rt} run -d, wall time"), s));
-                t.push_str(&row(&format!("{rt} delete -f, wall time"), stats(del)));
+                t.push_str(&row(&format!("{}, wall time", p.label), s));
+                t.push_str(&row(
+                    &format!("{} delete -f, wall time", p.rt),
+                    stats(&p.delete),
+                ));
             }
-            Err(e) => {
-                writeln!(peer_notes, "- **{rt}** does not run here: `{}`", e.trim())?;
-            }
+            Some(e) => writeln!(
+                peer_notes,
+                "- **{}** does not run here: `{}`",
+                p.rt,
+                e.trim()
+            )?,
         }
     }
     t.push_str(&row(
@@ -1120,10 +1203,13 @@ fn start_and_restart(o: &Options, bins: &Binaries, scratch: &Scratch) -> Result<
     writeln!(
         t,
         "### Where the create+start time goes\n\n\
-         CPU profile (`perf record -a -g`, 4 kHz) over 10 stop+start cycles, samples of PID 1, \
-         libcontainer's intermediate and init processes and the exec'd program (`exe`); the \
-         binary is stripped, so user time is one line per process. (`start_us` of 10 \
-         unprofiled runs right after: median {} ms.)\n\n{cpu_profile}\
+         CPU profile (`perf record -g -p <init>`, children inherited, 4 kHz) over 10 \
+         stop+start cycles: PID 1, libcontainer's intermediate and init processes and the \
+         container's program; the binary is stripped, so user time is one line per process. \
+         (`start_us` of 10 unprofiled runs right after: median {} ms; the difference to the \
+         CPU total is time spent waiting.)\n\n{cpu_profile}\
+         Where it waits: syscalls of 0.5 ms or more over 10 more cycles (`perf trace`):\n\n\
+         {slow_calls}\
          Syscall counts of PID 1 and its children over 10 more cycles (`strace -c -f`; \
          times under strace are inflated, the counts are not):\n\n```\n{profile}\n```\n",
         ms(stats(&profiled).median)
@@ -1158,25 +1244,101 @@ fn start_and_restart(o: &Options, bins: &Binaries, scratch: &Scratch) -> Result<
     Ok(t)
 }
 
-/// `run -d` then `delete -f` of the bundle, `runs` times. Err(the runtime's message) when
-/// the first run fails.
-fn peer_runs(
-    rt: &str,
-    bundle: &Path,
-    scratch: &Scratch,
-    runs: usize,
-    deadline: Instant,
-) -> std::result::Result<(Vec<f64>, Vec<f64>), String> {
-    let root = scratch.dir.join(format!("{rt}-state"));
-    let id = format!("sysctr-bench-{}", std::process::id());
-    // Not a pipe: with `run -d` and no terminal the container inherits the runtime's stdio,
-    // so a pipe would stay open for as long as the container runs.
-    let errfile = scratch.dir.join(format!("{rt}.err"));
-    let run = |args: &[&str]| -> std::result::Result<(bool, f64, String), String> {
+/// The generated spec of a service (after its first start).
+fn inspect_spec(init: &HostInit, name: &str) -> Result<Value> {
+    match init.call(Op::Inspect {
+        service: name.into(),
+    })? {
+        Response::Inspect {
+            spec: Some(spec), ..
+        } => Ok(spec),
+        other => bail!("inspect: {other:?}"),
+    }
+}
+
+/// `start_us` of the service's current run, which must be running.
+fn running_start_us(init: &HostInit, name: &str) -> Result<f64> {
+    let s = init.status(name)?;
+    if s.pid.is_none() {
+        bail!("{name} is not running after start: {:?}", s.last_error);
+    }
+    Ok(s.start_us.context("no start_us in status")? as f64)
+}
+
+/// An OCI runtime binary running a bundle: `run -d`, then `delete -f`, timed per round.
+struct Peer {
+    rt: &'static str,
+    label: String,
+    bundle: PathBuf,
+    root: PathBuf,
+    id: String,
+    run: Vec<f64>,
+    delete: Vec<f64>,
+    /// Why it does not run (from the first failure); later rounds are skipped.
+    error: Option<String>,
+}
+
+impl Peer {
+    fn new(rt: &'static str, label: &str, spec: &Value, scratch: &Scratch) -> Result<Peer> {
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let bundle = scratch.dir.join(format!("bundle-{n}-{rt}"));
+        fs::create_dir_all(&bundle)?;
+        fs::write(bundle.join("config.json"), serde_json::to_vec_pretty(spec)?)?;
+        Ok(Peer {
+            rt,
+            label: label.to_string(),
+            bundle,
+            root: scratch.dir.join(format!("{rt}-state")),
+            id: format!("sysctr-bench-{}", std::process::id()),
+            run: Vec::new(),
+            delete: Vec::new(),
+            error: None,
+        })
+    }
+
+    /// One round; a failure is recorded, not returned.
+    fn once(&mut self, scratch: &Scratch) {
+        if self.error.is_some() {
+            return;
+        }
+        if let Err(e) = self.round(scratch) {
+            self.error = Some(if self.run.is_empty() {
+                e
+            } else {
+                format!("round {} failed: {e}", self.run.len() + 1)
+            });
+        }
+    }
+
+    fn round(&mut self, scratch: &Scratch) -> std::result::Result<(), String> {
+        let bundle = self.bundle.display().to_string();
+        let (ok, us, msg) = self.cmd(scratch, &["run", "-d", "--bundle", &bundle, &self.id])?;
+        if !ok {
+            let _ = self.cmd(scratch, &["delete", "-f", &self.id]);
+            return Err(msg);
+        }
+        self.run.push(us);
+        let (ok, us, msg) = self.cmd(scratch, &["delete", "-f", &self.id])?;
+        if !ok {
+            return Err(format!("delete failed: {msg}"));
+        }
+        self.delete.push(us);
+        Ok(())
+    }
+
+    /// (success, wall µs, stderr). Stderr goes to a file, not a pipe: with `run -d` and no
+    /// terminal the container inherits the runtime's stdio and would hold a pipe open.
+    fn cmd(
+        &self,
+        scratch: &Scratch,
+        args: &[&str],
+    ) -> std::result::Result<(bool, f64, String), String> {
+        let errfile = scratch.dir.join(format!("{}.err", self.rt));
         let err = fs::File::create(&errfile).map_err(|e| e.to_string())?;
-        let mut c = Command::new(rt);
+        let mut c = Command::new(self.rt);
         c.arg("--root")
-            .arg(&root)
+            .arg(&self.root)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -1185,30 +1347,7 @@ fn peer_runs(
             run_bounded(&mut c, Duration::from_secs(30)).map_err(|e| format!("{e:#}"))?;
         let msg = fs::read_to_string(&errfile).unwrap_or_default();
         Ok((ok, us, msg.trim().to_string()))
-    };
-    let bundle = bundle.display().to_string();
-    let (mut runs_us, mut del_us) = (Vec::new(), Vec::new());
-    for i in 0..runs {
-        if Instant::now() > deadline && i > 0 {
-            break;
-        }
-        let (ok, us, msg) = run(&["run", "-d", "--bundle", &bundle, &id])?;
-        if !ok {
-            let _ = run(&["delete", "-f", &id]);
-            return Err(if i == 0 {
-                msg
-            } else {
-                format!("run {i} failed: {msg}")
-            });
-        }
-        runs_us.push(us);
-        let (ok, us, msg) = run(&["delete", "-f", &id])?;
-        if !ok {
-            return Err(format!("delete failed: {msg}"));
-        }
-        del_us.push(us);
     }
-    Ok((runs_us, del_us))
 }
 
 /// Runs a command to completion within `timeout` (killed after it); (success, wall µs).
@@ -1333,8 +1472,41 @@ fn v2_comparison(o: &Options, bins: &Binaries, scratch: &Scratch) -> Result<Stri
     init.wait("first start", Duration::from_secs(20), |ps| {
         ps.iter().any(|s| s.name == name && s.pid.is_some())
     })?;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut in_init = Vec::new();
+    let spec = inspect_spec(&init, name)?;
+    let v2_cgroup = Path::new(V2_HIERARCHY)
+        .join(&init.prefix)
+        .join(name)
+        .join("cgroup.procs")
+        .exists();
+
+    // From here on this process sees the v2 hierarchy at /sys/fs/cgroup, as init does.
+    enter_v2_view()?;
+    let peer_prefix = format!("sysctr-bench-{}-peer", std::process::id());
+    let mut full = spec.clone();
+    full["linux"]["cgroupsPath"] = json!(format!("/{peer_prefix}/{name}"));
+    let mut nodev = full.clone();
+    if let Some(r) = nodev["linux"]["resources"].as_object_mut() {
+        r.remove("devices");
+    }
+    let mut peers = vec![
+        Peer::new("runc", "runc run -d, same spec", &full, scratch)?,
+        Peer::new("crun", "crun run -d, same spec", &full, scratch)?,
+        Peer::new(
+            "runc",
+            "runc run -d, spec without device rules",
+            &nodev,
+            scratch,
+        )?,
+        Peer::new(
+            "crun",
+            "crun run -d, spec without device rules",
+            &nodev,
+            scratch,
+        )?,
+    ];
+    let truebin = scratch.rootfs.join("bin/true");
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let (mut in_init, mut fork_exec) = (Vec::new(), Vec::new());
     for _ in 0..o.runs {
         if Instant::now() > deadline {
             break;
@@ -1343,16 +1515,13 @@ fn v2_comparison(o: &Options, bins: &Binaries, scratch: &Scratch) -> Result<Stri
         init.ok(Op::Start {
             service: name.into(),
         })?;
-        in_init.push(init.status(name)?.start_us.context("no start_us")? as f64);
+        in_init.push(running_start_us(&init, name)?);
+        for p in peers.iter_mut() {
+            p.once(scratch);
+        }
+        remove_cgroups(&peer_prefix);
+        fork_exec.push(fork_exec_wait(&truebin, &[])?);
     }
-    let spec = match init.call(Op::Inspect {
-        service: name.into(),
-    })? {
-        Response::Inspect {
-            spec: Some(spec), ..
-        } => spec,
-        other => bail!("inspect: {other:?}"),
-    };
     let cycle = || -> Result<()> {
         for _ in 0..10 {
             init.stop(name)?;
@@ -1362,51 +1531,11 @@ fn v2_comparison(o: &Options, bins: &Binaries, scratch: &Scratch) -> Result<Stri
         }
         Ok(())
     };
-    let cpu_profile =
-        perf_profile(START_COMMS, 10, cycle).unwrap_or_else(|e| format!("perf failed: {e:#}\n"));
-    let v2_cgroup = Path::new(V2_HIERARCHY)
-        .join(&init.prefix)
-        .join(name)
-        .join("cgroup.procs")
-        .exists();
+    let cpu_profile = perf_profile(init.host_pid()?, 10, cycle)
+        .unwrap_or_else(|e| format!("perf failed: {e:#}\n"));
+    let slow_calls = perf_trace_slow(init.host_pid()?, 10, cycle)
+        .unwrap_or_else(|e| format!("perf trace failed: {e:#}\n"));
     drop(init);
-
-    enter_v2_view()?;
-    let peer_prefix = format!("sysctr-bench-{}-peer", std::process::id());
-    let mut full = spec.clone();
-    full["linux"]["cgroupsPath"] = json!(format!("/{peer_prefix}/{name}"));
-    let mut nodev = full.clone();
-    if let Some(r) = nodev["linux"]["resources"].as_object_mut() {
-        r.remove("devices");
-    }
-    let mut results = Vec::new();
-    for (label, rt, spec) in [
-        ("runc run -d, same spec", "runc", &full),
-        ("crun run -d, same spec", "crun", &full),
-        ("runc run -d, spec without device rules", "runc", &nodev),
-        ("crun run -d, spec without device rules", "crun", &nodev),
-    ] {
-        let bundle = scratch
-            .dir
-            .join(format!("bundle-v2-{rt}-{}", results.len()));
-        fs::create_dir_all(&bundle)?;
-        fs::write(bundle.join("config.json"), serde_json::to_vec_pretty(spec)?)?;
-        let r = peer_runs(
-            rt,
-            &bundle,
-            scratch,
-            o.runs,
-            Instant::now() + Duration::from_secs(60),
-        );
-        remove_cgroups(&peer_prefix);
-        results.push((label, r));
-    }
-
-    let truebin = scratch.rootfs.join("bin/true");
-    let mut fork_exec = Vec::new();
-    for _ in 0..o.runs {
-        fork_exec.push(fork_exec_wait(&truebin, &[])?);
-    }
     let s_fork = stats(&fork_exec);
 
     let s_init = stats(&in_init);
@@ -1434,14 +1563,14 @@ fn v2_comparison(o: &Options, bins: &Binaries, scratch: &Scratch) -> Result<Stri
     ));
     let mut medians: Vec<(&str, f64)> = Vec::new();
     let mut notes = String::new();
-    for (label, r) in &results {
-        match r {
-            Ok((run, _)) => {
-                let s = stats(run);
-                medians.push((label, s.median));
-                t.push_str(&row(&format!("{label}, wall time"), s));
+    for p in &peers {
+        match &p.error {
+            None => {
+                let st = stats(&p.run);
+                medians.push((&p.label, st.median));
+                t.push_str(&row(&format!("{}, wall time", p.label), st));
             }
-            Err(e) => writeln!(notes, "- **{label}** fails: `{}`", e.trim())?,
+            Some(e) => writeln!(notes, "- **{}** fails: `{}`", p.label, e.trim())?,
         }
     }
     t.push_str(&row(
@@ -1474,7 +1603,9 @@ fn v2_comparison(o: &Options, bins: &Binaries, scratch: &Scratch) -> Result<Stri
     writeln!(
         t,
         "Where sysctr's create+start time goes on cgroup v2: CPU profile over 10 stop+start \
-         cycles (as in the v1 section):\n\n{cpu_profile}"
+         cycles (as in the v1 section):\n\n{cpu_profile}\
+         Where it waits: syscalls of 0.5 ms or more over 10 more cycles (`perf trace`):\n\n\
+         {slow_calls}"
     )?;
     Ok(t)
 }
