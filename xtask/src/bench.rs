@@ -1086,18 +1086,33 @@ fn start_and_restart(o: &Options, bins: &Binaries, scratch: &Scratch) -> Result<
 
     // Where the create+start time goes: a CPU profile over 10 stop+start cycles, and the
     // syscall counts of PID 1 and its children over 10 more.
+    let seen = std::cell::RefCell::new(Vec::new());
     let cycle = || -> Result<()> {
         for _ in 0..10 {
             init.stop(name)?;
             init.ok(Op::Start {
                 service: name.into(),
             })?;
+            seen.borrow_mut().push(running_start_us(&init, name)?);
         }
         Ok(())
     };
+    let while_seen = || {
+        let m = stats(&seen.borrow()).median;
+        seen.borrow_mut().clear();
+        format!("`start_us` median during these cycles: {} ms.\n\n", ms(m))
+    };
     let cpu_profile = perf_profile(init.host_pid()?, 10, cycle)
+        .map(|t| t + &while_seen())
         .unwrap_or_else(|e| format!("perf failed: {e:#}\n"));
     let slow_calls = perf_trace_slow(init.host_pid()?, 10, cycle)
+        .map(|t| {
+            t + &while_seen().replace(
+                ".\n",
+                " (tracing every syscall on the machine slows the start down; read \
+                 the table for where the waiting is, not for its size).\n",
+            )
+        })
         .unwrap_or_else(|e| format!("perf trace failed: {e:#}\n"));
     let profile =
         strace_profile(init.host_pid()?, cycle).unwrap_or_else(|e| format!("strace failed: {e:#}"));
@@ -1522,18 +1537,33 @@ fn v2_comparison(o: &Options, bins: &Binaries, scratch: &Scratch) -> Result<Stri
         remove_cgroups(&peer_prefix);
         fork_exec.push(fork_exec_wait(&truebin, &[])?);
     }
+    let seen = std::cell::RefCell::new(Vec::new());
     let cycle = || -> Result<()> {
         for _ in 0..10 {
             init.stop(name)?;
             init.ok(Op::Start {
                 service: name.into(),
             })?;
+            seen.borrow_mut().push(running_start_us(&init, name)?);
         }
         Ok(())
     };
+    let while_seen = || {
+        let m = stats(&seen.borrow()).median;
+        seen.borrow_mut().clear();
+        format!("`start_us` median during these cycles: {} ms.\n\n", ms(m))
+    };
     let cpu_profile = perf_profile(init.host_pid()?, 10, cycle)
+        .map(|t| t + &while_seen())
         .unwrap_or_else(|e| format!("perf failed: {e:#}\n"));
     let slow_calls = perf_trace_slow(init.host_pid()?, 10, cycle)
+        .map(|t| {
+            t + &while_seen().replace(
+                ".\n",
+                " (tracing every syscall on the machine slows the start down; read \
+                 the table for where the waiting is, not for its size).\n",
+            )
+        })
         .unwrap_or_else(|e| format!("perf trace failed: {e:#}\n"));
     drop(init);
     let s_fork = stats(&fork_exec);
