@@ -243,7 +243,7 @@ impl Supervisor {
         self.report_boot();
     }
 
-    /// Prints the boot marker once every service has settled (Ready or Failed).
+    /// Prints the boot marker once every service has settled (Ready, Failed or Exited).
     fn report_boot(&mut self) {
         if self.boot_reported || !self.onboot_queue.is_empty() || self.onboot_running.is_some() {
             return;
@@ -255,30 +255,36 @@ impl Supervisor {
             .collect();
         if svcs
             .iter()
-            .any(|s| !matches!(s.state, State::Ready | State::Failed))
+            .any(|s| !matches!(s.state, State::Ready | State::Failed | State::Exited))
         {
             return;
         }
         self.boot_reported = true;
-        let failed: Vec<&str> = svcs
-            .iter()
-            .filter(|s| s.state == State::Failed)
-            .map(|s| s.name.as_str())
-            .collect();
-        if failed.is_empty() {
+        let named = |state: State| -> Vec<&str> {
+            svcs.iter()
+                .filter(|s| s.state == state)
+                .map(|s| s.name.as_str())
+                .collect()
+        };
+        let (failed, exited) = (named(State::Failed), named(State::Exited));
+        if failed.is_empty() && exited.is_empty() {
             crate::log::marker(&format!(
                 "all services ready ({} services, {} ms since boot)",
                 svcs.len(),
                 boot_ms()
             ));
         } else {
-            crate::log::marker(&format!(
-                "boot complete: {} ready, {} failed: {} ({} ms since boot)",
-                svcs.len() - failed.len(),
-                failed.len(),
-                failed.join(", "),
-                boot_ms()
-            ));
+            let mut text = format!(
+                "boot complete: {} ready",
+                svcs.len() - failed.len() - exited.len()
+            );
+            if !failed.is_empty() {
+                text.push_str(&format!(", {} failed: {}", failed.len(), failed.join(", ")));
+            }
+            if !exited.is_empty() {
+                text.push_str(&format!(", {} exited: {}", exited.len(), exited.join(", ")));
+            }
+            crate::log::marker(&format!("{text} ({} ms since boot)", boot_ms()));
         }
     }
 
