@@ -327,6 +327,17 @@ fn elapsed_us(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e6
 }
 
+/// A pause before each timed operation, so that work the kernel defers from the previous
+/// one (network namespace teardown, RCU callbacks, cgroup release) does not land in it.
+/// `SYSCTR_BENCH_SETTLE_MS` overrides the 30 ms.
+fn settle() {
+    let ms = std::env::var("SYSCTR_BENCH_SETTLE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
 /// One plain fork+exec+wait of `path` (no shell, no Rust spawn machinery in the child).
 /// xtask is single-threaded while it runs, so forking is safe.
 fn fork_exec_wait(path: &Path, args: &[&str]) -> Result<f64> {
@@ -391,6 +402,17 @@ fn descendants(root: i32) -> Vec<i32> {
 // ---------------------------------------------------------------------------------------
 // scratch space: a busybox root filesystem, bundles, init run dirs
 
+/// Where the scratch space lives: a tmpfs when there is one (/dev/shm), because in the
+/// guest init's run dir (bundles, container state) is on tmpfs, and a disk filesystem here
+/// mounted with `discard` makes every file removal wait for the device.
+fn scratch_base() -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    match nix::sys::statfs::statfs(shm) {
+        Ok(st) if st.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC => shm.to_path_buf(),
+        _ => std::env::temp_dir(),
+    }
+}
+
 struct Scratch {
     dir: PathBuf,
     rootfs: PathBuf,
@@ -398,7 +420,7 @@ struct Scratch {
 
 impl Scratch {
     fn new() -> Result<Scratch> {
-        let dir = std::env::temp_dir().join(format!("sysctr-bench-{}", std::process::id()));
+        let dir = scratch_base().join(format!("sysctr-bench-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir)?;
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
@@ -868,6 +890,122 @@ fn perf_trace_slow(pid: i32, runs: usize, f: impl FnOnce() -> Result<()>) -> Res
     Ok(t)
 }
 
+/// Why PID 1 and its children block while `f` runs: every context switch away from them
+/// (`perf record -e sched:sched_switch -g -p`, children inherited), grouped by process, the
+/// syscall it happened in and the kernel functions it blocked in. Counts, not durations.
+fn offcpu_profile(pid: i32, f: impl FnOnce() -> Result<()>) -> Result<String> {
+    let data = std::env::temp_dir().join(format!("sysctr-bench-offcpu-{}", std::process::id()));
+    let mut rec = Command::new("perf")
+        .args([
+            "record",
+            "-q",
+            "-e",
+            "sched:sched_switch",
+            "-g",
+            "-p",
+            &pid.to_string(),
+        ])
+        .arg("-o")
+        .arg(&data)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("perf")?;
+    std::thread::sleep(Duration::from_millis(700));
+    let r = f();
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(rec.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    );
+    let _ = rec.wait();
+    r?;
+    let script = output(
+        Command::new("perf")
+            .args(["script", "-F", "comm,ip,sym", "-i"])
+            .arg(&data)
+            .stderr(Stdio::null()),
+    );
+    let _ = fs::remove_file(&data);
+    let script = script?;
+    const GENERIC: &[&str] = &[
+        "__schedule",
+        "schedule",
+        "schedule_timeout",
+        "schedule_hrtimeout_range",
+        "schedule_hrtimeout_range_clock",
+        "io_schedule",
+        "io_schedule_timeout",
+        "schedule_preempt_disabled",
+        "__wait_for_common",
+        "wait_for_common",
+        "wait_for_completion",
+        "wait_for_completion_io_timeout",
+        "wait_for_completion_state",
+        "do_wait_for_common",
+    ];
+    let mut counts: Vec<(String, String, String, usize)> = Vec::new();
+    let mut add = |comm: &str, frames: &[String]| {
+        if frames.is_empty() {
+            return;
+        }
+        let syscall = frames
+            .iter()
+            .find_map(|f| {
+                f.strip_prefix("__x64_sys_")
+                    .or_else(|| f.strip_prefix("__do_sys_"))
+                    .or_else(|| f.strip_prefix("__se_sys_"))
+            })
+            .unwrap_or("-")
+            .to_string();
+        let why: Vec<&str> = if frames.iter().any(|f| f == "exit_to_user_mode_loop") {
+            vec!["preempted (waits for a CPU)"]
+        } else {
+            frames
+                .iter()
+                .map(String::as_str)
+                .filter(|f| !GENERIC.contains(f))
+                .take(3)
+                .collect()
+        };
+        let why = why.join(" ← ");
+        match counts
+            .iter_mut()
+            .find(|c| c.0 == comm && c.1 == syscall && c.2 == why)
+        {
+            Some(c) => c.3 += 1,
+            None => counts.push((comm.to_string(), syscall, why, 1)),
+        }
+    };
+    let mut comm = String::new();
+    let mut frames: Vec<String> = Vec::new();
+    for line in script.lines() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        if !line.starts_with(char::is_whitespace) {
+            add(&comm, &frames);
+            comm = line.split_whitespace().next().unwrap_or("").to_string();
+            frames.clear();
+        } else if let Some(sym) = line.split_whitespace().nth(1) {
+            frames.push(sym.split('+').next().unwrap_or(sym).to_string());
+        }
+    }
+    add(&comm, &frames);
+    counts.retain(|c| c.1 != "epoll_wait");
+    counts.sort_by_key(|c| std::cmp::Reverse(c.3));
+    let mut t = String::new();
+    writeln!(
+        t,
+        "| process | syscall | blocked in (innermost first) | times |\n|---|---|---|---:|"
+    )?;
+    for (comm, syscall, why, n) in counts.iter().take(12) {
+        writeln!(t, "| `{comm}` | {syscall} | {why} | {n} |")?;
+    }
+    t.push('\n');
+    Ok(t)
+}
+
 /// A CPU profile of PID 1 and every process it forks while `f` runs `runs` operations
 /// (`perf record -g -p`, inherited by children: libcontainer's intermediate and init
 /// processes and the container's program): CPU ms per operation by process and kernel/user,
@@ -1017,6 +1155,7 @@ fn start_and_restart(o: &Options, bins: &Binaries, scratch: &Scratch) -> Result<
             break;
         }
         init.stop(name)?;
+        settle();
         let t = Instant::now();
         let out = init.cli(bins, &["start", name]).output()?;
         if !out.status.success() {
@@ -1028,6 +1167,7 @@ fn start_and_restart(o: &Options, bins: &Binaries, scratch: &Scratch) -> Result<
         via_cli.push(elapsed_us(t));
         in_init.push(running_start_us(&init, name)?);
         init.stop(name)?;
+        settle();
         let t = Instant::now();
         init.ok(Op::Start {
             service: name.into(),
@@ -1038,7 +1178,9 @@ fn start_and_restart(o: &Options, bins: &Binaries, scratch: &Scratch) -> Result<
             p.once(scratch);
         }
         remove_cgroups(&peer_prefix);
+        settle();
         fork_exec.push(fork_exec_wait(&truebin, &[])?);
+        settle();
         fork_exec_sleep.push(fork_exec_wait(&sleepbin, &["0"])?);
     }
 
@@ -1054,6 +1196,7 @@ fn start_and_restart(o: &Options, bins: &Binaries, scratch: &Scratch) -> Result<
         init.ok(Op::Start {
             service: name.into(),
         })?;
+        settle();
         let before = init.status(name)?;
         let (Some(pid), Some(old)) = (before.pid, before.started_boot_us) else {
             bail!(
@@ -1105,6 +1248,9 @@ fn start_and_restart(o: &Options, bins: &Binaries, scratch: &Scratch) -> Result<
     let cpu_profile = perf_profile(init.host_pid()?, 10, cycle)
         .map(|t| t + &while_seen())
         .unwrap_or_else(|e| format!("perf failed: {e:#}\n"));
+    let offcpu = offcpu_profile(init.host_pid()?, cycle)
+        .map(|t| t + &while_seen())
+        .unwrap_or_else(|e| format!("perf failed: {e:#}\n"));
     let slow_calls = perf_trace_slow(init.host_pid()?, 10, cycle)
         .map(|t| {
             t + &while_seen().replace(
@@ -1141,7 +1287,9 @@ fn start_and_restart(o: &Options, bins: &Binaries, scratch: &Scratch) -> Result<
          init runs as PID 1 of a pid+mount namespace (`--test-mode`). runc and crun run the \
          **same** `config.json` (from `sysctr inspect`; only `cgroupsPath` changed), with \
          `run -d` timed as a wall clock from this process. Each sysctr run is preceded by a \
-         stop; each runc run is followed by `delete -f`.\n"
+         stop; each runc run is followed by `delete -f`. Rounds are interleaved (sysctr via \
+         the CLI, sysctr via a raw socket, runc, crun, fork+exec), with a 30 ms pause before \
+         every timed operation so deferred kernel work from the previous one settles.\n"
     )?;
     t.push_str(TABLE_HEAD);
     t.push_str(&row(
@@ -1223,6 +1371,9 @@ fn start_and_restart(o: &Options, bins: &Binaries, scratch: &Scratch) -> Result<
          container's program; the binary is stripped, so user time is one line per process. \
          (`start_us` of 10 unprofiled runs right after: median {} ms; the difference to the \
          CPU total is time spent waiting.)\n\n{cpu_profile}\
+         Why it blocks: context switches away from PID 1 and its children over 10 more \
+         cycles, by the kernel functions they blocked in (`perf record -e \
+         sched:sched_switch -g`; counts, not durations):\n\n{offcpu}\
          Where it waits: syscalls of 0.5 ms or more over 10 more cycles (`perf trace`):\n\n\
          {slow_calls}\
          Syscall counts of PID 1 and its children over 10 more cycles (`strace -c -f`; \
@@ -1328,6 +1479,7 @@ impl Peer {
 
     fn round(&mut self, scratch: &Scratch) -> std::result::Result<(), String> {
         let bundle = self.bundle.display().to_string();
+        settle();
         let (ok, us, msg) = self.cmd(scratch, &["run", "-d", "--bundle", &bundle, &self.id])?;
         if !ok {
             let _ = self.cmd(scratch, &["delete", "-f", &self.id]);
@@ -1388,8 +1540,9 @@ fn run_bounded(cmd: &mut Command, timeout: Duration) -> Result<(bool, f64)> {
 /// Leftovers of an earlier run that was killed (containers, cgroups, scratch directories),
 /// so the bench can always be run again.
 fn cleanup_stale() {
-    for e in fs::read_dir(std::env::temp_dir())
-        .into_iter()
+    for e in [scratch_base(), std::env::temp_dir()]
+        .iter()
+        .flat_map(fs::read_dir)
         .flatten()
         .flatten()
     {
@@ -1527,6 +1680,7 @@ fn v2_comparison(o: &Options, bins: &Binaries, scratch: &Scratch) -> Result<Stri
             break;
         }
         init.stop(name)?;
+        settle();
         init.ok(Op::Start {
             service: name.into(),
         })?;
@@ -1535,6 +1689,7 @@ fn v2_comparison(o: &Options, bins: &Binaries, scratch: &Scratch) -> Result<Stri
             p.once(scratch);
         }
         remove_cgroups(&peer_prefix);
+        settle();
         fork_exec.push(fork_exec_wait(&truebin, &[])?);
     }
     let seen = std::cell::RefCell::new(Vec::new());
@@ -1554,6 +1709,9 @@ fn v2_comparison(o: &Options, bins: &Binaries, scratch: &Scratch) -> Result<Stri
         format!("`start_us` median during these cycles: {} ms.\n\n", ms(m))
     };
     let cpu_profile = perf_profile(init.host_pid()?, 10, cycle)
+        .map(|t| t + &while_seen())
+        .unwrap_or_else(|e| format!("perf failed: {e:#}\n"));
+    let offcpu = offcpu_profile(init.host_pid()?, cycle)
         .map(|t| t + &while_seen())
         .unwrap_or_else(|e| format!("perf failed: {e:#}\n"));
     let slow_calls = perf_trace_slow(init.host_pid()?, 10, cycle)
@@ -1634,6 +1792,7 @@ fn v2_comparison(o: &Options, bins: &Binaries, scratch: &Scratch) -> Result<Stri
         t,
         "Where sysctr's create+start time goes on cgroup v2: CPU profile over 10 stop+start \
          cycles (as in the v1 section):\n\n{cpu_profile}\
+         Why it blocks (context switches, as in the v1 section):\n\n{offcpu}\
          Where it waits: syscalls of 0.5 ms or more over 10 more cycles (`perf trace`):\n\n\
          {slow_calls}"
     )?;
