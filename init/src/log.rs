@@ -94,12 +94,43 @@ pub fn write(level: Level, scope: &str, msg: std::fmt::Arguments<'_>) {
             let _ = k.write_all(format!("<{}>{}", level as u8, line).as_bytes());
         }
         if let Some(c) = s.console.as_mut() {
-            let _ = c.write_all(line.as_bytes());
+            write_console(c, line.as_bytes());
         }
         if s.stderr {
             let _ = std::io::stderr().write_all(line.as_bytes());
         }
     });
+}
+
+/// How long one line may wait for a busy console (a serial port drains ~11 KB/s).
+const CONSOLE_BUDGET: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Writes a line to the non-blocking console, waiting for it to drain when its buffer is
+/// full, but never longer than [`CONSOLE_BUDGET`]: a stuck console loses lines rather than
+/// stalling PID 1.
+fn write_console(c: &mut File, mut buf: &[u8]) {
+    use std::os::fd::AsFd;
+    let deadline = std::time::Instant::now() + CONSOLE_BUDGET;
+    while !buf.is_empty() {
+        match c.write(buf) {
+            Ok(0) => return,
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    return;
+                }
+                let mut fds = [nix::poll::PollFd::new(
+                    c.as_fd(),
+                    nix::poll::PollFlags::POLLOUT,
+                )];
+                let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+                let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms));
+            }
+            Err(_) => return,
+        }
+    }
 }
 
 #[macro_export]
@@ -123,7 +154,7 @@ pub fn marker(text: &str) {
             let _ = k.write_all(format!("<5>{line}").as_bytes());
         }
         if let Some(c) = s.console.as_mut() {
-            let _ = c.write_all(line.as_bytes());
+            write_console(c, line.as_bytes());
         }
         if s.stderr {
             let _ = std::io::stderr().write_all(line.as_bytes());
