@@ -1230,9 +1230,11 @@ fn start_and_restart(o: &Options, bins: &Binaries, scratch: &Scratch) -> Result<
     // Where the create+start time goes: a CPU profile over 10 stop+start cycles, and the
     // syscall counts of PID 1 and its children over 10 more.
     let seen = std::cell::RefCell::new(Vec::new());
+    // Spaced like the measured rounds (a settle pause before each start).
     let cycle = || -> Result<()> {
         for _ in 0..10 {
             init.stop(name)?;
+            settle();
             init.ok(Op::Start {
                 service: name.into(),
             })?;
@@ -1693,9 +1695,11 @@ fn v2_comparison(o: &Options, bins: &Binaries, scratch: &Scratch) -> Result<Stri
         fork_exec.push(fork_exec_wait(&truebin, &[])?);
     }
     let seen = std::cell::RefCell::new(Vec::new());
+    // Spaced like the measured rounds (a settle pause before each start).
     let cycle = || -> Result<()> {
         for _ in 0..10 {
             init.stop(name)?;
+            settle();
             init.ok(Op::Start {
                 service: name.into(),
             })?;
