@@ -42,9 +42,12 @@ pub fn setup_v2(root: &Path, prefix: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether the unified (v2-only) hierarchy is mounted at /sys/fs/cgroup.
+/// Whether the unified (v2-only) hierarchy is mounted at /sys/fs/cgroup. Asked once the
+/// cgroup filesystem is mounted (the answer does not change afterwards): `sysctr ps` asks
+/// it for every service.
 pub fn is_v2() -> bool {
-    Path::new(CGROUP_ROOT).join("cgroup.controllers").exists()
+    static V2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *V2.get_or_init(|| Path::new(CGROUP_ROOT).join("cgroup.controllers").exists())
 }
 
 /// The cgroup path libcontainer is given in the spec (`/<prefix>/<name>`).
