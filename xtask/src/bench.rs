@@ -1550,6 +1550,20 @@ fn cleanup_stale() {
         .flatten()
     {
         let name = e.file_name().to_string_lossy().into_owned();
+        // Profiler output files of a killed run: sysctr-bench-<tool>-<pid>.
+        if let Some((tool, pid)) = name
+            .strip_prefix("sysctr-bench-")
+            .and_then(|r| r.split_once('-'))
+        {
+            if ["perf", "offcpu", "trace", "strace"].contains(&tool)
+                && pid
+                    .parse::<i32>()
+                    .is_ok_and(|p| !Path::new(&format!("/proc/{p}")).exists())
+            {
+                let _ = fs::remove_file(e.path());
+            }
+            continue;
+        }
         let Some(pid) = name
             .strip_prefix("sysctr-bench-")
             .and_then(|p| p.parse::<i32>().ok())
