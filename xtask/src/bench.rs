@@ -2073,9 +2073,21 @@ fn image_sizes(img: &image::Image, stage: &Path) -> Result<String> {
         "| **root.squashfs** (all but the kernel, xz, deduplicated) | **{}** |",
         kib(squash)
     )?;
+    // The dm-verity hash tree written after the squashfs in the root partition.
+    let verity = fs::metadata(img.root_squashfs.with_file_name("root.verity"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    if verity > 0 {
+        writeln!(
+            t,
+            "| root.verity (dm-verity hash tree of the root) | {} |",
+            kib(verity)
+        )?;
+    }
+    let squash = squash + verity;
     writeln!(
         t,
-        "| **kernel + root.squashfs** | **{}** |",
+        "| **kernel + root (squashfs and its verity tree)** | **{}** |",
         kib(kernel + squash)
     )?;
     writeln!(
