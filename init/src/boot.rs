@@ -155,13 +155,25 @@ pub fn machine_steps() -> Vec<Step> {
         Step {
             name: "mount-cgroup2",
             required: true,
+            // favordynmods (Linux 6.0+) keeps the cgroup rwsem's RCU sync warm: without it
+            // every container start waits out an RCU grace period when its first process
+            // joins its cgroup (measured: about -29% create+start in the guest). Older
+            // kernels reject the option; they get plain nsdelegate.
             run: |c| {
                 c.mount(
                     "cgroup2",
                     "/sys/fs/cgroup",
                     NOSUID_NODEV_NOEXEC,
-                    Some("nsdelegate"),
+                    Some("nsdelegate,favordynmods"),
                 )
+                .or_else(|_| {
+                    c.mount(
+                        "cgroup2",
+                        "/sys/fs/cgroup",
+                        NOSUID_NODEV_NOEXEC,
+                        Some("nsdelegate"),
+                    )
+                })
             },
         },
         Step {

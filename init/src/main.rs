@@ -272,7 +272,7 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
                     }
                 }
                 Source::Pipe { svc, stream, run } => sup.on_pipe(svc, stream, run, r),
-                Source::Notify { svc } => sup.on_notify(svc, r),
+                Source::Notify { svc } => sup.on_notify(svc),
                 Source::Kmsg(id) => {
                     if let Some(c) = control.as_mut() {
                         c.on_kmsg(id, r);
@@ -283,11 +283,13 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
         for t in timers {
             sup.on_timer(t, r);
         }
+
         for (pid, status) in reaper::take() {
             if !sup.on_exit(pid, status, r) {
                 debug!("reaper", "reaped orphan {pid}: {status}");
             }
         }
+        sup.schedule_if_needed(r);
         if let Some(c) = control.as_mut() {
             c.publish(sup, r);
         }

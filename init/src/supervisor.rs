@@ -125,6 +125,8 @@ pub struct Supervisor {
     pub fatal: Option<String>,
     /// Set once shutdown has begun.
     shutting_down: bool,
+    /// Something became Ready: dependents may start.
+    reschedule: bool,
     boot_reported: bool,
 }
 
@@ -176,6 +178,7 @@ impl Supervisor {
             start_order: Vec::new(),
             fatal: None,
             shutting_down: false,
+            reschedule: false,
             boot_reported: false,
         }
     }
@@ -206,6 +209,26 @@ impl Supervisor {
     /// Starts whatever can start now: the next onboot task, or every service whose
     /// dependencies are Ready. Call after any change.
     pub fn schedule(&mut self, r: &mut Reactor) {
+        // A service that becomes Ready while this runs (readiness `started`) only sets the
+        // flag; the loop picks up its dependents, so a long dependency chain does not
+        // recurse through launch → mark_ready → schedule.
+        loop {
+            self.reschedule = false;
+            self.schedule_once(r);
+            if !self.reschedule {
+                break;
+            }
+        }
+    }
+
+    /// Runs [`Supervisor::schedule`] if something became Ready since it last ran.
+    pub fn schedule_if_needed(&mut self, r: &mut Reactor) {
+        if self.reschedule {
+            self.schedule(r);
+        }
+    }
+
+    fn schedule_once(&mut self, r: &mut Reactor) {
         if self.fatal.is_some() || self.shutting_down {
             return; // the shutdown path is next or running; nothing more starts
         }
@@ -317,7 +340,7 @@ impl Supervisor {
                 r.after(STABLE_AFTER, Timer::Stable { svc: i, run });
                 if def.kind == Kind::Service {
                     match def.readiness {
-                        Readiness::Started => self.mark_ready(i, r),
+                        Readiness::Started => self.mark_ready(i),
                         ref other => {
                             r.after(
                                 Duration::from_secs(other.timeout_secs()),
@@ -424,7 +447,7 @@ impl Supervisor {
             .map_err(|e| e.to_string())
     }
 
-    fn mark_ready(&mut self, i: usize, r: &mut Reactor) {
+    fn mark_ready(&mut self, i: usize) {
         let s = &mut self.services[i];
         if !matches!(s.state, State::Running) {
             return;
@@ -446,7 +469,7 @@ impl Supervisor {
                     .unwrap_or("started")
             ),
         );
-        self.schedule(r);
+        self.reschedule = true;
     }
 
     fn close_io(&mut self, i: usize, r: &mut Reactor) {
@@ -474,7 +497,7 @@ impl Supervisor {
                 PidOwner::Probe { svc, run } => {
                     self.services[svc].probe_pid = None;
                     if self.services[svc].run == run && status.success() {
-                        self.mark_ready(svc, r);
+                        self.mark_ready(svc);
                     }
                 }
             }
@@ -692,7 +715,7 @@ impl Supervisor {
             _ => return,
         };
         if ready {
-            self.mark_ready(i, r);
+            self.mark_ready(i);
         } else {
             r.after(
                 Duration::from_millis(def.readiness.interval_ms()),
@@ -779,7 +802,7 @@ impl Supervisor {
     }
 
     /// sd_notify datagrams: READY=1 marks the service Ready, STATUS= is shown in ps.
-    pub fn on_notify(&mut self, i: usize, r: &mut Reactor) {
+    pub fn on_notify(&mut self, i: usize) {
         let mut buf = [0u8; 4096];
         let mut ready = false;
         let mut texts = Vec::new();
@@ -798,7 +821,7 @@ impl Supervisor {
             }
         }
         if ready {
-            self.mark_ready(i, r);
+            self.mark_ready(i);
         }
     }
 
