@@ -68,8 +68,11 @@ impl Executor for ServiceExecutor {
     }
 
     fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
-        while self.hang {
-            std::thread::sleep(std::time::Duration::from_secs(3600));
+        if self.hang {
+            // Deliberately never returns: the start deadline must end it.
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            }
         }
         DefaultExecutor {}.validate(spec)
     }
