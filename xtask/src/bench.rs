@@ -1230,41 +1230,11 @@ fn start_and_restart(o: &Options, bins: &Binaries, scratch: &Scratch) -> Result<
 
     // Where the create+start time goes: a CPU profile over 10 stop+start cycles, and the
     // syscall counts of PID 1 and its children over 10 more.
-    let seen = std::cell::RefCell::new(Vec::new());
-    // Spaced like the measured rounds (a settle pause before each start).
-    let cycle = || -> Result<()> {
-        for _ in 0..10 {
-            init.stop(name)?;
-            settle();
-            init.ok(Op::Start {
-                service: name.into(),
-            })?;
-            seen.borrow_mut().push(running_start_us(&init, name)?);
-        }
-        Ok(())
-    };
-    let while_seen = || {
-        let m = stats(&seen.borrow()).median;
-        seen.borrow_mut().clear();
-        format!("`start_us` median during these cycles: {} ms.\n\n", ms(m))
-    };
-    let cpu_profile = perf_profile(init.host_pid()?, 10, cycle)
-        .map(|t| t + &while_seen())
-        .unwrap_or_else(|e| format!("perf failed: {e:#}\n"));
-    let offcpu = offcpu_profile(init.host_pid()?, cycle)
-        .map(|t| t + &while_seen())
-        .unwrap_or_else(|e| format!("perf failed: {e:#}\n"));
-    let slow_calls = perf_trace_slow(init.host_pid()?, 10, cycle)
-        .map(|t| {
-            t + &while_seen().replace(
-                ".\n",
-                " (tracing every syscall on the machine slows the start down; read \
-                 the table for where the waiting is, not for its size).\n",
-            )
-        })
-        .unwrap_or_else(|e| format!("perf trace failed: {e:#}\n"));
-    let profile =
-        strace_profile(init.host_pid()?, cycle).unwrap_or_else(|e| format!("strace failed: {e:#}"));
+    let (cpu_profile, offcpu, slow_calls) = profile_start_cycles(&init, name)?;
+    let profile = strace_profile(init.host_pid()?, || {
+        start_cycles(&init, name, &mut Vec::new())
+    })
+    .unwrap_or_else(|e| format!("strace failed: {e:#}"));
     let mut profiled = Vec::new();
     for _ in 0..10 {
         init.stop(name)?;
@@ -1426,6 +1396,49 @@ fn inspect_spec(init: &HostInit, name: &str) -> Result<Value> {
 }
 
 /// `start_us` of the service's current run, which must be running.
+/// 10 stop+start cycles spaced like the measured rounds (a settle pause before each start),
+/// collecting each run's `start_us`.
+fn start_cycles(init: &HostInit, name: &str, seen: &mut Vec<f64>) -> Result<()> {
+    for _ in 0..10 {
+        init.stop(name)?;
+        settle();
+        init.ok(Op::Start {
+            service: name.into(),
+        })?;
+        seen.push(running_start_us(init, name)?);
+    }
+    Ok(())
+}
+
+/// Where the create+start time goes: a CPU profile, the context switches with their kernel
+/// stacks, and the slow syscalls, each over 10 stop+start cycles spaced like the measured
+/// rounds (a settle pause before each start), with the `start_us` median seen meanwhile.
+fn profile_start_cycles(init: &HostInit, name: &str) -> Result<(String, String, String)> {
+    let seen = std::cell::RefCell::new(Vec::new());
+    let cycle = || start_cycles(init, name, &mut seen.borrow_mut());
+    let while_seen = || {
+        let m = stats(&seen.borrow()).median;
+        seen.borrow_mut().clear();
+        format!("`start_us` median during these cycles: {} ms.\n\n", ms(m))
+    };
+    let cpu_profile = perf_profile(init.host_pid()?, 10, cycle)
+        .map(|t| t + &while_seen())
+        .unwrap_or_else(|e| format!("perf failed: {e:#}\n"));
+    let offcpu = offcpu_profile(init.host_pid()?, cycle)
+        .map(|t| t + &while_seen())
+        .unwrap_or_else(|e| format!("perf failed: {e:#}\n"));
+    let slow_calls = perf_trace_slow(init.host_pid()?, 10, cycle)
+        .map(|t| {
+            t + &while_seen().replace(
+                ".\n",
+                " (tracing every syscall on the machine slows the start down; read \
+                 the table for where the waiting is, not for its size).\n",
+            )
+        })
+        .unwrap_or_else(|e| format!("perf trace failed: {e:#}\n"));
+    Ok((cpu_profile, offcpu, slow_calls))
+}
+
 fn running_start_us(init: &HostInit, name: &str) -> Result<f64> {
     let s = init.status(name)?;
     if s.pid.is_none() {
@@ -1709,39 +1722,7 @@ fn v2_comparison(o: &Options, bins: &Binaries, scratch: &Scratch) -> Result<Stri
         settle();
         fork_exec.push(fork_exec_wait(&truebin, &[])?);
     }
-    let seen = std::cell::RefCell::new(Vec::new());
-    // Spaced like the measured rounds (a settle pause before each start).
-    let cycle = || -> Result<()> {
-        for _ in 0..10 {
-            init.stop(name)?;
-            settle();
-            init.ok(Op::Start {
-                service: name.into(),
-            })?;
-            seen.borrow_mut().push(running_start_us(&init, name)?);
-        }
-        Ok(())
-    };
-    let while_seen = || {
-        let m = stats(&seen.borrow()).median;
-        seen.borrow_mut().clear();
-        format!("`start_us` median during these cycles: {} ms.\n\n", ms(m))
-    };
-    let cpu_profile = perf_profile(init.host_pid()?, 10, cycle)
-        .map(|t| t + &while_seen())
-        .unwrap_or_else(|e| format!("perf failed: {e:#}\n"));
-    let offcpu = offcpu_profile(init.host_pid()?, cycle)
-        .map(|t| t + &while_seen())
-        .unwrap_or_else(|e| format!("perf failed: {e:#}\n"));
-    let slow_calls = perf_trace_slow(init.host_pid()?, 10, cycle)
-        .map(|t| {
-            t + &while_seen().replace(
-                ".\n",
-                " (tracing every syscall on the machine slows the start down; read \
-                 the table for where the waiting is, not for its size).\n",
-            )
-        })
-        .unwrap_or_else(|e| format!("perf trace failed: {e:#}\n"));
+    let (cpu_profile, offcpu, slow_calls) = profile_start_cycles(&init, name)?;
     drop(init);
     let s_fork = stats(&fork_exec);
 
