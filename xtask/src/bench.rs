@@ -776,26 +776,46 @@ fn tail(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// A syscall profile of a process while `f` runs: `strace -c -f` summary (top lines).
-fn strace_profile(pid: i32, f: impl FnOnce() -> Result<()>) -> Result<String> {
-    let out = std::env::temp_dir().join(format!("sysctr-bench-strace-{}", std::process::id()));
-    let mut st = Command::new("strace")
-        .args(["-c", "-f", "-S", "calls", "-o"])
-        .arg(&out)
-        .args(["-p", &pid.to_string()])
+/// Runs `f` while a tracer (`perf record`, `perf trace`, `strace`) watches: starts it, gives
+/// it `attach` to attach, runs `f`, waits `linger` for the last events, then stops it with
+/// SIGINT (which makes it write its output) and waits for it.
+fn trace_while(
+    cmd: &mut Command,
+    what: &str,
+    attach: Duration,
+    linger: Duration,
+    f: impl FnOnce() -> Result<()>,
+) -> Result<()> {
+    let mut tracer = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .context("strace")?;
-    std::thread::sleep(Duration::from_millis(500));
+        .context(what.to_string())?;
+    std::thread::sleep(attach);
     let r = f();
+    std::thread::sleep(linger);
     let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(st.id() as i32),
+        nix::unistd::Pid::from_raw(tracer.id() as i32),
         nix::sys::signal::Signal::SIGINT,
     );
-    let _ = st.wait();
-    r?;
+    let _ = tracer.wait();
+    r
+}
+
+/// A syscall profile of a process while `f` runs: `strace -c -f` summary (top lines).
+fn strace_profile(pid: i32, f: impl FnOnce() -> Result<()>) -> Result<String> {
+    let out = std::env::temp_dir().join(format!("sysctr-bench-strace-{}", std::process::id()));
+    trace_while(
+        Command::new("strace")
+            .args(["-c", "-f", "-S", "calls", "-o"])
+            .arg(&out)
+            .args(["-p", &pid.to_string()]),
+        "strace",
+        Duration::from_millis(500),
+        Duration::ZERO,
+        f,
+    )?;
     let text = fs::read_to_string(&out).unwrap_or_default();
     let _ = fs::remove_file(&out);
     Ok(text.lines().take(16).collect::<Vec<_>>().join("\n"))
@@ -808,23 +828,15 @@ fn strace_profile(pid: i32, f: impl FnOnce() -> Result<()>) -> Result<String> {
 /// and syscall, with the cgroup file where it is one.
 fn perf_trace_slow(pid: i32, runs: usize, f: impl FnOnce() -> Result<()>) -> Result<String> {
     let out = std::env::temp_dir().join(format!("sysctr-bench-trace-{}", std::process::id()));
-    let mut tr = Command::new("perf")
-        .args(["trace", "-a", "--duration", "0.5", "-o"])
-        .arg(&out)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("perf trace")?;
-    std::thread::sleep(Duration::from_millis(1500));
-    let r = f();
-    std::thread::sleep(Duration::from_millis(200));
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(tr.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    );
-    let _ = tr.wait();
-    r?;
+    trace_while(
+        Command::new("perf")
+            .args(["trace", "-a", "--duration", "0.5", "-o"])
+            .arg(&out),
+        "perf trace",
+        Duration::from_millis(1500),
+        Duration::from_millis(200),
+        f,
+    )?;
     let text = fs::read_to_string(&out).unwrap_or_default();
     let _ = fs::remove_file(&out);
     let me = format!("init/{pid}");
@@ -896,31 +908,24 @@ fn perf_trace_slow(pid: i32, runs: usize, f: impl FnOnce() -> Result<()>) -> Res
 /// syscall it happened in and the kernel functions it blocked in. Counts, not durations.
 fn offcpu_profile(pid: i32, f: impl FnOnce() -> Result<()>) -> Result<String> {
     let data = std::env::temp_dir().join(format!("sysctr-bench-offcpu-{}", std::process::id()));
-    let mut rec = Command::new("perf")
-        .args([
-            "record",
-            "-q",
-            "-e",
-            "sched:sched_switch",
-            "-g",
-            "-p",
-            &pid.to_string(),
-        ])
-        .arg("-o")
-        .arg(&data)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("perf")?;
-    std::thread::sleep(Duration::from_millis(700));
-    let r = f();
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(rec.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    );
-    let _ = rec.wait();
-    r?;
+    trace_while(
+        Command::new("perf")
+            .args([
+                "record",
+                "-q",
+                "-e",
+                "sched:sched_switch",
+                "-g",
+                "-p",
+                &pid.to_string(),
+            ])
+            .arg("-o")
+            .arg(&data),
+        "perf",
+        Duration::from_millis(700),
+        Duration::ZERO,
+        f,
+    )?;
     let script = output(
         Command::new("perf")
             .args(["script", "-F", "comm,ip,sym", "-i"])
@@ -1014,31 +1019,24 @@ fn offcpu_profile(pid: i32, f: impl FnOnce() -> Result<()>) -> Result<String> {
 fn perf_profile(pid: i32, runs: usize, f: impl FnOnce() -> Result<()>) -> Result<String> {
     const FREQ: u32 = 4000;
     let data = std::env::temp_dir().join(format!("sysctr-bench-perf-{}", std::process::id()));
-    let mut rec = Command::new("perf")
-        .args([
-            "record",
-            "-q",
-            "-g",
-            "-F",
-            &FREQ.to_string(),
-            "-p",
-            &pid.to_string(),
-        ])
-        .arg("-o")
-        .arg(&data)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("perf (apt-get install linux-perf)")?;
-    std::thread::sleep(Duration::from_millis(700));
-    let r = f();
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(rec.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    );
-    let _ = rec.wait();
-    r?;
+    trace_while(
+        Command::new("perf")
+            .args([
+                "record",
+                "-q",
+                "-g",
+                "-F",
+                &FREQ.to_string(),
+                "-p",
+                &pid.to_string(),
+            ])
+            .arg("-o")
+            .arg(&data),
+        "perf (apt-get install linux-perf)",
+        Duration::from_millis(700),
+        Duration::ZERO,
+        f,
+    )?;
     let report = |extra: &[&str]| -> Result<String> {
         output(
             Command::new("perf")
