@@ -271,7 +271,7 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
                         }
                     }
                 }
-                Source::Pipe { svc, stream, run } => sup.on_pipe(svc, stream, run, r),
+                Source::Pipe { svc, stream } => sup.on_pipe(svc, stream, r),
                 Source::Notify { svc } => sup.on_notify(svc),
                 Source::Kmsg(id) => {
                     if let Some(c) = control.as_mut() {

@@ -14,10 +14,11 @@ pub enum Source {
     Signals,
     Listener,
     Client(u64),
+    /// A service's stdout or stderr. Removed from epoll before its descriptor is closed, so
+    /// an event always belongs to the service's current pipes.
     Pipe {
         svc: usize,
         stream: Stream,
-        run: u64,
     },
     Notify {
         svc: usize,

@@ -321,7 +321,7 @@ impl Supervisor {
         self.services[i].after_stop = AfterStop::Policy;
         self.set_state(i, State::Starting, "");
         let t0 = boot_us();
-        match self.create(i, &def, run, r) {
+        match self.create(i, &def, r) {
             Ok(pid) => {
                 let t1 = boot_us();
                 let s = &mut self.services[i];
@@ -368,13 +368,7 @@ impl Supervisor {
     }
 
     /// Creates the pipes, notify socket, spec and container; returns the pid.
-    fn create(
-        &mut self,
-        i: usize,
-        def: &Service,
-        run: u64,
-        r: &mut Reactor,
-    ) -> Result<i32, String> {
+    fn create(&mut self, i: usize, def: &Service, r: &mut Reactor) -> Result<i32, String> {
         if !Path::new(&def.root).is_dir() {
             return Err(format!(
                 "image root {} does not exist or is not a directory",
@@ -416,14 +410,7 @@ impl Supervisor {
             )
             .map_err(|e| format!("pipe: {e}"))?;
             let token = r
-                .add(
-                    rd.as_fd(),
-                    Source::Pipe {
-                        svc: i,
-                        stream,
-                        run,
-                    },
-                )
+                .add(rd.as_fd(), Source::Pipe { svc: i, stream })
                 .map_err(|e| e.to_string())?;
             self.services[i].pipes.push(Pipe {
                 token,
@@ -744,12 +731,11 @@ impl Supervisor {
     }
 
     /// Reads what is waiting on one of a service's pipes (bounded per call, for fairness).
-    pub fn on_pipe(&mut self, i: usize, stream: Stream, run: u64, r: &mut Reactor) {
+    pub fn on_pipe(&mut self, i: usize, stream: Stream, r: &mut Reactor) {
         let s = &mut self.services[i];
         let Some(pos) = s.pipes.iter().position(|p| p.stream == stream) else {
             return;
         };
-        let _ = run;
         let mut buf = [0u8; 16384];
         let mut budget = 4;
         loop {
