@@ -466,8 +466,13 @@ fn containers_start_least_privileged() {
             sh("admin", "exec sleep 1000"),
             json!({"capabilities": ["CAP_SYS_ADMIN"]}),
         ),
+        with(
+            sh("runtime", "exec sleep 1000"),
+            json!({"privileged": true, "namespaces": {"cgroup": "host"}}),
+        ),
     ]);
     init.wait_state("plain", "ready", SECS(20));
+    init.wait_state("runtime", "ready", SECS(20));
     init.wait_state("netadmin", "ready", SECS(20));
     init.wait_state("admin", "ready", SECS(20));
     // The service's own process, as PID 1 sees it.
@@ -547,6 +552,32 @@ fn containers_start_least_privileged() {
         Some(0),
         "with CAP_SYS_ADMIN the filter allows unshare: {out:?}"
     );
+    // `privileged` lifts all of it: no filter, every capability, setuid works, and with
+    // the host cgroup namespace the service sees where it sits in the whole tree.
+    let runtime = status("runtime");
+    assert_eq!(field(&runtime, "Seccomp:"), "0", "{runtime}");
+    assert_eq!(field(&runtime, "NoNewPrivs:"), "0", "{runtime}");
+    let eff = u64::from_str_radix(&field(&runtime, "CapEff:"), 16).unwrap();
+    for cap in [12, 16, 19, 21, 25] {
+        // NET_ADMIN SYS_MODULE SYS_PTRACE SYS_ADMIN SYS_TIME
+        assert!(eff & 1 << cap != 0, "capability {cap} missing: {runtime}");
+    }
+    let own = init.cli_ok(&["exec", "runtime", "--", "/bin/cat", "/proc/self/status"]);
+    assert_eq!(field(&own, "Seccomp:"), "0", "{own}");
+    init.cli_ok(&[
+        "exec",
+        "runtime",
+        "--",
+        "/bin/mount",
+        "-t",
+        "tmpfs",
+        "none",
+        "/tmp",
+    ]);
+    let cg = init.cli_ok(&["exec", "runtime", "--", "/bin/cat", "/proc/self/cgroup"]);
+    assert!(cg.contains("/runtime"), "host cgroup namespace:\n{cg}");
+    let cg = init.cli_ok(&["exec", "plain", "--", "/bin/cat", "/proc/self/cgroup"]);
+    assert!(!cg.contains("/plain"), "private cgroup namespace:\n{cg}");
 }
 
 #[test]

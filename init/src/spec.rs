@@ -7,7 +7,7 @@
 //! The spec is written as OCI JSON and parsed back into `oci_spec::runtime::Spec`, so a
 //! mistake here is a parse error naming the field, not a silently dropped setting.
 
-use manifest::units::DEFAULT_CAPABILITIES;
+use manifest::units::{CAPABILITIES, DEFAULT_CAPABILITIES};
 use manifest::{NamespaceMode, Readiness, Service};
 use oci_spec::runtime::Spec;
 use serde_json::{json, Value};
@@ -79,6 +79,9 @@ const DENIED_SYSCALLS: &[(&str, Option<&str>)] = &[
 ];
 
 pub fn capabilities(svc: &Service) -> Vec<String> {
+    if svc.privileged {
+        return privileged_capabilities();
+    }
     let mut caps: Vec<String> = DEFAULT_CAPABILITIES.iter().map(|s| s.to_string()).collect();
     for c in &svc.capabilities {
         if !caps.contains(c) {
@@ -86,6 +89,20 @@ pub fn capabilities(svc: &Service) -> Vec<String> {
         }
     }
     caps
+}
+
+/// Every capability PID 1 itself may hold (its bounding set): a container cannot be given
+/// one that PID 1 lacks, so "all" means all of these.
+fn privileged_capabilities() -> Vec<String> {
+    let bounding = caps::read(None, caps::CapSet::Bounding).unwrap_or_default();
+    CAPABILITIES
+        .iter()
+        .filter(|name| {
+            name.parse::<caps::Capability>()
+                .is_ok_and(|c| bounding.contains(&c))
+        })
+        .map(|s| s.to_string())
+        .collect()
 }
 
 fn seccomp(caps: &[String]) -> Value {
@@ -139,14 +156,15 @@ pub fn generate(svc: &Service, ctx: &Context) -> Result<Spec, SpecError> {
         env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     }
     env.extend(svc.env.iter().cloned());
+    let sys_mode = if svc.privileged { "rw" } else { "ro" };
     let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
         json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
         json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
-        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", sys_mode]}),
+        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", sys_mode]}),
         json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]}),
         json!({"destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=755"]}),
     ];
@@ -164,9 +182,10 @@ pub fn generate(svc: &Service, ctx: &Context) -> Result<Spec, SpecError> {
             "options": options}));
     }
 
-    let mut namespaces = vec![json!({"type": "mount"}), json!({"type": "cgroup"})];
+    let mut namespaces = vec![json!({"type": "mount"})];
     let ns = &svc.namespaces;
     for (mode, kind) in [
+        (ns.cgroup, "cgroup"),
         (ns.pid, "pid"),
         (ns.ipc, "ipc"),
         (ns.uts, "uts"),
@@ -178,7 +197,7 @@ pub fn generate(svc: &Service, ctx: &Context) -> Result<Spec, SpecError> {
     }
 
     let mut devices = Vec::new();
-    let mut device_rules = vec![json!({"allow": false, "access": "rwm"})];
+    let mut device_rules = vec![json!({"allow": svc.privileged, "access": "rwm"})];
     for (kind, major, minor) in [
         ("c", 1, 3),
         ("c", 1, 5),
@@ -220,7 +239,7 @@ pub fn generate(svc: &Service, ctx: &Context) -> Result<Spec, SpecError> {
         "env": env,
         "cwd": svc.cwd,
         "capabilities": { "bounding": caps, "effective": caps, "permitted": caps },
-        "noNewPrivileges": true,
+        "noNewPrivileges": !svc.privileged,
     });
     if !svc.user.additional_gids.is_empty() {
         process["user"]["additionalGids"] = json!(svc.user.additional_gids);
@@ -236,10 +255,12 @@ pub fn generate(svc: &Service, ctx: &Context) -> Result<Spec, SpecError> {
         "cgroupsPath": ctx.cgroups_path,
         "resources": resources,
         "devices": devices,
-        "maskedPaths": oci_spec::runtime::get_default_maskedpaths(),
-        "readonlyPaths": oci_spec::runtime::get_default_readonly_paths(),
-        "seccomp": seccomp(&caps),
     });
+    if !svc.privileged {
+        linux["maskedPaths"] = json!(oci_spec::runtime::get_default_maskedpaths());
+        linux["readonlyPaths"] = json!(oci_spec::runtime::get_default_readonly_paths());
+        linux["seccomp"] = seccomp(&caps);
+    }
     if !svc.sysctl.is_empty() {
         linux["sysctl"] = json!(svc.sysctl);
     }
@@ -355,6 +376,44 @@ mod tests {
             .unwrap()
             .iter()
             .any(|e| e == "NOTIFY_SOCKET=/run/sysctr/notify"));
+    }
+
+    #[test]
+    fn privileged_drops_the_confinement() {
+        let v = serde_json::to_value(
+            generate(
+                &svc(r#","privileged":true,"namespaces":{"cgroup":"host"}"#),
+                &ctx(),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let caps = v["process"]["capabilities"]["bounding"].as_array().unwrap();
+        let bounding = caps::read(None, caps::CapSet::Bounding).unwrap();
+        assert_eq!(caps.len(), bounding.len(), "{caps:?}");
+        assert_eq!(v["process"]["noNewPrivileges"], false);
+        for absent in ["seccomp", "maskedPaths", "readonlyPaths"] {
+            assert!(v["linux"].get(absent).is_none(), "{absent} in {v}");
+        }
+        assert_eq!(v["linux"]["resources"]["devices"][0]["allow"], true);
+        let ns = v["linux"]["namespaces"].as_array().unwrap();
+        assert!(!ns.iter().any(|n| n["type"] == "cgroup"));
+        for m in v["mounts"].as_array().unwrap() {
+            if m["destination"] == "/sys" || m["destination"] == "/sys/fs/cgroup" {
+                assert!(m["options"].as_array().unwrap().iter().any(|o| o == "rw"));
+            }
+        }
+        // host cgroup namespace alone leaves the tree read-only.
+        let v = serde_json::to_value(
+            generate(&svc(r#","namespaces":{"cgroup":"host"}"#), &ctx()).unwrap(),
+        )
+        .unwrap();
+        assert!(v["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["destination"] == "/sys/fs/cgroup" && m["options"][4] == "ro"));
+        assert!(v["linux"]["seccomp"].is_object());
     }
 
     #[test]

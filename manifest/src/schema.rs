@@ -72,6 +72,11 @@ pub struct Service {
     /// Mount the container's root filesystem read-only (default true).
     #[serde(default = "default_true")]
     pub readonly_root: bool,
+    /// Full privileges, for a service that runs containers itself: every capability, no
+    /// seccomp filter, no masked or read-only /proc paths, writable /sys and /sys/fs/cgroup,
+    /// every device allowed, and setuid programs keep working (no_new_privileges off).
+    #[serde(default)]
+    pub privileged: bool,
     /// Container hostname (uts namespace); defaults to the service name.
     #[serde(default)]
     pub hostname: Option<String>,
@@ -145,6 +150,10 @@ pub struct Namespaces {
     pub ipc: NamespaceMode,
     #[serde(default)]
     pub uts: NamespaceMode,
+    /// `host` shows the whole cgroup tree, for a service that manages cgroups of its own
+    /// (an OCI runtime, a cluster agent); writable only when the service is `privileged`.
+    #[serde(default)]
+    pub cgroup: NamespaceMode,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
