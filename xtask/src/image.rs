@@ -62,6 +62,9 @@ pub struct Options {
     pub manifest: Option<PathBuf>,
     /// Append these services (a manifest file) to the assembled one: test layers.
     pub extra_services: Vec<PathBuf>,
+    /// More container directories, laid out like `system-containers/<name>/` (service.json
+    /// and rootfs.json): the benchmark layer.
+    pub extra_containers: Vec<PathBuf>,
     /// Output directory (default `build/image` or `build/image-dev`).
     pub out: Option<PathBuf>,
 }
@@ -114,9 +117,9 @@ struct FileEntry {
     /// A file next to the recipe.
     #[serde(default)]
     local: Option<String>,
-    /// The sysctr CLI built from this workspace.
+    /// A static binary built from this workspace: `sysctr` (the CLI) or `bench-guest`.
     #[serde(default)]
-    sysctr: bool,
+    built: Option<String>,
     /// Also copy the shared libraries it needs (from `ldd`) and the dynamic loader.
     #[serde(default)]
     libs: bool,
@@ -165,15 +168,16 @@ pub fn parse_options(args: &[String]) -> Result<Options> {
             "--dev" => opts.dev = true,
             "--manifest" => opts.manifest = Some(next_path(&mut it, a)?),
             "--extra-services" => opts.extra_services.push(next_path(&mut it, a)?),
+            "--extra-container" => opts.extra_containers.push(next_path(&mut it, a)?),
             "--out" => {
                 let v = it.next().context("--out needs a value")?;
                 opts.out = Some(std::env::current_dir()?.join(v));
             }
             "-h" | "--help" => {
-                println!("usage: cargo xtask image [--dev] [--manifest FILE] [--extra-services FILE]... [--out DIR]");
+                println!("usage: cargo xtask image [--dev] [--manifest FILE] [--extra-services FILE]... [--extra-container DIR]... [--out DIR]");
                 std::process::exit(0);
             }
-            other => bail!("image: unknown option {other:?} (--dev, --manifest FILE, --extra-services FILE, --out DIR)"),
+            other => bail!("image: unknown option {other:?} (--dev, --manifest FILE, --extra-services FILE, --extra-container DIR, --out DIR)"),
         }
     }
     Ok(opts)
@@ -253,18 +257,28 @@ pub fn build(opts: &Options) -> Result<Image> {
 
     // The containers and their manifest entries.
     let mut services: Vec<Value> = Vec::new();
-    for name in CONTAINERS {
-        let dir = root_dir.join("system-containers").join(name);
+    let mut dirs: Vec<PathBuf> = CONTAINERS
+        .iter()
+        .map(|name| root_dir.join("system-containers").join(name))
+        .collect();
+    dirs.extend(opts.extra_containers.iter().cloned());
+    let mut names = Vec::new();
+    for dir in &dirs {
         let service_file = if opts.dev && dir.join("service.dev.json").exists() {
             dir.join("service.dev.json")
         } else {
             dir.join("service.json")
         };
         let service: Value = read_json(&service_file)?;
-        let croot = stage.join("containers").join(name).join("rootfs");
-        assemble_container(&dir, &croot, &service, &bins)?;
+        let name = service["name"]
+            .as_str()
+            .with_context(|| format!("{}: no name", service_file.display()))?
+            .to_string();
+        let croot = stage.join("containers").join(&name).join("rootfs");
+        assemble_container(dir, &croot, &service, &bins)?;
         sizes.push((format!("container {name}"), tree_size(&croot)?));
         services.push(service);
+        names.push(name);
     }
     let manifest_text = match &opts.manifest {
         Some(path) => fs::read_to_string(path)?,
@@ -283,7 +297,8 @@ pub fn build(opts: &Options) -> Result<Image> {
     };
     let manifest_path = stage.join("etc/sysctr/manifest.json");
     write_text(&manifest_path, &manifest_text)?;
-    check_manifest(&manifest_path, &stage, CONTAINERS)?;
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    check_manifest(&manifest_path, &stage, &names)?;
 
     // Read-only root.
     let squash = out.join("root.squashfs");
@@ -532,8 +547,10 @@ fn assemble_container(dir: &Path, croot: &Path, service: &Value, bins: &Binaries
         debs.insert(p.clone(), downloaded_package(p)?);
     }
     for f in &recipe.files {
-        let src: PathBuf = if f.sysctr {
-            bins.sysctr.clone()
+        let src: PathBuf = if let Some(name) = &f.built {
+            bins.built(name)
+                .with_context(|| format!("{}: no built binary {name}", recipe_path.display()))?
+                .to_path_buf()
         } else if let Some(h) = &f.host {
             PathBuf::from(h)
         } else if let (Some(p), Some(s)) = (&f.package, &f.src) {

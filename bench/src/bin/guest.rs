@@ -1,0 +1,210 @@
+//! The in-guest half of `cargo xtask bench`: run inside the privileged `bench` container of
+//! the benchmark image (`bench/container/`), it times sysctr against crun and runc on the
+//! same bundle, on the guest's own kernel and pure cgroup v2 hierarchy.
+//!
+//! Usage: `bench-guest [--runs N] [--service NAME] [--socket PATH]`.
+//!
+//! Output is one line per figure, for xtask to tabulate:
+//!   sample SERIES MICROSECONDS
+//!   error SERIES MESSAGE
+//!   mem FIELD KIB                  PID 1's /proc/1/status and smaps_rollup
+//!   info TEXT
+
+use sysctr_bench::{boot_us, elapsed_us, fork_exec_wait, settle, Control, Peer};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Where crun's and runc's containers go in the cgroup tree: beside sysctr's, as the host
+/// bench does.
+const PEER_CGROUP: &str = "sysctr-bench-peers";
+
+struct Args {
+    runs: usize,
+    service: String,
+    socket: String,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut a = Args {
+        runs: 50,
+        service: "bench-target".into(),
+        socket: "/run/sysctr/control.sock".into(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().ok_or(format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--runs" => a.runs = value()?.parse().map_err(|e| format!("--runs: {e}"))?,
+            "--service" => a.service = value()?,
+            "--socket" => a.socket = value()?,
+            _ => return Err(format!("unknown argument {arg}")),
+        }
+    }
+    Ok(a)
+}
+
+fn main() {
+    let args = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("bench-guest: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(&args) {
+        println!("error run {e}");
+        std::process::exit(1);
+    }
+}
+
+fn sample(series: &str, us: f64) {
+    println!("sample {series} {us:.0}");
+}
+
+fn run(a: &Args) -> Result<(), String> {
+    let init = Control::new(&a.socket);
+    let name = a.service.as_str();
+    init.wait(name, Duration::from_secs(30), |s| s.pid.is_some())?;
+    memory();
+
+    // The same OCI spec for crun and runc, in a cgroup of their own.
+    let mut spec = init.spec(name)?;
+    let dir = Path::new("/run/bench");
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let mut peers = Vec::new();
+    for rt in ["crun", "runc"] {
+        spec["linux"]["cgroupsPath"] = format!("/{PEER_CGROUP}/{rt}").into();
+        peers.push(Peer::new(rt, &spec, dir, "bench-peer").map_err(|e| e.to_string())?);
+    }
+    for p in &peers {
+        println!("info {} {}", p.rt, first_line(&p.rt, "--version"));
+    }
+
+    // Interleaved rounds, so that whatever else the machine does hits every contender alike.
+    for _ in 0..a.runs {
+        init.stop(name)?;
+        settle();
+        let t = Instant::now();
+        init.start(name)?;
+        sample("sysctr_request", elapsed_us(t));
+        let s = init.status(name)?;
+        match (s.pid, s.start_us) {
+            (Some(_), Some(us)) => sample("sysctr_start", us as f64),
+            _ => return Err(format!("{name} not running after start: {:?}", s.last_error)),
+        }
+        for p in peers.iter_mut() {
+            p.once();
+        }
+        remove_cgroup(PEER_CGROUP);
+        settle();
+        if let Ok(us) = fork_exec_wait(Path::new("/bin/true"), &[]) {
+            sample("fork_exec_true", us);
+        }
+        settle();
+        if let Ok(us) = fork_exec_wait(Path::new("/bin/sleep"), &["0"]) {
+            sample("fork_exec_sleep", us);
+        }
+    }
+    for p in &peers {
+        for us in &p.run {
+            sample(&format!("{}_run", p.rt), *us);
+        }
+        for us in &p.delete {
+            sample(&format!("{}_delete", p.rt), *us);
+        }
+        if let Some(e) = &p.error {
+            println!("error {} {}", p.rt, e.replace('\n', " "));
+        }
+    }
+
+    // Restart: SIGKILL the service's process, time until its new container process runs.
+    for _ in 0..a.runs {
+        // A fresh start resets the backoff: each kill is the first restart in a row.
+        init.stop(name)?;
+        init.start(name)?;
+        settle();
+        let before = init.status(name)?;
+        let (Some(pid), Some(old)) = (before.pid, before.started_boot_us) else {
+            return Err(format!("{name} not running before the kill"));
+        };
+        let t0 = boot_us();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .map_err(|e| format!("kill {pid}: {e}"))?;
+        let after = init.wait(name, Duration::from_secs(10), |s| {
+            s.pid.is_some() && s.started_boot_us.is_some_and(|t| t != old)
+        })?;
+        let new = after.started_boot_us.unwrap_or(0);
+        let start = after.start_us.unwrap_or(0) as f64;
+        sample("restart", new.saturating_sub(t0) as f64);
+        sample("restart_start", start);
+    }
+
+    // `sysctr ps`: the request alone, and the CLI (its exec included).
+    let services = init.ps()?.len();
+    println!("info services {services}");
+    for _ in 0..a.runs {
+        let t = Instant::now();
+        init.ps()?;
+        sample("ps_request", elapsed_us(t));
+        if let Ok(us) = fork_exec_wait(Path::new("/usr/bin/sysctr"), &["ps"]) {
+            sample("ps_cli", us);
+        }
+        if let Ok(us) = fork_exec_wait(Path::new("/usr/bin/sysctr"), &["--version"]) {
+            sample("cli_version", us);
+        }
+    }
+    memory();
+    Ok(())
+}
+
+/// PID 1's memory: RSS split from /proc/1/status, PSS from smaps_rollup (this container
+/// shares the machine's pid namespace and holds CAP_SYS_PTRACE).
+fn memory() {
+    for (file, keys) in [
+        ("/proc/1/status", &["VmRSS:", "RssAnon:", "RssFile:"][..]),
+        ("/proc/1/smaps_rollup", &["Pss:", "Pss_Anon:", "Pss_File:"][..]),
+    ] {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        for k in keys {
+            if let Some(v) = text
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .and_then(|v| v.split_whitespace().next())
+            {
+                println!("mem {} {v}", k.trim_end_matches(':'));
+            }
+        }
+    }
+}
+
+/// Removes a cgroup and what is left below it (children first).
+fn remove_cgroup(rel: &str) {
+    fn rm(dir: &Path) {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    rm(&e.path());
+                }
+            }
+        }
+        let _ = std::fs::remove_dir(dir);
+    }
+    rm(&Path::new("/sys/fs/cgroup").join(rel));
+}
+
+fn first_line(prog: &str, arg: &str) -> String {
+    std::process::Command::new(prog)
+        .arg(arg)
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .unwrap_or_else(|e| format!("not runnable: {e}"))
+}
