@@ -2017,11 +2017,31 @@ fn guest(o: &Options, scratch: &Scratch) -> Result<String> {
         dev: true,
         ..Default::default()
     })?;
-    match boot_guest(o, scratch, &dev) {
+    match boot_timeline(o, scratch, &dev) {
         Ok(s) => t.push_str(&s),
-        Err(e) => writeln!(t, "## Guest (QEMU)\n\nNot measured: {e:#}\n")?,
+        Err(e) => writeln!(t, "## Guest (QEMU): boot timeline\n\nNot measured: {e:#}\n")?,
+    }
+    let bench_img = bench_image()?;
+    match side_by_side(o, scratch, &bench_img) {
+        Ok(s) => t.push_str(&s),
+        Err(e) => writeln!(
+            t,
+            "## Guest (QEMU): sysctr vs crun vs runc\n\nNot measured: {e:#}\n"
+        )?,
     }
     Ok(t)
+}
+
+/// The production image plus the benchmark layer `bench/container/`: a privileged `bench`
+/// service holding crun, runc and `bench-guest`, and the `bench-target` service they time.
+fn bench_image() -> Result<image::Image> {
+    let root = workspace_root();
+    image::build(&image::Options {
+        extra_containers: vec![root.join("bench/container")],
+        extra_services: vec![root.join("bench/container/target.json")],
+        out: Some(root.join("build/image-bench")),
+        ..Default::default()
+    })
 }
 
 fn image_sizes(img: &image::Image, stage: &Path) -> Result<String> {
@@ -2092,79 +2112,111 @@ fn tree_size(dir: &Path) -> Result<u64> {
 }
 
 /// QEMU, killed on drop.
-struct Vm(Child);
+/// A booted guest: QEMU with the serial console in a file and sshd reachable on a host port.
+struct Guest {
+    vm: Child,
+    key: PathBuf,
+    port: u16,
+    serial: PathBuf,
+    /// Host wall time from QEMU's start to the boot marker.
+    host_wall: Duration,
+}
 
-impl Drop for Vm {
+impl Drop for Guest {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.vm.kill();
+        let _ = self.vm.wait();
     }
 }
 
-fn boot_guest(o: &Options, scratch: &Scratch, img: &image::Image) -> Result<String> {
-    let dir = scratch.dir.join("vm");
-    fs::create_dir_all(&dir)?;
-    let disk = dir.join("disk.img");
-    crate::util::run(
-        Command::new("cp")
-            .arg("--sparse=always")
-            .arg(&img.disk)
-            .arg(&disk),
-    )?;
-    let key = dir.join("id_ed25519");
-    crate::util::run(
-        Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", "bench", "-f"])
-            .arg(&key),
-    )?;
-    let pubkey = fs::read_to_string(key.with_extension("pub"))?
-        .trim()
-        .to_string();
-    let bootconfig = dir.join("bootconfig.json");
-    fs::write(&bootconfig, qemu::boot_config("bench", &[pubkey]))?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    // TCG unless asked: on this (nested) machine KVM with `-cpu host` aborts in QEMU, and
-    // the boot tests use TCG too. Guest-side figures are then TCG figures.
-    let kvm = o.kvm;
-    let serial = dir.join("serial.log");
-    let mut cmd = qemu::qemu_command(&img.kernel, &disk, &bootconfig, port, "512", "2", kvm, "");
-    cmd.args(["-display", "none", "-monitor", "none", "-serial"])
-        .arg(format!("file:{}", serial.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(dir.join("qemu.err"))?);
-    let t0 = Instant::now();
-    let mut vm = Vm(cmd.spawn().context("start qemu-system-x86_64")?);
-    let boot_timeout = Duration::from_secs(if kvm { 60 } else { 240 });
-    let marker = "sysctr: all services ready";
-    loop {
-        let log = fs::read_to_string(&serial).unwrap_or_default();
-        if log.contains(marker) || log.contains("sysctr: boot complete") {
-            break;
+impl Guest {
+    /// Boots `img` (TCG unless `--kvm`) and waits for init's boot marker and then for ssh.
+    fn boot(o: &Options, scratch: &Scratch, img: &image::Image, tag: &str) -> Result<Guest> {
+        let dir = scratch.dir.join(format!("vm-{tag}"));
+        fs::create_dir_all(&dir)?;
+        let disk = dir.join("disk.img");
+        crate::util::run(
+            Command::new("cp")
+                .arg("--sparse=always")
+                .arg(&img.disk)
+                .arg(&disk),
+        )?;
+        let key = dir.join("id_ed25519");
+        crate::util::run(
+            Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", "bench", "-f"])
+                .arg(&key),
+        )?;
+        let pubkey = fs::read_to_string(key.with_extension("pub"))?
+            .trim()
+            .to_string();
+        let bootconfig = dir.join("bootconfig.json");
+        fs::write(&bootconfig, qemu::boot_config("bench", &[pubkey]))?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        // TCG unless asked: on this (nested) machine KVM with `-cpu host` aborts in QEMU, and
+        // the boot tests use TCG too. Guest-side figures are then TCG figures.
+        let serial = dir.join("serial.log");
+        let mut cmd =
+            qemu::qemu_command(&img.kernel, &disk, &bootconfig, port, "512", "2", o.kvm, "");
+        cmd.args(["-display", "none", "-monitor", "none", "-serial"])
+            .arg(format!("file:{}", serial.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(dir.join("qemu.err"))?);
+        let t0 = Instant::now();
+        let mut g = Guest {
+            vm: cmd.spawn().context("start qemu-system-x86_64")?,
+            key,
+            port,
+            serial,
+            host_wall: Duration::ZERO,
+        };
+        let boot_timeout = Duration::from_secs(if o.kvm { 60 } else { 240 });
+        let marker = "sysctr: all services ready";
+        loop {
+            let log = g.console();
+            if log.contains(marker) || log.contains("sysctr: boot complete") {
+                break;
+            }
+            if let Ok(Some(st)) = g.vm.try_wait() {
+                bail!(
+                    "QEMU exited ({st}) before boot finished:\n{}",
+                    tail(&log, 30)
+                );
+            }
+            if t0.elapsed() > boot_timeout {
+                bail!("no {marker:?} within {boot_timeout:?}:\n{}", tail(&log, 30));
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
-        if let Ok(Some(st)) = vm.0.try_wait() {
-            bail!(
-                "QEMU exited ({st}) before boot finished:\n{}",
-                tail(&log, 30)
-            );
+        g.host_wall = t0.elapsed();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            match g.ssh("true", None) {
+                Ok(_) => break,
+                Err(e) if Instant::now() > deadline => return Err(e.context("ssh never came up")),
+                Err(_) => std::thread::sleep(Duration::from_secs(1)),
+            }
         }
-        if t0.elapsed() > boot_timeout {
-            bail!("no {marker:?} within {boot_timeout:?}:\n{}", tail(&log, 30));
-        }
-        std::thread::sleep(Duration::from_millis(50));
+        Ok(g)
     }
-    let host_wall = t0.elapsed();
-    let ssh = |command: &str, input: Option<&str>| -> Result<String> {
+
+    fn console(&self) -> String {
+        fs::read_to_string(&self.serial).unwrap_or_default()
+    }
+
+    /// Runs `command` in the guest's ssh container (busybox sh), with `input` on stdin.
+    fn ssh(&self, command: &str, input: Option<&str>) -> Result<String> {
         let mut c = Command::new("timeout");
-        c.arg("120")
+        c.arg("900")
             .arg("ssh")
             .args(["-i"])
-            .arg(&key)
+            .arg(&self.key)
             .args([
                 "-p",
-                &port.to_string(),
+                &self.port.to_string(),
                 "-o",
                 "StrictHostKeyChecking=no",
                 "-o",
@@ -2202,15 +2254,15 @@ fn boot_guest(o: &Options, scratch: &Scratch, img: &image::Image) -> Result<Stri
             bail!("ssh {command:?}: {st}: {}", err.trim());
         }
         Ok(out)
-    };
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        match ssh("true", None) {
-            Ok(_) => break,
-            Err(e) if Instant::now() > deadline => return Err(e.context("ssh never came up")),
-            Err(_) => std::thread::sleep(Duration::from_secs(1)),
-        }
     }
+}
+
+/// Boots the development image and reads the boot timeline and PID 1's memory.
+fn boot_timeline(o: &Options, scratch: &Scratch, img: &image::Image) -> Result<String> {
+    let g = Guest::boot(o, scratch, img, "dev")?;
+    let host_wall = g.host_wall;
+    let kvm = o.kvm;
+    let ssh = |command: &str, input: Option<&str>| g.ssh(command, input);
     let version = ssh("sysctr version", None)?;
     let init_s: f64 = version
         .lines()
@@ -2219,7 +2271,7 @@ fn boot_guest(o: &Options, scratch: &Scratch, img: &image::Image) -> Result<Stri
         .and_then(|v| v.parse().ok())
         .context("no init start time in `sysctr version`")?;
     let ps: Vec<ServiceStatus> = serde_json::from_str(&ssh("sysctr ps --json", None)?)?;
-    let log = fs::read_to_string(&serial).unwrap_or_default();
+    let log = g.console();
     let kernel_line = |needle: &str| -> Option<f64> {
         log.lines().find(|l| l.contains(needle)).and_then(|l| {
             l.trim_start()
@@ -2250,10 +2302,7 @@ fn boot_guest(o: &Options, scratch: &Scratch, img: &image::Image) -> Result<Stri
     // The console log stays for a look at the whole boot.
     let keep = workspace_root().join("build").join("bench");
     let _ = fs::create_dir_all(&keep);
-    let _ = fs::copy(&serial, keep.join("serial.log"));
-    let script = fs::read_to_string(workspace_root().join("bench/guest.sh"))?;
-    let guest_out = ssh(&format!("sh -s {}", o.runs.min(50)), Some(&script))?;
-
+    let _ = fs::write(keep.join("serial.log"), &log);
     let mut t = String::new();
     writeln!(t, "## Guest (QEMU): boot timeline\n")?;
     writeln!(
@@ -2340,83 +2389,152 @@ fn boot_guest(o: &Options, scratch: &Scratch, img: &image::Image) -> Result<Stri
         "\nPID 1 memory in the guest with the {services} default services, after boot \
          (`/proc/1/status`): {init_mem}. Target: RSS < 5 MiB.\n"
     )?;
-    t.push_str(&guest_figures(&guest_out)?);
     Ok(t)
 }
 
-/// Parses the output of `bench/guest.sh`.
+/// Boots the benchmark image and runs `bench-guest` in its privileged `bench` container:
+/// sysctr, crun and runc on the same bundle, on the guest's kernel and pure cgroup v2.
+fn side_by_side(o: &Options, scratch: &Scratch, img: &image::Image) -> Result<String> {
+    let g = Guest::boot(o, scratch, img, "bench")?;
+    let out = g.ssh(
+        &format!(
+            "sysctr exec bench -- /usr/bin/bench-guest --runs {}",
+            o.runs.min(50)
+        ),
+        None,
+    )?;
+    let keep = workspace_root().join("build").join("bench");
+    let _ = fs::create_dir_all(&keep);
+    let _ = fs::write(keep.join("bench-guest.out"), &out);
+    let mut t = format!(
+        "## Guest (QEMU): sysctr vs crun vs runc\n\n\
+         The benchmark image (the production services plus `bench/container/`) booted under {} \
+         with 2 vCPUs and 512 MiB: the guest's own kernel and a pure cgroup v2 hierarchy, the \
+         real target. `bench-guest` runs in the privileged `bench` container (host pid and \
+         cgroup namespaces) and interleaves the contenders round by round, with a 30 ms \
+         settle pause before each timed operation. sysctr's figure is PID 1's own \
+         create+start time of the `bench-target` service (`start_us`, stop+start); crun's and \
+         runc's are the wall time of `run -d` of that service's generated spec (the same \
+         bundle and root), fork+exec of the runtime included, in a cgroup beside sysctr's.\n\n",
+        if o.kvm { "KVM" } else { "TCG" }
+    );
+    t.push_str(&guest_figures(&out)?);
+    Ok(t)
+}
+
+/// Tabulates the output of `bench-guest` (see bench/src/bin/guest.rs for the line format).
 fn guest_figures(out: &str) -> Result<String> {
-    let mut t = String::new();
-    let mut starts = Vec::new();
-    let mut loops: Vec<(String, f64, usize)> = Vec::new();
-    let mut svc = String::new();
+    let mut series: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+    let (mut info, mut errors, mut mem) = (Vec::new(), Vec::new(), Vec::new());
     for line in out.lines() {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        match f.as_slice() {
-            ["start_us", name, v] => {
-                svc = name.to_string();
-                if let Ok(v) = v.parse::<f64>() {
-                    starts.push(v);
+        let mut f = line.splitn(3, ' ');
+        match (f.next(), f.next(), f.next()) {
+            (Some("sample"), Some(name), Some(v)) => {
+                if let Ok(v) = v.trim().parse::<f64>() {
+                    series.entry(name).or_default().push(v);
                 }
             }
-            ["loop", name, n, a, b] => {
-                let (n, a, b): (f64, f64, f64) = (n.parse()?, a.parse()?, b.parse()?);
-                loops.push((name.to_string(), (b - a) * 1e6 / n, n as usize));
-            }
+            (Some("info"), Some(k), Some(v)) => info.push((k, v)),
+            (Some("error"), Some(k), Some(v)) => errors.push(format!("{k}: {v}")),
+            (Some("mem"), Some(k), Some(v)) => mem.push((k, v)),
             _ => {}
         }
     }
-    if starts.is_empty() && loops.is_empty() {
-        writeln!(t, "guest script output not understood:\n```\n{out}\n```\n")?;
-        return Ok(t);
+    if series.is_empty() {
+        bail!("bench-guest printed no samples:\n{}", tail(out, 30));
     }
-    writeln!(t, "### Guest-side figures (`bench/guest.sh` over ssh)\n")?;
-    let s = stats(&starts);
-    if !starts.is_empty() {
-        t.push_str(TABLE_HEAD);
-        t.push_str(&row(
-            &format!(
-                "sysctr create+start of the `{svc}` system service in PID 1 (`start_us`; stop+start)"
-            ),
-            s,
-        ));
-        t.push('\n');
-    }
-    let mean = |name: &str| loops.iter().find(|l| l.0 == name).map(|l| (l.1, l.2));
-    writeln!(
-        t,
-        "Means over a loop in busybox sh (busybox has no sub-second clock: /proc/uptime \
-         difference / runs, 10 ms resolution over the whole loop):\n\n\
-         | command | runs | mean ms |\n|---|---:|---:|"
-    )?;
-    for (name, label) in [
-        ("ps", "`sysctr ps` (default services)"),
-        (
-            "cli-version",
-            "`sysctr --version` (the CLI's exec, no request)",
-        ),
-        ("true", "`/bin/true` (busybox): fork+exec+wait"),
-    ] {
-        if let Some((m, n)) = mean(name) {
-            writeln!(t, "| {label} | {n} | {} |", ms(m))?;
+    let get = |name: &str| stats(series.get(name).map(Vec::as_slice).unwrap_or(&[]));
+    let mut t = String::new();
+    for (k, v) in &info {
+        if *k == "crun" || *k == "runc" {
+            writeln!(t, "- {k}: {v}")?;
         }
     }
     t.push('\n');
-    if let (Some((tr, _)), false) = (mean("true"), starts.is_empty()) {
-        writeln!(
-            t,
-            "| ratio (guest) | value | target |\n|---|---:|---|\n\
-             | sysctr create+start (median) / fork+exec+wait `true` (mean) | {} | ≤ 15× |",
-            ratio(s.median, tr)
-        )?;
-        if let (Some((ps, _)), Some((v, _))) = (mean("ps"), mean("cli-version")) {
+    t.push_str(TABLE_HEAD);
+    for (name, label) in [
+        ("sysctr_start", "sysctr create+start in PID 1 (`start_us`)"),
+        ("sysctr_request", "sysctr `start` request round trip (client side)"),
+        ("crun_run", "`crun run -d` (wall)"),
+        ("runc_run", "`runc run -d` (wall)"),
+        ("crun_delete", "`crun delete -f` (wall)"),
+        ("runc_delete", "`runc delete -f` (wall)"),
+        ("fork_exec_true", "fork+exec+wait of busybox `true`"),
+        ("fork_exec_sleep", "fork+exec+wait of busybox `sleep 0` (the service's program)"),
+        ("restart", "restart: SIGKILL → new container process running"),
+        ("restart_start", "… of which the new run's create+start (`start_us`)"),
+        ("ps_request", "`ps` request round trip (socket)"),
+        ("ps_cli", "`sysctr ps` (CLI: fork+exec+request+print)"),
+        ("cli_version", "`sysctr --version` (the CLI's exec alone)"),
+    ] {
+        if series.contains_key(name) {
+            t.push_str(&row(label, get(name)));
+        }
+    }
+    t.push('\n');
+    for e in &errors {
+        writeln!(t, "- **error** {e}")?;
+    }
+    let sysctr = get("sysctr_start");
+    let restart_gap = {
+        let (r, s) = (&series.get("restart"), &series.get("restart_start"));
+        match (r, s) {
+            (Some(r), Some(s)) => {
+                stats(&r.iter().zip(s.iter()).map(|(a, b)| a - b).collect::<Vec<_>>())
+            }
+            _ => Stats::default(),
+        }
+    };
+    writeln!(t, "| ratio (guest, same run) | value | target |\n|---|---:|---|")?;
+    for (peer, target) in [("crun_run", "≤ 0.5×"), ("runc_run", "")] {
+        if series.contains_key(peer) {
             writeln!(
                 t,
-                "| `sysctr ps` − the CLI's own exec (the request) | {} ms | |",
-                ms(ps - v)
+                "| sysctr create+start / `{}` (medians) | {} | {target} |",
+                peer.replace('_', " "),
+                ratio(sysctr.median, get(peer).median)
             )?;
         }
-        t.push('\n');
+    }
+    if series.contains_key("fork_exec_sleep") {
+        writeln!(
+            t,
+            "| sysctr create+start / fork+exec+wait `sleep 0` (medians) | {} | ≤ 15× |",
+            ratio(sysctr.median, get("fork_exec_sleep").median)
+        )?;
+    }
+    if restart_gap.n > 0 {
+        writeln!(
+            t,
+            "| restart − its create+start (median of the differences) | {} ms | ≤ 5 ms |",
+            ms(restart_gap.median)
+        )?;
+    }
+    if let Some((_, n)) = info.iter().find(|(k, _)| *k == "services") {
+        writeln!(
+            t,
+            "| `ps` request at {} services (median) | {} ms | host figure < 10 ms at 100 |",
+            n.trim(),
+            ms(get("ps_request").median)
+        )?;
+    }
+    t.push('\n');
+    if !mem.is_empty() {
+        // Two readings (before and after the rounds); the last of each field is reported.
+        let mut last: std::collections::BTreeMap<&str, &str> = Default::default();
+        for (k, v) in &mem {
+            last.insert(k, v.trim());
+        }
+        writeln!(
+            t,
+            "PID 1 memory after the rounds, with the production services and the two \
+             benchmark services (`/proc/1/status`, `/proc/1/smaps_rollup`, KiB): {}. \
+             Target: RSS < 5 MiB.\n",
+            last.iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )?;
     }
     Ok(t)
 }
@@ -2438,11 +2556,16 @@ mod tests {
     #[test]
     fn guest_output_parses() {
         let t = guest_figures(
-            "start_us time 1500\nstart_us time 2500\nloop ps 50 10.00 10.50\nloop true 50 11.00 11.05\n",
+            "info crun crun version 1.8.1\nsample sysctr_start 1500\nsample sysctr_start 2500\n\
+             sample crun_run 4000\nsample crun_run 4000\nerror runc no cgroup\n\
+             sample restart 5000\nsample restart_start 2000\nmem VmRSS 6000\nmem Pss 5000\n",
         )
         .unwrap();
-        assert!(t.contains("| 2 | 2.00 |"), "{t}");
-        assert!(t.contains("| 50 | 10.0 |"), "{t}");
-        assert!(t.contains("| 2.00× |"), "{t}");
+        assert!(t.contains("| sysctr create+start in PID 1 (`start_us`) | 2 | 2.00 |"), "{t}");
+        assert!(t.contains("| 0.50× | ≤ 0.5× |"), "{t}");
+        assert!(t.contains("| 3.00 ms | ≤ 5 ms |"), "{t}");
+        assert!(t.contains("**error** runc: no cgroup"), "{t}");
+        assert!(t.contains("Pss 5000, VmRSS 6000"), "{t}");
+        assert!(t.contains("- crun: crun version 1.8.1"), "{t}");
     }
 }
