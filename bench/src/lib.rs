@@ -42,7 +42,8 @@ pub fn settle() {
 /// One plain fork+exec+wait of `path` (no shell, no spawn machinery in the child), in µs.
 /// The caller must be single-threaded while this runs, which both users of this crate are.
 pub fn fork_exec_wait(path: &Path, args: &[&str]) -> io::Result<f64> {
-    let cstr = |b: &[u8]| CString::new(b).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e));
+    let cstr =
+        |b: &[u8]| CString::new(b).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e));
     let prog = cstr(path.as_os_str().as_bytes())?;
     let mut argv = vec![prog.clone()];
     for a in args {
@@ -98,6 +99,8 @@ pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> io::Result<(bool, f6
 /// each timed per round.
 pub struct Peer {
     pub rt: String,
+    /// What the tables call it, e.g. "crun run -d".
+    pub label: String,
     bundle: PathBuf,
     state: PathBuf,
     errfile: PathBuf,
@@ -111,13 +114,20 @@ pub struct Peer {
 impl Peer {
     /// Writes `spec` as the bundle's config.json in `dir/bundle-<rt>`; the runtime's state
     /// goes to `dir/<rt>-state`.
-    pub fn new(rt: &str, spec: &serde_json::Value, dir: &Path, id: &str) -> io::Result<Peer> {
+    pub fn new(
+        rt: &str,
+        label: &str,
+        spec: &serde_json::Value,
+        dir: &Path,
+        id: &str,
+    ) -> io::Result<Peer> {
         let bundle = dir.join(format!("bundle-{rt}"));
         fs::create_dir_all(&bundle)?;
         let config = serde_json::to_vec_pretty(spec).map_err(io::Error::other)?;
         fs::write(bundle.join("config.json"), config)?;
         Ok(Peer {
             rt: rt.to_string(),
+            label: label.to_string(),
             bundle,
             state: dir.join(format!("{rt}-state")),
             errfile: dir.join(format!("{rt}.err")),

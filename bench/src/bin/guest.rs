@@ -10,9 +10,9 @@
 //!   mem FIELD KIB                  PID 1's /proc/1/status and smaps_rollup
 //!   info TEXT
 
-use sysctr_bench::{boot_us, elapsed_us, fork_exec_wait, settle, Control, Peer};
 use std::path::Path;
 use std::time::{Duration, Instant};
+use sysctr_bench::{boot_us, elapsed_us, fork_exec_wait, settle, Control, Peer};
 
 /// Where crun's and runc's containers go in the cgroup tree: beside sysctr's, as the host
 /// bench does.
@@ -74,7 +74,10 @@ fn run(a: &Args) -> Result<(), String> {
     let mut peers = Vec::new();
     for rt in ["crun", "runc"] {
         spec["linux"]["cgroupsPath"] = format!("/{PEER_CGROUP}/{rt}").into();
-        peers.push(Peer::new(rt, &spec, dir, "bench-peer").map_err(|e| e.to_string())?);
+        peers.push(
+            Peer::new(rt, &format!("{rt} run -d"), &spec, dir, "bench-peer")
+                .map_err(|e| e.to_string())?,
+        );
     }
     for p in &peers {
         println!("info {} {}", p.rt, first_line(&p.rt, "--version"));
@@ -90,7 +93,12 @@ fn run(a: &Args) -> Result<(), String> {
         let s = init.status(name)?;
         match (s.pid, s.start_us) {
             (Some(_), Some(us)) => sample("sysctr_start", us as f64),
-            _ => return Err(format!("{name} not running after start: {:?}", s.last_error)),
+            _ => {
+                return Err(format!(
+                    "{name} not running after start: {:?}",
+                    s.last_error
+                ))
+            }
         }
         for p in peers.iter_mut() {
             p.once();
@@ -165,7 +173,10 @@ fn run(a: &Args) -> Result<(), String> {
 fn memory() {
     for (file, keys) in [
         ("/proc/1/status", &["VmRSS:", "RssAnon:", "RssFile:"][..]),
-        ("/proc/1/smaps_rollup", &["Pss:", "Pss_Anon:", "Pss_File:"][..]),
+        (
+            "/proc/1/smaps_rollup",
+            &["Pss:", "Pss_Anon:", "Pss_File:"][..],
+        ),
     ] {
         let text = std::fs::read_to_string(file).unwrap_or_default();
         for k in keys {

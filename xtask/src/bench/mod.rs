@@ -23,6 +23,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use sysctr_bench::{boot_us, elapsed_us, fork_exec_wait, settle, Peer};
 
 const USAGE: &str = "bench options: --runs N (50) --no-guest (skip the image build and the QEMU \
                      section) --no-host (only the guest and image) --kvm (boot the guest with KVM, default TCG) --out FILE (bench/RESULTS.md)";
@@ -315,58 +316,6 @@ fn kib(bytes: u64) -> String {
 
 // ---------------------------------------------------------------------------------------
 // clocks and processes
-
-/// CLOCK_BOOTTIME in microseconds: the clock init stamps `started_boot_us` with (the same
-/// on the host and inside its pid namespace).
-fn boot_us() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
-        .map(|t| t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1_000)
-        .unwrap_or(0)
-}
-
-fn elapsed_us(t: Instant) -> f64 {
-    t.elapsed().as_secs_f64() * 1e6
-}
-
-/// A pause before each timed operation, so that work the kernel defers from the previous
-/// one (network namespace teardown, RCU callbacks, cgroup release) does not land in it.
-/// `SYSCTR_BENCH_SETTLE_MS` overrides the 30 ms.
-fn settle() {
-    let ms = std::env::var("SYSCTR_BENCH_SETTLE_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(30);
-    std::thread::sleep(Duration::from_millis(ms));
-}
-
-/// One plain fork+exec+wait of `path` (no shell, no Rust spawn machinery in the child).
-/// xtask is single-threaded while it runs, so forking is safe.
-fn fork_exec_wait(path: &Path, args: &[&str]) -> Result<f64> {
-    use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt;
-    let prog = CString::new(path.as_os_str().as_bytes())?;
-    let mut argv: Vec<CString> = vec![prog.clone()];
-    for a in args {
-        argv.push(CString::new(*a)?);
-    }
-    let t = Instant::now();
-    // SAFETY: the child only calls execv and _exit, both async-signal-safe.
-    match unsafe { nix::unistd::fork() }? {
-        nix::unistd::ForkResult::Child => {
-            let _ = nix::unistd::execv(&prog, &argv);
-            // SAFETY: exiting the forked child without running the parent's destructors.
-            unsafe { libc::_exit(127) }
-        }
-        nix::unistd::ForkResult::Parent { child } => {
-            let st = nix::sys::wait::waitpid(child, None)?;
-            let us = elapsed_us(t);
-            if !matches!(st, nix::sys::wait::WaitStatus::Exited(_, 0)) {
-                bail!("{} exited with {st:?}", path.display());
-            }
-            Ok(us)
-        }
-    }
-}
 
 /// Every process below `root`, from /proc.
 fn descendants(root: i32) -> Vec<i32> {
@@ -1138,8 +1087,8 @@ fn start_and_restart(o: &Options, bins: &Binaries, scratch: &Scratch) -> Result<
     let mut peer_spec = spec.clone();
     peer_spec["linux"]["cgroupsPath"] = json!(format!("/{peer_prefix}/{name}"));
     let mut peers = vec![
-        Peer::new("runc", "runc run -d", &peer_spec, scratch)?,
-        Peer::new("crun", "crun run -d", &peer_spec, scratch)?,
+        peer("runc", "runc run -d", &peer_spec, scratch)?,
+        peer("crun", "crun run -d", &peer_spec, scratch)?,
     ];
 
     // Interleaved, so that load from elsewhere on the machine hits every contender alike:
@@ -1174,7 +1123,7 @@ fn start_and_restart(o: &Options, bins: &Binaries, scratch: &Scratch) -> Result<
         via_socket.push(elapsed_us(t));
         in_init.push(running_start_us(&init, name)?);
         for p in peers.iter_mut() {
-            p.once(scratch);
+            p.once();
         }
         remove_cgroups(&peer_prefix);
         settle();
@@ -1445,110 +1394,18 @@ fn running_start_us(init: &HostInit, name: &str) -> Result<f64> {
     Ok(s.start_us.context("no start_us in status")? as f64)
 }
 
-/// An OCI runtime binary running a bundle: `run -d`, then `delete -f`, timed per round.
-struct Peer {
-    rt: &'static str,
-    label: String,
-    bundle: PathBuf,
-    root: PathBuf,
-    id: String,
-    run: Vec<f64>,
-    delete: Vec<f64>,
-    /// Why it does not run (from the first failure); later rounds are skipped.
-    error: Option<String>,
-}
-
-impl Peer {
-    fn new(rt: &'static str, label: &str, spec: &Value, scratch: &Scratch) -> Result<Peer> {
-        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let bundle = scratch.dir.join(format!("bundle-{n}-{rt}"));
-        fs::create_dir_all(&bundle)?;
-        fs::write(bundle.join("config.json"), serde_json::to_vec_pretty(spec)?)?;
-        Ok(Peer {
-            rt,
-            label: label.to_string(),
-            bundle,
-            root: scratch.dir.join(format!("{rt}-state")),
-            id: format!("sysctr-bench-{}", std::process::id()),
-            run: Vec::new(),
-            delete: Vec::new(),
-            error: None,
-        })
-    }
-
-    /// One round; a failure is recorded, not returned.
-    fn once(&mut self, scratch: &Scratch) {
-        if self.error.is_some() {
-            return;
-        }
-        if let Err(e) = self.round(scratch) {
-            self.error = Some(if self.run.is_empty() {
-                e
-            } else {
-                format!("round {} failed: {e}", self.run.len() + 1)
-            });
-        }
-    }
-
-    fn round(&mut self, scratch: &Scratch) -> std::result::Result<(), String> {
-        let bundle = self.bundle.display().to_string();
-        settle();
-        let (ok, us, msg) = self.cmd(scratch, &["run", "-d", "--bundle", &bundle, &self.id])?;
-        if !ok {
-            let _ = self.cmd(scratch, &["delete", "-f", &self.id]);
-            return Err(msg);
-        }
-        self.run.push(us);
-        let (ok, us, msg) = self.cmd(scratch, &["delete", "-f", &self.id])?;
-        if !ok {
-            return Err(format!("delete failed: {msg}"));
-        }
-        self.delete.push(us);
-        Ok(())
-    }
-
-    /// (success, wall µs, stderr). Stderr goes to a file, not a pipe: with `run -d` and no
-    /// terminal the container inherits the runtime's stdio and would hold a pipe open.
-    fn cmd(
-        &self,
-        scratch: &Scratch,
-        args: &[&str],
-    ) -> std::result::Result<(bool, f64, String), String> {
-        let errfile = scratch.dir.join(format!("{}.err", self.rt));
-        let err = fs::File::create(&errfile).map_err(|e| e.to_string())?;
-        let mut c = Command::new(self.rt);
-        c.arg("--root")
-            .arg(&self.root)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(err);
-        let (ok, us) =
-            run_bounded(&mut c, Duration::from_secs(30)).map_err(|e| format!("{e:#}"))?;
-        let msg = fs::read_to_string(&errfile).unwrap_or_default();
-        Ok((ok, us, msg.trim().to_string()))
-    }
-}
-
-/// Runs a command to completion within `timeout` (killed after it); (success, wall µs).
-/// Polls every 100 µs, which bounds the timing error.
-fn run_bounded(cmd: &mut Command, timeout: Duration) -> Result<(bool, f64)> {
-    let t = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("cannot start {cmd:?}"))?;
-    loop {
-        if let Some(st) = child.try_wait()? {
-            return Ok((st.success(), elapsed_us(t)));
-        }
-        if t.elapsed() > timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("{cmd:?} did not finish within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_micros(100));
-    }
+/// An OCI runtime running `spec` from a bundle of its own in the scratch directory.
+fn peer(rt: &str, label: &str, spec: &Value, scratch: &Scratch) -> Result<Peer> {
+    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let id = format!("sysctr-bench-{}", std::process::id());
+    Ok(Peer::new(
+        rt,
+        label,
+        spec,
+        &scratch.dir.join(format!("peer-{n}")),
+        &id,
+    )?)
 }
 
 /// Leftovers of an earlier run that was killed (containers, cgroups, scratch directories),
@@ -1685,15 +1542,15 @@ fn v2_comparison(o: &Options, bins: &Binaries, scratch: &Scratch) -> Result<Stri
         r.remove("devices");
     }
     let mut peers = vec![
-        Peer::new("runc", "runc run -d, same spec", &full, scratch)?,
-        Peer::new("crun", "crun run -d, same spec", &full, scratch)?,
-        Peer::new(
+        peer("runc", "runc run -d, same spec", &full, scratch)?,
+        peer("crun", "crun run -d, same spec", &full, scratch)?,
+        peer(
             "runc",
             "runc run -d, spec without device rules",
             &nodev,
             scratch,
         )?,
-        Peer::new(
+        peer(
             "crun",
             "crun run -d, spec without device rules",
             &nodev,
@@ -1714,7 +1571,7 @@ fn v2_comparison(o: &Options, bins: &Binaries, scratch: &Scratch) -> Result<Stri
         })?;
         in_init.push(running_start_us(&init, name)?);
         for p in peers.iter_mut() {
-            p.once(scratch);
+            p.once();
         }
         remove_cgroups(&peer_prefix);
         settle();
@@ -2454,15 +2311,27 @@ fn guest_figures(out: &str) -> Result<String> {
     t.push_str(TABLE_HEAD);
     for (name, label) in [
         ("sysctr_start", "sysctr create+start in PID 1 (`start_us`)"),
-        ("sysctr_request", "sysctr `start` request round trip (client side)"),
+        (
+            "sysctr_request",
+            "sysctr `start` request round trip (client side)",
+        ),
         ("crun_run", "`crun run -d` (wall)"),
         ("runc_run", "`runc run -d` (wall)"),
         ("crun_delete", "`crun delete -f` (wall)"),
         ("runc_delete", "`runc delete -f` (wall)"),
         ("fork_exec_true", "fork+exec+wait of busybox `true`"),
-        ("fork_exec_sleep", "fork+exec+wait of busybox `sleep 0` (the service's program)"),
-        ("restart", "restart: SIGKILL → new container process running"),
-        ("restart_start", "… of which the new run's create+start (`start_us`)"),
+        (
+            "fork_exec_sleep",
+            "fork+exec+wait of busybox `sleep 0` (the service's program)",
+        ),
+        (
+            "restart",
+            "restart: SIGKILL → new container process running",
+        ),
+        (
+            "restart_start",
+            "… of which the new run's create+start (`start_us`)",
+        ),
         ("ps_request", "`ps` request round trip (socket)"),
         ("ps_cli", "`sysctr ps` (CLI: fork+exec+request+print)"),
         ("cli_version", "`sysctr --version` (the CLI's exec alone)"),
@@ -2479,13 +2348,19 @@ fn guest_figures(out: &str) -> Result<String> {
     let restart_gap = {
         let (r, s) = (&series.get("restart"), &series.get("restart_start"));
         match (r, s) {
-            (Some(r), Some(s)) => {
-                stats(&r.iter().zip(s.iter()).map(|(a, b)| a - b).collect::<Vec<_>>())
-            }
+            (Some(r), Some(s)) => stats(
+                &r.iter()
+                    .zip(s.iter())
+                    .map(|(a, b)| a - b)
+                    .collect::<Vec<_>>(),
+            ),
             _ => Stats::default(),
         }
     };
-    writeln!(t, "| ratio (guest, same run) | value | target |\n|---|---:|---|")?;
+    writeln!(
+        t,
+        "| ratio (guest, same run) | value | target |\n|---|---:|---|"
+    )?;
     for (peer, target) in [("crun_run", "≤ 0.5×"), ("runc_run", "")] {
         if series.contains_key(peer) {
             writeln!(
@@ -2561,7 +2436,10 @@ mod tests {
              sample restart 5000\nsample restart_start 2000\nmem VmRSS 6000\nmem Pss 5000\n",
         )
         .unwrap();
-        assert!(t.contains("| sysctr create+start in PID 1 (`start_us`) | 2 | 2.00 |"), "{t}");
+        assert!(
+            t.contains("| sysctr create+start in PID 1 (`start_us`) | 2 | 2.00 |"),
+            "{t}"
+        );
         assert!(t.contains("| 0.50× | ≤ 0.5× |"), "{t}");
         assert!(t.contains("| 3.00 ms | ≤ 5 ms |"), "{t}");
         assert!(t.contains("**error** runc: no cgroup"), "{t}");
