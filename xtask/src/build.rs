@@ -44,7 +44,10 @@ pub fn static_binaries() -> Result<Binaries> {
         .args(["-p", "sysctr-init", "-p", "sysctr", "-p", "sysctr-bench"])
         .env(
             "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
-            "-C target-feature=+crt-static",
+            // Not position-independent: a static-pie binary relocates itself at start,
+            // which reads half a megabyte of relocations and dirties every page of
+            // .data.rel.ro (memory that then stays private to PID 1).
+            "-C target-feature=+crt-static -C relocation-model=static",
         ))?;
     let dir = target_dir().join(TARGET).join("release");
     let bins = Binaries {
