@@ -607,3 +607,38 @@ fn a_hung_container_start_is_bounded() {
     // and init keeps serving
     assert!(init.cli_ok(&["ps"]).contains("fine"));
 }
+
+#[test]
+fn a_restart_kills_what_the_old_run_left_in_its_cgroup() {
+    // In the host pid namespace nothing kills a service's children when it exits: they stay
+    // in its cgroup, and the restart must not leave them running beside the new run.
+    let init = Init::start(vec![with(
+        sh("leaky", "sleep 1000 & echo child $! >&2; sleep 0.3; exit 3"),
+        json!({"namespaces": {"pid": "host"},
+               "restart": {"policy": "on-failure", "backoff_initial_ms": 0}}),
+    )]);
+    init.wait_service("leaky", SECS(20), "restarted", |s| {
+        s["restarts"].as_u64() >= Some(1)
+    });
+    // Every `sleep 1000` that ran is gone but the current run's (if it already started one).
+    let clean = wait_until(SECS(10), || {
+        let sleepers: Vec<i32> = descendants(init.host_pid())
+            .into_iter()
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                    .is_ok_and(|c| c.starts_with("sleep\01000"))
+            })
+            .collect();
+        sleepers.len() <= 1
+    });
+    assert!(
+        clean,
+        "old run's child survived: {:?}",
+        descendants(init.host_pid())
+    );
+    assert!(
+        wait_until(SECS(5), || zombies_below(init.host_pid()).is_empty()),
+        "zombies: {:?}",
+        zombies_below(init.host_pid())
+    );
+}

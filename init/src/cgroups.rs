@@ -109,15 +109,24 @@ pub fn oom_kills(prefix: &str, name: &str) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// Removes the service's (empty) cgroup directories; libcontainer's delete normally does
-/// this already, this catches what it leaves behind.
-pub fn remove(prefix: &str, name: &str) {
+/// Removes the service's cgroup directories if they are empty. True when none is left; a
+/// cgroup that still holds processes stays (rmdir fails with EBUSY).
+pub fn remove(prefix: &str, name: &str) -> bool {
+    let gone = |p: PathBuf| match fs::remove_dir(&p) {
+        Ok(()) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    };
     if is_v2() {
-        let _ = fs::remove_dir(dir(prefix, name, ""));
-    } else if let Ok(entries) = fs::read_dir(CGROUP_ROOT) {
-        for e in entries.flatten() {
-            let _ = fs::remove_dir(e.path().join(prefix).join(name));
-        }
+        gone(dir(prefix, name, ""))
+    } else {
+        fs::read_dir(CGROUP_ROOT)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| gone(e.path().join(prefix).join(name)))
+                    .fold(true, |all, g| all && g)
+            })
+            .unwrap_or(true)
     }
 }
 

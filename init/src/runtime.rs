@@ -236,6 +236,15 @@ impl Runtime {
         Ok(pid.as_raw())
     }
 
+    /// Forgets a container whose init has been reaped and whose cgroup is gone: all that is
+    /// left of it is its state directory and bundle. This is libcontainer's `delete` of a
+    /// stopped container without loading its state and building a cgroup manager first,
+    /// which is most of the time a restart spends between the exit and the new start.
+    pub fn forget(&self, name: &str) {
+        let _ = std::fs::remove_dir_all(self.state_root.join(name));
+        let _ = std::fs::remove_dir_all(self.bundle_dir(name));
+    }
+
     /// Deletes the container (killing what is left in it) and removes its bundle; a
     /// container that does not exist is not an error.
     pub fn delete(&self, name: &str) {

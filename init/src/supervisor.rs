@@ -64,6 +64,7 @@ pub struct Svc {
     ready_boot_ms: Option<u64>,
     started_boot_us: Option<u64>,
     start_us: Option<u64>,
+    exited_boot_us: Option<u64>,
     started_instant: Option<Instant>,
     pub restarts: u32,
     /// Start times of recent restarts, for the crash-loop limit.
@@ -469,10 +470,28 @@ impl Supervisor {
         }
     }
 
+    /// Removes what a failed start left: the container (killing what runs in it), its
+    /// cgroup and its notify socket.
     fn cleanup_container(&mut self, i: usize) {
         let name = self.services[i].name.clone();
         self.runtime.delete(&name);
         cgroups::remove(&self.cgroup_prefix, &name);
+        let _ = std::fs::remove_file(self.run_dir.join("notify").join(format!("{name}.sock")));
+    }
+
+    /// Removes an exited run's container. Its init has been reaped; when its cgroup is then
+    /// empty (a private pid namespace dies with its init) removing the cgroup and forgetting
+    /// the state is all there is to do, which keeps restarts fast. Processes left in the
+    /// cgroup (a service in the host pid namespace) take libcontainer's full delete, which
+    /// kills them.
+    fn cleanup_exited(&mut self, i: usize) {
+        let name = self.services[i].name.clone();
+        if cgroups::remove(&self.cgroup_prefix, &name) {
+            self.runtime.forget(&name);
+        } else {
+            self.runtime.delete(&name);
+            cgroups::remove(&self.cgroup_prefix, &name);
+        }
         let _ = std::fs::remove_file(self.run_dir.join("notify").join(format!("{name}.sock")));
     }
 
@@ -493,15 +512,17 @@ impl Supervisor {
         let Some(i) = self.services.iter().position(|s| s.pid == Some(pid)) else {
             return false;
         };
+        let reaped = boot_us();
         self.drain_pipes(i);
         let s = &mut self.services[i];
         s.pid = None;
         s.last_exit = Some(status);
+        s.exited_boot_us = Some(reaped);
         let ran_for = s.started_instant.map(|t| t.elapsed()).unwrap_or_default();
         let was = s.state;
         let after = s.after_stop;
         let oom = cgroups::oom_kills(&self.cgroup_prefix, &s.name).unwrap_or(0) > 0;
-        self.cleanup_container(i);
+        self.cleanup_exited(i);
         self.close_notify(i, r);
         let def = self.services[i]
             .def
@@ -827,6 +848,7 @@ impl Supervisor {
             ready_boot_ms: s.ready_boot_ms,
             started_boot_us: s.started_boot_us,
             start_us: s.start_us,
+            exited_boot_us: s.exited_boot_us,
             restarts: s.restarts,
             last_exit: s.last_exit,
             last_error: s.last_error.clone(),
@@ -1052,6 +1074,7 @@ impl Svc {
             ready_boot_ms: None,
             started_boot_us: None,
             start_us: None,
+            exited_boot_us: None,
             started_instant: None,
             restarts: 0,
             recent_restarts: VecDeque::new(),

@@ -184,6 +184,9 @@ pub struct ServiceStatus {
     /// How long creating and starting the current run's container took, microseconds.
     #[serde(default)]
     pub start_us: Option<u64>,
+    /// Microseconds since boot when PID 1 reaped the last run's exit.
+    #[serde(default)]
+    pub exited_boot_us: Option<u64>,
     pub restarts: u32,
     pub last_exit: Option<ExitStatus>,
     pub last_error: Option<String>,

@@ -82,6 +82,7 @@ fn ps_through_a_pipe_has_no_colour() {
         ready_boot_ms: None,
         started_boot_us: None,
         start_us: None,
+        exited_boot_us: None,
         restarts: 3,
         last_exit: Some(protocol::ExitStatus::Code(1)),
         last_error: Some("exec /usr/sbin/ntpd: not found".into()),

@@ -145,9 +145,18 @@ fn run(a: &Args) -> Result<(), String> {
             s.pid.is_some() && s.started_boot_us.is_some_and(|t| t != old)
         })?;
         let new = after.started_boot_us.unwrap_or(0);
-        let start = after.start_us.unwrap_or(0) as f64;
+        let start = after.start_us.unwrap_or(0);
         sample("restart", new.saturating_sub(t0) as f64);
-        sample("restart_start", start);
+        sample("restart_start", start as f64);
+        // Where the rest goes: the kernel's exit of the old container up to PID 1 reaping it,
+        // then PID 1's exit handling (cleanup of the old run) until the new start begins.
+        if let Some(reaped) = after.exited_boot_us {
+            sample("restart_exit", reaped.saturating_sub(t0) as f64);
+            sample(
+                "restart_handling",
+                new.saturating_sub(start).saturating_sub(reaped) as f64,
+            );
+        }
     }
 
     // `sysctr ps`: the request alone, and the CLI (its exec included).

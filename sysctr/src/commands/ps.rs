@@ -149,6 +149,7 @@ pub(crate) mod tests {
             ready_boot_ms: None,
             started_boot_us: None,
             start_us: None,
+            exited_boot_us: None,
             restarts: 0,
             last_exit: None,
             last_error: None,

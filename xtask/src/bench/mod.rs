@@ -8,6 +8,8 @@
 //! bounded in time; a section that cannot run says why in the results instead of failing
 //! the whole command. Everything it creates (namespaces, cgroups, bundles, VMs) is removed.
 
+mod baseline;
+
 use crate::build::{self, Binaries};
 use crate::image;
 use crate::qemu;
@@ -1134,6 +1136,7 @@ fn start_and_restart(o: &Options, bins: &Binaries, scratch: &Scratch) -> Result<
 
     // Restart: SIGKILL the service's process, time until its new container process runs.
     let (mut restart, mut restart_start, mut restart_gap) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut restart_exit, mut restart_handling) = (Vec::new(), Vec::new());
     let restart_deadline = Instant::now() + Duration::from_secs(90);
     for _ in 0..o.runs {
         if Instant::now() > restart_deadline {
@@ -1173,6 +1176,10 @@ fn start_and_restart(o: &Options, bins: &Binaries, scratch: &Scratch) -> Result<
         restart.push(lat);
         restart_start.push(start);
         restart_gap.push(lat - start);
+        if let Some(reaped) = s.exited_boot_us {
+            restart_exit.push(reaped.saturating_sub(t0) as f64);
+            restart_handling.push((new as f64 - start) - reaped as f64);
+        }
     }
 
     // Where the create+start time goes: a CPU profile over 10 stop+start cycles, and the
@@ -1320,6 +1327,14 @@ fn start_and_restart(o: &Options, bins: &Binaries, scratch: &Scratch) -> Result<
     t.push_str(&row(
         "of which: exit noticed, old container deleted, cgroup removed (the rest)",
         s_gap,
+    ));
+    t.push_str(&row(
+        "… the rest, part 1: kill until PID 1 reaped the exit (`exited_boot_us` − T0; kernel)",
+        stats(&restart_exit),
+    ));
+    t.push_str(&row(
+        "… the rest, part 2: PID 1's exit handling until the new start began",
+        stats(&restart_handling),
     ));
     writeln!(
         t,
@@ -1879,6 +1894,14 @@ fn guest(o: &Options, scratch: &Scratch) -> Result<String> {
         Err(e) => writeln!(t, "## Guest (QEMU): boot timeline\n\nNot measured: {e:#}\n")?,
     }
     let bench_img = bench_image()?;
+    // The same image booted by a plain-process init script, against our init (issue 7).
+    match baseline::section(o, scratch, &bench_img) {
+        Ok(s) => t.push_str(&s),
+        Err(e) => writeln!(
+            t,
+            "## Guest (QEMU): plain-process boot baseline\n\nNot measured: {e:#}\n"
+        )?,
+    }
     match side_by_side(o, scratch, &bench_img) {
         Ok(s) => t.push_str(&s),
         Err(e) => writeln!(
@@ -2331,6 +2354,14 @@ fn guest_figures(out: &str) -> Result<String> {
         (
             "restart_start",
             "… of which the new run's create+start (`start_us`)",
+        ),
+        (
+            "restart_exit",
+            "… of which the kill until PID 1 reaped the exit (kernel)",
+        ),
+        (
+            "restart_handling",
+            "… of which PID 1's exit handling until the new start began",
         ),
         ("ps_request", "`ps` request round trip (socket)"),
         ("ps_cli", "`sysctr ps` (CLI: fork+exec+request+print)"),
