@@ -3,8 +3,11 @@
 //!
 //! Host sections run the real static `init` as PID 1 of a fresh pid+mount namespace in test
 //! mode (as `tests/` does) with busybox containers, and drive it over its control socket;
-//! runc and crun run the very OCI spec init generated. The guest section boots the
-//! production image in QEMU and reads init's own timestamps over ssh. Every section is
+//! runc and crun run the very OCI spec init generated. The guest sections boot images in
+//! QEMU: the development image for the boot timeline and PID 1's memory; the benchmark image
+//! (production services plus `bench/container/`) for sysctr against crun and runc on the
+//! guest's own cgroup v2 (`bench-guest`, run in the privileged `bench` container), and for
+//! the same boot with a plain-process shell script as init (`baseline`). Every section is
 //! bounded in time; a section that cannot run says why in the results instead of failing
 //! the whole command. Everything it creates (namespaces, cgroups, bundles, VMs) is removed.
 
@@ -120,26 +123,16 @@ pub fn command(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// What the issue asks for that this command does not measure yet, and what it would take.
+/// What the issue asks for that this command cannot measure here, and why.
 const NOT_MEASURED: &str = "\
-## Not measured yet, and what it would take
+## Not measured, and why
 
-- **crun and runc inside the guest** (the issue's main comparison, on pure cgroup v2): needs \
-  a bench image layer with a privileged `bench` service whose root holds crun, runc and their \
-  shared libraries (`libs: true` in a rootfs recipe), `/sys/fs/cgroup` mounted read-write, \
-  the host pid namespace and CAP_SYS_ADMIN, plus a bench manifest of a `sleep` service for \
-  sysctr to start side by side. `image::build` only assembles the fixed \
-  `image::CONTAINERS` list (extra services can be added, extra container roots cannot), so \
-  this needs an `extra_containers` option in `image::Options` (owner of image.rs). Until \
-  then the host's cgroup v2 view above stands in, with crun on a spec without device rules.
-- **Boot baseline of the same daemons as plain processes** (containers ≤ 1.5× plain): needs a \
-  second image whose init (or a busybox `rc` script as init) starts the same programs without \
-  containers; not built.
-- **PSS of PID 1 in the guest**: `/proc/1/smaps_rollup` needs ptrace rights over PID 1, \
-  which no container has (least privilege); RSS comes from `/proc/1/status` through the dev \
-  console. An init request reporting its own memory would give PSS in production images too.
 - **KVM**: QEMU aborts with `-cpu host` under the nested KVM on this machine \
-  (`failed to set MSR 0x10a`), so guest figures are TCG; `--kvm` uses KVM where it works.
+  (`failed to set MSR 0x10a`), so guest figures are TCG (every guest figure is several \
+  times its KVM or bare-metal value; ratios from one run hold); `--kvm` uses KVM where it \
+  works.
+- **PSS of PID 1 in production images**: no production container may ptrace PID 1; the \
+  benchmark image's privileged `bench` container reads `/proc/1/smaps_rollup` instead.
 ";
 
 /// Runs one section; an error becomes a note in the results, not the end of the run.
