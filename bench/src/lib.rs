@@ -95,6 +95,19 @@ pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> io::Result<(bool, f6
     }
 }
 
+/// The first line a command prints (a version), or why it could not run.
+pub fn first_line(cmd: &mut Command) -> String {
+    cmd.output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .unwrap_or_else(|e| format!("not available ({e})"))
+}
+
 /// An OCI runtime binary (crun, runc) running one bundle: `run -d`, then `delete -f`,
 /// each timed per round.
 pub struct Peer {

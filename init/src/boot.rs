@@ -105,6 +105,19 @@ pub fn machine_steps() -> Vec<Step> {
             },
         },
         Step {
+            // The kernel rate-limits writes to /dev/kmsg (10 lines per 5 s per open file)
+            // unless told otherwise; init's own log would lose lines during every boot.
+            name: "kmsg-unlimited",
+            required: false,
+            run: |_| {
+                let path = "/proc/sys/kernel/printk_devkmsg";
+                std::fs::write(path, "on\n").map_err(|source| StepError::Io {
+                    what: format!("write {path}"),
+                    source,
+                })
+            },
+        },
+        Step {
             name: "mount-devpts",
             required: true,
             run: |c| {

@@ -65,6 +65,9 @@ pub struct Options {
     /// More container directories, laid out like `system-containers/<name>/` (service.json
     /// and rootfs.json): the benchmark layer.
     pub extra_containers: Vec<PathBuf>,
+    /// Alternative manifests for `sysctr.manifest=`: `(name, services file)` writes
+    /// `/etc/sysctr/manifest-<name>.json`, the assembled manifest plus those services.
+    pub alt_manifests: Vec<(String, PathBuf)>,
     /// Output directory (default `build/image` or `build/image-dev`).
     pub out: Option<PathBuf>,
 }
@@ -280,6 +283,10 @@ pub fn build(opts: &Options) -> Result<Image> {
         services.push(service);
         names.push(name);
     }
+    let (linked, saved) = link_identical_files(&stage.join("containers"))?;
+    eprintln!(
+        "xtask: image: {linked} files identical across container roots hard-linked ({saved} bytes)"
+    );
     let manifest_text = match &opts.manifest {
         Some(path) => fs::read_to_string(path)?,
         None => {
@@ -299,6 +306,23 @@ pub fn build(opts: &Options) -> Result<Image> {
     write_text(&manifest_path, &manifest_text)?;
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     check_manifest(&manifest_path, &stage, &names)?;
+    for (alt, extra) in &opts.alt_manifests {
+        let mut m: Value = serde_json::from_str(&manifest_text)?;
+        let more: Value = read_json(extra)?;
+        let list = m["services"]
+            .as_array_mut()
+            .context("manifest without services")?;
+        list.extend(
+            more["services"]
+                .as_array()
+                .with_context(|| format!("{}: no \"services\" list", extra.display()))?
+                .iter()
+                .cloned(),
+        );
+        let path = stage.join(format!("etc/sysctr/manifest-{alt}.json"));
+        write_text(&path, &(serde_json::to_string_pretty(&m)? + "\n"))?;
+        check_manifest(&path, &stage, &names)?;
+    }
 
     // Read-only root.
     let squash = out.join("root.squashfs");
@@ -714,6 +738,51 @@ fn make_writable(dir: &Path) -> Result<()> {
 }
 
 /// Apparent size of the regular files in a tree (symlinks and directories not counted).
+/// Hard-links regular files with the same content and mode across the container roots (each
+/// root has its own busybox, libc, …). mksquashfs already stores their data once; as one
+/// inode they also share one page cache in the running system, so the second container to
+/// run busybox does not read and decompress it again. Returns (files linked, bytes saved).
+fn link_identical_files(dir: &Path) -> Result<(usize, u64)> {
+    use std::os::unix::fs::PermissionsExt;
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+        let mut entries: Vec<_> = fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let ft = e.file_type()?;
+            if ft.is_dir() {
+                walk(&e.path(), out)?;
+            } else if ft.is_file() {
+                out.push(e.path());
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    walk(dir, &mut files)?;
+    let mut seen: BTreeMap<(u32, Vec<u8>), PathBuf> = BTreeMap::new();
+    let (mut linked, mut saved) = (0, 0);
+    for path in files {
+        let mode = fs::metadata(&path)?.permissions().mode();
+        let content = fs::read(&path)?;
+        let len = content.len() as u64;
+        match seen.get(&(mode, content)) {
+            Some(first) => {
+                fs::remove_file(&path)?;
+                fs::hard_link(first, &path).with_context(|| {
+                    format!("hard-link {} to {}", path.display(), first.display())
+                })?;
+                linked += 1;
+                saved += len;
+            }
+            None => {
+                let content = fs::read(&path)?;
+                seen.insert((mode, content), path);
+            }
+        }
+    }
+    Ok((linked, saved))
+}
+
 fn tree_size(dir: &Path) -> Result<u64> {
     let mut total = 0;
     for entry in fs::read_dir(dir)? {

@@ -2,7 +2,8 @@
 //! the benchmark image (`bench/container/`), it times sysctr against crun and runc on the
 //! same bundle, on the guest's own kernel and pure cgroup v2 hierarchy.
 //!
-//! Usage: `bench-guest [--runs N] [--service NAME] [--socket PATH]`.
+//! Usage: `bench-guest [--runs N] [--service NAME] [--socket PATH] [--ps-only]`; with
+//! `--ps-only` just PID 1's memory and the `ps` latency (for a boot with many services).
 //!
 //! Output is one line per figure, for xtask to tabulate:
 //!   sample SERIES MICROSECONDS
@@ -12,7 +13,7 @@
 
 use std::path::Path;
 use std::time::{Duration, Instant};
-use sysctr_bench::{boot_us, elapsed_us, fork_exec_wait, settle, Control, Peer};
+use sysctr_bench::{boot_us, elapsed_us, first_line, fork_exec_wait, settle, Control, Peer};
 
 /// Where crun's and runc's containers go in the cgroup tree: beside sysctr's, as the host
 /// bench does.
@@ -20,6 +21,7 @@ const PEER_CGROUP: &str = "sysctr-bench-peers";
 
 struct Args {
     runs: usize,
+    ps_only: bool,
     service: String,
     socket: String,
 }
@@ -27,6 +29,7 @@ struct Args {
 fn parse() -> Result<Args, String> {
     let mut a = Args {
         runs: 50,
+        ps_only: false,
         service: "bench-target".into(),
         socket: "/run/sysctr/control.sock".into(),
     };
@@ -37,6 +40,7 @@ fn parse() -> Result<Args, String> {
             "--runs" => a.runs = value()?.parse().map_err(|e| format!("--runs: {e}"))?,
             "--service" => a.service = value()?,
             "--socket" => a.socket = value()?,
+            "--ps-only" => a.ps_only = true,
             _ => return Err(format!("unknown argument {arg}")),
         }
     }
@@ -66,6 +70,9 @@ fn run(a: &Args) -> Result<(), String> {
     let name = a.service.as_str();
     init.wait(name, Duration::from_secs(30), |s| s.pid.is_some())?;
     memory();
+    if a.ps_only {
+        return ps_latency(&init, a.runs);
+    }
 
     // The same OCI spec for crun and runc, in a cgroup of their own.
     let mut spec = init.spec(name)?;
@@ -80,7 +87,11 @@ fn run(a: &Args) -> Result<(), String> {
         );
     }
     for p in &peers {
-        println!("info {} {}", p.rt, first_line(&p.rt, "--version"));
+        println!(
+            "info {} {}",
+            p.rt,
+            first_line(std::process::Command::new(&p.rt).arg("--version"))
+        );
     }
 
     // Interleaved rounds, so that whatever else the machine does hits every contender alike.
@@ -159,10 +170,16 @@ fn run(a: &Args) -> Result<(), String> {
         }
     }
 
-    // `sysctr ps`: the request alone, and the CLI (its exec included).
+    ps_latency(&init, a.runs)?;
+    memory();
+    Ok(())
+}
+
+/// `sysctr ps`: the request alone, and the CLI (its exec included).
+fn ps_latency(init: &Control, runs: usize) -> Result<(), String> {
     let services = init.ps()?.len();
     println!("info services {services}");
-    for _ in 0..a.runs {
+    for _ in 0..runs {
         let t = Instant::now();
         init.ps()?;
         sample("ps_request", elapsed_us(t));
@@ -173,7 +190,6 @@ fn run(a: &Args) -> Result<(), String> {
             sample("cli_version", us);
         }
     }
-    memory();
     Ok(())
 }
 
@@ -213,18 +229,4 @@ fn remove_cgroup(rel: &str) {
         let _ = std::fs::remove_dir(dir);
     }
     rm(&Path::new("/sys/fs/cgroup").join(rel));
-}
-
-fn first_line(prog: &str, arg: &str) -> String {
-    std::process::Command::new(prog)
-        .arg(arg)
-        .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .next()
-                .unwrap_or("")
-                .to_string()
-        })
-        .unwrap_or_else(|e| format!("not runnable: {e}"))
 }

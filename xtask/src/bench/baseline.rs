@@ -12,17 +12,15 @@
 //! alternate (baseline, sysctr, baseline, ...), each on a fresh copy of the disk, so both
 //! generate the ssh host key on their first boot.
 
-use super::{ratio, tail, Options, Scratch};
+use super::vm::{Keys, Vm, SYSCTR_MARKERS};
+use super::{ratio, Options, Scratch};
 use crate::image;
-use crate::qemu;
 use anyhow::{bail, Context, Result};
 use manifest::protocol::ServiceStatus;
 use std::fmt::Write as _;
 use std::fs;
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 /// Where the script lands in the benchmark image (bench/container/rootfs.json).
 pub const BASELINE_INIT: &str = "/containers/bench/rootfs/usr/libexec/baseline-init";
@@ -212,140 +210,14 @@ fn parse_sysctr(log: &str, ps: &[ServiceStatus]) -> Result<Boot> {
     })
 }
 
-/// QEMU, killed on drop.
-struct Vm {
-    child: Child,
-    serial: PathBuf,
-}
-
-impl Drop for Vm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Vm {
-    fn console(&self) -> String {
-        fs::read_to_string(&self.serial).unwrap_or_default()
-    }
-}
-
 /// The per-run setup every boot shares: an ssh key and the boot config holding it.
 struct Setup<'a> {
-    dir: PathBuf,
-    key: PathBuf,
-    bootconfig: PathBuf,
+    keys: Keys,
     img: &'a image::Image,
     kvm: bool,
 }
 
 impl Setup<'_> {
-    /// Boots a fresh copy of the disk `src` and waits until one of `markers` is on the
-    /// console.
-    fn boot(
-        &self,
-        src: &Path,
-        tag: &str,
-        append: &str,
-        markers: &[&str],
-    ) -> Result<(Vm, u16, Duration)> {
-        let disk = self.dir.join("disk.img");
-        crate::util::run(
-            Command::new("cp")
-                .arg("--sparse=always")
-                .arg(src)
-                .arg(&disk),
-        )?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let serial = self.dir.join(format!("serial-{tag}.log"));
-        let _ = fs::remove_file(&serial);
-        let mut cmd = qemu::qemu_command(
-            &self.img.kernel,
-            &disk,
-            &self.bootconfig,
-            port,
-            "512",
-            "2",
-            self.kvm,
-            append,
-        );
-        cmd.args(["-display", "none", "-monitor", "none", "-serial"])
-            .arg(format!("file:{}", serial.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(self.dir.join("qemu.err"))?);
-        let t0 = Instant::now();
-        let mut vm = Vm {
-            child: cmd.spawn().context("start qemu-system-x86_64")?,
-            serial,
-        };
-        let timeout = Duration::from_secs(if self.kvm { 60 } else { 240 });
-        loop {
-            let log = vm.console();
-            if markers.iter().any(|m| log.contains(m)) {
-                return Ok((vm, port, t0.elapsed()));
-            }
-            if let Ok(Some(st)) = vm.child.try_wait() {
-                bail!(
-                    "QEMU exited ({st}) before boot finished:\n{}",
-                    tail(&log, 30)
-                );
-            }
-            if t0.elapsed() > timeout {
-                bail!(
-                    "none of {markers:?} within {timeout:?}:\n{}",
-                    tail(&log, 30)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// `command` over ssh as root, retried until the guest's ssh lets us in (90 s).
-    fn ssh(&self, port: u16, command: &str) -> Result<String> {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            let mut child = Command::new("timeout")
-                .arg("60")
-                .arg("ssh")
-                .arg("-i")
-                .arg(&self.key)
-                .args(["-p", &port.to_string()])
-                .args(["-o", "StrictHostKeyChecking=no"])
-                .args(["-o", "UserKnownHostsFile=/dev/null"])
-                .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=10"])
-                .args(["-o", "LogLevel=ERROR", "root@127.0.0.1", command])
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .context("start ssh")?;
-            let mut out = String::new();
-            child
-                .stdout
-                .take()
-                .context("stdout")?
-                .read_to_string(&mut out)?;
-            let mut err = String::new();
-            child
-                .stderr
-                .take()
-                .context("stderr")?
-                .read_to_string(&mut err)?;
-            let st = child.wait()?;
-            if st.success() {
-                return Ok(out);
-            }
-            if Instant::now() > deadline {
-                bail!("ssh {command:?}: {st}: {}", err.trim());
-            }
-            std::thread::sleep(Duration::from_secs(1));
-        }
-    }
-
     /// One boot of `kind` from a copy of the disk `src`; its serial log is kept as
     /// `build/bench/boot-KIND-N.log`. With `seed`, a sysctr boot then powers off cleanly
     /// and leaves its disk (state partition with the ssh host key) at `seed`.
@@ -358,34 +230,41 @@ impl Setup<'_> {
         seed: Option<&Path>,
     ) -> Result<(Boot, Option<String>)> {
         let tag = format!("{}-{n}", kind.name());
-        let (mut vm, port, wall, note) = match kind {
+        let (mut vm, note) = match kind {
             Kind::Baseline => {
-                let (vm, port, wall) = self.boot(
+                let vm = Vm::boot(
+                    &self.keys,
+                    self.img,
                     src,
                     &tag,
                     &format!("init={BASELINE_INIT}"),
+                    self.kvm,
                     &["baseline: all services ready", "baseline: boot complete"],
                 )?;
                 // Whether the boot config reached ssh: a login with the key it carries.
-                let note = check_login.then(|| match self.ssh(port, "hostname") {
+                let note = check_login.then(|| match vm.ssh_retry("hostname") {
                     Ok(h) => format!(
                         "an ssh login into the baseline works (hostname {})",
                         h.trim()
                     ),
                     Err(e) => format!("**an ssh login into the baseline failed**: {e:#}"),
                 });
-                (vm, port, wall, note)
+                (vm, note)
             }
             Kind::Sysctr => {
-                let (vm, port, wall) = self.boot(
+                let vm = Vm::boot(
+                    &self.keys,
+                    self.img,
                     src,
                     &tag,
                     "",
-                    &["sysctr: all services ready", "sysctr: boot complete"],
+                    self.kvm,
+                    SYSCTR_MARKERS,
                 )?;
-                (vm, port, wall, None)
+                (vm, None)
             }
         };
+        let wall = vm.host_wall;
         let log = vm.console();
         let keep = crate::util::workspace_root().join("build").join("bench");
         let _ = fs::create_dir_all(&keep);
@@ -394,7 +273,7 @@ impl Setup<'_> {
             Kind::Baseline => parse_baseline(&log)?,
             Kind::Sysctr => {
                 let ps: Vec<ServiceStatus> =
-                    serde_json::from_str(&self.ssh(port, "sysctr ps --json")?)
+                    serde_json::from_str(&vm.ssh_retry("sysctr ps --json")?)
                         .context("sysctr ps --json")?;
                 parse_sysctr(&log, &ps)?
             }
@@ -402,15 +281,9 @@ impl Setup<'_> {
         boot.host_wall = wall;
         if let (Some(seed), Kind::Sysctr) = (seed, kind) {
             // The connection may drop as the guest goes down: the exit is what counts.
-            let _ = self.ssh(port, "sysctr poweroff");
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while vm.child.try_wait()?.is_none() {
-                if Instant::now() > deadline {
-                    bail!("the guest did not power off within 60 s");
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            fs::rename(self.dir.join("disk.img"), seed)?;
+            let _ = vm.ssh("sysctr poweroff", None);
+            vm.wait_exit(Duration::from_secs(60))?;
+            fs::rename(&vm.disk, seed)?;
         }
         Ok((boot, note))
     }
@@ -435,25 +308,8 @@ fn cell(v: Option<f64>) -> String {
 
 /// `cargo xtask bench`'s section "Guest (QEMU): plain-process boot baseline".
 pub fn section(o: &Options, scratch: &Scratch, img: &image::Image) -> Result<String> {
-    let dir = scratch.dir.join("vm-baseline");
-    fs::create_dir_all(&dir)?;
-    let key = dir.join("id_ed25519");
-    let _ = fs::remove_file(&key);
-    let _ = fs::remove_file(key.with_extension("pub"));
-    crate::util::run(
-        Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", "bench", "-f"])
-            .arg(&key),
-    )?;
-    let pubkey = fs::read_to_string(key.with_extension("pub"))?
-        .trim()
-        .to_string();
-    let bootconfig = dir.join("bootconfig.json");
-    fs::write(&bootconfig, qemu::boot_config("bench", &[pubkey]))?;
     let setup = Setup {
-        dir,
-        key,
-        bootconfig,
+        keys: Keys::new(&scratch.dir.join("vm-baseline"))?,
         img,
         kvm: o.kvm,
     };
@@ -463,7 +319,7 @@ pub fn section(o: &Options, scratch: &Scratch, img: &image::Image) -> Result<Str
     // Round 0: first boots, on the image's blank state partition (each generates the ssh
     // host key). The sysctr one then powers off and its disk seeds the other rounds, which
     // are ordinary boots: same state partition, host key already there.
-    let seed = setup.dir.join("seed.img");
+    let seed = setup.keys.dir.join("seed.img");
     let _ = fs::remove_file(&seed);
     for n in 0..=boots {
         let src = if n > 0 && seed.exists() {
@@ -653,6 +509,8 @@ fn script_text() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
+    use std::process::Command;
 
     /// A real baseline boot's serial log from "Run … as init process" on (TCG), as QEMU
     /// wrote it: CR LF line ends, getty's prompt ahead of a kernel line.

@@ -12,6 +12,7 @@
 //! the whole command. Everything it creates (namespaces, cgroups, bundles, VMs) is removed.
 
 mod baseline;
+mod vm;
 
 use crate::build::{self, Binaries};
 use crate::image;
@@ -22,13 +23,12 @@ use manifest::protocol::{self, Op, Request, Response, ServiceStatus, State};
 use serde_json::{json, Value};
 use std::fmt::Write as _;
 use std::fs;
-use std::io::{Read, Write};
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use sysctr_bench::{boot_us, elapsed_us, fork_exec_wait, settle, Peer};
+use sysctr_bench::{boot_us, elapsed_us, first_line, fork_exec_wait, settle, Peer};
 
 const USAGE: &str = "bench options: --runs N (50) --no-guest (skip the image build and the QEMU \
                      section) --no-host (only the guest and image) --kvm (boot the guest with KVM, default TCG) --out FILE (bench/RESULTS.md)";
@@ -227,18 +227,6 @@ fn header() -> Result<String> {
          Medians and p95 (nearest rank) in milliseconds. The machine is shared with other \
          builds, so p95 is noisy; ratios come from the same run.\n"
     ))
-}
-
-fn first_line(cmd: &mut Command) -> String {
-    cmd.output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .next()
-                .unwrap_or("")
-                .to_string()
-        })
-        .unwrap_or_else(|e| format!("not available ({e})"))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1902,19 +1890,140 @@ fn guest(o: &Options, scratch: &Scratch) -> Result<String> {
             "## Guest (QEMU): sysctr vs crun vs runc\n\nNot measured: {e:#}\n"
         )?,
     }
+    match guest_scale(o, scratch, &bench_img) {
+        Ok(s) => t.push_str(&s),
+        Err(e) => writeln!(
+            t,
+            "## Guest (QEMU): PID 1 memory and `sysctr ps` by service count\n\nNot measured: {e:#}\n"
+        )?,
+    }
     Ok(t)
 }
 
 /// The production image plus the benchmark layer `bench/container/`: a privileged `bench`
 /// service holding crun, runc and `bench-guest`, and the `bench-target` service they time.
+/// Its alternative manifests `bench-<N>` add sleeping services up to N services in all,
+/// for the memory and `ps` figures at scale (booted with `sysctr.manifest=`).
 fn bench_image() -> Result<image::Image> {
     let root = workspace_root();
+    let dir = root.join("build/bench");
+    fs::create_dir_all(&dir)?;
+    let mut alt_manifests = Vec::new();
+    for &n in GUEST_SCALE {
+        let sleepers: Vec<Value> = (BENCH_IMAGE_SERVICES..n)
+            .map(|i| {
+                json!({
+                    "name": format!("sleeper-{i:03}"),
+                    "root": "/containers/bench/rootfs",
+                    "args": ["/bin/sleep", "1000000000"],
+                    "stop": {"signal": "SIGKILL", "timeout_secs": 2}
+                })
+            })
+            .collect();
+        let file = dir.join(format!("sleepers-{n}.json"));
+        fs::write(
+            &file,
+            serde_json::to_vec_pretty(&json!({ "services": sleepers }))?,
+        )?;
+        alt_manifests.push((format!("bench-{n}"), file));
+    }
     image::build(&image::Options {
         extra_containers: vec![root.join("bench/container")],
         extra_services: vec![root.join("bench/container/target.json")],
+        alt_manifests,
         out: Some(root.join("build/image-bench")),
         ..Default::default()
     })
+}
+
+/// Services (not onboot tasks) in the benchmark image's own manifest: the five production
+/// services, `bench` and `bench-target`.
+const BENCH_IMAGE_SERVICES: usize = 7;
+/// Service counts of the guest memory and `ps` boots.
+const GUEST_SCALE: &[usize] = &[10, 50, 100];
+
+/// PID 1's memory and the `ps` request at 7, 10, 50 and 100 services in the guest: one boot
+/// of the benchmark image for each, the larger ones with a manifest of sleeping services.
+fn guest_scale(o: &Options, scratch: &Scratch, img: &image::Image) -> Result<String> {
+    let mut rows = Vec::new();
+    for n in std::iter::once(BENCH_IMAGE_SERVICES).chain(GUEST_SCALE.iter().copied()) {
+        let append = if n == BENCH_IMAGE_SERVICES {
+            String::new()
+        } else {
+            format!("sysctr.manifest=/etc/sysctr/manifest-bench-{n}.json")
+        };
+        eprintln!("xtask: bench: guest boot with {n} services");
+        let g = boot_sysctr(o, scratch, img, &format!("scale-{n}"), &append)?;
+        let out = g.ssh(
+            &format!(
+                "sysctr exec bench -- /usr/bin/bench-guest --ps-only --runs {}",
+                o.runs.min(20)
+            ),
+            None,
+        )?;
+        let mut mem = std::collections::BTreeMap::new();
+        let (mut ps, mut cli, mut services) = (Vec::new(), Vec::new(), 0usize);
+        for line in out.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            match f.as_slice() {
+                ["mem", k, v] => {
+                    mem.insert(k.to_string(), v.parse::<f64>().unwrap_or(0.0));
+                }
+                ["sample", "ps_request", v] => ps.push(v.parse::<f64>()?),
+                ["sample", "ps_cli", v] => cli.push(v.parse::<f64>()?),
+                ["info", "services", v] => services = v.parse()?,
+                _ => {}
+            }
+        }
+        if ps.is_empty() {
+            bail!(
+                "bench-guest --ps-only at {n} services printed:\n{}",
+                tail(&out, 20)
+            );
+        }
+        rows.push((services, mem, stats(&ps), stats(&cli)));
+    }
+    let mut t = String::from(
+        "## Guest (QEMU): PID 1 memory and `sysctr ps` by service count\n\n\
+         One boot of the benchmark image per row; beyond its own 7 services (and the onboot \
+         task), sleeping busybox services from an alternative manifest \
+         (`sysctr.manifest=/etc/sysctr/manifest-bench-N.json`). Read after boot from the \
+         privileged `bench` container: `/proc/1/status` and `/proc/1/smaps_rollup`; the `ps` \
+         request over the control socket, and the whole CLI.\n\n\
+         | entries in ps | RSS KiB | RssFile KiB | RssAnon KiB | PSS KiB | `ps` request median ms | `sysctr ps` CLI median ms |\n\
+         |---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let get =
+        |m: &std::collections::BTreeMap<String, f64>, k: &str| m.get(k).copied().unwrap_or(0.0);
+    for (n, m, ps, cli) in &rows {
+        writeln!(
+            t,
+            "| {n} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} |",
+            get(m, "VmRSS"),
+            get(m, "RssFile"),
+            get(m, "RssAnon"),
+            get(m, "Pss"),
+            ms(ps.median),
+            ms(cli.median)
+        )?;
+    }
+    if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
+        let extra = last.0.saturating_sub(first.0).max(1) as f64;
+        writeln!(
+            t,
+            "\n| ratio (guest) | value | target |\n|---|---:|---|\n\
+             | RSS per extra service ({} → {}) | {:.1} KiB | < 50 KiB |\n\
+             | RSS with the default services (the 7 of this image) | {:.2} MiB | < 5 MiB |\n\
+             | `ps` request at {} entries | {} ms | host: < 10 ms at 100 |\n",
+            first.0,
+            last.0,
+            (get(&last.1, "VmRSS") - get(&first.1, "VmRSS")) / extra,
+            get(&first.1, "VmRSS") / 1024.0,
+            last.0,
+            ms(last.2.median)
+        )?;
+    }
+    Ok(t)
 }
 
 fn image_sizes(img: &image::Image, stage: &Path) -> Result<String> {
@@ -1985,154 +2094,32 @@ fn tree_size(dir: &Path) -> Result<u64> {
 }
 
 /// QEMU, killed on drop.
-/// A booted guest: QEMU with the serial console in a file and sshd reachable on a host port.
-struct Guest {
-    vm: Child,
-    key: PathBuf,
-    port: u16,
-    serial: PathBuf,
-    /// Host wall time from QEMU's start to the boot marker.
-    host_wall: Duration,
-}
-
-impl Drop for Guest {
-    fn drop(&mut self) {
-        let _ = self.vm.kill();
-        let _ = self.vm.wait();
-    }
-}
-
-impl Guest {
-    /// Boots `img` (TCG unless `--kvm`) and waits for init's boot marker and then for ssh.
-    fn boot(o: &Options, scratch: &Scratch, img: &image::Image, tag: &str) -> Result<Guest> {
-        let dir = scratch.dir.join(format!("vm-{tag}"));
-        fs::create_dir_all(&dir)?;
-        let disk = dir.join("disk.img");
-        crate::util::run(
-            Command::new("cp")
-                .arg("--sparse=always")
-                .arg(&img.disk)
-                .arg(&disk),
-        )?;
-        let key = dir.join("id_ed25519");
-        crate::util::run(
-            Command::new("ssh-keygen")
-                .args(["-q", "-t", "ed25519", "-N", "", "-C", "bench", "-f"])
-                .arg(&key),
-        )?;
-        let pubkey = fs::read_to_string(key.with_extension("pub"))?
-            .trim()
-            .to_string();
-        let bootconfig = dir.join("bootconfig.json");
-        fs::write(&bootconfig, qemu::boot_config("bench", &[pubkey]))?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        // TCG unless asked: on this (nested) machine KVM with `-cpu host` aborts in QEMU, and
-        // the boot tests use TCG too. Guest-side figures are then TCG figures.
-        let serial = dir.join("serial.log");
-        let mut cmd =
-            qemu::qemu_command(&img.kernel, &disk, &bootconfig, port, "512", "2", o.kvm, "");
-        cmd.args(["-display", "none", "-monitor", "none", "-serial"])
-            .arg(format!("file:{}", serial.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(dir.join("qemu.err"))?);
-        let t0 = Instant::now();
-        let mut g = Guest {
-            vm: cmd.spawn().context("start qemu-system-x86_64")?,
-            key,
-            port,
-            serial,
-            host_wall: Duration::ZERO,
-        };
-        let boot_timeout = Duration::from_secs(if o.kvm { 60 } else { 240 });
-        let marker = "sysctr: all services ready";
-        loop {
-            let log = g.console();
-            if log.contains(marker) || log.contains("sysctr: boot complete") {
-                break;
-            }
-            if let Ok(Some(st)) = g.vm.try_wait() {
-                bail!(
-                    "QEMU exited ({st}) before boot finished:\n{}",
-                    tail(&log, 30)
-                );
-            }
-            if t0.elapsed() > boot_timeout {
-                bail!("no {marker:?} within {boot_timeout:?}:\n{}", tail(&log, 30));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        g.host_wall = t0.elapsed();
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            match g.ssh("true", None) {
-                Ok(_) => break,
-                Err(e) if Instant::now() > deadline => return Err(e.context("ssh never came up")),
-                Err(_) => std::thread::sleep(Duration::from_secs(1)),
-            }
-        }
-        Ok(g)
-    }
-
-    fn console(&self) -> String {
-        fs::read_to_string(&self.serial).unwrap_or_default()
-    }
-
-    /// Runs `command` in the guest's ssh container (busybox sh), with `input` on stdin.
-    fn ssh(&self, command: &str, input: Option<&str>) -> Result<String> {
-        let mut c = Command::new("timeout");
-        c.arg("900")
-            .arg("ssh")
-            .args(["-i"])
-            .arg(&self.key)
-            .args([
-                "-p",
-                &self.port.to_string(),
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "ConnectTimeout=10",
-                "-o",
-                "LogLevel=ERROR",
-                "root@127.0.0.1",
-                command,
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = c.spawn()?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(input.unwrap_or("").as_bytes())?;
-        }
-        let mut out = String::new();
-        child
-            .stdout
-            .take()
-            .context("stdout")?
-            .read_to_string(&mut out)?;
-        let mut err = String::new();
-        child
-            .stderr
-            .take()
-            .context("stderr")?
-            .read_to_string(&mut err)?;
-        let st = child.wait()?;
-        if !st.success() {
-            bail!("ssh {command:?}: {st}: {}", err.trim());
-        }
-        Ok(out)
-    }
+/// A guest booted by our init (the image's own manifest, or another one by `append`), with
+/// its own ssh key, ready for ssh.
+fn boot_sysctr(
+    o: &Options,
+    scratch: &Scratch,
+    img: &image::Image,
+    tag: &str,
+    append: &str,
+) -> Result<vm::Vm> {
+    let keys = vm::Keys::new(&scratch.dir.join(format!("vm-{tag}")))?;
+    let g = vm::Vm::boot(
+        &keys,
+        img,
+        &img.disk,
+        tag,
+        append,
+        o.kvm,
+        vm::SYSCTR_MARKERS,
+    )?;
+    g.ssh_retry("true").context("ssh never came up")?;
+    Ok(g)
 }
 
 /// Boots the development image and reads the boot timeline and PID 1's memory.
 fn boot_timeline(o: &Options, scratch: &Scratch, img: &image::Image) -> Result<String> {
-    let g = Guest::boot(o, scratch, img, "dev")?;
+    let g = boot_sysctr(o, scratch, img, "dev", "")?;
     let host_wall = g.host_wall;
     let kvm = o.kvm;
     let ssh = |command: &str, input: Option<&str>| g.ssh(command, input);
@@ -2268,7 +2255,7 @@ fn boot_timeline(o: &Options, scratch: &Scratch, img: &image::Image) -> Result<S
 /// Boots the benchmark image and runs `bench-guest` in its privileged `bench` container:
 /// sysctr, crun and runc on the same bundle, on the guest's kernel and pure cgroup v2.
 fn side_by_side(o: &Options, scratch: &Scratch, img: &image::Image) -> Result<String> {
-    let g = Guest::boot(o, scratch, img, "bench")?;
+    let g = boot_sysctr(o, scratch, img, "bench", "")?;
     let out = g.ssh(
         &format!(
             "sysctr exec bench -- /usr/bin/bench-guest --runs {}",

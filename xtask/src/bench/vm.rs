@@ -1,0 +1,208 @@
+//! Booting an image in QEMU for the guest sections: a copy of the disk, the serial console
+//! in a file, ssh forwarded to a free host port, and the boot config carrying one key.
+
+use super::tail;
+use crate::image;
+use crate::qemu;
+use anyhow::{bail, Context, Result};
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// init's boot markers: every service settled, Ready or not.
+pub const SYSCTR_MARKERS: &[&str] = &["sysctr: all services ready", "sysctr: boot complete"];
+
+/// An ssh key and the boot config that hands it to the guest, in `dir`; the VMs booted
+/// with it keep their disks and consoles there too.
+pub struct Keys {
+    pub dir: PathBuf,
+    key: PathBuf,
+    bootconfig: PathBuf,
+}
+
+impl Keys {
+    pub fn new(dir: &Path) -> Result<Keys> {
+        fs::create_dir_all(dir)?;
+        let key = dir.join("id_ed25519");
+        let _ = fs::remove_file(&key);
+        let _ = fs::remove_file(key.with_extension("pub"));
+        crate::util::run(
+            Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", "bench", "-f"])
+                .arg(&key),
+        )?;
+        let pubkey = fs::read_to_string(key.with_extension("pub"))?
+            .trim()
+            .to_string();
+        let bootconfig = dir.join("bootconfig.json");
+        fs::write(&bootconfig, qemu::boot_config("bench", &[pubkey]))?;
+        Ok(Keys {
+            dir: dir.to_path_buf(),
+            key,
+            bootconfig,
+        })
+    }
+}
+
+/// A running guest; QEMU is killed on drop.
+pub struct Vm {
+    child: Child,
+    serial: PathBuf,
+    key: PathBuf,
+    pub port: u16,
+    /// The guest's disk (a copy, written by the guest).
+    pub disk: PathBuf,
+    /// Host wall time from QEMU's start to the first marker on the console.
+    pub host_wall: Duration,
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Vm {
+    /// Boots `img` from a fresh copy of the disk `src` (TCG unless `kvm`, `append` added to
+    /// the kernel command line) and waits until one of `markers` is on the console.
+    pub fn boot(
+        keys: &Keys,
+        img: &image::Image,
+        src: &Path,
+        tag: &str,
+        append: &str,
+        kvm: bool,
+        markers: &[&str],
+    ) -> Result<Vm> {
+        let disk = keys.dir.join(format!("disk-{tag}.img"));
+        crate::util::run(
+            Command::new("cp")
+                .arg("--sparse=always")
+                .arg(src)
+                .arg(&disk),
+        )?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let serial = keys.dir.join(format!("serial-{tag}.log"));
+        let _ = fs::remove_file(&serial);
+        // TCG unless asked: on this (nested) machine KVM with `-cpu host` aborts in QEMU, and
+        // the boot tests use TCG too. Guest-side figures are then TCG figures.
+        let mut cmd = qemu::qemu_command(
+            &img.kernel,
+            &disk,
+            &keys.bootconfig,
+            port,
+            "512",
+            "2",
+            kvm,
+            append,
+        );
+        cmd.args(["-display", "none", "-monitor", "none", "-serial"])
+            .arg(format!("file:{}", serial.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(keys.dir.join(format!("qemu-{tag}.err")))?);
+        let t0 = Instant::now();
+        let mut vm = Vm {
+            child: cmd.spawn().context("start qemu-system-x86_64")?,
+            serial,
+            key: keys.key.clone(),
+            port,
+            disk,
+            host_wall: Duration::ZERO,
+        };
+        let timeout = Duration::from_secs(if kvm { 60 } else { 240 });
+        loop {
+            let log = vm.console();
+            if markers.iter().any(|m| log.contains(m)) {
+                vm.host_wall = t0.elapsed();
+                return Ok(vm);
+            }
+            if let Ok(Some(st)) = vm.child.try_wait() {
+                bail!(
+                    "QEMU exited ({st}) before boot finished:\n{}",
+                    tail(&log, 30)
+                );
+            }
+            if t0.elapsed() > timeout {
+                bail!(
+                    "none of {markers:?} within {timeout:?}:\n{}",
+                    tail(&log, 30)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn console(&self) -> String {
+        fs::read_to_string(&self.serial).unwrap_or_default()
+    }
+
+    /// Runs `command` as root over ssh (busybox sh in the ssh container, or in the
+    /// baseline's chroot), with `input` on stdin; one try, at most 15 minutes.
+    pub fn ssh(&self, command: &str, input: Option<&str>) -> Result<String> {
+        let mut child = Command::new("timeout")
+            .arg("900")
+            .arg("ssh")
+            .arg("-i")
+            .arg(&self.key)
+            .args(["-p", &self.port.to_string()])
+            .args(["-o", "StrictHostKeyChecking=no"])
+            .args(["-o", "UserKnownHostsFile=/dev/null"])
+            .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=10"])
+            .args(["-o", "LogLevel=ERROR", "root@127.0.0.1", command])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("start ssh")?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(input.unwrap_or("").as_bytes())?;
+        }
+        let mut out = String::new();
+        child
+            .stdout
+            .take()
+            .context("stdout")?
+            .read_to_string(&mut out)?;
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .context("stderr")?
+            .read_to_string(&mut err)?;
+        let st = child.wait()?;
+        if !st.success() {
+            bail!("ssh {command:?}: {st}: {}", err.trim());
+        }
+        Ok(out)
+    }
+
+    /// [`Vm::ssh`], retried every second until the guest's sshd lets us in (90 s).
+    pub fn ssh_retry(&self, command: &str) -> Result<String> {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            match self.ssh(command, None) {
+                Ok(out) => return Ok(out),
+                Err(e) if Instant::now() > deadline => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_secs(1)),
+            }
+        }
+    }
+
+    /// Waits until the guest powered off (QEMU exited).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while self.child.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                bail!("the guest did not power off within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+}
