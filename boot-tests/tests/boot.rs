@@ -223,6 +223,13 @@ fn persistence_across_poweroff() {
     vm.wait_ssh(BOOT_TIMEOUT);
     let text = vm.ssh("cat /var/lib/ssh/boot-test-file");
     assert_eq!(text.trim(), "persisted-42");
+    // The poweroff left the state partition clean: no journal to replay.
+    let serial = vm.serial();
+    assert!(
+        !serial.contains("recovery complete") && !serial.contains("orphan cleanup"),
+        "the state partition was not cleanly unmounted at poweroff:\n{}",
+        vm.tail(80)
+    );
 }
 
 /// Scenario 6: QEMU `system_powerdown` (ACPI power button) → clean poweroff.

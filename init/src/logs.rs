@@ -188,6 +188,12 @@ impl LogBuffer {
         matching.into_iter().skip(skip).cloned().collect()
     }
 
+    /// Closes the log file for good (at shutdown, before /var is unmounted); the ring
+    /// buffer goes on.
+    pub fn close_file(&mut self) {
+        self.file = None;
+    }
+
     #[cfg(test)]
     pub fn retained_bytes(&self) -> usize {
         self.bytes

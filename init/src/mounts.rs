@@ -141,15 +141,23 @@ pub fn unmount_all() {
         if keep.contains(&s.as_ref()) {
             continue;
         }
-        if umount2(p, MntFlags::empty()).is_err() && umount2(p, MntFlags::MNT_DETACH).is_err() {
-            let _ = mount(
-                None::<&str>,
-                p,
-                None::<&str>,
-                MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-                None::<&str>,
-            );
+        if umount2(p, MntFlags::empty()).is_ok() {
+            continue;
         }
+        // Still busy: read-only first (that writes back and closes the journal, so the
+        // filesystem is clean even if the detach below leaves it mounted until power-off).
+        crate::warn!(
+            "shutdown",
+            "{s} is busy; remounting it read-only and detaching it"
+        );
+        let _ = mount(
+            None::<&str>,
+            p,
+            None::<&str>,
+            MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None::<&str>,
+        );
+        let _ = umount2(p, MntFlags::MNT_DETACH);
     }
     // The root is read-only already; make sure of it.
     let _ = mount(

@@ -42,10 +42,16 @@ pub fn run(plan: Plan, reason: &str, sup: Option<&mut Supervisor>, r: Option<&mu
         test_mounts,
     } = plan;
     crate::info!("shutdown", "{action:?}: {reason}");
-    if let (Some(sup), Some(r)) = (sup, r) {
+    let mut sup = sup;
+    if let (Some(sup), Some(r)) = (sup.as_deref_mut(), r) {
         sup.stop_all(r);
     }
     kill_everything(pid1);
+    // The services' log files are on /var: open, they would keep it from unmounting, and
+    // the state partition would need its journal replayed on the next boot.
+    if let Some(sup) = sup {
+        sup.close_log_files();
+    }
     crate::cgroups::remove_prefix(&cgroup_prefix);
     for m in &test_mounts {
         let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);

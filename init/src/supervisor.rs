@@ -472,6 +472,13 @@ impl Supervisor {
 
     /// Removes what a failed start left: the container (killing what runs in it), its
     /// cgroup and its notify socket.
+    /// Closes every service's log file (shutdown, before /var is unmounted).
+    pub fn close_log_files(&mut self) {
+        for s in &mut self.services {
+            s.logs.close_file();
+        }
+    }
+
     fn cleanup_container(&mut self, i: usize) {
         let name = self.services[i].name.clone();
         self.runtime.delete(&name);
