@@ -2168,7 +2168,9 @@ fn boot_timeline(o: &Options, scratch: &Scratch, img: &image::Image) -> Result<S
     writeln!(
         t,
         "QEMU {} with 2 vCPUs and 512 MiB. Times are CLOCK_BOOTTIME in the guest (0 = kernel start), from init's own \
-         timestamps (`sysctr version`, `sysctr ps --json`) and the kernel's printk times. \
+         timestamps (`sysctr version`, `sysctr ps --json`) and the kernel's printk times \
+         (the `kernel:` and `init: [step]` rows; printk runs some 30 ms ahead of \
+         CLOCK_BOOTTIME in these guests, see the baseline section). \
          Host wall clock from QEMU start to the \"all services ready\" line on the serial \
          console: {} ms. The development image is booted (production services; the \
          console is a root shell in the machine's pid namespace, which lets the bench read \
