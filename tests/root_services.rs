@@ -626,7 +626,7 @@ fn a_restart_kills_what_the_old_run_left_in_its_cgroup() {
             .into_iter()
             .filter(|p| {
                 std::fs::read_to_string(format!("/proc/{p}/cmdline"))
-                    .is_ok_and(|c| c.starts_with("sleep\01000"))
+                    .is_ok_and(|c| c.split('\0').take(2).eq(["sleep", "1000"]))
             })
             .collect();
         sleepers.len() <= 1

@@ -121,10 +121,12 @@ pub fn remove(prefix: &str, name: &str) -> bool {
     } else {
         fs::read_dir(CGROUP_ROOT)
             .map(|entries| {
-                entries
+                // Every hierarchy is tried, whatever the ones before it gave.
+                let results: Vec<bool> = entries
                     .flatten()
                     .map(|e| gone(e.path().join(prefix).join(name)))
-                    .fold(true, |all, g| all && g)
+                    .collect();
+                results.into_iter().all(|g| g)
             })
             .unwrap_or(true)
     }

@@ -198,6 +198,31 @@ pub struct ServiceStatus {
     pub cpu_usec: Option<u64>,
 }
 
+impl ServiceStatus {
+    /// A service that has never run: what a client sees before init started it.
+    pub fn new(name: impl Into<String>, kind: crate::Kind, state: State) -> ServiceStatus {
+        ServiceStatus {
+            name: name.into(),
+            kind,
+            state,
+            ready: false,
+            pid: None,
+            started_at_ms: None,
+            started_boot_ms: None,
+            ready_boot_ms: None,
+            started_boot_us: None,
+            start_us: None,
+            exited_boot_us: None,
+            restarts: 0,
+            last_exit: None,
+            last_error: None,
+            status_text: None,
+            memory_bytes: None,
+            cpu_usec: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Stream {

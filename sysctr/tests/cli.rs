@@ -72,23 +72,10 @@ fn ps_through_a_pipe_has_no_colour() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("control.sock");
     let status = ServiceStatus {
-        name: "ntpd".into(),
-        kind: manifest::Kind::Service,
-        state: State::Failed,
-        ready: false,
-        pid: None,
-        started_at_ms: None,
-        started_boot_ms: None,
-        ready_boot_ms: None,
-        started_boot_us: None,
-        start_us: None,
-        exited_boot_us: None,
         restarts: 3,
         last_exit: Some(protocol::ExitStatus::Code(1)),
         last_error: Some("exec /usr/sbin/ntpd: not found".into()),
-        status_text: None,
-        memory_bytes: None,
-        cpu_usec: None,
+        ..ServiceStatus::new("ntpd", manifest::Kind::Service, State::Failed)
     };
     let server = serve_once(
         &sock,

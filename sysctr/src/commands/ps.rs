@@ -138,25 +138,7 @@ pub(crate) mod tests {
     use super::*;
 
     pub fn status(name: &str, state: State) -> ServiceStatus {
-        ServiceStatus {
-            name: name.into(),
-            kind: Kind::Service,
-            state,
-            ready: false,
-            pid: None,
-            started_at_ms: None,
-            started_boot_ms: None,
-            ready_boot_ms: None,
-            started_boot_us: None,
-            start_us: None,
-            exited_boot_us: None,
-            restarts: 0,
-            last_exit: None,
-            last_error: None,
-            status_text: None,
-            memory_bytes: None,
-            cpu_usec: None,
-        }
+        ServiceStatus::new(name, Kind::Service, state)
     }
 
     /// An onboot task that succeeded, a ready service, and a failed one.

@@ -438,15 +438,22 @@ impl HostInit {
         HostInit::launch(bins, scratch, tag, services, false)
     }
 
-    /// Starts init in a mount namespace whose /sys/fs/cgroup is the host's (controller-less)
-    /// cgroup v2 hierarchy, so it takes its cgroup v2 path as in the guest.
-    fn start_v2(
+    /// init with one `sleep` service `name`, once that runs. With `v2`, init runs in a mount
+    /// namespace whose /sys/fs/cgroup is the host's (controller-less) cgroup v2 hierarchy, so
+    /// it takes its cgroup v2 path as in the guest.
+    fn running_one_sleeper(
         bins: &Binaries,
         scratch: &Scratch,
         tag: &str,
-        services: Vec<Value>,
+        name: &str,
+        v2: bool,
     ) -> Result<Self> {
-        HostInit::launch(bins, scratch, tag, services, true)
+        let services = vec![sleep_service(name, &scratch.rootfs)];
+        let init = HostInit::launch(bins, scratch, tag, services, v2)?;
+        init.wait("first start", Duration::from_secs(20), |ps| {
+            ps.iter().any(|s| s.name == name && s.pid.is_some())
+        })?;
+        Ok(init)
     }
 
     fn launch(
@@ -1053,15 +1060,7 @@ fn perf_profile(pid: i32, runs: usize, f: impl FnOnce() -> Result<()>) -> Result
 
 fn start_and_restart(o: &Options, bins: &Binaries, scratch: &Scratch) -> Result<String> {
     let name = "bench";
-    let init = HostInit::start(
-        bins,
-        scratch,
-        "start",
-        vec![sleep_service(name, &scratch.rootfs)],
-    )?;
-    init.wait("first start", Duration::from_secs(20), |ps| {
-        ps.iter().any(|s| s.name == name && s.pid.is_some())
-    })?;
+    let init = HostInit::running_one_sleeper(bins, scratch, "start", name, false)?;
     let section_deadline = Instant::now() + Duration::from_secs(120);
 
     // The same OCI spec for runc and crun.
@@ -1512,15 +1511,7 @@ fn v2_comparison(o: &Options, bins: &Binaries, scratch: &Scratch) -> Result<Stri
         );
     }
     let name = "bench";
-    let init = HostInit::start_v2(
-        bins,
-        scratch,
-        "v2",
-        vec![sleep_service(name, &scratch.rootfs)],
-    )?;
-    init.wait("first start", Duration::from_secs(20), |ps| {
-        ps.iter().any(|s| s.name == name && s.pid.is_some())
-    })?;
+    let init = HostInit::running_one_sleeper(bins, scratch, "v2", name, true)?;
     let spec = inspect_spec(&init, name)?;
     let v2_cgroup = Path::new(V2_HIERARCHY)
         .join(&init.prefix)
