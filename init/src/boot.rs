@@ -114,7 +114,9 @@ pub fn machine_steps() -> Vec<Step> {
                 std::fs::write(path, "on\n").map_err(|source| StepError::Io {
                     what: format!("write {path}"),
                     source,
-                })
+                })?;
+                crate::log::kmsg_unlimited();
+                Ok(())
             },
         },
         Step {

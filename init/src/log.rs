@@ -2,6 +2,10 @@
 //! kernel ring buffer and reaches `dmesg`), tagged with the boot step or subsystem that
 //! wrote it. The level comes from the kernel command line (`sysctr.log=debug`).
 //!
+//! Once /dev/kmsg takes every line (boot step `kmsg-unlimited`), a line the kernel itself
+//! prints on the console (its level is below the console log level) is not written to the
+//! console a second time: the console shows it once, with the kernel's timestamp.
+//!
 //! Writes are best-effort and never block for long: the console is opened non-blocking,
 //! and a failed write is dropped rather than allowed to stall the event loop.
 
@@ -43,12 +47,14 @@ struct Sinks {
     level: Level,
     console: Option<File>,
     kmsg: Option<File>,
+    /// /dev/kmsg is not rate-limited, so a line written there is not lost.
+    kmsg_unlimited: bool,
     /// In test mode the log also goes to stderr, which the test harness captures.
     stderr: bool,
 }
 
 thread_local! {
-    static SINKS: RefCell<Sinks> = const { RefCell::new(Sinks { level: Level::Info, console: None, kmsg: None, stderr: true }) };
+    static SINKS: RefCell<Sinks> = const { RefCell::new(Sinks { level: Level::Info, console: None, kmsg: None, kmsg_unlimited: false, stderr: true }) };
 }
 
 /// Opens /dev/console and /dev/kmsg. Called again after /dev is mounted, since at the very
@@ -72,6 +78,42 @@ pub fn open_sinks(use_devices: bool) {
     });
 }
 
+/// /dev/kmsg now takes every line (`kernel.printk_devkmsg = on`).
+pub fn kmsg_unlimited() {
+    SINKS.with(|s| s.borrow_mut().kmsg_unlimited = true);
+}
+
+/// Whether the kernel prints a kmsg record of this syslog level on the console itself: the
+/// level is below the console log level (the first field of /proc/sys/kernel/printk,
+/// which `quiet`, `loglevel=` and `klogd -c` change).
+fn kernel_echoes(level: u8) -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/printk")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<u8>().ok())
+        .is_some_and(|console_level| level < console_level)
+}
+
+/// Writes one line to the sinks: kmsg with the syslog `priority` in front, the console
+/// unless the kernel echoes that record there itself, and stderr in test mode.
+fn emit(s: &mut Sinks, priority: u8, line: &str) {
+    let mut echoed = false;
+    if let Some(k) = s.kmsg.as_mut() {
+        // kmsg takes one record per write, with the syslog priority in front.
+        let written = k
+            .write_all(format!("<{priority}>{line}").as_bytes())
+            .is_ok();
+        echoed = written && s.kmsg_unlimited && kernel_echoes(priority);
+    }
+    if let Some(c) = s.console.as_mut() {
+        if !echoed {
+            write_console(c, line.as_bytes());
+        }
+    }
+    if s.stderr {
+        let _ = std::io::stderr().write_all(line.as_bytes());
+    }
+}
+
 pub fn set_level(level: Level) {
     SINKS.with(|s| s.borrow_mut().level = level);
 }
@@ -89,16 +131,7 @@ pub fn write(level: Level, scope: &str, msg: std::fmt::Arguments<'_>) {
             return;
         }
         let line = format!("sysctr: {} [{}] {}\n", level.tag(), scope, msg);
-        if let Some(k) = s.kmsg.as_mut() {
-            // kmsg takes one record per write, with the syslog priority in front.
-            let _ = k.write_all(format!("<{}>{}", level as u8, line).as_bytes());
-        }
-        if let Some(c) = s.console.as_mut() {
-            write_console(c, line.as_bytes());
-        }
-        if s.stderr {
-            let _ = std::io::stderr().write_all(line.as_bytes());
-        }
+        emit(&mut s, level as u8, &line);
     });
 }
 
@@ -149,15 +182,6 @@ pub fn marker(text: &str) {
         let Ok(mut s) = s.try_borrow_mut() else {
             return;
         };
-        let line = format!("sysctr: {text}\n");
-        if let Some(k) = s.kmsg.as_mut() {
-            let _ = k.write_all(format!("<5>{line}").as_bytes());
-        }
-        if let Some(c) = s.console.as_mut() {
-            write_console(c, line.as_bytes());
-        }
-        if s.stderr {
-            let _ = std::io::stderr().write_all(line.as_bytes());
-        }
+        emit(&mut s, 5, &format!("sysctr: {text}\n"));
     });
 }
