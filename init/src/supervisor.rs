@@ -260,11 +260,38 @@ impl Supervisor {
                 }
             }
             match waiting {
-                None => self.launch(i, r),
+                None => {
+                    self.launch(i, r);
+                    // A container start takes PID 1 a while (tens of ms, more on a slow
+                    // machine), and the readiness timers of the services started before it
+                    // wait meanwhile. The cheap checks run between starts, so that a
+                    // service whose dependency just became Ready starts next, not after
+                    // the whole batch.
+                    self.check_files_ready();
+                    if self.reschedule {
+                        break;
+                    }
+                }
                 Some(why) => self.services[i].status_text = Some(why),
             }
         }
         self.report_boot();
+    }
+
+    /// Marks Ready every running service whose `file` readiness check passes now (one stat
+    /// each; the other kinds wait for their timers).
+    fn check_files_ready(&mut self) {
+        for i in 0..self.services.len() {
+            let s = &self.services[i];
+            let (State::Running, Some(pid), Some(def)) = (s.state, s.pid, &s.def) else {
+                continue;
+            };
+            if let Readiness::File { path, .. } = &def.readiness {
+                if file_ready(pid, path) {
+                    self.mark_ready(i);
+                }
+            }
+        }
     }
 
     /// Prints the boot marker once every service has settled (Ready, Failed or Exited).
@@ -711,7 +738,7 @@ impl Supervisor {
             return;
         };
         let ready = match &def.readiness {
-            Readiness::File { path, .. } => Path::new(&format!("/proc/{pid}/root{path}")).exists(),
+            Readiness::File { path, .. } => file_ready(pid, path),
             Readiness::Tcp { port, host, .. } => {
                 crate::readiness::tcp_accepts(pid, host.as_deref().unwrap_or("127.0.0.1"), *port)
             }
@@ -1053,6 +1080,11 @@ impl Supervisor {
             }
         }
     }
+}
+
+/// The `file` readiness check: the path exists inside the container's root.
+fn file_ready(pid: i32, path: &str) -> bool {
+    Path::new(&format!("/proc/{pid}/root{path}")).exists()
 }
 
 /// The backoff schedule: the first restart in a row is immediate, then `initial`,
