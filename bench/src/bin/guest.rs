@@ -13,7 +13,9 @@
 
 use std::path::Path;
 use std::time::{Duration, Instant};
-use sysctr_bench::{boot_us, elapsed_us, first_line, fork_exec_wait, settle, Control, Peer};
+use sysctr_bench::{
+    boot_us, elapsed_us, first_line, fork_exec_wait, remove_cgroup_tree, settle, Control, Peer,
+};
 
 /// Where crun's and runc's containers go in the cgroup tree: beside sysctr's, as the host
 /// bench does.
@@ -114,7 +116,7 @@ fn run(a: &Args) -> Result<(), String> {
         for p in peers.iter_mut() {
             p.once();
         }
-        remove_cgroup(PEER_CGROUP);
+        remove_cgroup_tree(&Path::new("/sys/fs/cgroup").join(PEER_CGROUP));
         settle();
         if let Ok(us) = fork_exec_wait(Path::new("/bin/true"), &[]) {
             sample("fork_exec_true", us);
@@ -214,19 +216,4 @@ fn memory() {
             }
         }
     }
-}
-
-/// Removes a cgroup and what is left below it (children first).
-fn remove_cgroup(rel: &str) {
-    fn rm(dir: &Path) {
-        if let Ok(entries) = std::fs::read_dir(dir) {
-            for e in entries.flatten() {
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    rm(&e.path());
-                }
-            }
-        }
-        let _ = std::fs::remove_dir(dir);
-    }
-    rm(&Path::new("/sys/fs/cgroup").join(rel));
 }

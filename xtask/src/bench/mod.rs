@@ -28,7 +28,9 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use sysctr_bench::{boot_us, elapsed_us, first_line, fork_exec_wait, settle, Peer};
+use sysctr_bench::{
+    boot_us, elapsed_us, first_line, fork_exec_wait, remove_cgroup_tree, settle, Peer,
+};
 
 const USAGE: &str = "bench options: --runs N (50) --no-guest (skip the image build and the QEMU \
                      section) --no-host (only the guest and image) --kvm (boot the guest with KVM, default TCG) --out FILE (bench/RESULTS.md)";
@@ -398,16 +400,6 @@ fn sleep_service(name: &str, rootfs: &Path) -> Value {
 
 /// Removes a cgroup directory tree (children first), in every hierarchy.
 fn remove_cgroups(prefix: &str) {
-    fn rm(dir: &Path) {
-        if let Ok(entries) = fs::read_dir(dir) {
-            for e in entries.flatten() {
-                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                    rm(&e.path());
-                }
-            }
-        }
-        let _ = fs::remove_dir(dir);
-    }
     let mut roots = vec![PathBuf::from("/sys/fs/cgroup")];
     for e in fs::read_dir("/sys/fs/cgroup")
         .into_iter()
@@ -419,7 +411,7 @@ fn remove_cgroups(prefix: &str) {
     for r in roots {
         let d = r.join(prefix);
         if d.is_dir() {
-            rm(&d);
+            remove_cgroup_tree(&d);
         }
     }
 }
