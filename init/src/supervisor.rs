@@ -383,7 +383,7 @@ impl Supervisor {
             }
             Err(e) => {
                 self.close_io(i, r);
-                self.cleanup_container(i);
+                self.cleanup_container(i, false);
                 let s = &mut self.services[i];
                 s.last_error = Some(e.clone());
                 crate::error!(&s.name, "cannot start: {e}");
@@ -497,8 +497,6 @@ impl Supervisor {
         }
     }
 
-    /// Removes what a failed start left: the container (killing what runs in it), its
-    /// cgroup and its notify socket.
     /// Closes every service's log file (shutdown, before /var is unmounted).
     pub fn close_log_files(&mut self) {
         for s in &mut self.services {
@@ -506,21 +504,15 @@ impl Supervisor {
         }
     }
 
-    fn cleanup_container(&mut self, i: usize) {
+    /// Removes a run's container, its cgroup and its notify socket. After a failed start
+    /// that takes libcontainer's delete, which kills what runs in it. After an `exited` run
+    /// (its init reaped) whose cgroup is then empty, as a private pid namespace dies with
+    /// its init, removing the cgroup and forgetting the state is all there is to do, which
+    /// keeps restarts fast; processes left in the cgroup (a service in the host pid
+    /// namespace) take the full delete too.
+    fn cleanup_container(&mut self, i: usize, exited: bool) {
         let name = self.services[i].name.clone();
-        self.runtime.delete(&name);
-        cgroups::remove(&self.cgroup_prefix, &name);
-        let _ = std::fs::remove_file(self.run_dir.join("notify").join(format!("{name}.sock")));
-    }
-
-    /// Removes an exited run's container. Its init has been reaped; when its cgroup is then
-    /// empty (a private pid namespace dies with its init) removing the cgroup and forgetting
-    /// the state is all there is to do, which keeps restarts fast. Processes left in the
-    /// cgroup (a service in the host pid namespace) take libcontainer's full delete, which
-    /// kills them.
-    fn cleanup_exited(&mut self, i: usize) {
-        let name = self.services[i].name.clone();
-        if cgroups::remove(&self.cgroup_prefix, &name) {
+        if exited && cgroups::remove(&self.cgroup_prefix, &name) {
             self.runtime.forget(&name);
         } else {
             self.runtime.delete(&name);
@@ -556,7 +548,7 @@ impl Supervisor {
         let was = s.state;
         let after = s.after_stop;
         let oom = cgroups::oom_kills(&self.cgroup_prefix, &s.name).unwrap_or(0) > 0;
-        self.cleanup_exited(i);
+        self.cleanup_container(i, true);
         self.close_notify(i, r);
         let def = self.services[i]
             .def
