@@ -291,11 +291,7 @@ pub fn build(opts: &Options) -> Result<Image> {
         Some(path) => fs::read_to_string(path)?,
         None => {
             for extra in &opts.extra_services {
-                let v: Value = read_json(extra)?;
-                let list = v["services"]
-                    .as_array()
-                    .with_context(|| format!("{}: no \"services\" list", extra.display()))?;
-                services.extend(list.iter().cloned());
+                services.extend(services_in(extra)?);
             }
             let m =
                 serde_json::json!({ "version": manifest::MANIFEST_VERSION, "services": services });
@@ -308,17 +304,10 @@ pub fn build(opts: &Options) -> Result<Image> {
     check_manifest(&manifest_path, &stage, &names)?;
     for (alt, extra) in &opts.alt_manifests {
         let mut m: Value = serde_json::from_str(&manifest_text)?;
-        let more: Value = read_json(extra)?;
-        let list = m["services"]
+        m["services"]
             .as_array_mut()
-            .context("manifest without services")?;
-        list.extend(
-            more["services"]
-                .as_array()
-                .with_context(|| format!("{}: no \"services\" list", extra.display()))?
-                .iter()
-                .cloned(),
-        );
+            .context("manifest without services")?
+            .extend(services_in(extra)?);
         let path = stage.join(format!("etc/sysctr/manifest-{alt}.json"));
         write_text(&path, &(serde_json::to_string_pretty(&m)? + "\n"))?;
         check_manifest(&path, &stage, &names)?;
@@ -738,6 +727,15 @@ fn make_writable(dir: &Path) -> Result<()> {
 }
 
 /// Apparent size of the regular files in a tree (symlinks and directories not counted).
+/// The `"services"` list of a file of extra services (a manifest fragment).
+fn services_in(file: &Path) -> Result<Vec<Value>> {
+    let mut v: Value = read_json(file)?;
+    match v.get_mut("services").map(Value::take) {
+        Some(Value::Array(list)) => Ok(list),
+        _ => bail!("{}: no \"services\" list", file.display()),
+    }
+}
+
 /// Hard-links regular files with the same content and mode across the container roots (each
 /// root has its own busybox, libc, …). mksquashfs already stores their data once; as one
 /// inode they also share one page cache in the running system, so the second container to
@@ -765,8 +763,9 @@ fn link_identical_files(dir: &Path) -> Result<(usize, u64)> {
         let mode = fs::metadata(&path)?.permissions().mode();
         let content = fs::read(&path)?;
         let len = content.len() as u64;
-        match seen.get(&(mode, content)) {
-            Some(first) => {
+        match seen.entry((mode, content)) {
+            std::collections::btree_map::Entry::Occupied(first) => {
+                let first = first.get();
                 fs::remove_file(&path)?;
                 fs::hard_link(first, &path).with_context(|| {
                     format!("hard-link {} to {}", path.display(), first.display())
@@ -774,9 +773,8 @@ fn link_identical_files(dir: &Path) -> Result<(usize, u64)> {
                 linked += 1;
                 saved += len;
             }
-            None => {
-                let content = fs::read(&path)?;
-                seen.insert((mode, content), path);
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert(path);
             }
         }
     }
