@@ -13,7 +13,7 @@
 //! generate the ssh host key on their first boot.
 
 use super::vm::{Keys, Vm, SYSCTR_MARKERS};
-use super::{ratio, Options, Scratch};
+use super::{ratio, stats, Options, Scratch};
 use crate::image;
 use anyhow::{bail, Context, Result};
 use manifest::protocol::ServiceStatus;
@@ -289,17 +289,8 @@ impl Setup<'_> {
     }
 }
 
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
+fn median(v: Vec<f64>) -> Option<f64> {
+    (!v.is_empty()).then(|| stats(&v).median)
 }
 
 fn cell(v: Option<f64>) -> String {
