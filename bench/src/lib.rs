@@ -213,6 +213,11 @@ impl Peer {
     }
 }
 
+/// How often a waiting bench asks PID 1 for its status. Every figure is read from init's
+/// own timestamps, so a slower poll costs no precision; a faster one would keep PID 1 busy
+/// answering `ps` (4 ms per request in the TCG guest) while the thing measured happens.
+pub const STATUS_POLL: Duration = Duration::from_millis(20);
+
 /// A client of PID 1's control socket: one connection per request, as the CLI does.
 pub struct Control {
     pub socket: PathBuf,
@@ -285,7 +290,7 @@ impl Control {
             if Instant::now() > deadline {
                 return Err(format!("{name}: still {:?} after {timeout:?}", s.state));
             }
-            std::thread::sleep(Duration::from_millis(2));
+            std::thread::sleep(STATUS_POLL);
         }
     }
 

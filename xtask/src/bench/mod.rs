@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use sysctr_bench::{
-    boot_us, elapsed_us, first_line, fork_exec_wait, remove_cgroup_tree, settle, Peer,
+    boot_us, elapsed_us, first_line, fork_exec_wait, remove_cgroup_tree, settle, Peer, STATUS_POLL,
 };
 
 const USAGE: &str = "bench options: --runs N (50) --no-guest (skip the image build and the QEMU \
@@ -590,7 +590,7 @@ impl HostInit {
                     tail(&self.log(), 20)
                 );
             }
-            std::thread::sleep(Duration::from_millis(2));
+            std::thread::sleep(STATUS_POLL);
         }
     }
 
@@ -1944,27 +1944,21 @@ fn guest_scale(o: &Options, scratch: &Scratch, img: &image::Image) -> Result<Str
             ),
             None,
         )?;
-        let mut mem = std::collections::BTreeMap::new();
-        let (mut ps, mut cli, mut services) = (Vec::new(), Vec::new(), 0usize);
-        for line in out.lines() {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            match f.as_slice() {
-                ["mem", k, v] => {
-                    mem.insert(k.to_string(), v.parse::<f64>().unwrap_or(0.0));
-                }
-                ["sample", "ps_request", v] => ps.push(v.parse::<f64>()?),
-                ["sample", "ps_cli", v] => cli.push(v.parse::<f64>()?),
-                ["info", "services", v] => services = v.parse()?,
-                _ => {}
-            }
-        }
-        if ps.is_empty() {
+        let g = GuestOutput::parse(&out);
+        let ps = g.stats("ps_request");
+        let services: usize = match g.info.iter().find(|(k, _)| *k == "services") {
+            Some((_, v)) => v.parse()?,
+            None => 0,
+        };
+        if ps.n == 0 {
             bail!(
                 "bench-guest --ps-only at {n} services printed:\n{}",
                 tail(&out, 20)
             );
         }
-        rows.push((services, mem, stats(&ps), stats(&cli)));
+        let mem: std::collections::BTreeMap<String, f64> =
+            g.mem.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        rows.push((services, mem, ps, g.stats("ps_cli")));
     }
     let mut t = String::from(
         "## Guest (QEMU): PID 1 memory and `sysctr ps` by service count\n\n\
@@ -2268,29 +2262,59 @@ fn side_by_side(o: &Options, scratch: &Scratch, img: &image::Image) -> Result<St
 }
 
 /// Tabulates the output of `bench-guest` (see bench/src/bin/guest.rs for the line format).
-fn guest_figures(out: &str) -> Result<String> {
-    let mut series: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
-    let (mut info, mut errors, mut mem) = (Vec::new(), Vec::new(), Vec::new());
-    for line in out.lines() {
-        let mut f = line.splitn(3, ' ');
-        match (f.next(), f.next(), f.next()) {
-            (Some("sample"), Some(name), Some(v)) => {
-                if let Ok(v) = v.trim().parse::<f64>() {
-                    series.entry(name).or_default().push(v);
+/// The lines `bench-guest` prints (bench/src/bin/guest.rs), by kind.
+#[derive(Default)]
+struct GuestOutput<'a> {
+    series: std::collections::BTreeMap<&'a str, Vec<f64>>,
+    info: Vec<(&'a str, &'a str)>,
+    errors: Vec<String>,
+    /// PID 1's memory fields in KiB; a later reading of a field replaces an earlier one.
+    mem: std::collections::BTreeMap<&'a str, f64>,
+}
+
+impl<'a> GuestOutput<'a> {
+    fn parse(out: &'a str) -> GuestOutput<'a> {
+        let mut g = GuestOutput::default();
+        for line in out.lines() {
+            let mut f = line.splitn(3, ' ');
+            match (f.next(), f.next(), f.next()) {
+                (Some("sample"), Some(name), Some(v)) => {
+                    if let Ok(v) = v.trim().parse::<f64>() {
+                        g.series.entry(name).or_default().push(v);
+                    }
                 }
+                (Some("info"), Some(k), Some(v)) => g.info.push((k, v.trim())),
+                (Some("error"), Some(k), Some(v)) => g.errors.push(format!("{k}: {v}")),
+                (Some("mem"), Some(k), Some(v)) => {
+                    if let Ok(v) = v.trim().parse::<f64>() {
+                        g.mem.insert(k, v);
+                    }
+                }
+                _ => {}
             }
-            (Some("info"), Some(k), Some(v)) => info.push((k, v)),
-            (Some("error"), Some(k), Some(v)) => errors.push(format!("{k}: {v}")),
-            (Some("mem"), Some(k), Some(v)) => mem.push((k, v)),
-            _ => {}
         }
+        g
     }
-    if series.is_empty() {
+
+    fn stats(&self, name: &str) -> Stats {
+        stats(self.series.get(name).map(Vec::as_slice).unwrap_or(&[]))
+    }
+}
+
+fn guest_figures(out: &str) -> Result<String> {
+    let g = GuestOutput::parse(out);
+    if g.series.is_empty() {
         bail!("bench-guest printed no samples:\n{}", tail(out, 30));
     }
-    let get = |name: &str| stats(series.get(name).map(Vec::as_slice).unwrap_or(&[]));
+    let get = |name: &str| g.stats(name);
+    let GuestOutput {
+        series,
+        info,
+        errors,
+        mem,
+    } = &g;
     let mut t = String::new();
-    for (k, v) in &info {
+    for (k, v) in info {
         if *k == "crun" || *k == "runc" {
             writeln!(t, "- {k}: {v}")?;
         }
@@ -2337,7 +2361,7 @@ fn guest_figures(out: &str) -> Result<String> {
         }
     }
     t.push('\n');
-    for e in &errors {
+    for e in errors {
         writeln!(t, "- **error** {e}")?;
     }
     let sysctr = get("sysctr_start");
@@ -2392,17 +2416,13 @@ fn guest_figures(out: &str) -> Result<String> {
     t.push('\n');
     if !mem.is_empty() {
         // Two readings (before and after the rounds); the last of each field is reported.
-        let mut last: std::collections::BTreeMap<&str, &str> = Default::default();
-        for (k, v) in &mem {
-            last.insert(k, v.trim());
-        }
         writeln!(
             t,
             "PID 1 memory after the rounds, with the production services and the two \
              benchmark services (`/proc/1/status`, `/proc/1/smaps_rollup`, KiB): {}. \
              Target: RSS < 5 MiB.\n",
-            last.iter()
-                .map(|(k, v)| format!("{k} {v}"))
+            mem.iter()
+                .map(|(k, v)| format!("{k} {v:.0}"))
                 .collect::<Vec<_>>()
                 .join(", ")
         )?;
