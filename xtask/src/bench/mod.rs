@@ -19,17 +19,17 @@ use crate::image;
 use crate::qemu;
 use crate::util::{ensure_debian_packages, output, workspace_root};
 use anyhow::{bail, Context, Result};
-use manifest::protocol::{self, Op, Request, Response, ServiceStatus, State};
+use manifest::protocol::{Op, Response, ServiceStatus, State};
 use serde_json::{json, Value};
 use std::fmt::Write as _;
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use sysctr_bench::{
-    boot_us, elapsed_us, first_line, fork_exec_wait, remove_cgroup_tree, settle, Peer, STATUS_POLL,
+    boot_us, elapsed_us, first_line, fork_exec_wait, remove_cgroup_tree, settle, Control, Peer,
+    STATUS_POLL,
 };
 
 const USAGE: &str = "bench options: --runs N (50) --no-guest (skip the image build and the QEMU \
@@ -538,27 +538,21 @@ impl HostInit {
     }
 
     /// One request, one reply, over a raw socket (no CLI process).
+    /// The control client (sysctr-bench's, as bench-guest uses in the guest).
+    fn control(&self) -> Control {
+        Control::new(self.socket())
+    }
+
     fn call(&self, op: Op) -> Result<Response> {
-        let mut s = UnixStream::connect(self.socket())?;
-        s.set_read_timeout(Some(Duration::from_secs(15)))?;
-        protocol::write_frame(&mut s, &Request::new(op))?;
-        let body = protocol::read_frame(&mut s, protocol::MAX_RESPONSE_BYTES)?
-            .context("init closed the connection without a reply")?;
-        Ok(serde_json::from_slice(&body)?)
+        self.control().call(op).map_err(anyhow::Error::msg)
     }
 
     fn ps(&self) -> Result<Vec<ServiceStatus>> {
-        match self.call(Op::Ps {})? {
-            Response::Services { services } => Ok(services),
-            other => bail!("ps: unexpected reply {other:?}"),
-        }
+        self.control().ps().map_err(anyhow::Error::msg)
     }
 
     fn status(&self, name: &str) -> Result<ServiceStatus> {
-        self.ps()?
-            .into_iter()
-            .find(|s| s.name == name)
-            .with_context(|| format!("no service {name}"))
+        self.control().status(name).map_err(anyhow::Error::msg)
     }
 
     fn ok(&self, op: Op) -> Result<()> {
