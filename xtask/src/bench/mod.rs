@@ -1050,7 +1050,7 @@ fn start_and_restart(o: &Options, bins: &Binaries, scratch: &Scratch) -> Result<
     let section_deadline = Instant::now() + Duration::from_secs(120);
 
     // The same OCI spec for runc and crun.
-    let spec = inspect_spec(&init, name)?;
+    let spec = init.control().spec(name).map_err(anyhow::Error::msg)?;
     let peer_prefix = format!("sysctr-bench-{}-peer", std::process::id());
     let mut peer_spec = spec.clone();
     peer_spec["linux"]["cgroupsPath"] = json!(format!("/{peer_prefix}/{name}"));
@@ -1311,18 +1311,6 @@ fn start_and_restart(o: &Options, bins: &Binaries, scratch: &Scratch) -> Result<
     Ok(t)
 }
 
-/// The generated spec of a service (after its first start).
-fn inspect_spec(init: &HostInit, name: &str) -> Result<Value> {
-    match init.call(Op::Inspect {
-        service: name.into(),
-    })? {
-        Response::Inspect {
-            spec: Some(spec), ..
-        } => Ok(spec),
-        other => bail!("inspect: {other:?}"),
-    }
-}
-
 /// `start_us` of the service's current run, which must be running.
 /// 10 stop+start cycles spaced like the measured rounds (a settle pause before each start),
 /// collecting each run's `start_us`.
@@ -1498,7 +1486,7 @@ fn v2_comparison(o: &Options, bins: &Binaries, scratch: &Scratch) -> Result<Stri
     }
     let name = "bench";
     let init = HostInit::running_one_sleeper(bins, scratch, "v2", name, true)?;
-    let spec = inspect_spec(&init, name)?;
+    let spec = init.control().spec(name).map_err(anyhow::Error::msg)?;
     let v2_cgroup = Path::new(V2_HIERARCHY)
         .join(&init.prefix)
         .join(name)
