@@ -92,6 +92,22 @@ pub fn machine_steps() -> Vec<Step> {
             run: |c| c.mount("sysfs", "/sys", NOSUID_NODEV_NOEXEC, None),
         },
         Step {
+            // systemd-boot's variables (which entry booted, its boot counter); only on UEFI.
+            name: "mount-efivarfs",
+            required: false,
+            run: |c| {
+                if !Path::new("/sys/firmware/efi").exists() {
+                    return Ok(());
+                }
+                c.mount(
+                    "efivarfs",
+                    crate::bootslot::EFIVARS,
+                    NOSUID_NODEV_NOEXEC,
+                    None,
+                )
+            },
+        },
+        Step {
             name: "mount-dev",
             required: true,
             run: |c| c.mount("devtmpfs", "/dev", MsFlags::MS_NOSUID, Some("mode=0755")),
@@ -283,10 +299,50 @@ pub fn run(steps: &[Step], ctx: &mut Ctx) -> Result<(), (String, StepError)> {
 
 const BOOTCONFIG_DIR: &str = "/run/sysctr/bootconfig";
 
+/// Merges the boot config sources (see [`crate::bootconfig`]) and writes the result out. A
+/// malformed source is reported on the console, naming file and field, and skipped.
 fn read_bootconfig() -> Result<(), StepError> {
-    let cfg = crate::bootconfig::read(Path::new(crate::bootconfig::FW_CFG_PATH))
-        .map_err(|e| StepError::Other(e.to_string()))?;
-    crate::bootconfig::write_out(&cfg, Path::new(BOOTCONFIG_DIR))
+    use crate::bootconfig::{self, BootConfig, ESP_CONFIG};
+    let mut cfg = BootConfig::default();
+    let mut used = Vec::new();
+    let esp = crate::bootslot::with_esp(false, |esp| {
+        bootconfig::read(&esp.join(ESP_CONFIG)).map_err(|e| e.to_string())
+    });
+    match esp {
+        Ok(Some(c)) => {
+            cfg.merge(c);
+            used.push("ESP sysctr/config.json");
+        }
+        Ok(None) => {}
+        Err(e) => crate::error!("bootconfig", "{e}; this source is ignored"),
+    }
+    match bootconfig::read(Path::new(bootconfig::FW_CFG_PATH)) {
+        Ok(Some(c)) => {
+            cfg.merge(c);
+            used.push("fw_cfg");
+        }
+        Ok(None) => {}
+        Err(e) => crate::error!("bootconfig", "{e}; this source is ignored"),
+    }
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    match BootConfig::from_cmdline(&cmdline) {
+        Ok(c) if c != BootConfig::default() => {
+            cfg.merge(c);
+            used.push("kernel command line");
+        }
+        Ok(_) => {}
+        Err(e) => crate::error!("bootconfig", "{e}; this source is ignored"),
+    }
+    crate::info!(
+        "bootconfig",
+        "from {}",
+        if used.is_empty() {
+            "defaults only".to_string()
+        } else {
+            used.join(" + ")
+        }
+    );
+    bootconfig::write_out(&cfg, Path::new(BOOTCONFIG_DIR))
         .map_err(|e| StepError::Other(e.to_string()))
 }
 

@@ -1,7 +1,15 @@
 //! Boot configuration from outside the image: hostname, ssh authorized keys and network
-//! settings. The image holds no secrets (DESIGN.md invariant 7); they arrive at boot from
-//! QEMU's fw_cfg (`opt/sysctr/config`) and are written under `/run/sysctr/bootconfig/`
-//! for the containers that bind-mount it.
+//! settings. The image holds no secrets (DESIGN.md invariant 7); they arrive at boot and are
+//! written under `/run/sysctr/bootconfig/` for the containers that bind-mount it.
+//!
+//! Sources, each optional, merged field by field, a later one overriding what an earlier one
+//! sets (`rootfs/README.md` documents the order for users):
+//! 1. `sysctr/config.json` on the ESP — a person writes the image to a stick and edits it;
+//! 2. QEMU's fw_cfg `opt/sysctr/config` — what `cargo xtask run` and the tests pass;
+//! 3. the kernel command line: `sysctr.hostname=NAME`, `sysctr.ip=dhcp` or
+//!    `sysctr.ip=ADDRESS/PREFIX[,GATEWAY[,DNS…]]`.
+//!
+//! A malformed source is reported (file, field) and skipped; the others still apply.
 
 use serde::Deserialize;
 use std::fs;
@@ -10,18 +18,65 @@ use std::path::Path;
 /// Where QEMU's `-fw_cfg name=opt/sysctr/config,file=…` appears in sysfs.
 pub const FW_CFG_PATH: &str = "/sys/firmware/qemu_fw_cfg/by_name/opt/sysctr/config/raw";
 
-#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+/// The boot config file on the ESP, relative to its root.
+pub const ESP_CONFIG: &str = "sysctr/config.json";
+
+#[derive(Debug, Default, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct BootConfig {
     #[serde(default)]
     pub hostname: Option<String>,
     #[serde(default)]
-    pub authorized_keys: Vec<String>,
+    pub authorized_keys: Option<Vec<String>>,
     #[serde(default)]
     pub network: Option<Network>,
 }
 
-#[derive(Debug, Deserialize, PartialEq, Eq)]
+impl BootConfig {
+    /// Takes every field `later` sets.
+    pub fn merge(&mut self, later: BootConfig) {
+        if later.hostname.is_some() {
+            self.hostname = later.hostname;
+        }
+        if later.authorized_keys.is_some() {
+            self.authorized_keys = later.authorized_keys;
+        }
+        if later.network.is_some() {
+            self.network = later.network;
+        }
+    }
+
+    /// The simple keys of the kernel command line; a malformed `sysctr.ip=` is an error.
+    pub fn from_cmdline(cmdline: &str) -> Result<BootConfig, String> {
+        let mut cfg = BootConfig::default();
+        for word in cmdline.split_whitespace() {
+            if let Some(h) = word.strip_prefix("sysctr.hostname=") {
+                cfg.hostname = Some(h.to_string());
+            } else if let Some(ip) = word.strip_prefix("sysctr.ip=") {
+                cfg.network = Some(if ip == "dhcp" {
+                    Network::Dhcp
+                } else {
+                    let mut parts = ip.split(',');
+                    let address = parts.next().unwrap_or_default().to_string();
+                    if !address.contains('/') {
+                        return Err(format!(
+                            "kernel command line: sysctr.ip={ip}: expected dhcp or ADDRESS/PREFIX[,GATEWAY[,DNS...]]"
+                        ));
+                    }
+                    let gateway = parts.next().filter(|g| !g.is_empty()).map(String::from);
+                    Network::Static {
+                        address,
+                        gateway,
+                        dns: parts.map(String::from).collect(),
+                    }
+                });
+            }
+        }
+        Ok(cfg)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(tag = "mode", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Network {
     Dhcp,
@@ -50,15 +105,29 @@ pub enum BootConfigError {
     },
 }
 
-/// Reads the boot config; a missing source is not an error (an empty config).
-pub fn read(path: &Path) -> Result<BootConfig, BootConfigError> {
+/// Reads a boot config file; a missing file is not an error (None). The error of a
+/// malformed one names the file and the field (`network.address: …`).
+pub fn read(path: &Path) -> Result<Option<BootConfig>, BootConfigError> {
     match fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| BootConfigError::Parse {
-            path: path.display().to_string(),
-            source,
-        }),
-        Err(_) => Ok(BootConfig::default()),
+        Ok(bytes) => parse(&bytes, &path.display().to_string()).map(Some),
+        Err(_) => Ok(None),
     }
+}
+
+/// Parses boot config JSON; `path` names it in errors.
+pub fn parse(bytes: &[u8], path: &str) -> Result<BootConfig, BootConfigError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e.path().to_string();
+        BootConfigError::Parse {
+            path: if field == "." {
+                path.to_string()
+            } else {
+                format!("{path}: field {field}")
+            },
+            source: e.into_inner(),
+        }
+    })
 }
 
 /// Writes the files containers consume: `hostname`, `authorized_keys`, `network.env`.
@@ -79,7 +148,7 @@ pub fn write_out(cfg: &BootConfig, dir: &Path) -> Result<(), BootConfigError> {
     if let Some(h) = &cfg.hostname {
         put("hostname", format!("{h}\n"), 0o644)?;
     }
-    let mut keys = cfg.authorized_keys.join("\n");
+    let mut keys = cfg.authorized_keys.clone().unwrap_or_default().join("\n");
     if !keys.is_empty() {
         keys.push('\n');
     }
@@ -114,7 +183,7 @@ mod tests {
                "network":{"mode":"static","address":"10.0.2.20/24","gateway":"10.0.2.2","dns":["10.0.2.3"]}}"#,
         )
         .unwrap();
-        let cfg = read(&src).unwrap();
+        let cfg = read(&src).unwrap().unwrap();
         let out = dir.path().join("out");
         write_out(&cfg, &out).unwrap();
         assert_eq!(fs::read_to_string(out.join("hostname")).unwrap(), "edge1\n");
@@ -126,14 +195,56 @@ mod tests {
             fs::read_to_string(out.join("network.env")).unwrap(),
             "MODE=static\nADDRESS=10.0.2.20/24\nGATEWAY=10.0.2.2\nDNS=\"10.0.2.3\"\n"
         );
-        assert_eq!(
-            read(&dir.path().join("missing")).unwrap(),
-            BootConfig::default()
-        );
+        assert_eq!(read(&dir.path().join("missing")).unwrap(), None);
         fs::write(&src, r#"{"hostnme":"typo"}"#).unwrap();
         assert!(read(&src)
             .unwrap_err()
             .to_string()
             .contains("unknown field `hostnme`"));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let err = parse(
+            br#"{"network":{"mode":"static","address":7}}"#,
+            "ESP sysctr/config.json",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            // serde loses the path inside an internally tagged enum: the field is `network`
+            err.starts_with("ESP sysctr/config.json: field network: invalid type"),
+            "{err}"
+        );
+        let err = parse(b"{\"hostname\": ", "f").unwrap_err().to_string();
+        assert!(err.starts_with("f: field hostname: EOF"), "{err}");
+    }
+
+    #[test]
+    fn later_sources_override_field_by_field() {
+        let mut cfg = parse(
+            br#"{"hostname":"from-esp","authorized_keys":["k1"],"network":{"mode":"dhcp"}}"#,
+            "esp",
+        )
+        .unwrap();
+        cfg.merge(parse(br#"{"authorized_keys":["k2"]}"#, "fw_cfg").unwrap());
+        cfg.merge(
+            BootConfig::from_cmdline("ro sysctr.hostname=edge7 sysctr.ip=10.0.2.20/24,10.0.2.2,10.0.2.3")
+                .unwrap(),
+        );
+        assert_eq!(cfg.hostname.as_deref(), Some("edge7"));
+        assert_eq!(cfg.authorized_keys, Some(vec!["k2".to_string()]));
+        assert_eq!(
+            cfg.network,
+            Some(Network::Static {
+                address: "10.0.2.20/24".into(),
+                gateway: Some("10.0.2.2".into()),
+                dns: vec!["10.0.2.3".into()],
+            })
+        );
+        assert!(BootConfig::from_cmdline("sysctr.ip=10.0.2.20")
+            .unwrap_err()
+            .contains("sysctr.ip=10.0.2.20"));
+        assert_eq!(BootConfig::from_cmdline("quiet").unwrap(), BootConfig::default());
     }
 }

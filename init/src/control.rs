@@ -62,6 +62,8 @@ pub struct ControlServer {
     next_id: u64,
     control_gid: Option<u32>,
     init_boot_ms: u64,
+    /// The booted slot and entry, shown by `sysctr version`.
+    pub boot: Option<manifest::protocol::BootInfo>,
 }
 
 impl ControlServer {
@@ -90,6 +92,7 @@ impl ControlServer {
             next_id: 1,
             control_gid,
             init_boot_ms,
+            boot: None,
         })
     }
 
@@ -377,6 +380,7 @@ impl ControlServer {
                     version: env!("CARGO_PKG_VERSION").into(),
                     protocol: PROTOCOL_VERSION,
                     init_boot_ms: self.init_boot_ms,
+                    boot: self.boot.clone(),
                 },
                 r,
             ),

@@ -7,6 +7,7 @@
 
 mod boot;
 mod bootconfig;
+mod bootslot;
 mod cgroups;
 mod config;
 mod control;
@@ -151,6 +152,7 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
         return Exit::Fatal(format!("required boot step {step} failed: {e}"));
     }
     let facts = ctx.facts;
+    let mut boot_info: Option<manifest::protocol::BootInfo> = None;
     if !cfg.test_mode {
         // Now that /proc is mounted, the full command line is readable.
         if let Ok(line) = std::fs::read_to_string("/proc/cmdline") {
@@ -172,6 +174,10 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
         if !facts.var_persistent {
             cfg.log_dir = None;
         }
+        let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+        let b = bootslot::detect(&cmdline, std::path::Path::new(bootslot::EFIVARS));
+        info!("boot", "{}", bootslot::describe(&b));
+        boot_info = Some(b);
         cfg.control_gid = control::sysctr_gid();
     }
 
@@ -233,6 +239,9 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
                 None
             }
         };
+    if let Some(c) = control.as_mut() {
+        c.boot = boot_info.clone();
+    }
     sup.schedule(r);
     if cfg.panic_after_boot {
         panic!("injected panic after boot (--panic-after-boot)");
@@ -290,11 +299,38 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
             }
         }
         sup.schedule_if_needed(r);
+        if sup.all_ready() {
+            bless_once(&mut boot_info, control.as_mut());
+        }
         if let Some(c) = control.as_mut() {
             c.publish(sup, r);
         }
         if let Some(why) = sup.fatal.take() {
             return Exit::Fatal(why);
         }
+    }
+}
+
+/// Once every service is Ready, a boot-counted entry is blessed (its counter removed from its
+/// file name on the ESP), so systemd-boot keeps choosing it. Tried once per boot.
+fn bless_once(
+    boot_info: &mut Option<manifest::protocol::BootInfo>,
+    control: Option<&mut control::ControlServer>,
+) {
+    let Some(b) = boot_info.as_mut() else { return };
+    if b.boot_count_path.is_none() {
+        return;
+    }
+    match bootslot::bless(b) {
+        Ok(Some(what)) => info!("boot", "blessed the boot entry: {what}"),
+        Ok(None) => {}
+        Err(e) => {
+            error!("boot", "cannot bless the boot entry: {e}");
+            // Not again this boot: the loader's counter decides next time.
+            b.boot_count_path = None;
+        }
+    }
+    if let Some(c) = control {
+        c.boot = Some(b.clone());
     }
 }

@@ -87,6 +87,30 @@ pub fn find_state_device(sys_block: &Path, dev: &Path) -> Option<StateDevice> {
     by_label
 }
 
+/// The block device whose GPT partition name is `name` (`PARTNAME=` in its sysfs uevent), the
+/// first by kernel name when several disks carry one.
+pub fn find_partition(sys_block: &Path, dev: &Path, name: &str) -> Option<PathBuf> {
+    let mut entries: Vec<_> = fs::read_dir(sys_block).ok()?.flatten().collect();
+    entries.sort_by_key(|e| e.file_name());
+    entries.into_iter().find_map(|e| {
+        let uevent = fs::read_to_string(e.path().join("uevent")).ok()?;
+        let mut devname = None;
+        let mut found = false;
+        for line in uevent.lines() {
+            if let Some(v) = line.strip_prefix("DEVNAME=") {
+                devname = Some(v.to_string());
+            } else if line.strip_prefix("PARTNAME=") == Some(name) {
+                found = true;
+            }
+        }
+        if found {
+            devname.map(|d| dev.join(d))
+        } else {
+            None
+        }
+    })
+}
+
 /// The volume label of an ext2/3/4 filesystem on `dev`, or None if it has none.
 /// Superblock at 1024; magic 0xEF53 at offset 0x38, label (16 bytes) at 0x78.
 pub fn ext4_label(dev: &Path) -> Option<String> {
@@ -217,5 +241,26 @@ mod tests {
         assert_eq!(find_state_device(&sys, &dev).unwrap().dev, dev.join("vda2"));
         fs::write(dev.join("vda2"), vec![0u8; 4096]).unwrap();
         assert_eq!(find_state_device(&sys, &dev), None);
+    }
+
+    #[test]
+    fn finds_a_partition_by_gpt_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = dir.path().join("sys");
+        for (d, ev) in [
+            ("nvme0n1", "DEVNAME=nvme0n1\nDEVTYPE=disk\n"),
+            ("nvme0n1p1", "DEVNAME=nvme0n1p1\nPARTN=1\nPARTNAME=SYSCTR_ESP\n"),
+            ("nvme0n1p4", "DEVNAME=nvme0n1p4\nPARTN=4\nPARTNAME=SYSCTR_STATE\n"),
+        ] {
+            fs::create_dir_all(sys.join(d)).unwrap();
+            fs::write(sys.join(d).join("uevent"), ev).unwrap();
+        }
+        let dev = Path::new("/dev");
+        assert_eq!(
+            find_partition(&sys, dev, "SYSCTR_ESP"),
+            Some(PathBuf::from("/dev/nvme0n1p1"))
+        );
+        // a name that is only a prefix of another does not match
+        assert_eq!(find_partition(&sys, dev, "SYSCTR"), None);
     }
 }

@@ -129,6 +129,8 @@ pub struct Supervisor {
     /// Something became Ready: dependents may start.
     reschedule: bool,
     boot_reported: bool,
+    /// The boot marker reported every service Ready.
+    all_ready: bool,
 }
 
 impl Supervisor {
@@ -181,6 +183,7 @@ impl Supervisor {
             shutting_down: false,
             reschedule: false,
             boot_reported: false,
+            all_ready: false,
         }
     }
 
@@ -294,6 +297,11 @@ impl Supervisor {
         }
     }
 
+    /// Every service reached Ready and the boot marker said so (the trial-boot gate).
+    pub fn all_ready(&self) -> bool {
+        self.all_ready
+    }
+
     /// Prints the boot marker once every service has settled (Ready, Failed or Exited).
     fn report_boot(&mut self) {
         if self.boot_reported || !self.onboot_queue.is_empty() || self.onboot_running.is_some() {
@@ -319,6 +327,7 @@ impl Supervisor {
         };
         let (failed, exited) = (named(State::Failed), named(State::Exited));
         if failed.is_empty() && exited.is_empty() {
+            self.all_ready = true;
             crate::log::marker(&format!(
                 "all services ready ({} services, {} ms since boot)",
                 svcs.len(),

@@ -263,6 +263,31 @@ pub enum ErrorKind {
     Failed,
 }
 
+/// Which slot and boot-loader entry the running system booted, from the kernel command line
+/// (`sysctr.slot=`) and systemd-boot's EFI variables.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootInfo {
+    /// `a` or `b`; None when the command line names no slot (a development boot).
+    pub slot: Option<String>,
+    /// Booted through UEFI firmware (else QEMU's direct kernel boot).
+    pub uefi: bool,
+    /// The boot-loader entry id (`LoaderEntrySelected`), e.g. `sysctr-a+2-1.efi`.
+    pub entry: Option<String>,
+    /// The counted entry's path on the ESP (`LoaderBootCountPath`), until it is blessed.
+    pub boot_count_path: Option<String>,
+    pub tries_left: Option<u32>,
+    pub tries_done: Option<u32>,
+    /// This boot renamed its counted entry to the counter-less name: the entry is good.
+    pub blessed: bool,
+    /// `LoaderInfo`, e.g. `systemd-boot 252.39-1~deb12u1`.
+    pub loader: Option<String>,
+    /// `LoaderFirmwareInfo`, e.g. `EDK II 1.00`.
+    pub firmware: Option<String>,
+    /// Microseconds since firmware start when the loader started and when it started the UKI.
+    pub loader_init_us: Option<u64>,
+    pub loader_exec_us: Option<u64>,
+}
+
 // Replies are built once and serialized at once; boxing the large variant would buy nothing.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -273,6 +298,9 @@ pub enum Response {
         protocol: u32,
         /// Milliseconds since boot when PID 1 started.
         init_boot_ms: u64,
+        /// The slot and boot entry this boot came from (absent from older inits).
+        #[serde(default)]
+        boot: Option<BootInfo>,
     },
     Services {
         services: Vec<ServiceStatus>,

@@ -8,13 +8,12 @@
 
 use crate::build::{self, Binaries};
 use crate::kernel;
-use crate::util::{ensure_debian_packages, output, run, workspace_root};
+use crate::util::{ensure_debian_packages, run, workspace_root};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::process::Command;
@@ -35,24 +34,8 @@ pub const CONTAINERS: &[&str] = &["prepare", "logging", "network", "ssh", "time"
 /// Fixed timestamp for every file when SOURCE_DATE_EPOCH is not set (2024-01-01).
 const DEFAULT_EPOCH: u64 = 1_704_067_200;
 
-/// Disk layout: 1 MiB for the GPT, the root partition, the state partition, 1 MiB backup GPT.
-const MIB: u64 = 1 << 20;
-pub const ROOT_START: u64 = MIB;
-pub const ROOT_SIZE: u64 = 64 * MIB;
-pub const STATE_SIZE: u64 = 64 * MIB;
-pub const DISK_SIZE: u64 = ROOT_START + ROOT_SIZE + STATE_SIZE + MIB;
-
-/// Fixed identifiers, so the same inputs give the same bytes.
-const DISK_GUID: &str = "53595343-5452-4000-8000-000000000000";
-const ROOT_PART_GUID: &str = "53595343-5452-4000-8000-000000000001";
-const STATE_PART_GUID: &str = "53595343-5452-4000-8000-000000000002";
-const STATE_FS_UUID: &str = "53595343-5452-4000-8000-000000000003";
-/// dm-verity salt and hash-tree UUID, fixed for reproducibility (the salt only has to be
-/// unique per image family, not secret).
-const VERITY_SALT: &str = "73797363747220726f6f7420766572697479000000000000000000000000002a";
-const VERITY_UUID: &str = "53595343-5452-4000-8000-000000000004";
-/// dm-verity data and hash block size.
-const VERITY_BLOCK: u64 = 4096;
+/// The disk layout (ESP, root slots A and B, state) lives in the image builder's library.
+pub use rootfs::disk::{write_bytes_at, Slot, ROOT_SIZE};
 
 #[derive(Debug, Default, Clone)]
 pub struct Options {
@@ -70,12 +53,26 @@ pub struct Options {
     pub alt_manifests: Vec<(String, PathBuf)>,
     /// Output directory (default `build/image` or `build/image-dev`).
     pub out: Option<PathBuf>,
+    /// Also write `disk.img.xz` (the download artefact; `cargo xtask image` does).
+    pub compress: bool,
+    /// Extra kernel command line built into the UKI (after the slot's own).
+    pub cmdline_extra: String,
 }
 
 pub struct Image {
+    /// The kernel (bzImage with its EFI stub), for `--direct-kernel` boots.
     pub kernel: PathBuf,
+    /// The whole disk: ESP + root A + root B (empty) + state.
     pub disk: PathBuf,
+    /// The root squashfs alone (padded to whole verity blocks).
     pub root_squashfs: PathBuf,
+    /// Slot A's contents as written to its partition: squashfs + dm-verity tree.
+    pub root_slot: PathBuf,
+    /// Slot A's Unified Kernel Image (also on the ESP, boot-counted).
+    pub uki: PathBuf,
+    /// Slot A's dm-verity root hash and where its tree starts.
+    #[allow(dead_code)] // read by the update bundle builder
+    pub verity: rootfs::disk::VerityRoot,
 }
 
 /// A container's root filesystem recipe (`rootfs.json`).
@@ -193,21 +190,21 @@ fn next_path<'a>(it: &mut impl Iterator<Item = &'a String>, flag: &str) -> Resul
 
 /// `cargo xtask image`: builds everything and prints the size table and the paths.
 pub fn command(args: &[String]) -> Result<()> {
-    let opts = parse_options(args)?;
+    let mut opts = parse_options(args)?;
+    opts.compress = true;
     let image = build(&opts)?;
     println!("kernel: {}", image.kernel.display());
+    println!("uki:    {}", image.uki.display());
     println!("disk:   {}", image.disk.display());
-    // kernel + root image (the squashfs and its verity tree, as written to partition 1)
-    let tree = image.root_squashfs.with_file_name("root.verity");
-    let total = fs::metadata(&image.kernel)?.len()
-        + fs::metadata(&image.root_squashfs)?.len()
-        + fs::metadata(&tree).map(|m| m.len()).unwrap_or(0);
-    println!("total: {total} bytes");
+    // kernel + one root slot (squashfs + verity tree), the size budget of the issue
+    let total = fs::metadata(&image.kernel)?.len() + fs::metadata(&image.root_slot)?.len();
+    println!("kernel + one slot: {total} bytes");
     Ok(())
 }
 
 pub fn build(opts: &Options) -> Result<Image> {
     ensure_debian_packages(IMAGE_PACKAGES)?;
+    ensure_debian_packages(rootfs::disk::DISK_PACKAGES)?;
     let root_dir = workspace_root();
     let out = opts.out.clone().unwrap_or_else(|| {
         root_dir
@@ -341,35 +338,78 @@ pub fn build(opts: &Options) -> Result<Image> {
         ])
         .stdout(std::process::Stdio::null()))?;
     let squash_len = fs::metadata(&squash)?.len();
-    if squash_len > ROOT_SIZE {
-        bail!(
-            "root filesystem is {squash_len} bytes, more than the {ROOT_SIZE}-byte root partition"
-        );
-    }
 
-    // dm-verity hash tree right after the squashfs in the root partition.
-    let tree = out.join("root.verity");
-    let cmdline = verity_format(&squash, &tree)?;
-    let tree_len = fs::metadata(&tree)?.len();
-    if squash_len + tree_len > ROOT_SIZE {
-        bail!(
-            "root filesystem plus hash tree ({} bytes) do not fit the root partition",
-            squash_len + tree_len
-        );
-    }
+    // Slot A: the squashfs and its dm-verity tree, as written to the partition.
+    let slot = Slot::A;
+    let root_slot = out.join("root-a.img");
+    fs::copy(&squash, &root_slot)?;
+    let verity = rootfs::disk::append_verity(&root_slot)?;
+    let slot_len = fs::metadata(&root_slot)?.len();
+    // The bench and the boot tests read the two halves separately.
+    let slot_bytes = fs::read(&root_slot)?;
+    fs::write(&squash, &slot_bytes[..verity.data_bytes as usize])?;
+    fs::write(out.join("root.verity"), &slot_bytes[verity.data_bytes as usize..])?;
+    let tree_len = slot_len - verity.data_bytes;
+    let cmdline = verity.cmdline(slot, &opts.cmdline_extra);
 
-    // State partition and disk.
-    let state = out.join("state.ext4");
-    make_state_fs(&state, &epoch)?;
-    let disk = out.join("disk.img");
-    make_disk(&disk, &squash, &state)?;
-    write_at(&disk, ROOT_START + squash_len, &tree)?;
-    let _ = fs::remove_file(&state);
+    // The UKI: kernel + slot A's command line (with its root hash) + os-release.
     let kernel = out.join("bzImage");
     copy_file(&kernel_src, &kernel, Some(0o644))?;
     fs::write(out.join("cmdline"), format!("{cmdline}\n"))?;
+    let uki = out.join("uki-a.efi");
+    let version = env!("CARGO_PKG_VERSION");
+    rootfs::disk::make_uki(
+        &kernel,
+        &cmdline,
+        &rootfs::disk::os_release("sysctr", version, slot),
+        &uki,
+    )?;
 
-    // The table.
+    // The ESP: systemd-boot as the removable-media loader, its config, slot A's UKI with
+    // BOOT_TRIES tries, and the boot config a person may edit.
+    let loader_conf = out.join("loader.conf");
+    fs::write(&loader_conf, rootfs::disk::LOADER_CONF)?;
+    let esp_readme = out.join("esp-readme.txt");
+    fs::write(&esp_readme, ESP_README)?;
+    let esp_files = vec![
+        rootfs::disk::EspFile {
+            dest: "/EFI/BOOT/BOOTX64.EFI".into(),
+            src: rootfs::disk::SYSTEMD_BOOT.into(),
+        },
+        rootfs::disk::EspFile {
+            dest: "/loader/loader.conf".into(),
+            src: loader_conf.clone(),
+        },
+        rootfs::disk::EspFile {
+            dest: format!(
+                "/EFI/Linux/{}",
+                slot.uki_name(Some(rootfs::disk::BOOT_TRIES))
+            ),
+            src: uki.clone(),
+        },
+        rootfs::disk::EspFile {
+            dest: "/sysctr/README.txt".into(),
+            src: esp_readme.clone(),
+        },
+    ];
+    let esp = out.join("esp.fat");
+    rootfs::disk::make_esp(&esp, rootfs::disk::ESP_SIZE, &esp_files, self::epoch())?;
+
+    let state = out.join("state.ext4");
+    rootfs::disk::make_state_fs(&state, self::epoch())?;
+    let disk = out.join("disk.img");
+    rootfs::disk::make_disk(&disk, &esp, &root_slot, &state)?;
+    for f in [&state, &esp, &loader_conf, &esp_readme] {
+        let _ = fs::remove_file(f);
+    }
+    let compressed = if opts.compress {
+        eprintln!("xtask: image: xz disk.img");
+        Some(rootfs::disk::compress(&disk)?)
+    } else {
+        None
+    };
+
+    let uki_len = fs::metadata(&uki)?.len();
     println!("{:<22} {:>12}", "component", "bytes");
     for (name, size) in &sizes {
         println!("{name:<22} {size:>12}");
@@ -379,59 +419,50 @@ pub fn build(opts: &Options) -> Result<Image> {
         "root.squashfs", squash_len
     );
     println!("{:<22} {:>12}", "root.verity", tree_len);
+    println!(
+        "{:<22} {:>12}   (kernel + command line + os-release)",
+        "uki-a.efi", uki_len
+    );
+    println!(
+        "{:<22} {:>12}   (UKI + squashfs + verity tree: what an update writes)",
+        "slot A",
+        uki_len + slot_len
+    );
+    if let Some(xz) = &compressed {
+        println!(
+            "{:<22} {:>12}   (whole disk, {} bytes raw)",
+            "disk.img.xz",
+            fs::metadata(xz)?.len(),
+            rootfs::disk::DISK_SIZE
+        );
+    }
     eprintln!("xtask: image: kernel command line: {cmdline}");
     Ok(Image {
         kernel,
         disk,
         root_squashfs: squash,
+        root_slot,
+        uki,
+        verity,
     })
 }
 
-/// Builds the dm-verity hash tree of the squashfs into `tree` and returns the kernel command
-/// line that maps the root partition through dm-verity (`dm-mod.create=`, no initramfs) and
-/// mounts it. The tree sits in the same partition right after the filesystem, so the
-/// partition also still mounts directly (`root=/dev/vda1`) for debugging.
-fn verity_format(squash: &Path, tree: &Path) -> Result<String> {
-    let len = fs::metadata(squash)?.len();
-    if len % VERITY_BLOCK != 0 {
-        // mksquashfs pads to 4 KiB; pad anyway if that ever changes.
-        let padded = len.div_ceil(VERITY_BLOCK) * VERITY_BLOCK;
-        fs::OpenOptions::new()
-            .write(true)
-            .open(squash)?
-            .set_len(padded)?;
-    }
-    let blocks = fs::metadata(squash)?.len() / VERITY_BLOCK;
-    let _ = fs::remove_file(tree);
-    let out = output(
-        Command::new("veritysetup")
-            .args(["format", "--no-superblock", "--hash", "sha256"])
-            .arg(format!("--data-block-size={VERITY_BLOCK}"))
-            .arg(format!("--hash-block-size={VERITY_BLOCK}"))
-            .arg(format!("--salt={VERITY_SALT}"))
-            .arg(format!("--uuid={VERITY_UUID}"))
-            .arg(squash)
-            .arg(tree),
-    )?;
-    let root_hash = out
-        .lines()
-        .find_map(|l| l.strip_prefix("Root hash:"))
-        .map(|h| h.trim().to_string())
-        .with_context(|| format!("veritysetup printed no root hash:\n{out}"))?;
-    // <version> <data dev> <hash dev> <data block> <hash block> <#data blocks>
-    // <hash start block> <algorithm> <root hash> <salt>
-    let table = format!(
-        "0 {sectors} verity 1 /dev/vda1 /dev/vda1 {VERITY_BLOCK} {VERITY_BLOCK} {blocks} {blocks} sha256 {root_hash} {VERITY_SALT}",
-        sectors = blocks * VERITY_BLOCK / 512
-    );
-    Ok(format!(
-        "console=ttyS0 dm-mod.create=\"sysctr-root,,,ro,{table}\" root=/dev/dm-0 rootfstype=squashfs ro"
-    ))
-}
+/// `/sysctr/README.txt` on the ESP: what a person writing the image to a stick may edit.
+const ESP_README: &str = "\
+sysctr boot configuration
+=========================
 
-/// Validates the manifest with the same code PID 1 uses, then checks what only the build can:
-/// each system container's root exists in the image and its program is there. (Services
-/// from other layers are not checked: the bad-input boot test ships broken ones on purpose.)
+Put a file named config.json in this folder to configure the machine at boot. Every field
+is optional; the full format is in rootfs/README.md of the sysctr sources. Example:
+
+{ \"hostname\": \"edge1\",
+  \"authorized_keys\": [\"ssh-ed25519 AAAA... you@host\"],
+  \"network\": { \"mode\": \"dhcp\" } }
+
+A malformed file is reported on the console at boot, naming the field, and the machine
+boots with the other sources (QEMU fw_cfg, kernel command line) and defaults.
+";
+
 fn check_manifest(path: &Path, stage: &Path, check: &[&str]) -> Result<()> {
     let loaded = manifest::load_file(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     if !loaded.rejected.is_empty() {
@@ -801,54 +832,3 @@ fn read_json(path: &Path) -> Result<Value> {
     serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", path.display()))
 }
 
-/// An empty ext4 labelled SYSCTR_STATE, reproducible (fixed UUID, hash seed and time).
-fn make_state_fs(path: &Path, epoch: &str) -> Result<()> {
-    let _ = fs::remove_file(path);
-    fs::File::create(path)?.set_len(STATE_SIZE)?;
-    run(Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-L", "SYSCTR_STATE", "-U", STATE_FS_UUID])
-        .arg("-E")
-        .arg(format!("hash_seed={STATE_FS_UUID},root_owner=0:0"))
-        .arg(path)
-        .env("SOURCE_DATE_EPOCH", epoch)
-        .env("E2FSPROGS_FAKE_TIME", epoch))
-}
-
-/// The GPT disk: partition 1 root (squashfs), partition 2 state (ext4, SYSCTR_STATE).
-fn make_disk(disk: &Path, squash: &Path, state: &Path) -> Result<()> {
-    let _ = fs::remove_file(disk);
-    fs::File::create(disk)?.set_len(DISK_SIZE)?;
-    let s = |bytes: u64| bytes / 512;
-    let root_end = s(ROOT_START + ROOT_SIZE) - 1;
-    let state_start = s(ROOT_START + ROOT_SIZE);
-    let state_end = state_start + s(STATE_SIZE) - 1;
-    output(
-        Command::new("sgdisk")
-            .arg(format!("--disk-guid={DISK_GUID}"))
-            .arg(format!("--new=1:{}:{root_end}", s(ROOT_START)))
-            .arg("--typecode=1:8304")
-            .arg("--change-name=1:SYSCTR_ROOT")
-            .arg(format!("--partition-guid=1:{ROOT_PART_GUID}"))
-            .arg(format!("--new=2:{state_start}:{state_end}"))
-            .arg("--typecode=2:8300")
-            .arg("--change-name=2:SYSCTR_STATE")
-            .arg(format!("--partition-guid=2:{STATE_PART_GUID}"))
-            .arg(disk),
-    )?;
-    write_at(disk, ROOT_START, squash)?;
-    write_at(disk, ROOT_START + ROOT_SIZE, state)?;
-    Ok(())
-}
-
-/// Copies `src` into `disk` at byte `offset`.
-pub fn write_at(disk: &Path, offset: u64, src: &Path) -> Result<()> {
-    write_bytes_at(disk, offset, &fs::read(src)?)
-}
-
-/// Writes `data` into `disk` at byte `offset`.
-pub fn write_bytes_at(disk: &Path, offset: u64, data: &[u8]) -> Result<()> {
-    let mut f = fs::OpenOptions::new().write(true).open(disk)?;
-    f.seek(SeekFrom::Start(offset))?;
-    f.write_all(data)?;
-    Ok(())
-}

@@ -3,7 +3,7 @@
 //! (hostname, ssh keys, network) passed through fw_cfg. Also `cargo xtask boot-test`, which
 //! builds the image with the test services and runs the QEMU boot tests against it.
 
-use crate::image::{self, ROOT_SIZE, ROOT_START};
+use crate::image::{self, Slot, ROOT_SIZE};
 use crate::util::{ensure_debian_packages, run, workspace_root};
 use anyhow::{bail, Context, Result};
 use std::fs;
@@ -11,11 +11,69 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-pub const QEMU_PACKAGES: &[&str] = &["qemu-system-x86", "openssh-client"];
+pub const QEMU_PACKAGES: &[&str] = &["qemu-system-x86", "openssh-client", "ovmf"];
+
+/// Debian's OVMF: the UEFI firmware (read-only) and the template of its variable store, copied
+/// per VM (systemd-boot and init keep state there).
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+/// How a VM boots.
+pub enum BootPath {
+    /// As a real machine: OVMF → systemd-boot on the ESP → the slot's UKI. `vars` is this
+    /// VM's copy of the UEFI variable store.
+    Uefi { vars: PathBuf },
+    /// Development shortcut: QEMU loads the kernel itself with this command line.
+    Direct { kernel: PathBuf, cmdline: String },
+}
+
+/// The disk's bus: virtio (QEMU's fast path) or what PCs have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiskBus {
+    Virtio,
+    Nvme,
+    Ahci,
+}
+
+/// The NIC model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Nic {
+    Virtio,
+    E1000e,
+}
+
+impl DiskBus {
+    pub fn parse(s: &str) -> Result<DiskBus> {
+        Ok(match s {
+            "virtio" => DiskBus::Virtio,
+            "nvme" => DiskBus::Nvme,
+            "ahci" | "sata" => DiskBus::Ahci,
+            other => bail!("unknown disk bus {other:?} (virtio, nvme, ahci)"),
+        })
+    }
+}
+
+impl Nic {
+    pub fn parse(s: &str) -> Result<Nic> {
+        Ok(match s {
+            "virtio" => Nic::Virtio,
+            "e1000e" => Nic::E1000e,
+            other => bail!("unknown NIC {other:?} (virtio, e1000e)"),
+        })
+    }
+}
+
+/// A fresh copy of OVMF's variable store for one VM.
+pub fn fresh_vars(path: &Path) -> Result<()> {
+    fs::copy(OVMF_VARS, path)
+        .with_context(|| format!("cannot copy {OVMF_VARS} (apt-get install ovmf)"))?;
+    Ok(())
+}
 
 /// The kernel command line when the image has no `cmdline` file next to its kernel: the root
 /// partition mounted directly, without dm-verity (plus `--append`).
-pub const BASE_CMDLINE: &str = "console=ttyS0 root=/dev/vda1 rootfstype=squashfs ro";
+pub const BASE_CMDLINE: &str =
+    "console=ttyS0 root=PARTUUID=53595343-5452-4000-8000-000000000001 rootfstype=squashfs ro";
 
 /// The command line an image was built for (`cmdline` next to its kernel: the dm-verity
 /// root), or [`BASE_CMDLINE`].
@@ -35,6 +93,9 @@ struct RunOptions {
     authorized_keys: Option<PathBuf>,
     dev: bool,
     fresh: bool,
+    direct_kernel: bool,
+    bus: DiskBus,
+    nic: Nic,
 }
 
 fn usage() -> &'static str {
@@ -47,7 +108,11 @@ fn usage() -> &'static str {
   --ssh-port N             host loopback port forwarded to the guest's ssh (default 2222)
   --authorized-keys FILE   ssh public keys for the boot config (default ~/.ssh/*.pub)
   --prod                   production image: getty on the console, no auto-login
-  --fresh                  reset the state partition (build/run/disk.img)"
+  --fresh                  reset the state partition (build/run/disk.img)
+  --direct-kernel          QEMU loads the kernel itself (-kernel), skipping OVMF and
+                           systemd-boot: the fast development path
+  --disk-bus BUS           virtio (default), nvme or ahci
+  --nic NIC                virtio (default) or e1000e"
 }
 
 fn parse(args: &[String]) -> Result<RunOptions> {
@@ -61,6 +126,9 @@ fn parse(args: &[String]) -> Result<RunOptions> {
         authorized_keys: None,
         dev: true,
         fresh: false,
+        direct_kernel: false,
+        bus: DiskBus::Virtio,
+        nic: Nic::Virtio,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -79,6 +147,9 @@ fn parse(args: &[String]) -> Result<RunOptions> {
             "--authorized-keys" => o.authorized_keys = Some(PathBuf::from(val()?)),
             "--prod" => o.dev = false,
             "--fresh" => o.fresh = true,
+            "--direct-kernel" => o.direct_kernel = true,
+            "--disk-bus" => o.bus = DiskBus::parse(&val()?)?,
+            "--nic" => o.nic = Nic::parse(&val()?)?,
             "-h" | "--help" => {
                 println!("usage: cargo xtask run [options]\n{}", usage());
                 std::process::exit(0);
@@ -130,17 +201,19 @@ fn read_keys(file: Option<&Path>) -> Result<Vec<String>> {
     Ok(keys)
 }
 
-/// The QEMU command line for a kernel, disk and boot config. Serial console on stdio.
+/// The QEMU command line for a boot path, disk and boot config. The caller picks the
+/// console (`-nographic`, or `-serial` to a file).
 #[allow(clippy::too_many_arguments)]
 pub fn qemu_command(
-    kernel: &Path,
+    boot: &BootPath,
     disk: &Path,
-    bootconfig: &Path,
+    bootconfig: Option<&Path>,
     ssh_port: u16,
     memory: &str,
     cpus: &str,
     kvm: bool,
-    append: &str,
+    bus: DiskBus,
+    nic: Nic,
 ) -> Command {
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args(["-machine", "q35", "-m", memory, "-smp", cpus]);
@@ -149,29 +222,41 @@ pub fn qemu_command(
     } else {
         cmd.args(["-accel", "tcg"]);
     }
-    let mut line = image_cmdline(kernel);
-    if !append.is_empty() {
-        line.push(' ');
-        line.push_str(append);
+    match boot {
+        BootPath::Uefi { vars } => {
+            cmd.arg("-drive")
+                .arg(format!(
+                    "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
+                ))
+                .arg("-drive")
+                .arg(format!(
+                    "if=pflash,format=raw,unit=1,file={}",
+                    vars.display()
+                ));
+        }
+        BootPath::Direct { kernel, cmdline } => {
+            cmd.arg("-kernel").arg(kernel).arg("-append").arg(cmdline);
+        }
     }
-    cmd.arg("-kernel")
-        .arg(kernel)
-        .arg("-append")
-        .arg(line)
-        .arg("-drive")
-        .arg(format!(
-            "file={},format=raw,if=virtio,cache=unsafe",
-            disk.display()
-        ))
-        .args(["-netdev"])
-        .arg(format!("user,id=n0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22"))
-        .args(["-device", "virtio-net-pci,netdev=n0"])
-        .args(["-device", "virtio-rng-pci"])
-        .arg("-fw_cfg")
-        .arg(format!(
-            "name=opt/sysctr/config,file={}",
-            bootconfig.display()
-        ));
+    let drive = format!("file={},format=raw,if=none,id=d0,cache=unsafe", disk.display());
+    cmd.arg("-drive").arg(drive);
+    match bus {
+        DiskBus::Virtio => cmd.args(["-device", "virtio-blk-pci,drive=d0,bootindex=0"]),
+        DiskBus::Nvme => cmd.args(["-device", "nvme,drive=d0,serial=sysctr0,bootindex=0"]),
+        DiskBus::Ahci => cmd.args(["-device", "ide-hd,drive=d0,bus=ide.0,bootindex=0"]),
+    };
+    cmd.args(["-netdev"])
+        .arg(format!("user,id=n0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22"));
+    match nic {
+        Nic::Virtio => cmd.args(["-device", "virtio-net-pci,netdev=n0"]),
+        Nic::E1000e => cmd.args(["-device", "e1000e,netdev=n0"]),
+    };
+    // virtio-rng for first-boot entropy; the i6300esb watchdog PID 1 arms during a trial boot.
+    cmd.args(["-device", "virtio-rng-pci", "-device", "i6300esb"]);
+    if let Some(cfg) = bootconfig {
+        cmd.arg("-fw_cfg")
+            .arg(format!("name=opt/sysctr/config,file={}", cfg.display()));
+    }
     cmd
 }
 
@@ -187,6 +272,12 @@ pub fn command(args: &[String]) -> Result<()> {
             }
             None => None,
         },
+        // Under UEFI the command line is inside the UKI: --append goes into the image.
+        cmdline_extra: if o.direct_kernel {
+            String::new()
+        } else {
+            o.append.clone()
+        },
         ..Default::default()
     };
     let img = image::build(&opts)?;
@@ -200,9 +291,14 @@ pub fn command(args: &[String]) -> Result<()> {
 
     eprintln!();
     eprintln!(
-        "xtask: booting {} (QEMU, {})",
+        "xtask: booting {} (QEMU, {}, {})",
         img.disk.display(),
-        if o.kvm { "KVM" } else { "TCG" }
+        if o.kvm { "KVM" } else { "TCG" },
+        if o.direct_kernel {
+            "direct kernel"
+        } else {
+            "OVMF + systemd-boot"
+        }
     );
     eprintln!("xtask:   serial console here; Ctrl-A X quits QEMU, Ctrl-A C toggles the monitor");
     eprintln!("xtask:   (monitor: `system_powerdown` presses the power button)");
@@ -220,23 +316,42 @@ pub fn command(args: &[String]) -> Result<()> {
         "xtask:   state partition persists in {} (--fresh resets it)",
         disk.display()
     );
+    let boot = if o.direct_kernel {
+        let mut cmdline = image_cmdline(&img.kernel);
+        if !o.append.is_empty() {
+            cmdline.push(' ');
+            cmdline.push_str(&o.append);
+        }
+        BootPath::Direct {
+            kernel: img.kernel.clone(),
+            cmdline,
+        }
+    } else {
+        // The variable store persists with the disk (boot entries, LoaderEntryDefault).
+        let vars = run_dir.join("OVMF_VARS.fd");
+        if o.fresh || !vars.exists() {
+            fresh_vars(&vars)?;
+        }
+        BootPath::Uefi { vars }
+    };
     let mut cmd = qemu_command(
-        &img.kernel,
+        &boot,
         &disk,
-        &bootconfig,
+        Some(&bootconfig),
         o.ssh_port,
         &o.memory,
         &o.cpus,
         o.kvm,
-        &o.append,
+        o.bus,
+        o.nic,
     );
     cmd.arg("-nographic");
     let err = cmd.exec();
     bail!("cannot exec qemu-system-x86_64: {err}")
 }
 
-/// Keeps the run disk's state partition across runs: the freshly built root partition is
-/// written into the existing disk; a missing or differently sized disk is replaced.
+/// Keeps the run disk's state partition across runs: the freshly built ESP and root slots
+/// are written into the existing disk; a missing or differently sized disk is replaced.
 fn refresh_disk(run_disk: &Path, built: &Path, fresh: bool) -> Result<()> {
     let same_layout = fs::metadata(run_disk)
         .map(|m| m.len() == fs::metadata(built).map(|b| b.len()).unwrap_or(0))
@@ -248,13 +363,12 @@ fn refresh_disk(run_disk: &Path, built: &Path, fresh: bool) -> Result<()> {
             .arg(run_disk))?;
         return Ok(());
     }
-    // The whole root partition (squashfs and its verity tree) from the freshly built disk.
-    use std::io::{Read, Seek, SeekFrom};
-    let mut src = fs::File::open(built)?;
-    src.seek(SeekFrom::Start(ROOT_START))?;
-    let mut root = vec![0u8; ROOT_SIZE as usize];
-    src.read_exact(&mut root)?;
-    image::write_bytes_at(run_disk, ROOT_START, &root)
+    // Everything before the state partition: GPT, ESP, root A, root B.
+    use std::io::Read;
+    let end = Slot::B.start() + ROOT_SIZE;
+    let mut head = vec![0u8; end as usize];
+    fs::File::open(built)?.read_exact(&mut head)?;
+    image::write_bytes_at(run_disk, 0, &head)
 }
 
 /// `cargo xtask boot-test [cargo test args]`: builds the production image plus the test
@@ -284,5 +398,7 @@ pub fn boot_test(args: &[String]) -> Result<()> {
         .env("SYSCTR_DISK", &img.disk)
         .env("SYSCTR_ROOTFS", &img.root_squashfs)
         .env("SYSCTR_DEV_KERNEL", &dev.kernel)
-        .env("SYSCTR_DEV_DISK", &dev.disk))
+        .env("SYSCTR_DEV_DISK", &dev.disk)
+        .env("SYSCTR_OVMF_CODE", OVMF_CODE)
+        .env("SYSCTR_OVMF_VARS", OVMF_VARS))
 }

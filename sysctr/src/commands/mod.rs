@@ -112,7 +112,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<i32> {
         Command::Reboot(args) => power::run(PowerAction::Reboot, &args, &client, out),
         Command::Poweroff(args) => power::run(PowerAction::Poweroff, &args, &client, out),
         Command::Halt(args) => power::run(PowerAction::Halt, &args, &client, out),
-        Command::Version(_) => version::run(&client, out),
+        Command::Version(args) => version::run(&args, &client, out),
         Command::Completions(args) => completions::run(&args, out),
         Command::Notify(args) => notify::run(&args, out),
     }

@@ -11,10 +11,31 @@ Exits with 2 after printing the client's version when init cannot be reached.
 
 Examples:
   sysctr version
+  sysctr version --json
   SYSCTR_SOCKET=/tmp/init-test/control.sock sysctr version")]
-pub struct Args {}
+pub struct Args {
+    /// Print init's reply (version, protocol, booted slot and entry) as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
 
-pub fn run(client: &Client, out: &mut dyn Write) -> anyhow::Result<i32> {
+pub fn run(args: &Args, client: &Client, out: &mut dyn Write) -> anyhow::Result<i32> {
+    if args.json {
+        let reply = client.call(&Request::new(Op::Version {}))?;
+        let Response::Version { .. } = &reply else {
+            return Err(ClientError::unexpected("version", reply).into());
+        };
+        let mut v = serde_json::to_value(&reply)?;
+        if let Some(o) = v.as_object_mut() {
+            o.remove("reply");
+            o.insert(
+                "client".into(),
+                serde_json::json!({ "version": env!("CARGO_PKG_VERSION"), "protocol": PROTOCOL_VERSION }),
+            );
+        }
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        return Ok(0);
+    }
     writeln!(
         out,
         "client: sysctr {} (protocol {PROTOCOL_VERSION})",
@@ -26,12 +47,16 @@ pub fn run(client: &Client, out: &mut dyn Write) -> anyhow::Result<i32> {
             version,
             protocol,
             init_boot_ms,
+            boot,
         } => {
             writeln!(
                 out,
                 "init:   sysctr {version} (protocol {protocol}), started {:.3}s after boot",
                 init_boot_ms as f64 / 1000.0
             )?;
+            if let Some(b) = boot {
+                writeln!(out, "boot:   {}", describe_boot(&b))?;
+            }
             if protocol != PROTOCOL_VERSION {
                 eprintln!(
                     "sysctr: warning: init speaks protocol {protocol}, this client {PROTOCOL_VERSION}"
@@ -41,4 +66,22 @@ pub fn run(client: &Client, out: &mut dyn Write) -> anyhow::Result<i32> {
         other => return Err(ClientError::unexpected("version", other).into()),
     }
     Ok(0)
+}
+
+/// One line: slot, firmware path, entry and its boot-counting state.
+fn describe_boot(b: &manifest::protocol::BootInfo) -> String {
+    let mut s = format!("slot {}", b.slot.as_deref().unwrap_or("-"));
+    s.push_str(if b.uefi { ", UEFI" } else { ", direct kernel" });
+    if let Some(l) = &b.loader {
+        s.push_str(&format!(" ({l})"));
+    }
+    if let Some(e) = &b.entry {
+        s.push_str(&format!(", entry {e}"));
+    }
+    match (b.tries_left, b.tries_done) {
+        (Some(l), Some(d)) => s.push_str(&format!(", trial: {l} tries left, {d} done")),
+        _ if b.blessed => s.push_str(", blessed this boot"),
+        _ => {}
+    }
+    s
 }

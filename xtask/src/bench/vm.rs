@@ -91,15 +91,25 @@ impl Vm {
         let _ = fs::remove_file(&serial);
         // TCG unless asked: on this (nested) machine KVM with `-cpu host` aborts in QEMU, and
         // the boot tests use TCG too. Guest-side figures are then TCG figures.
+        let mut cmdline = qemu::image_cmdline(&img.kernel);
+        if !append.is_empty() {
+            cmdline.push(' ');
+            cmdline.push_str(append);
+        }
+        let boot = qemu::BootPath::Direct {
+            kernel: img.kernel.clone(),
+            cmdline,
+        };
         let mut cmd = qemu::qemu_command(
-            &img.kernel,
+            &boot,
             &disk,
-            &keys.bootconfig,
+            Some(&keys.bootconfig),
             port,
             "512",
             "2",
             kvm,
-            append,
+            qemu::DiskBus::Virtio,
+            qemu::Nic::Virtio,
         );
         cmd.args(["-display", "none", "-monitor", "none", "-serial"])
             .arg(format!("file:{}", serial.display()))

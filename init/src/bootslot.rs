@@ -1,0 +1,278 @@
+//! Which slot and boot entry this boot came from, and blessing a boot-counted entry.
+//!
+//! The UKI's command line names its slot (`sysctr.slot=a`). systemd-boot tells the rest
+//! through EFI variables (efivarfs, vendor GUID 4a67b082-…): `LoaderEntrySelected` (the entry
+//! id, e.g. `sysctr-a+2-1.efi`), `LoaderBootCountPath` (set only when the entry is boot-counted:
+//! its path on the ESP), `LoaderDevicePartUUID` (the ESP), `LoaderInfo`, `LoaderFirmwareInfo`,
+//! and `LoaderTimeInitUSec`/`LoaderTimeExecUSec` (when the loader started and when it handed
+//! over, for the boot timeline).
+//!
+//! Blessing follows the Boot Loader Specification's boot counting: systemd-boot renames
+//! `sysctr-a+3.efi` to `sysctr-a+2-1.efi` before it starts it; once every service is Ready,
+//! init renames it to `sysctr-a.efi` (no counter: a good entry). An entry whose boots never
+//! get that far reaches `+0-3`, which systemd-boot sorts last, so the other slot boots.
+
+use crate::mounts;
+use manifest::protocol::BootInfo;
+use nix::mount::MsFlags;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// Where efivarfs is mounted.
+pub const EFIVARS: &str = "/sys/firmware/efi/efivars";
+/// The vendor GUID of systemd-boot's variables (the Boot Loader Interface).
+const LOADER_GUID: &str = "4a67b082-0a4c-41cf-b6c7-440b29bb8c4f";
+/// Where init mounts the ESP while it reads or renames files on it.
+pub const ESP_MOUNT: &str = "/run/sysctr/esp";
+/// The ESP's GPT partition name in sysctr's disk layout.
+pub const ESP_PARTNAME: &str = "SYSCTR_ESP";
+
+/// A loader variable as text: efivarfs files are 4 bytes of attributes, then the value, here
+/// a NUL-terminated UTF-16LE string.
+pub fn loader_var(efivars: &Path, name: &str) -> Option<String> {
+    let raw = fs::read(efivars.join(format!("{name}-{LOADER_GUID}"))).ok()?;
+    decode_utf16_var(&raw)
+}
+
+fn decode_utf16_var(raw: &[u8]) -> Option<String> {
+    let data = raw.get(4..)?;
+    let units: Vec<u16> = data
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .take_while(|&u| u != 0)
+        .collect();
+    let s = String::from_utf16(&units).ok()?;
+    let s = s.trim().to_string();
+    (!s.is_empty()).then_some(s)
+}
+
+/// The boot counter in an entry's file name: `sysctr-a+2-1.efi` → (2 left, 1 done).
+pub fn parse_counter(name: &str) -> Option<(u32, u32)> {
+    let stem = name
+        .rsplit(['\\', '/'])
+        .next()?
+        .trim_end_matches(".efi")
+        .trim_end_matches(".conf");
+    let (_, counter) = stem.rsplit_once('+')?;
+    let (left, done) = match counter.split_once('-') {
+        Some((l, d)) => (l.parse().ok()?, d.parse().ok()?),
+        None => (counter.parse().ok()?, 0),
+    };
+    Some((left, done))
+}
+
+/// The blessed name of a counted entry: the counter removed (`…/sysctr-a+2-1.efi` →
+/// `sysctr-a.efi`). None for a name without a counter.
+pub fn blessed_name(name: &str) -> Option<String> {
+    let file = name.rsplit(['\\', '/']).next()?;
+    let (stem, ext) = match file.rsplit_once('.') {
+        Some((s, e)) => (s, format!(".{e}")),
+        None => (file, String::new()),
+    };
+    let (base, counter) = stem.rsplit_once('+')?;
+    parse_counter(&format!("x+{counter}"))?;
+    Some(format!("{base}{ext}"))
+}
+
+/// What this boot knows about its slot and entry.
+pub fn detect(cmdline: &str, efivars: &Path) -> BootInfo {
+    let slot = cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("sysctr.slot="))
+        .map(str::to_string);
+    let uefi = efivars.join(format!("LoaderInfo-{LOADER_GUID}")).exists()
+        || Path::new("/sys/firmware/efi").exists();
+    let var = |n: &str| loader_var(efivars, n);
+    let entry = var("LoaderEntrySelected");
+    let count_path = var("LoaderBootCountPath");
+    let counter = count_path.as_deref().and_then(parse_counter);
+    BootInfo {
+        slot,
+        uefi,
+        entry,
+        boot_count_path: count_path,
+        tries_left: counter.map(|c| c.0),
+        tries_done: counter.map(|c| c.1),
+        blessed: false,
+        loader: var("LoaderInfo"),
+        firmware: var("LoaderFirmwareInfo"),
+        loader_init_us: var("LoaderTimeInitUSec").and_then(|s| s.parse().ok()),
+        loader_exec_us: var("LoaderTimeExecUSec").and_then(|s| s.parse().ok()),
+    }
+}
+
+/// A one-line description for the console.
+pub fn describe(b: &BootInfo) -> String {
+    let mut s = format!(
+        "slot {}, {}",
+        b.slot.as_deref().unwrap_or("?"),
+        if b.uefi {
+            "UEFI"
+        } else {
+            "direct kernel (no firmware)"
+        }
+    );
+    if let Some(e) = &b.entry {
+        s.push_str(&format!(", entry {e}"));
+    }
+    match (b.tries_left, b.tries_done) {
+        (Some(l), Some(d)) => s.push_str(&format!(
+            ", trial boot ({l} tries left, {d} done): blessed when every service is Ready"
+        )),
+        _ if b.uefi => s.push_str(", entry not boot-counted"),
+        _ => {}
+    }
+    s
+}
+
+/// Mounts the ESP on [`ESP_MOUNT`] (read-only unless `writable`), runs `f` with its path,
+/// and unmounts it again: a FAT left mounted is one more thing a power cut can damage.
+pub fn with_esp<T>(
+    writable: bool,
+    f: impl FnOnce(&Path) -> Result<T, String>,
+) -> Result<T, String> {
+    let dev = mounts::find_partition(
+        Path::new("/sys/class/block"),
+        Path::new("/dev"),
+        ESP_PARTNAME,
+    )
+    .ok_or_else(|| format!("no {ESP_PARTNAME} partition (the ESP) found"))?;
+    let target = Path::new(ESP_MOUNT);
+    fs::create_dir_all(target).map_err(|e| format!("create {ESP_MOUNT}: {e}"))?;
+    let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    if !writable {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    nix::mount::mount(
+        Some(dev.as_path()),
+        target,
+        Some("vfat"),
+        flags,
+        Some("umask=0077,shortname=mixed,flush"),
+    )
+    .map_err(|e| format!("mount {} (vfat) on {ESP_MOUNT}: {e}", dev.display()))?;
+    let res = f(target);
+    if let Err(e) = nix::mount::umount(target) {
+        crate::warn!("esp", "umount {ESP_MOUNT}: {e}");
+    }
+    res
+}
+
+/// Blesses the booted entry: renames its counted file on the ESP to the counter-less name and
+/// syncs the directory. A boot that was not counted has nothing to bless.
+pub fn bless(b: &mut BootInfo) -> Result<Option<String>, String> {
+    let Some(path) = b.boot_count_path.clone() else {
+        return Ok(None);
+    };
+    let new_name = blessed_name(&path)
+        .ok_or_else(|| format!("LoaderBootCountPath {path:?} has no boot counter"))?;
+    let rel: PathBuf = path
+        .split(['\\', '/'])
+        .filter(|c| !c.is_empty())
+        .collect();
+    let done = with_esp(true, |esp| rename_on_esp(esp, &rel, &new_name))?;
+    b.blessed = true;
+    b.tries_left = None;
+    b.tries_done = None;
+    b.entry = Some(new_name);
+    b.boot_count_path = None;
+    Ok(Some(done))
+}
+
+/// Renames `rel` (a path on the ESP; FAT is case-insensitive, so it is matched without case)
+/// to `new_name` in the same directory, then syncs the filesystem.
+pub fn rename_on_esp(esp: &Path, rel: &Path, new_name: &str) -> Result<String, String> {
+    let mut cur = esp.to_path_buf();
+    for comp in rel.iter() {
+        let want = comp.to_string_lossy().to_lowercase();
+        let found = fs::read_dir(&cur)
+            .map_err(|e| format!("read {}: {e}", cur.display()))?
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().to_lowercase() == want)
+            .ok_or_else(|| format!("{} not on the ESP", rel.display()))?;
+        cur = found.path();
+    }
+    let dir = cur
+        .parent()
+        .ok_or_else(|| "entry path has no directory".to_string())?;
+    let to = dir.join(new_name);
+    fs::rename(&cur, &to)
+        .map_err(|e| format!("rename {} to {}: {e}", cur.display(), to.display()))?;
+    let f = fs::File::open(dir).map_err(|e| format!("open {}: {e}", dir.display()))?;
+    f.sync_all()
+        .map_err(|e| format!("sync {}: {e}", dir.display()))?;
+    nix::unistd::sync();
+    Ok(format!(
+        "{} → {}",
+        rel.display(),
+        to.strip_prefix(esp).unwrap_or(&to).display()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_and_blessed_names() {
+        assert_eq!(parse_counter("sysctr-a+3.efi"), Some((3, 0)));
+        assert_eq!(parse_counter("\\EFI\\Linux\\sysctr-a+2-1.efi"), Some((2, 1)));
+        assert_eq!(parse_counter("sysctr-b+0-3.efi"), Some((0, 3)));
+        assert_eq!(parse_counter("sysctr-a.efi"), None);
+        assert_eq!(parse_counter("sysctr-a+x-1.efi"), None);
+        assert_eq!(
+            blessed_name("\\EFI\\Linux\\sysctr-a+2-1.efi").as_deref(),
+            Some("sysctr-a.efi")
+        );
+        assert_eq!(blessed_name("entry+1.conf").as_deref(), Some("entry.conf"));
+        assert_eq!(blessed_name("sysctr-a.efi"), None);
+    }
+
+    #[test]
+    fn efivar_strings() {
+        let mut raw = vec![6, 0, 0, 0];
+        for u in "sysctr-a+2-1.efi\0".encode_utf16() {
+            raw.extend(u.to_le_bytes());
+        }
+        assert_eq!(decode_utf16_var(&raw).as_deref(), Some("sysctr-a+2-1.efi"));
+        assert_eq!(decode_utf16_var(&[6, 0, 0, 0]), None);
+        assert_eq!(decode_utf16_var(&[1]), None);
+    }
+
+    #[test]
+    fn detect_reads_loader_variables() {
+        let dir = tempfile::tempdir().unwrap();
+        let put = |name: &str, val: &str| {
+            let mut raw = vec![6, 0, 0, 0];
+            for u in format!("{val}\0").encode_utf16() {
+                raw.extend(u.to_le_bytes());
+            }
+            fs::write(dir.path().join(format!("{name}-{LOADER_GUID}")), raw).unwrap();
+        };
+        put("LoaderInfo", "systemd-boot 252");
+        put("LoaderEntrySelected", "sysctr-a+2-1.efi");
+        put("LoaderBootCountPath", "\\EFI\\Linux\\sysctr-a+2-1.efi");
+        put("LoaderTimeInitUSec", "1500000");
+        let b = detect("console=ttyS0 sysctr.slot=a ro", dir.path());
+        assert_eq!(b.slot.as_deref(), Some("a"));
+        assert!(b.uefi);
+        assert_eq!(b.tries_left, Some(2));
+        assert_eq!(b.tries_done, Some(1));
+        assert_eq!(b.loader_init_us, Some(1_500_000));
+        assert!(describe(&b).contains("2 tries left"));
+    }
+
+    #[test]
+    fn rename_matches_without_case_and_keeps_the_directory() {
+        let esp = tempfile::tempdir().unwrap();
+        let dir = esp.path().join("EFI/Linux");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("sysctr-a+2-1.efi"), b"uki").unwrap();
+        let rel: PathBuf = ["efi", "linux", "SYSCTR-A+2-1.EFI"].iter().collect();
+        rename_on_esp(esp.path(), &rel, "sysctr-a.efi").unwrap();
+        assert_eq!(fs::read(dir.join("sysctr-a.efi")).unwrap(), b"uki");
+        assert!(!dir.join("sysctr-a+2-1.efi").exists());
+        let err = rename_on_esp(esp.path(), &rel, "x.efi").unwrap_err();
+        assert!(err.contains("not on the ESP"), "{err}");
+    }
+}
