@@ -128,11 +128,21 @@ pub fn free_port() -> u16 {
 }
 
 pub struct BootOptions {
+    /// Extra kernel command line; direct-kernel boots only (under UEFI the command line is
+    /// inside the UKI, signed with the root hash).
     pub append: String,
     pub memory: String,
     pub hostname: String,
     /// The boot config's `network` object.
     pub network: serde_json::Value,
+    /// QEMU loads the kernel itself (`-kernel`) instead of OVMF → systemd-boot → UKI.
+    pub direct_kernel: bool,
+    /// Pass the boot config through fw_cfg (else the guest has only the ESP's).
+    pub fw_cfg: bool,
+    /// `-device` for the disk (`drive=d0`): virtio-blk by default, `nvme` like a PC's SSD.
+    pub disk_device: String,
+    /// `-device` for the NIC (`netdev=n0`).
+    pub nic_device: String,
 }
 
 impl Default for BootOptions {
@@ -142,8 +152,19 @@ impl Default for BootOptions {
             memory: "512".into(),
             hostname: "boottest".into(),
             network: serde_json::json!({ "mode": "dhcp" }),
+            direct_kernel: false,
+            fw_cfg: true,
+            disk_device: "virtio-blk-pci,drive=d0,bootindex=0".into(),
+            nic_device: "virtio-net-pci,netdev=n0".into(),
         }
     }
+}
+
+/// Debian's OVMF (package ovmf), or SYSCTR_OVMF_CODE / SYSCTR_OVMF_VARS.
+fn ovmf(var: &str, default: &str) -> PathBuf {
+    std::env::var_os(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(default))
 }
 
 /// A running VM. Killed on drop.
@@ -170,15 +191,6 @@ impl Vm {
         std::fs::write(&config, cfg.to_string()).expect("write boot config");
         let monitor = scratch.dir.join("monitor.sock");
         let _ = std::fs::remove_file(&monitor);
-        // The command line the image was built for (its dm-verity root), from `cmdline`
-        // next to the kernel; without one, the root partition mounted directly.
-        let mut append = std::fs::read_to_string(image.kernel.with_file_name("cmdline"))
-            .map(|s| s.trim().to_string())
-            .unwrap_or_else(|_| "console=ttyS0 root=/dev/vda1 rootfstype=squashfs ro".into());
-        if !opts.append.is_empty() {
-            append.push(' ');
-            append.push_str(&opts.append);
-        }
         let kvm = std::env::var_os("SYSCTR_KVM").is_some();
         let mut cmd = Command::new("qemu-system-x86_64");
         cmd.args(["-machine", "q35", "-m", &opts.memory, "-smp", "2"])
@@ -186,23 +198,52 @@ impl Vm {
                 ["-accel", "kvm", "-cpu", "host"].as_slice()
             } else {
                 ["-accel", "tcg"].as_slice()
-            })
-            .arg("-kernel")
-            .arg(&image.kernel)
-            .arg("-append")
-            .arg(&append)
-            .arg("-drive")
+            });
+        if opts.direct_kernel {
+            // The command line the image was built for (its dm-verity root), from `cmdline`
+            // next to the kernel.
+            let mut append = std::fs::read_to_string(image.kernel.with_file_name("cmdline"))
+                .map(|s| s.trim().to_string())
+                .expect("the image has no cmdline file next to its kernel");
+            if !opts.append.is_empty() {
+                append.push(' ');
+                append.push_str(&opts.append);
+            }
+            cmd.arg("-kernel").arg(&image.kernel).arg("-append").arg(&append);
+        } else {
+            assert!(
+                opts.append.is_empty(),
+                "--append needs a direct-kernel boot: the UKI's command line is fixed"
+            );
+            // The variable store persists across reboots of this scratch disk, like NVRAM.
+            let vars = scratch.dir.join("OVMF_VARS.fd");
+            if !vars.exists() {
+                std::fs::copy(ovmf("SYSCTR_OVMF_VARS", "/usr/share/OVMF/OVMF_VARS_4M.fd"), &vars)
+                    .expect("copy OVMF_VARS (apt-get install ovmf)");
+            }
+            cmd.arg("-drive")
+                .arg(format!(
+                    "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                    ovmf("SYSCTR_OVMF_CODE", "/usr/share/OVMF/OVMF_CODE_4M.fd").display()
+                ))
+                .arg("-drive")
+                .arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
+        }
+        cmd.arg("-drive")
             .arg(format!(
-                "file={},format=raw,if=virtio,cache=unsafe",
+                "file={},format=raw,if=none,id=d0,cache=unsafe",
                 scratch.disk.display()
             ))
+            .args(["-device", &opts.disk_device])
             .arg("-netdev")
             .arg(format!("user,id=n0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22"))
-            .args(["-device", "virtio-net-pci,netdev=n0"])
-            .args(["-device", "virtio-rng-pci"])
-            .arg("-fw_cfg")
-            .arg(format!("name=opt/sysctr/config,file={}", config.display()))
-            .args(["-display", "none", "-serial", "stdio"])
+            .args(["-device", &opts.nic_device])
+            .args(["-device", "virtio-rng-pci", "-device", "i6300esb"]);
+        if opts.fw_cfg {
+            cmd.arg("-fw_cfg")
+                .arg(format!("name=opt/sysctr/config,file={}", config.display()));
+        }
+        cmd.args(["-display", "none", "-serial", "stdio"])
             .arg("-monitor")
             .arg(format!("unix:{},server,nowait", monitor.display()))
             .stdin(Stdio::piped())

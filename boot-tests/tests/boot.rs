@@ -350,14 +350,14 @@ fn tampered_root_is_refused() {
         cmdline.contains("verity"),
         "cmdline without dm-verity: {cmdline}"
     );
-    // Flip one byte of the squashfs superblock (partition 1 starts at 1 MiB).
+    // Flip one byte of slot A's squashfs superblock.
     use std::io::{Read, Seek, SeekFrom, Write};
     let mut disk = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(&scratch.disk)
         .unwrap();
-    let offset = (1 << 20) + 40;
+    let offset = rootfs::disk::ROOT_A_START + 40;
     let mut byte = [0u8; 1];
     disk.seek(SeekFrom::Start(offset)).unwrap();
     disk.read_exact(&mut byte).unwrap();
