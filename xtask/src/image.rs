@@ -71,7 +71,6 @@ pub struct Image {
     /// Slot A's Unified Kernel Image (also on the ESP, boot-counted).
     pub uki: PathBuf,
     /// Slot A's dm-verity root hash and where its tree starts.
-    #[allow(dead_code)] // read by the update bundle builder
     pub verity: rootfs::disk::VerityRoot,
 }
 

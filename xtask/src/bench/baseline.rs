@@ -12,7 +12,7 @@
 //! alternate (baseline, sysctr, baseline, ...), each on a fresh copy of the disk, so both
 //! generate the ssh host key on their first boot.
 
-use super::vm::{Keys, Vm, SYSCTR_MARKERS};
+use super::vm::{Keys, Path_, Vm, SYSCTR_MARKERS};
 use super::{ratio, stats, Options, Scratch};
 use crate::image;
 use anyhow::{bail, Context, Result};
@@ -215,6 +215,7 @@ struct Setup<'a> {
     keys: Keys,
     img: &'a image::Image,
     kvm: bool,
+    path: Path_,
 }
 
 impl Setup<'_> {
@@ -232,12 +233,23 @@ impl Setup<'_> {
         let tag = format!("{}-{n}", kind.name());
         let (mut vm, note) = match kind {
             Kind::Baseline => {
+                let init = format!("init={BASELINE_INIT}");
+                let (src, append) = match self.path {
+                    Path_::Direct => (src.to_path_buf(), init),
+                    Path_::Uefi => {
+                        // The command line is in the UKI: a disk whose entry boots the baseline.
+                        let disk = self.keys.dir.join(format!("baseline-src-{n}.img"));
+                        super::vm::uefi_disk_with(self.img, src, &init, &disk)?;
+                        (disk, String::new())
+                    }
+                };
                 let vm = Vm::boot(
                     &self.keys,
                     self.img,
-                    src,
+                    &src,
                     &tag,
-                    &format!("init={BASELINE_INIT}"),
+                    self.path,
+                    &append,
                     self.kvm,
                     &["baseline: all services ready", "baseline: boot complete"],
                 )?;
@@ -257,6 +269,7 @@ impl Setup<'_> {
                     self.img,
                     src,
                     &tag,
+                    self.path,
                     "",
                     self.kvm,
                     SYSCTR_MARKERS,
@@ -298,11 +311,17 @@ fn cell(v: Option<f64>) -> String {
 }
 
 /// `cargo xtask bench`'s section "Guest (QEMU): plain-process boot baseline".
-pub fn section(o: &Options, scratch: &Scratch, img: &image::Image) -> Result<String> {
+pub fn section(
+    o: &Options,
+    scratch: &Scratch,
+    img: &image::Image,
+    path: Path_,
+) -> Result<String> {
     let setup = Setup {
-        keys: Keys::new(&scratch.dir.join("vm-baseline"))?,
+        keys: Keys::new(&scratch.dir.join(format!("vm-baseline-{path:?}")))?,
         img,
         kvm: o.kvm,
+        path,
     };
     let boots = o.runs.clamp(1, BOOTS);
     let mut results: Vec<(Kind, usize, Result<Boot>)> = Vec::new();
@@ -334,10 +353,15 @@ pub fn section(o: &Options, scratch: &Scratch, img: &image::Image) -> Result<Str
             "**the first sysctr boot did not leave a disk**: every boot was a first boot".into(),
         );
     }
-    Ok(report(o.kvm, &results, &notes))
+    Ok(report(o.kvm, path, &results, &notes))
 }
 
-fn report(kvm: bool, results: &[(Kind, usize, Result<Boot>)], notes: &[String]) -> String {
+fn report(
+    kvm: bool,
+    path: Path_,
+    results: &[(Kind, usize, Result<Boot>)],
+    notes: &[String],
+) -> String {
     // Ordinary boots (rounds 1..) for the medians; round 0 is the first boot of each.
     let ok = |kind: Kind, first: bool| -> Vec<&Boot> {
         results
@@ -353,7 +377,11 @@ fn report(kvm: bool, results: &[(Kind, usize, Result<Boot>)], notes: &[String]) 
     };
     let all_base: Vec<&Boot> = base.iter().chain(&base0).copied().collect();
     let mut t = String::new();
-    let _ = writeln!(t, "## Guest (QEMU): plain-process boot baseline\n");
+    let _ = writeln!(
+        t,
+        "## Guest (QEMU): plain-process boot baseline, {}\n",
+        path.name()
+    );
     let _ = writeln!(
         t,
         "The benchmark image (production services plus `bench/container/`) booted under {} \

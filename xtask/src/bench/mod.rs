@@ -1835,18 +1835,28 @@ fn guest(o: &Options, scratch: &Scratch) -> Result<String> {
         dev: true,
         ..Default::default()
     })?;
-    match boot_timeline(o, scratch, &dev) {
-        Ok(s) => t.push_str(&s),
-        Err(e) => writeln!(t, "## Guest (QEMU): boot timeline\n\nNot measured: {e:#}\n")?,
+    for path in [vm::Path_::Uefi, vm::Path_::Direct] {
+        match boot_timeline(o, scratch, &dev, path) {
+            Ok(s) => t.push_str(&s),
+            Err(e) => writeln!(
+                t,
+                "## Guest (QEMU): boot timeline, {}\n\nNot measured: {e:#}\n",
+                path.name()
+            )?,
+        }
     }
     let bench_img = bench_image()?;
-    // The same image booted by a plain-process init script, against our init (issue 7).
-    match baseline::section(o, scratch, &bench_img) {
-        Ok(s) => t.push_str(&s),
-        Err(e) => writeln!(
-            t,
-            "## Guest (QEMU): plain-process boot baseline\n\nNot measured: {e:#}\n"
-        )?,
+    // The same image booted by a plain-process init script, against our init (issue 7), on
+    // both firmware paths.
+    for path in [vm::Path_::Uefi, vm::Path_::Direct] {
+        match baseline::section(o, scratch, &bench_img, path) {
+            Ok(s) => t.push_str(&s),
+            Err(e) => writeln!(
+                t,
+                "## Guest (QEMU): plain-process boot baseline, {}\n\nNot measured: {e:#}\n",
+                path.name()
+            )?,
+        }
     }
     match side_by_side(o, scratch, &bench_img) {
         Ok(s) => t.push_str(&s),
@@ -1918,7 +1928,14 @@ fn guest_scale(o: &Options, scratch: &Scratch, img: &image::Image) -> Result<Str
             format!("sysctr.manifest=/etc/sysctr/manifest-bench-{n}.json")
         };
         eprintln!("xtask: bench: guest boot with {n} services");
-        let g = boot_sysctr(o, scratch, img, &format!("scale-{n}"), &append)?;
+        let g = boot_sysctr(
+            o,
+            scratch,
+            img,
+            &format!("scale-{n}"),
+            vm::Path_::Direct,
+            &append,
+        )?;
         let out = g.ssh(
             &format!(
                 "sysctr exec bench -- /usr/bin/bench-guest --ps-only --runs {}",
@@ -2060,6 +2077,7 @@ fn boot_sysctr(
     scratch: &Scratch,
     img: &image::Image,
     tag: &str,
+    path: vm::Path_,
     append: &str,
 ) -> Result<vm::Vm> {
     let keys = vm::Keys::new(&scratch.dir.join(format!("vm-{tag}")))?;
@@ -2068,6 +2086,7 @@ fn boot_sysctr(
         img,
         &img.disk,
         tag,
+        path,
         append,
         o.kvm,
         vm::SYSCTR_MARKERS,
@@ -2077,8 +2096,13 @@ fn boot_sysctr(
 }
 
 /// Boots the development image and reads the boot timeline and PID 1's memory.
-fn boot_timeline(o: &Options, scratch: &Scratch, img: &image::Image) -> Result<String> {
-    let g = boot_sysctr(o, scratch, img, "dev", "")?;
+fn boot_timeline(
+    o: &Options,
+    scratch: &Scratch,
+    img: &image::Image,
+    path: vm::Path_,
+) -> Result<String> {
+    let g = boot_sysctr(o, scratch, img, &format!("dev-{path:?}"), path, "")?;
     let host_wall = g.host_wall;
     let kvm = o.kvm;
     let ssh = |command: &str, input: Option<&str>| g.ssh(command, input);
@@ -2090,6 +2114,10 @@ fn boot_timeline(o: &Options, scratch: &Scratch, img: &image::Image) -> Result<S
         .and_then(|v| v.parse().ok())
         .context("no init start time in `sysctr version`")?;
     let ps: Vec<ServiceStatus> = serde_json::from_str(&ssh("sysctr ps --json", None)?)?;
+    // systemd-boot's own timestamps (µs since firmware start, from the CPU's TSC).
+    let boot_json: serde_json::Value =
+        serde_json::from_str(&ssh("sysctr version --json", None)?).unwrap_or_default();
+    let loader_us = |k: &str| boot_json["boot"][k].as_u64();
     let log = g.console();
     let kernel_line = |needle: &str| -> Option<f64> {
         log.lines().find(|l| l.contains(needle)).and_then(|l| {
@@ -2123,7 +2151,7 @@ fn boot_timeline(o: &Options, scratch: &Scratch, img: &image::Image) -> Result<S
     let _ = fs::create_dir_all(&keep);
     let _ = fs::write(keep.join("serial.log"), &log);
     let mut t = String::new();
-    writeln!(t, "## Guest (QEMU): boot timeline\n")?;
+    writeln!(t, "## Guest (QEMU): boot timeline, {}\n", path.name())?;
     writeln!(
         t,
         "QEMU {} with 2 vCPUs and 512 MiB. Times are CLOCK_BOOTTIME in the guest (0 = kernel start), from init's own \
@@ -2138,6 +2166,19 @@ fn boot_timeline(o: &Options, scratch: &Scratch, img: &image::Image) -> Result<S
         host_wall.as_millis()
     )?;
     writeln!(t, "| step | ms since boot |\n|---|---:|")?;
+    if let (Some(init), Some(exec)) = (loader_us("loader_init_us"), loader_us("loader_exec_us")) {
+        // Before the kernel's clock starts: firmware and loader, by systemd-boot's TSC stamps.
+        writeln!(
+            t,
+            "| firmware (OVMF) until systemd-boot runs | ({:.0} ms, TSC) |",
+            init as f64 / 1000.0
+        )?;
+        writeln!(
+            t,
+            "| systemd-boot until it starts the UKI | ({:.0} ms, TSC) |",
+            exec.saturating_sub(init) as f64 / 1000.0
+        )?;
+    }
     for (what, needle) in [
         ("kernel: virtio block ready", "virtio_blk"),
         ("kernel: root mounted (VFS)", "VFS: Mounted root"),
@@ -2216,7 +2257,7 @@ fn boot_timeline(o: &Options, scratch: &Scratch, img: &image::Image) -> Result<S
 /// Boots the benchmark image and runs `bench-guest` in its privileged `bench` container:
 /// sysctr, crun and runc on the same bundle, on the guest's kernel and pure cgroup v2.
 fn side_by_side(o: &Options, scratch: &Scratch, img: &image::Image) -> Result<String> {
-    let g = boot_sysctr(o, scratch, img, "bench", "")?;
+    let g = boot_sysctr(o, scratch, img, "bench", vm::Path_::Direct, "")?;
     let out = g.ssh(
         &format!(
             "sysctr exec bench -- /usr/bin/bench-guest --runs {}",

@@ -14,6 +14,53 @@ use std::time::{Duration, Instant};
 /// init's boot markers: every service settled, Ready or not.
 pub const SYSCTR_MARKERS: &[&str] = &["sysctr: all services ready", "sysctr: boot complete"];
 
+/// How a guest boots (see [`Vm::boot`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path_ {
+    Uefi,
+    Direct,
+}
+
+impl Path_ {
+    pub fn name(self) -> &'static str {
+        match self {
+            Path_::Uefi => "UEFI (OVMF + systemd-boot + UKI)",
+            Path_::Direct => "direct kernel (-kernel)",
+        }
+    }
+}
+
+/// A copy of the disk `src` (built as `img`) whose only boot entry is a slot-A UKI carrying
+/// `extra` on its command line (the UEFI counterpart of `append`), at `out`.
+pub fn uefi_disk_with(img: &image::Image, src: &Path, extra: &str, out: &Path) -> Result<()> {
+    crate::util::run(Command::new("cp").arg("--sparse=always").arg(src).arg(out))?;
+    let slot = image::Slot::A;
+    let cmdline = img.verity.cmdline(slot, extra);
+    let uki = out.with_extension("efi");
+    rootfs::disk::make_uki(
+        &img.kernel,
+        &cmdline,
+        &rootfs::disk::os_release("sysctr", env!("CARGO_PKG_VERSION"), slot),
+        &uki,
+    )?;
+    let esp = format!("{}@@{}", out.display(), rootfs::disk::ESP_START);
+    // Whatever entries the disk has (counted or blessed) give way to this one, uncounted.
+    let _ = Command::new("mdel")
+        .args(["-i", &esp, "::/EFI/Linux/*.efi"])
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .status();
+    let dest = format!("::/EFI/Linux/{}", slot.uki_name(None));
+    crate::util::run(
+        Command::new("mcopy")
+            .args(["-o", "-i", &esp])
+            .arg(&uki)
+            .arg(dest)
+            .env("MTOOLS_SKIP_CHECK", "1"),
+    )?;
+    let _ = fs::remove_file(&uki);
+    Ok(())
+}
+
 /// An ssh key and the boot config that hands it to the guest, in `dir`; the VMs booted
 /// with it keep their disks and consoles there too.
 pub struct Keys {
@@ -66,13 +113,17 @@ impl Drop for Vm {
 }
 
 impl Vm {
-    /// Boots `img` from a fresh copy of the disk `src` (TCG unless `kvm`, `append` added to
-    /// the kernel command line) and waits until one of `markers` is on the console.
+    /// Boots `img` from a fresh copy of the disk `src` (TCG unless `kvm`) and waits until one
+    /// of `markers` is on the console. `path` is the firmware route: UEFI (OVMF, systemd-boot,
+    /// the UKI on the disk's ESP: its command line is fixed) or direct kernel (`append` added
+    /// to the image's command line).
+    #[allow(clippy::too_many_arguments)]
     pub fn boot(
         keys: &Keys,
         img: &image::Image,
         src: &Path,
         tag: &str,
+        path: Path_,
         append: &str,
         kvm: bool,
         markers: &[&str],
@@ -91,14 +142,26 @@ impl Vm {
         let _ = fs::remove_file(&serial);
         // TCG unless asked: on this (nested) machine KVM with `-cpu host` aborts in QEMU, and
         // the boot tests use TCG too. Guest-side figures are then TCG figures.
-        let mut cmdline = qemu::image_cmdline(&img.kernel);
-        if !append.is_empty() {
-            cmdline.push(' ');
-            cmdline.push_str(append);
-        }
-        let boot = qemu::BootPath::Direct {
-            kernel: img.kernel.clone(),
-            cmdline,
+        let boot = match path {
+            Path_::Direct => {
+                let mut cmdline = qemu::image_cmdline(&img.kernel);
+                if !append.is_empty() {
+                    cmdline.push(' ');
+                    cmdline.push_str(append);
+                }
+                qemu::BootPath::Direct {
+                    kernel: img.kernel.clone(),
+                    cmdline,
+                }
+            }
+            Path_::Uefi => {
+                if !append.is_empty() {
+                    bail!("a UEFI boot takes its command line from the UKI (use uefi_disk_with)");
+                }
+                let vars = keys.dir.join(format!("vars-{tag}.fd"));
+                qemu::fresh_vars(&vars)?;
+                qemu::BootPath::Uefi { vars }
+            }
         };
         let mut cmd = qemu::qemu_command(
             &boot,
