@@ -242,3 +242,65 @@ fn exhausted_entry_falls_back_to_the_other_slot() {
         vec!["sysctr-a.efi".to_string(), "sysctr-b+0-2.efi".to_string()]
     );
 }
+
+/// A state partition whose primary superblock is damaged is not "blank": init must not
+/// format it (issue 16, finding 16). /var falls back to tmpfs with a loud message, and the
+/// data is still there for e2fsck from a backup superblock.
+#[test]
+fn damaged_state_partition_is_never_formatted() {
+    use std::io::{Seek, SeekFrom, Write};
+    let image = ImagePaths::from_env();
+    let scratch = Scratch::new("damaged-state", &image);
+    let mut vm = Vm::boot(&image, &scratch, &BootOptions::default());
+    vm.wait_ssh(BOOT_TIMEOUT);
+    vm.ssh("echo precious-$((6*7)) > /var/lib/ssh/keep-me && sync");
+    poweroff(&mut vm);
+    drop(vm);
+    // Zero the primary superblock (1024..2048 of the state partition).
+    let mut disk = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&scratch.disk)
+        .unwrap();
+    disk.seek(SeekFrom::Start(rootfs::disk::STATE_START + 1024))
+        .unwrap();
+    disk.write_all(&[0u8; 1024]).unwrap();
+    drop(disk);
+    let mut vm = Vm::boot(&image, &scratch, &BootOptions::default());
+    vm.wait_for("is not blank: NOT formatting", BOOT_TIMEOUT);
+    vm.wait_ssh(BOOT_TIMEOUT);
+    poweroff(&mut vm);
+    drop(vm);
+    // The data is recoverable: e2fsck from the backup superblock, then read the file.
+    let part = scratch.dir.join("state.img");
+    let st = Command::new("dd")
+        .arg(format!("if={}", scratch.disk.display()))
+        .arg(format!("of={}", part.display()))
+        .arg("bs=1M")
+        .arg(format!("skip={}", rootfs::disk::STATE_START >> 20))
+        .arg(format!("count={}", rootfs::disk::STATE_SIZE >> 20))
+        .arg("status=none")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let fsck = Command::new("e2fsck")
+        .args(["-fy", "-b", "8193", "-B", "1024"])
+        .arg(&part)
+        .output()
+        .expect("e2fsck");
+    assert!(
+        fsck.status.code().unwrap_or(8) < 4,
+        "e2fsck could not repair: {}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
+    let cat = Command::new("debugfs")
+        .args(["-R", "cat /lib/ssh/keep-me"])
+        .arg(&part)
+        .output()
+        .expect("debugfs");
+    assert_eq!(
+        String::from_utf8_lossy(&cat.stdout).trim(),
+        "precious-42",
+        "{}",
+        String::from_utf8_lossy(&cat.stderr)
+    );
+}

@@ -365,6 +365,29 @@ fn mount_var(c: &mut Ctx) -> Result<(), StepError> {
         return tmpfs(c);
     };
     if !state.formatted {
+        // No ext4 superblock where one belongs. Format only a partition of zeros: anything
+        // else may be a damaged filesystem whose data e2fsck can still recover from a backup
+        // superblock (issue 16, finding 16).
+        match mounts::is_blank(&state.dev) {
+            Ok(true) => {}
+            Ok(false) => {
+                tmpfs(c)?;
+                return Err(StepError::Other(format!(
+                    "{} has no readable ext4 superblock but is not blank: NOT formatting it \
+                     (its data may be recoverable: e2fsck -b 8193 {}); /var is tmpfs, nothing \
+                     persists this boot",
+                    state.dev.display(),
+                    state.dev.display()
+                )));
+            }
+            Err(e) => {
+                tmpfs(c)?;
+                return Err(StepError::Other(format!(
+                    "cannot read {} to check it is blank: {e}; not formatting; /var is tmpfs",
+                    state.dev.display()
+                )));
+            }
+        }
         crate::info!(
             "mount-var",
             "{} is blank: formatting ext4",

@@ -111,6 +111,33 @@ pub fn find_partition(sys_block: &Path, dev: &Path, name: &str) -> Option<PathBu
     })
 }
 
+/// Whether the device holds only zeros where a filesystem keeps its metadata: the first
+/// 16 MiB (superblock, group descriptors and, for small ext4, the first backup superblock at
+/// 8 MiB), and the last MiB. Only such a partition may be formatted: one whose primary
+/// superblock is damaged still has its data and its backups, for e2fsck.
+pub fn is_blank(dev: &Path) -> io::Result<bool> {
+    const HEAD: u64 = 16 << 20;
+    const TAIL: u64 = 1 << 20;
+    let mut f = fs::File::open(dev)?;
+    let len = f.seek(SeekFrom::End(0))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut check = |f: &mut fs::File, from: u64, to: u64| -> io::Result<bool> {
+        f.seek(SeekFrom::Start(from))?;
+        let mut at = from;
+        while at < to {
+            let n = (to - at).min(buf.len() as u64) as usize;
+            f.read_exact(&mut buf[..n])?;
+            if buf[..n].iter().any(|&b| b != 0) {
+                return Ok(false);
+            }
+            at += n as u64;
+        }
+        Ok(true)
+    };
+    let head_end = HEAD.min(len);
+    Ok(check(&mut f, 0, head_end)? && check(&mut f, len.saturating_sub(TAIL).max(head_end), len)?)
+}
+
 /// The volume label of an ext2/3/4 filesystem on `dev`, or None if it has none.
 /// Superblock at 1024; magic 0xEF53 at offset 0x38, label (16 bytes) at 0x78.
 pub fn ext4_label(dev: &Path) -> Option<String> {
@@ -262,5 +289,26 @@ mod tests {
         );
         // a name that is only a prefix of another does not match
         assert_eq!(find_partition(&sys, dev, "SYSCTR"), None);
+    }
+
+    #[test]
+    fn blank_means_all_zeros_in_the_metadata_areas() {
+        let dir = tempfile::tempdir().unwrap();
+        let dev = dir.path().join("part");
+        fs::write(&dev, vec![0u8; 20 << 20]).unwrap();
+        assert!(is_blank(&dev).unwrap());
+        // a damaged primary superblock but a backup at 8 MiB: not blank
+        let mut img = vec![0u8; 20 << 20];
+        img[(8 << 20) + 1024 + 0x38] = 0x53;
+        fs::write(&dev, &img).unwrap();
+        assert!(!is_blank(&dev).unwrap());
+        // data in the last MiB
+        let mut img = vec![0u8; 20 << 20];
+        img[(20 << 20) - 10] = 1;
+        fs::write(&dev, &img).unwrap();
+        assert!(!is_blank(&dev).unwrap());
+        // a tiny device
+        fs::write(&dev, vec![0u8; 4096]).unwrap();
+        assert!(is_blank(&dev).unwrap());
     }
 }
