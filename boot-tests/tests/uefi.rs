@@ -293,7 +293,7 @@ fn damaged_state_partition_is_never_formatted() {
         String::from_utf8_lossy(&fsck.stdout)
     );
     let cat = Command::new("debugfs")
-        .args(["-R", "cat /lib/ssh/keep-me"])
+        .args(["-R", "cat /lib/sysctr/ssh/keep-me"])
         .arg(&part)
         .output()
         .expect("debugfs");
