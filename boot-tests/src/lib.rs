@@ -209,7 +209,10 @@ impl Vm {
                 append.push(' ');
                 append.push_str(&opts.append);
             }
-            cmd.arg("-kernel").arg(&image.kernel).arg("-append").arg(&append);
+            cmd.arg("-kernel")
+                .arg(&image.kernel)
+                .arg("-append")
+                .arg(&append);
         } else {
             assert!(
                 opts.append.is_empty(),
@@ -218,8 +221,11 @@ impl Vm {
             // The variable store persists across reboots of this scratch disk, like NVRAM.
             let vars = scratch.dir.join("OVMF_VARS.fd");
             if !vars.exists() {
-                std::fs::copy(ovmf("SYSCTR_OVMF_VARS", "/usr/share/OVMF/OVMF_VARS_4M.fd"), &vars)
-                    .expect("copy OVMF_VARS (apt-get install ovmf)");
+                std::fs::copy(
+                    ovmf("SYSCTR_OVMF_VARS", "/usr/share/OVMF/OVMF_VARS_4M.fd"),
+                    &vars,
+                )
+                .expect("copy OVMF_VARS (apt-get install ovmf)");
             }
             cmd.arg("-drive")
                 .arg(format!(
@@ -227,7 +233,10 @@ impl Vm {
                     ovmf("SYSCTR_OVMF_CODE", "/usr/share/OVMF/OVMF_CODE_4M.fd").display()
                 ))
                 .arg("-drive")
-                .arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
+                .arg(format!(
+                    "if=pflash,format=raw,unit=1,file={}",
+                    vars.display()
+                ));
         }
         cmd.arg("-drive")
             .arg(format!(

@@ -87,7 +87,10 @@ fn uefi_boot_counts_then_blesses_the_entry() {
     assert_eq!(boot["blessed"], true, "{v}");
     assert_eq!(boot["entry"], "sysctr-a.efi", "{v}");
     assert!(
-        boot["loader"].as_str().unwrap_or("").contains("systemd-boot"),
+        boot["loader"]
+            .as_str()
+            .unwrap_or("")
+            .contains("systemd-boot"),
         "{v}"
     );
     let text = vm.ssh("sysctr version");
@@ -118,7 +121,10 @@ fn uefi_nvme_disk_and_e1000e_nic() {
     vm.wait_ssh(BOOT_TIMEOUT);
     vm.wait_ps("every system service Ready", BOOT_TIMEOUT, system_ready);
     let addr = vm.ssh("ip -4 addr show");
-    assert!(addr.contains("10.0.2.15"), "no DHCP address on e1000e: {addr}");
+    assert!(
+        addr.contains("10.0.2.15"),
+        "no DHCP address on e1000e: {addr}"
+    );
     let dmesg = vm.ssh("sysctr dmesg");
     assert!(dmesg.contains("nvme0n1"), "root not on NVMe:\n{dmesg}");
     assert!(dmesg.contains("e1000e"), "no e1000e:\n{dmesg}");

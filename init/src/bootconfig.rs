@@ -229,8 +229,10 @@ mod tests {
         .unwrap();
         cfg.merge(parse(br#"{"authorized_keys":["k2"]}"#, "fw_cfg").unwrap());
         cfg.merge(
-            BootConfig::from_cmdline("ro sysctr.hostname=edge7 sysctr.ip=10.0.2.20/24,10.0.2.2,10.0.2.3")
-                .unwrap(),
+            BootConfig::from_cmdline(
+                "ro sysctr.hostname=edge7 sysctr.ip=10.0.2.20/24,10.0.2.2,10.0.2.3",
+            )
+            .unwrap(),
         );
         assert_eq!(cfg.hostname.as_deref(), Some("edge7"));
         assert_eq!(cfg.authorized_keys, Some(vec!["k2".to_string()]));
@@ -245,6 +247,9 @@ mod tests {
         assert!(BootConfig::from_cmdline("sysctr.ip=10.0.2.20")
             .unwrap_err()
             .contains("sysctr.ip=10.0.2.20"));
-        assert_eq!(BootConfig::from_cmdline("quiet").unwrap(), BootConfig::default());
+        assert_eq!(
+            BootConfig::from_cmdline("quiet").unwrap(),
+            BootConfig::default()
+        );
     }
 }

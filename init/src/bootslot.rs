@@ -98,6 +98,8 @@ pub fn detect(cmdline: &str, efivars: &Path) -> BootInfo {
         firmware: var("LoaderFirmwareInfo"),
         loader_init_us: var("LoaderTimeInitUSec").and_then(|s| s.parse().ok()),
         loader_exec_us: var("LoaderTimeExecUSec").and_then(|s| s.parse().ok()),
+        health: None,
+        previous_failure: None,
     }
 }
 
@@ -166,10 +168,7 @@ pub fn bless(b: &mut BootInfo) -> Result<Option<String>, String> {
     };
     let new_name = blessed_name(&path)
         .ok_or_else(|| format!("LoaderBootCountPath {path:?} has no boot counter"))?;
-    let rel: PathBuf = path
-        .split(['\\', '/'])
-        .filter(|c| !c.is_empty())
-        .collect();
+    let rel: PathBuf = path.split(['\\', '/']).filter(|c| !c.is_empty()).collect();
     let done = with_esp(true, |esp| rename_on_esp(esp, &rel, &new_name))?;
     b.blessed = true;
     b.tries_left = None;
@@ -177,6 +176,116 @@ pub fn bless(b: &mut BootInfo) -> Result<Option<String>, String> {
     b.entry = Some(new_name);
     b.boot_count_path = None;
     Ok(Some(done))
+}
+
+/// The name that marks a counted entry bad: no tries left (`sysctr-b+2-1.efi` →
+/// `sysctr-b+0-1.efi`); systemd-boot sorts it after every other entry.
+pub fn bad_name(name: &str) -> Option<String> {
+    let file = name.rsplit(['\\', '/']).next()?;
+    let (stem, ext) = file.rsplit_once('.')?;
+    let (base, _) = stem.rsplit_once('+')?;
+    let (_, done) = parse_counter(file)?;
+    Some(format!("{base}+0-{done}.{ext}"))
+}
+
+/// Whether the ESP's `/EFI/Linux` holds an entry other than `booted` that is not bad (no
+/// counter, or tries left): the one systemd-boot falls back to.
+pub fn other_good_entry(esp: &Path, booted: &str) -> Result<Option<String>, String> {
+    let booted = booted
+        .rsplit(['\\', '/'])
+        .next()
+        .unwrap_or(booted)
+        .to_lowercase();
+    let dir = find_ci(esp, &["EFI", "Linux"])?;
+    let mut found = None;
+    for e in fs::read_dir(&dir)
+        .map_err(|e| format!("read {}: {e}", dir.display()))?
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().to_lowercase();
+        if !name.ends_with(".efi") || name == booted {
+            continue;
+        }
+        if parse_counter(&name).is_none_or(|(left, _)| left > 0) {
+            found = Some(name);
+        }
+    }
+    Ok(found)
+}
+
+/// A path below `root`, each component matched without case (FAT).
+fn find_ci(root: &Path, comps: &[&str]) -> Result<PathBuf, String> {
+    let mut cur = root.to_path_buf();
+    for want in comps {
+        let want = want.to_lowercase();
+        let found = fs::read_dir(&cur)
+            .map_err(|e| format!("read {}: {e}", cur.display()))?
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().to_lowercase() == want)
+            .ok_or_else(|| format!("{} has no {want}", cur.display()))?;
+        cur = found.path();
+    }
+    Ok(cur)
+}
+
+/// Marks the booted counted entry bad so the next boot takes the other slot — only if there
+/// is another good entry to fall back to (else the machine would boot the same bad entry
+/// again). Returns what was done.
+pub fn mark_bad(b: &mut BootInfo) -> Result<String, String> {
+    let Some(path) = b.boot_count_path.clone() else {
+        return Err("this boot is not boot-counted: nothing to mark".into());
+    };
+    let new_name = bad_name(&path).ok_or_else(|| format!("{path:?} has no boot counter"))?;
+    let rel: PathBuf = path.split(['\\', '/']).filter(|c| !c.is_empty()).collect();
+    let done = with_esp(true, |esp| match other_good_entry(esp, &path)? {
+        None => Err("no other good boot entry to fall back to".to_string()),
+        Some(other) => {
+            rename_on_esp(esp, &rel, &new_name).map(|r| format!("{r}; next boot: {other}"))
+        }
+    })?;
+    b.boot_count_path = None;
+    b.tries_left = Some(0);
+    Ok(done)
+}
+
+/// Appends one line to the boot history on the state partition (`/var/lib/sysctr/boot/
+/// history.jsonl`): which entry, what the health gate decided and why. A rolled-back machine
+/// shows the last bad verdict (`sysctr version`, `sysctr update status`).
+pub fn record(dir: &Path, b: &BootInfo, verdict: &str, reason: &str) -> Result<(), String> {
+    use std::io::Write;
+    fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let path = dir.join("history.jsonl");
+    let line = serde_json::json!({
+        "slot": b.slot,
+        "entry": b.entry,
+        "verdict": verdict,
+        "reason": reason,
+        "boot_ms": crate::supervisor::boot_ms(),
+    });
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| format!("open {}: {e}", path.display()))?;
+    writeln!(f, "{line}")
+        .and_then(|_| f.sync_all())
+        .map_err(|e| format!("write {}: {e}", path.display()))
+}
+
+/// The last `bad` verdict in the boot history, as "slot b (sysctr-b+2-1.efi): reason".
+pub fn last_bad(dir: &Path) -> Option<String> {
+    let text = fs::read_to_string(dir.join("history.jsonl")).ok()?;
+    text.lines().rev().find_map(|l| {
+        let v: serde_json::Value = serde_json::from_str(l).ok()?;
+        (v["verdict"] == "bad").then(|| {
+            format!(
+                "slot {} ({}): {}",
+                v["slot"].as_str().unwrap_or("?"),
+                v["entry"].as_str().unwrap_or("?"),
+                v["reason"].as_str().unwrap_or("?")
+            )
+        })
+    })
 }
 
 /// Renames `rel` (a path on the ESP; FAT is case-insensitive, so it is matched without case)
@@ -216,7 +325,10 @@ mod tests {
     #[test]
     fn counters_and_blessed_names() {
         assert_eq!(parse_counter("sysctr-a+3.efi"), Some((3, 0)));
-        assert_eq!(parse_counter("\\EFI\\Linux\\sysctr-a+2-1.efi"), Some((2, 1)));
+        assert_eq!(
+            parse_counter("\\EFI\\Linux\\sysctr-a+2-1.efi"),
+            Some((2, 1))
+        );
         assert_eq!(parse_counter("sysctr-b+0-3.efi"), Some((0, 3)));
         assert_eq!(parse_counter("sysctr-a.efi"), None);
         assert_eq!(parse_counter("sysctr-a+x-1.efi"), None);
@@ -226,6 +338,52 @@ mod tests {
         );
         assert_eq!(blessed_name("entry+1.conf").as_deref(), Some("entry.conf"));
         assert_eq!(blessed_name("sysctr-a.efi"), None);
+    }
+
+    #[test]
+    fn bad_names_and_fallback_entries() {
+        assert_eq!(
+            bad_name("\\EFI\\Linux\\sysctr-b+2-1.efi").as_deref(),
+            Some("sysctr-b+0-1.efi")
+        );
+        assert_eq!(bad_name("sysctr-b.efi"), None);
+        let esp = tempfile::tempdir().unwrap();
+        let dir = esp.path().join("EFI/Linux");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("sysctr-b+2-1.efi"), b"").unwrap();
+        assert_eq!(
+            other_good_entry(esp.path(), "\\EFI\\Linux\\sysctr-b+2-1.efi").unwrap(),
+            None
+        );
+        fs::write(dir.join("sysctr-a+0-3.efi"), b"").unwrap();
+        assert_eq!(
+            other_good_entry(esp.path(), "sysctr-b+2-1.efi").unwrap(),
+            None
+        );
+        fs::write(dir.join("sysctr-a.efi"), b"").unwrap();
+        assert_eq!(
+            other_good_entry(esp.path(), "sysctr-b+2-1.efi")
+                .unwrap()
+                .as_deref(),
+            Some("sysctr-a.efi")
+        );
+    }
+
+    #[test]
+    fn history_keeps_the_last_bad_verdict() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = BootInfo {
+            slot: Some("b".into()),
+            entry: Some("sysctr-b+2-1.efi".into()),
+            ..Default::default()
+        };
+        assert_eq!(last_bad(dir.path()), None);
+        record(dir.path(), &b, "bad", "service web failed: crash loop").unwrap();
+        record(dir.path(), &BootInfo::default(), "blessed", "").unwrap();
+        assert_eq!(
+            last_bad(dir.path()).as_deref(),
+            Some("slot b (sysctr-b+2-1.efi): service web failed: crash loop")
+        );
     }
 
     #[test]

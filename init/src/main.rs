@@ -11,6 +11,7 @@ mod bootslot;
 mod cgroups;
 mod config;
 mod control;
+mod health;
 mod log;
 mod logs;
 mod mounts;
@@ -24,6 +25,8 @@ mod spec;
 mod supervisor;
 #[allow(unsafe_code)]
 mod sys;
+#[allow(unsafe_code)]
+mod watchdog;
 
 use config::{Config, PowerAction};
 use reactor::{Reactor, Source};
@@ -110,6 +113,7 @@ fn main() {
             "fatal: {reason}: taking the shutdown path ({:?})", action
         );
     }
+    watchdog::disarm();
     let again = catch_unwind(AssertUnwindSafe(|| {
         shutdown::run(
             plan(action, fatal),
@@ -153,6 +157,7 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
     }
     let facts = ctx.facts;
     let mut boot_info: Option<manifest::protocol::BootInfo> = None;
+    let mut gate: Option<health::Gate> = None;
     if !cfg.test_mode {
         // Now that /proc is mounted, the full command line is readable.
         if let Ok(line) = std::fs::read_to_string("/proc/cmdline") {
@@ -175,9 +180,32 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
             cfg.log_dir = None;
         }
         let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-        let b = bootslot::detect(&cmdline, std::path::Path::new(bootslot::EFIVARS));
+        let mut b = bootslot::detect(&cmdline, std::path::Path::new(bootslot::EFIVARS));
         info!("boot", "{}", bootslot::describe(&b));
+        if facts.var_persistent {
+            b.previous_failure = bootslot::last_bad(std::path::Path::new(BOOT_HISTORY));
+            if let Some(f) = &b.previous_failure {
+                warn!("boot", "the last bad boot: {f}");
+            }
+        }
+        if b.boot_count_path.is_some() {
+            let (gc, problems) = health::GateConfig::from_cmdline(&cmdline);
+            for p in problems {
+                warn!("health", "{p}");
+            }
+            info!(
+                "health",
+                "trial boot: blessed once every service is Ready and settled for {}s, within {}s",
+                gc.settle.as_secs(),
+                gc.deadline.as_secs()
+            );
+            gate = Some(health::Gate::new(gc, std::time::Instant::now()));
+        }
         boot_info = Some(b);
+        match watchdog::timeout_from_cmdline(&cmdline).and_then(watchdog::arm) {
+            Ok(what) => info!("watchdog", "{what}"),
+            Err(e) => warn!("watchdog", "{e}"),
+        }
         cfg.control_gid = control::sysctr_gid();
     }
 
@@ -299,8 +327,17 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
             }
         }
         sup.schedule_if_needed(r);
-        if sup.all_ready() {
-            bless_once(&mut boot_info, control.as_mut());
+        watchdog::pet();
+        if let Some(g) = gate.as_mut() {
+            match g.step(std::time::Instant::now(), &sup.health()) {
+                health::Verdict::Wait => {}
+                health::Verdict::Bless => bless_once(&mut boot_info, control.as_mut()),
+                health::Verdict::Bad(why) => {
+                    if let Some(action) = bad_boot(&mut boot_info, control.as_mut(), &why) {
+                        return Exit::Power(action);
+                    }
+                }
+            }
         }
         if let Some(c) = control.as_mut() {
             c.publish(sup, r);
@@ -311,7 +348,45 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
     }
 }
 
-/// Once every service is Ready, a boot-counted entry is blessed (its counter removed from its
+/// The boot history on the state partition (health-gate verdicts).
+const BOOT_HISTORY: &str = "/var/lib/sysctr/boot";
+
+/// The health gate found the trial boot bad: the entry is marked as having no tries left and
+/// the machine reboots into the other slot. Without another good entry it stays up, degraded.
+fn bad_boot(
+    boot_info: &mut Option<manifest::protocol::BootInfo>,
+    control: Option<&mut control::ControlServer>,
+    why: &str,
+) -> Option<PowerAction> {
+    let b = boot_info.as_mut()?;
+    error!("health", "trial boot failed the health gate: {why}");
+    b.health = Some(format!("bad: {why}"));
+    if let Err(e) = bootslot::record(std::path::Path::new(BOOT_HISTORY), b, "bad", why) {
+        warn!("health", "cannot record the verdict: {e}");
+    }
+    let res = bootslot::mark_bad(b);
+    if let Some(c) = control {
+        c.boot = Some(b.clone());
+    }
+    match res {
+        Ok(what) => {
+            error!(
+                "health",
+                "marked the boot entry bad ({what}); rebooting into the other slot"
+            );
+            Some(PowerAction::Reboot)
+        }
+        Err(e) => {
+            error!(
+                "health",
+                "cannot fall back ({e}); staying up on this slot, degraded"
+            );
+            None
+        }
+    }
+}
+
+/// Once the health gate passes, a boot-counted entry is blessed (its counter removed from its
 /// file name on the ESP), so systemd-boot keeps choosing it. Tried once per boot.
 fn bless_once(
     boot_info: &mut Option<manifest::protocol::BootInfo>,
@@ -322,7 +397,13 @@ fn bless_once(
         return;
     }
     match bootslot::bless(b) {
-        Ok(Some(what)) => info!("boot", "blessed the boot entry: {what}"),
+        Ok(Some(what)) => {
+            info!("boot", "blessed the boot entry: {what}");
+            b.health = Some("blessed: every service Ready and settled".into());
+            if let Err(e) = bootslot::record(std::path::Path::new(BOOT_HISTORY), b, "blessed", "") {
+                warn!("health", "cannot record the verdict: {e}");
+            }
+        }
         Ok(None) => {}
         Err(e) => {
             error!("boot", "cannot bless the boot entry: {e}");

@@ -276,8 +276,14 @@ mod tests {
         let sys = dir.path().join("sys");
         for (d, ev) in [
             ("nvme0n1", "DEVNAME=nvme0n1\nDEVTYPE=disk\n"),
-            ("nvme0n1p1", "DEVNAME=nvme0n1p1\nPARTN=1\nPARTNAME=SYSCTR_ESP\n"),
-            ("nvme0n1p4", "DEVNAME=nvme0n1p4\nPARTN=4\nPARTNAME=SYSCTR_STATE\n"),
+            (
+                "nvme0n1p1",
+                "DEVNAME=nvme0n1p1\nPARTN=1\nPARTNAME=SYSCTR_ESP\n",
+            ),
+            (
+                "nvme0n1p4",
+                "DEVNAME=nvme0n1p4\nPARTN=4\nPARTNAME=SYSCTR_STATE\n",
+            ),
         ] {
             fs::create_dir_all(sys.join(d)).unwrap();
             fs::write(sys.join(d).join("uevent"), ev).unwrap();

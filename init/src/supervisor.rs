@@ -297,9 +297,31 @@ impl Supervisor {
         }
     }
 
-    /// Every service reached Ready and the boot marker said so (the trial-boot gate).
-    pub fn all_ready(&self) -> bool {
-        self.all_ready
+    /// The health set now (every service and onboot task), for the trial-boot gate.
+    pub fn health(&self) -> crate::health::Health {
+        let mut h = crate::health::Health {
+            all_ready: self.all_ready,
+            ..Default::default()
+        };
+        for s in &self.services {
+            let ok = match (s.kind, s.state) {
+                (_, State::Failed) => {
+                    let why = s.last_error.clone().unwrap_or_else(|| "failed".into());
+                    h.failed.push((s.name.clone(), why));
+                    false
+                }
+                (Kind::Service, State::Ready) => true,
+                (Kind::Onboot, State::Exited) => s.last_exit.is_some_and(|e| e.success()),
+                _ => false,
+            };
+            if !ok {
+                h.all_ready = false;
+                if s.state != State::Failed {
+                    h.waiting.push(s.name.clone());
+                }
+            }
+        }
+        h
     }
 
     /// Prints the boot marker once every service has settled (Ready, Failed or Exited).

@@ -286,6 +286,12 @@ pub struct BootInfo {
     /// Microseconds since firmware start when the loader started and when it started the UKI.
     pub loader_init_us: Option<u64>,
     pub loader_exec_us: Option<u64>,
+    /// The health gate's verdict on this trial boot ("blessed: …", "bad: …"), once decided.
+    #[serde(default)]
+    pub health: Option<String>,
+    /// The last boot the health gate found bad (from the state partition), and why.
+    #[serde(default)]
+    pub previous_failure: Option<String>,
 }
 
 // Replies are built once and serialized at once; boxing the large variant would buy nothing.

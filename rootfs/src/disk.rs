@@ -296,7 +296,8 @@ pub struct EspFile {
 
 /// systemd-boot's configuration: no menu unless a key is held, no command-line editor (the
 /// command line with the root hash is inside the UKI anyway), only our entries.
-pub const LOADER_CONF: &str = "timeout 0\neditor no\nauto-entries no\nauto-firmware no\nconsole-mode keep\n";
+pub const LOADER_CONF: &str =
+    "timeout 0\neditor no\nauto-entries no\nauto-firmware no\nconsole-mode keep\n";
 
 /// A FAT image of `size` bytes holding `files`.
 pub fn make_esp(out: &Path, size: u64, files: &[EspFile], epoch: u64) -> Result<()> {
@@ -328,7 +329,11 @@ pub fn make_esp(out: &Path, size: u64, files: &[EspFile], epoch: u64) -> Result<
     for f in files {
         let dest = Path::new(&f.dest);
         let mut dir = PathBuf::from("/");
-        for c in dest.parent().into_iter().flat_map(|p| p.components().skip(1)) {
+        for c in dest
+            .parent()
+            .into_iter()
+            .flat_map(|p| p.components().skip(1))
+        {
             dir.push(c);
             if made.insert(dir.clone()) {
                 let d = format!("::{}", dir.display());
@@ -389,7 +394,10 @@ pub fn make_disk(disk: &Path, esp: &Path, root_a: &Path, state: &Path) -> Result
             .with_context(|| format!("{}", f.display()))?
             .len();
         if len > max {
-            bail!("{what} image {} is {len} bytes, more than its {max}-byte partition", f.display());
+            bail!(
+                "{what} image {} is {len} bytes, more than its {max}-byte partition",
+                f.display()
+            );
         }
     }
     let _ = fs::remove_file(disk);
@@ -415,7 +423,14 @@ pub fn make_disk(disk: &Path, esp: &Path, root_a: &Path, state: &Path) -> Result
             Slot::B.part_name(),
             Slot::B.part_guid(),
         ),
-        (4, STATE_START, STATE_SIZE, TYPE_VAR, STATE_NAME, STATE_PART_GUID),
+        (
+            4,
+            STATE_START,
+            STATE_SIZE,
+            TYPE_VAR,
+            STATE_NAME,
+            STATE_PART_GUID,
+        ),
     ];
     for (n, start, size, ty, name, guid) in parts {
         cmd.arg(format!("--new={n}:{}:{}", s(start), s(start + size) - 1))

@@ -192,7 +192,11 @@ fn an_unreachable_socket_names_the_path_and_exits_2() {
     let path = dir.path().join("no-such.sock");
     let client = Client::new(&path);
     let mut out = Vec::new();
-    let (code, msg) = run_err(version::run(&version::Args { json: false }, &client, &mut out));
+    let (code, msg) = run_err(version::run(
+        &version::Args { json: false },
+        &client,
+        &mut out,
+    ));
     assert_eq!(code, client::EXIT_UNREACHABLE);
     assert!(msg.contains(&path.display().to_string()), "{msg}");
     assert!(msg.contains("ENOENT"), "{msg}");
@@ -215,19 +219,31 @@ fn garbage_and_hangups_are_protocol_errors() {
         conn.write_all(&[0, 0, 0, 5]).unwrap();
         conn.write_all(b"nope!").unwrap();
     });
-    let (code, msg) = run_err(version::run(&version::Args { json: false }, &init.client(), &mut Vec::new()));
+    let (code, msg) = run_err(version::run(
+        &version::Args { json: false },
+        &init.client(),
+        &mut Vec::new(),
+    ));
     init.join();
     assert_eq!(code, client::EXIT_UNREACHABLE);
     assert!(msg.contains("protocol error"), "{msg}");
 
     let init = FakeInit::serve(|_, _, _| {});
-    let (code, msg) = run_err(version::run(&version::Args { json: false }, &init.client(), &mut Vec::new()));
+    let (code, msg) = run_err(version::run(
+        &version::Args { json: false },
+        &init.client(),
+        &mut Vec::new(),
+    ));
     init.join();
     assert_eq!(code, client::EXIT_UNREACHABLE);
     assert!(msg.contains("closed the connection"), "{msg}");
 
     let init = FakeInit::replying(vec![Response::End]);
-    let (code, msg) = run_err(version::run(&version::Args { json: false }, &init.client(), &mut Vec::new()));
+    let (code, msg) = run_err(version::run(
+        &version::Args { json: false },
+        &init.client(),
+        &mut Vec::new(),
+    ));
     init.join();
     assert_eq!(code, client::EXIT_UNREACHABLE);
     assert!(msg.contains("\"end\""), "{msg}");

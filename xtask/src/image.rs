@@ -347,7 +347,10 @@ pub fn build(opts: &Options) -> Result<Image> {
     // The bench and the boot tests read the two halves separately.
     let slot_bytes = fs::read(&root_slot)?;
     fs::write(&squash, &slot_bytes[..verity.data_bytes as usize])?;
-    fs::write(out.join("root.verity"), &slot_bytes[verity.data_bytes as usize..])?;
+    fs::write(
+        out.join("root.verity"),
+        &slot_bytes[verity.data_bytes as usize..],
+    )?;
     let tree_len = slot_len - verity.data_bytes;
     let cmdline = verity.cmdline(slot, &opts.cmdline_extra);
 
@@ -830,4 +833,3 @@ fn read_json(path: &Path) -> Result<Value> {
         fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", path.display()))
 }
-

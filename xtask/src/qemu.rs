@@ -238,7 +238,10 @@ pub fn qemu_command(
             cmd.arg("-kernel").arg(kernel).arg("-append").arg(cmdline);
         }
     }
-    let drive = format!("file={},format=raw,if=none,id=d0,cache=unsafe", disk.display());
+    let drive = format!(
+        "file={},format=raw,if=none,id=d0,cache=unsafe",
+        disk.display()
+    );
     cmd.arg("-drive").arg(drive);
     match bus {
         DiskBus::Virtio => cmd.args(["-device", "virtio-blk-pci,drive=d0,bootindex=0"]),

@@ -311,12 +311,7 @@ fn cell(v: Option<f64>) -> String {
 }
 
 /// `cargo xtask bench`'s section "Guest (QEMU): plain-process boot baseline".
-pub fn section(
-    o: &Options,
-    scratch: &Scratch,
-    img: &image::Image,
-    path: Path_,
-) -> Result<String> {
+pub fn section(o: &Options, scratch: &Scratch, img: &image::Image, path: Path_) -> Result<String> {
     let setup = Setup {
         keys: Keys::new(&scratch.dir.join(format!("vm-baseline-{path:?}")))?,
         img,
