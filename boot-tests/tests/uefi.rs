@@ -310,3 +310,51 @@ fn damaged_state_partition_is_never_formatted() {
         String::from_utf8_lossy(&cat.stderr)
     );
 }
+
+/// The health gate: a trial entry (here slot B's UKI booting the same root with a manifest
+/// whose health-set service crash-loops) is marked bad as soon as that service fails, and the
+/// machine reboots into slot A by itself; the reason is kept on the state partition and
+/// shown by `sysctr version --json` on the good slot.
+#[test]
+fn unhealthy_trial_boot_rolls_back_by_itself() {
+    use rootfs::disk::{make_uki, os_release, Slot};
+    let image = ImagePaths::from_env();
+    let scratch = Scratch::new("uefi-gate", &image);
+    let dir = image.kernel.parent().unwrap();
+    let cmdline = std::fs::read_to_string(dir.join("cmdline")).unwrap();
+    let trial_line = format!(
+        "{} sysctr.manifest=/etc/sysctr/manifest-unhealthy.json",
+        cmdline.trim().replace("sysctr.slot=a", "sysctr.slot=b")
+    );
+    let uki = scratch.dir.join("trial-b.efi");
+    make_uki(
+        &image.kernel,
+        &trial_line,
+        &os_release("sysctr", "99.0.0", Slot::B),
+        &uki,
+    )
+    .expect("assemble the trial UKI");
+    esp_put(&scratch.disk, &uki, "/EFI/Linux/sysctr-b+3.efi");
+    let mut vm = Vm::boot(&image, &scratch, &BootOptions::default());
+    vm.wait_for("trial boot failed the health gate", BOOT_TIMEOUT);
+    vm.wait_for("rebooting into the other slot", Duration::from_secs(30));
+    // The second boot is slot A's.
+    vm.wait_for_count("sysctr.slot=a", 1, BOOT_TIMEOUT);
+    vm.wait_for("blessed the boot entry", BOOT_TIMEOUT);
+    vm.wait_ssh(BOOT_TIMEOUT);
+    let v = version_json(&vm);
+    assert_eq!(v["boot"]["slot"], "a", "{v}");
+    let why = v["boot"]["previous_failure"].as_str().unwrap_or("");
+    assert!(
+        why.contains("slot b") && why.contains("service unhealthy failed"),
+        "{v}"
+    );
+    poweroff(&mut vm);
+    drop(vm);
+    let entries = esp_ls(&scratch.disk, "/EFI/Linux");
+    assert_eq!(
+        entries,
+        vec!["sysctr-a.efi".to_string(), "sysctr-b+0-1.efi".to_string()],
+        "slot B marked bad after one try, slot A blessed"
+    );
+}

@@ -129,8 +129,6 @@ pub struct Supervisor {
     /// Something became Ready: dependents may start.
     reschedule: bool,
     boot_reported: bool,
-    /// The boot marker reported every service Ready.
-    all_ready: bool,
 }
 
 impl Supervisor {
@@ -183,7 +181,6 @@ impl Supervisor {
             shutting_down: false,
             reschedule: false,
             boot_reported: false,
-            all_ready: false,
         }
     }
 
@@ -297,13 +294,17 @@ impl Supervisor {
         }
     }
 
-    /// The health set now (every service and onboot task), for the trial-boot gate.
+    /// The health set now (every service and onboot task whose entry does not say
+    /// `"health": false`; a rejected entry counts, as failed), for the trial-boot gate.
     pub fn health(&self) -> crate::health::Health {
         let mut h = crate::health::Health {
-            all_ready: self.all_ready,
+            all_ready: true,
             ..Default::default()
         };
         for s in &self.services {
+            if s.def.as_ref().is_some_and(|d| !d.health) {
+                continue;
+            }
             let ok = match (s.kind, s.state) {
                 (_, State::Failed) => {
                     let why = s.last_error.clone().unwrap_or_else(|| "failed".into());
@@ -349,7 +350,6 @@ impl Supervisor {
         };
         let (failed, exited) = (named(State::Failed), named(State::Exited));
         if failed.is_empty() && exited.is_empty() {
-            self.all_ready = true;
             crate::log::marker(&format!(
                 "all services ready ({} services, {} ms since boot)",
                 svcs.len(),

@@ -72,6 +72,11 @@ pub struct Service {
     /// Mount the container's root filesystem read-only (default true).
     #[serde(default = "default_true")]
     pub readonly_root: bool,
+    /// In the health set (default true): a trial boot is blessed only when every service in
+    /// it is Ready and settled, and one of them failing sends the machine back to the other
+    /// slot. `false` for a service whose failure must not roll the OS back.
+    #[serde(default = "default_true")]
+    pub health: bool,
     /// Full privileges, for a service that runs containers itself: every capability, no
     /// seccomp filter, no masked or read-only /proc paths, writable /sys and /sys/fs/cgroup,
     /// every device allowed, and setuid programs keep working (no_new_privileges off).

@@ -383,6 +383,11 @@ pub fn boot_test(args: &[String]) -> Result<()> {
     let opts = image::Options {
         dev: false,
         extra_services: vec![root.join("boot-tests/test-services.json")],
+        // `sysctr.manifest=/etc/sysctr/manifest-unhealthy.json`: the health gate's bad boot.
+        alt_manifests: vec![(
+            "unhealthy".into(),
+            root.join("boot-tests/unhealthy-services.json"),
+        )],
         out: Some(root.join("build").join("image-test")),
         ..Default::default()
     };
