@@ -119,7 +119,8 @@ pub fn describe(b: &BootInfo) -> String {
     }
     match (b.tries_left, b.tries_done) {
         (Some(l), Some(d)) => s.push_str(&format!(
-            ", trial boot ({l} tries left, {d} done): blessed when every service is Ready"
+            ", trial boot of {} ({l} tries left, {d} done): blessed when every service is Ready",
+            b.boot_count_path.as_deref().unwrap_or("?")
         )),
         _ if b.uefi => s.push_str(", entry not boot-counted"),
         _ => {}
