@@ -65,7 +65,7 @@ fn poweroff(vm: &mut Vm) {
     assert!(vm.serial().contains(REACHED_SHUTDOWN), "{}", vm.tail(40));
 }
 
-/// OVMF + virtio: the factory entry `sysctr-a+3.efi` is counted down by systemd-boot on the
+/// OVMF + virtio: the factory entry `sysctr-g1-a+3.efi` is counted down by systemd-boot on the
 /// first attempt, blessed once every service is Ready, and `sysctr version` says so.
 #[test]
 fn uefi_boot_counts_then_blesses_the_entry() {
@@ -73,10 +73,10 @@ fn uefi_boot_counts_then_blesses_the_entry() {
     let scratch = Scratch::new("uefi-bless", &image);
     assert_eq!(
         esp_ls(&scratch.disk, "/EFI/Linux"),
-        vec!["sysctr-a+3.efi".to_string()]
+        vec!["sysctr-g1-a+3.efi".to_string()]
     );
     let mut vm = Vm::boot(&image, &scratch, &BootOptions::default());
-    vm.wait_for("sysctr-a+2-1.efi", BOOT_TIMEOUT);
+    vm.wait_for("sysctr-g1-a+2-1.efi", BOOT_TIMEOUT);
     vm.wait_for(ALL_READY, BOOT_TIMEOUT);
     vm.wait_for("blessed the boot entry", Duration::from_secs(30));
     vm.wait_ssh(BOOT_TIMEOUT);
@@ -85,7 +85,7 @@ fn uefi_boot_counts_then_blesses_the_entry() {
     assert_eq!(boot["slot"], "a", "{v}");
     assert_eq!(boot["uefi"], true, "{v}");
     assert_eq!(boot["blessed"], true, "{v}");
-    assert_eq!(boot["entry"], "sysctr-a.efi", "{v}");
+    assert_eq!(boot["entry"], "sysctr-g1-a.efi", "{v}");
     assert!(
         boot["loader"]
             .as_str()
@@ -99,7 +99,7 @@ fn uefi_boot_counts_then_blesses_the_entry() {
     drop(vm);
     assert_eq!(
         esp_ls(&scratch.disk, "/EFI/Linux"),
-        vec!["sysctr-a.efi".to_string()]
+        vec!["sysctr-g1-a.efi".to_string()]
     );
     // A blessed entry is no longer counted: the next boot says so.
     let mut vm = Vm::boot(&image, &scratch, &BootOptions::default());
@@ -202,7 +202,7 @@ fn boot_config_from_the_esp() {
 }
 
 /// A counted entry whose boots never reach "all ready" falls back to the next entry once its
-/// counter is used up: a UKI for the empty slot B, sorted first (newer version, 2 tries),
+/// counter is used up: a UKI for the empty slot B, sorted first (generation 2, 2 tries),
 /// panics twice (no root), then systemd-boot boots slot A.
 #[test]
 fn exhausted_entry_falls_back_to_the_other_slot() {
@@ -223,7 +223,7 @@ fn exhausted_entry_falls_back_to_the_other_slot() {
         &uki,
     )
     .expect("assemble the slot-B UKI");
-    esp_put(&scratch.disk, &uki, "/EFI/Linux/sysctr-b+2.efi");
+    esp_put(&scratch.disk, &uki, "/EFI/Linux/sysctr-g2-b+2.efi");
     let mut vm = Vm::boot(&image, &scratch, &BootOptions::default());
     vm.wait_for("sysctr.slot=a", Duration::from_secs(600));
     vm.wait_for(ALL_READY, BOOT_TIMEOUT);
@@ -245,7 +245,7 @@ fn exhausted_entry_falls_back_to_the_other_slot() {
     drop(vm);
     assert_eq!(
         esp_ls(&scratch.disk, "/EFI/Linux"),
-        vec!["sysctr-a.efi".to_string(), "sysctr-b+0-2.efi".to_string()]
+        vec!["sysctr-g1-a.efi".to_string(), "sysctr-g2-b+0-2.efi".to_string()]
     );
 }
 
@@ -334,7 +334,7 @@ fn unhealthy_trial_boot_rolls_back_by_itself() {
         &uki,
     )
     .expect("assemble the trial UKI");
-    esp_put(&scratch.disk, &uki, "/EFI/Linux/sysctr-b+3.efi");
+    esp_put(&scratch.disk, &uki, "/EFI/Linux/sysctr-g2-b+3.efi");
     let mut vm = Vm::boot(&image, &scratch, &BootOptions::default());
     vm.wait_for("trial boot failed the health gate", BOOT_TIMEOUT);
     vm.wait_for("rebooting into the other slot", Duration::from_secs(30));
@@ -354,7 +354,7 @@ fn unhealthy_trial_boot_rolls_back_by_itself() {
     let entries = esp_ls(&scratch.disk, "/EFI/Linux");
     assert_eq!(
         entries,
-        vec!["sysctr-a.efi".to_string(), "sysctr-b+0-1.efi".to_string()],
+        vec!["sysctr-g1-a.efi".to_string(), "sysctr-g2-b+0-1.efi".to_string()],
         "slot B marked bad after one try, slot A blessed"
     );
 }

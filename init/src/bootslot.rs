@@ -8,9 +8,10 @@
 //! over, for the boot timeline).
 //!
 //! Blessing follows the Boot Loader Specification's boot counting: systemd-boot renames
-//! `sysctr-a+3.efi` to `sysctr-a+2-1.efi` before it starts it; once every service is Ready,
-//! init renames it to `sysctr-a.efi` (no counter: a good entry). An entry whose boots never
-//! get that far reaches `+0-3`, which systemd-boot sorts last, so the other slot boots.
+//! `sysctr-g1-a+3.efi` to `sysctr-g1-a+2-1.efi` before it starts it; once the health gate
+//! passes ([`crate::health`]), init renames it to `sysctr-g1-a.efi` (no counter: a good
+//! entry). An entry whose boots never get that far reaches `+0-3`, which systemd-boot sorts
+//! last, so the other slot boots; a bad verdict of the gate marks it `+0-N` at once.
 
 use crate::mounts;
 use manifest::protocol::BootInfo;

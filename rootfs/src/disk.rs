@@ -5,7 +5,7 @@
 //! ```text
 //! LBA 0..2047      protective MBR, GPT header and entries
 //! p1  ESP          FAT, /EFI/BOOT/BOOTX64.EFI (systemd-boot), /loader/loader.conf,
-//!                  /EFI/Linux/sysctr-a+3.efi (slot A's UKI, 3 tries), /sysctr/config.json
+//!                  /EFI/Linux/sysctr-g1-a+3.efi (slot A's UKI, 3 tries), /sysctr/config.json
 //! p2  root A       squashfs, then its dm-verity hash tree
 //! p3  root B       empty until the first update
 //! p4  state        ext4 SYSCTR_STATE, mounted on /var
@@ -61,6 +61,8 @@ pub const VERITY_BLOCK: u64 = 4096;
 
 /// Tries systemd-boot gives a new entry before it falls back to the next one.
 pub const BOOT_TRIES: u32 = 3;
+/// The factory image's install generation (see [`Slot::uki_name`]).
+pub const FIRST_GENERATION: u32 = 1;
 
 /// Debian's systemd-boot and its UKI stub (package systemd-boot-efi).
 pub const SYSTEMD_BOOT: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
@@ -119,11 +121,15 @@ impl Slot {
             Slot::B => "SYSCTR_ROOT_B",
         }
     }
-    /// The UKI's file name on the ESP with `tries` boot attempts left (BLS boot counting).
-    pub fn uki_name(self, tries: Option<u32>) -> String {
+    /// The UKI's file name on the ESP: install generation `gen`, this slot, and `tries` boot
+    /// attempts left (BLS boot counting), e.g. `sysctr-g1-a+3.efi`. systemd-boot boots the
+    /// entry whose name sorts highest (version order, so `g10` > `g9`) among those with tries
+    /// left: every install takes the next generation, so the newest install is tried first —
+    /// an upgrade or an allowed downgrade alike — and a bad one falls back to the other.
+    pub fn uki_name(self, gen: u32, tries: Option<u32>) -> String {
         match tries {
-            Some(t) => format!("sysctr-{}+{t}.efi", self.letter()),
-            None => format!("sysctr-{}.efi", self.letter()),
+            Some(t) => format!("sysctr-g{gen}-{}+{t}.efi", self.letter()),
+            None => format!("sysctr-g{gen}-{}.efi", self.letter()),
         }
     }
 }
@@ -222,11 +228,13 @@ pub fn append_verity(image: &Path) -> Result<VerityRoot> {
     })
 }
 
-/// What goes into a UKI's `.osrel` section: systemd-boot shows PRETTY_NAME, and sorts entries
-/// by IMAGE_ID then IMAGE_VERSION (newest first), entries with no tries left last.
+/// What goes into a UKI's `.osrel` section: systemd-boot shows PRETTY_NAME. There is
+/// deliberately no VERSION_ID/IMAGE_VERSION: systemd-boot would order entries by them before
+/// their names, and the install generation in the name ([`Slot::uki_name`]) must decide, so
+/// that an allowed downgrade is booted too. The version is in SYSCTR_VERSION.
 pub fn os_release(name: &str, version: &str, slot: Slot) -> String {
     format!(
-        "ID=sysctr\nNAME=\"sysctr\"\nPRETTY_NAME=\"{name} {version} (slot {s})\"\nIMAGE_ID={name}\nIMAGE_VERSION={version}\nVERSION_ID={version}\nSYSCTR_SLOT={s}\n",
+        "ID=sysctr\nNAME=\"sysctr\"\nPRETTY_NAME=\"{name} {version} (slot {s})\"\nSYSCTR_VERSION={version}\nSYSCTR_SLOT={s}\n",
         s = slot.letter()
     )
 }
@@ -520,7 +528,7 @@ mod tests {
             g = Slot::B.part_guid()
         )));
         assert!(line.ends_with("ro sysctr.log=debug"));
-        assert_eq!(Slot::A.uki_name(Some(3)), "sysctr-a+3.efi");
-        assert_eq!(Slot::B.uki_name(None), "sysctr-b.efi");
+        assert_eq!(Slot::A.uki_name(1, Some(3)), "sysctr-g1-a+3.efi");
+        assert_eq!(Slot::B.uki_name(12, None), "sysctr-g12-b.efi");
     }
 }
