@@ -649,7 +649,7 @@ sysctr: all services ready (7 services, 7197 ms since boot)
             (Kind::Baseline, 2, Err(anyhow::anyhow!("no marker\nat all"))),
             (Kind::Sysctr, 2, Ok(boot(6400.0, 6300.0))),
         ];
-        let t = report(false, &results, &["a note".into()]);
+        let t = report(false, Path_::Direct, &results, &["a note".into()]);
         assert!(
             t.contains("| baseline 0 (first boot) | 1000 | 5000 | 5000 | 9.0 |"),
             "{t}"
