@@ -1,0 +1,538 @@
+//! Whole-image tests: images crafted here as layouts, oci-archives and docker saves.
+
+use super::digest::Digest;
+use super::layout::LayoutWriter;
+use super::unpack::tests::{tar_of, E};
+use super::*;
+use serde_json::{json, Value};
+use std::io::Write;
+
+const GZ: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+const ZST: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+const TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn compress(data: &[u8], media: &str) -> Vec<u8> {
+    match media {
+        GZ => gzip(data),
+        ZST => zstd::encode_all(data, 3).unwrap(),
+        _ => data.to_vec(),
+    }
+}
+
+struct Built {
+    /// The manifest's descriptor (as in index.json).
+    desc: Value,
+    layers: Vec<Digest>,
+}
+
+/// Writes one image (layers as (uncompressed tar, media type)) into the layout.
+fn write_image(w: &LayoutWriter, layers: &[(Vec<u8>, &str)], cfg: Value, tag: &str) -> Built {
+    write_image_for(w, layers, cfg, tag, "amd64")
+}
+
+fn write_image_for(
+    w: &LayoutWriter,
+    layers: &[(Vec<u8>, &str)],
+    cfg: Value,
+    tag: &str,
+    arch: &str,
+) -> Built {
+    let mut descs = Vec::new();
+    let mut diff_ids = Vec::new();
+    let mut digests = Vec::new();
+    for (tar, media) in layers {
+        let blob = compress(tar, media);
+        let d = w.put_blob(&blob).unwrap();
+        descs.push(json!({"mediaType": media, "digest": d.to_string(), "size": blob.len()}));
+        diff_ids.push(Digest::of(tar).to_string());
+        digests.push(d);
+    }
+    let config = serde_json::to_vec(&json!({
+        "architecture": arch, "os": "linux", "config": cfg,
+        "rootfs": {"type": "layers", "diff_ids": diff_ids}
+    }))
+    .unwrap();
+    let cd = w.put_blob(&config).unwrap();
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": cd.to_string(), "size": config.len()},
+        "layers": descs,
+    }))
+    .unwrap();
+    let md = w.put_blob(&manifest).unwrap();
+    Built {
+        desc: json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": md.to_string(), "size": manifest.len(),
+            "annotations": {"org.opencontainers.image.ref.name": tag},
+            "platform": {"os": "linux", "architecture": arch},
+        }),
+        layers: digests,
+    }
+}
+
+/// A two-layer web image: busybox-like base, then an app layer with a whiteout.
+fn web_layers() -> Vec<(Vec<u8>, &'static str)> {
+    vec![
+        (
+            tar_of(&[
+                E::Dir("bin"),
+                E::Mode("bin/busybox", b"BUSYBOX", 0o755),
+                E::Link("bin/sh", "busybox"),
+                E::Dir("etc"),
+                E::File(
+                    "etc/passwd",
+                    b"root:x:0:0::/root:/bin/sh\nwww:x:33:33::/srv:/bin/sh\n",
+                ),
+                E::File("etc/motd", b"old"),
+            ]),
+            GZ,
+        ),
+        (
+            tar_of(&[
+                E::Dir("srv"),
+                E::File("srv/index.html", b"<h1>hi</h1>"),
+                E::File("etc/.wh.motd", b""),
+            ]),
+            ZST,
+        ),
+    ]
+}
+
+fn web_config() -> Value {
+    json!({"Entrypoint": ["/bin/busybox", "httpd", "-f"], "Cmd": ["-p", "8080"],
+           "Env": ["PATH=/bin"], "WorkingDir": "/srv", "User": "www"})
+}
+
+fn layout_with_web(dir: &Path) -> Built {
+    let w = LayoutWriter::create(dir).unwrap();
+    let b = write_image(&w, &web_layers(), web_config(), "1.0");
+    w.write_index(std::slice::from_ref(&b.desc)).unwrap();
+    b
+}
+
+fn check_web_root(root: &Path, imported: &Imported) {
+    assert_eq!(fs::read(root.join("bin/busybox")).unwrap(), b"BUSYBOX");
+    assert_eq!(
+        fs::read_link(root.join("bin/sh")).unwrap(),
+        Path::new("busybox")
+    );
+    assert_eq!(
+        fs::read(root.join("srv/index.html")).unwrap(),
+        b"<h1>hi</h1>"
+    );
+    assert!(!root.join("etc/motd").exists());
+    assert_eq!(imported.layers, 2);
+    let d = &imported.defaults;
+    assert_eq!(d.args, ["/bin/busybox", "httpd", "-f", "-p", "8080"]);
+    assert_eq!(d.env, ["PATH=/bin"]);
+    assert_eq!(d.cwd.as_deref(), Some("/srv"));
+    assert_eq!(d.user, Some(UserIds { uid: 33, gid: 33 }));
+}
+
+#[test]
+fn layout_with_gzip_and_zstd_layers_imports() {
+    let t = tempfile::tempdir().unwrap();
+    let b = layout_with_web(&t.path().join("img"));
+    let out = t.path().join("out");
+    let image = ImageRef::parse("oci:img:1.0", t.path()).unwrap();
+    let imported = import(&image, &out).unwrap();
+    check_web_root(&out, &imported);
+    assert_eq!(
+        imported.manifest_digest.as_deref(),
+        b.desc["digest"].as_str()
+    );
+    // The only image is found without its tag, too.
+    let again = import(
+        &ImageRef::parse("img", t.path()).unwrap(),
+        &t.path().join("out2"),
+    )
+    .unwrap();
+    check_web_root(&t.path().join("out2"), &again);
+}
+
+#[test]
+fn oci_archive_imports() {
+    let t = tempfile::tempdir().unwrap();
+    layout_with_web(&t.path().join("img"));
+    let archive = t.path().join("img.tar");
+    let mut b = tar::Builder::new(fs::File::create(&archive).unwrap());
+    b.append_dir_all(".", t.path().join("img")).unwrap();
+    b.finish().unwrap();
+    let out = t.path().join("out");
+    let imported = import(
+        &ImageRef::parse("oci-archive:img.tar:1.0", t.path()).unwrap(),
+        &out,
+    )
+    .unwrap();
+    check_web_root(&out, &imported);
+}
+
+/// `docker save` (before docker 25): `<id>/layer.tar`, `<config hex>.json`, manifest.json;
+/// the second image's base layer is a symlink to the first's.
+fn docker_save(path: &Path) {
+    let layers = web_layers();
+    let mut b = tar::Builder::new(fs::File::create(path).unwrap());
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, name, data).unwrap();
+    };
+    let diff_ids: Vec<String> = layers
+        .iter()
+        .map(|(t, _)| Digest::of(t).to_string())
+        .collect();
+    let config = serde_json::to_vec(&json!({
+        "architecture": "amd64", "os": "linux", "config": web_config(),
+        "rootfs": {"type": "layers", "diff_ids": diff_ids}
+    }))
+    .unwrap();
+    let config_name = format!("{}.json", Digest::of(&config).hex());
+    add(&config_name, &config);
+    add("aaa/layer.tar", &layers[0].0);
+    // docker save stores layers uncompressed; a gzipped one is detected by its magic.
+    add("bbb/layer.tar", &gzip(&layers[1].0));
+    let manifest = json!([
+        {"Config": config_name, "RepoTags": ["web:1.0"],
+         "Layers": ["aaa/layer.tar", "bbb/layer.tar"]},
+        {"Config": config_name, "RepoTags": ["web:copy"],
+         "Layers": ["ccc/layer.tar", "bbb/layer.tar"]}
+    ]);
+    add("manifest.json", &serde_json::to_vec(&manifest).unwrap());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    b.append_link(&mut h, "ccc/layer.tar", "../aaa/layer.tar")
+        .unwrap();
+    b.finish().unwrap();
+}
+
+#[test]
+fn docker_save_imports_by_tag() {
+    let t = tempfile::tempdir().unwrap();
+    docker_save(&t.path().join("web.tar"));
+    for (tag, out) in [("web:1.0", "out1"), ("web:copy", "out2")] {
+        let image = ImageRef::parse(&format!("docker-archive:web.tar:{tag}"), t.path()).unwrap();
+        let out = t.path().join(out);
+        let imported = import(&image, &out).unwrap();
+        check_web_root(&out, &imported);
+    }
+    // Two images and no tag: which one is meant is not guessed.
+    let err = import(
+        &ImageRef::parse("web.tar", t.path()).unwrap(),
+        &t.path().join("out3"),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("name one by tag"), "{err}");
+    let err = import(
+        &ImageRef::parse("docker-archive:web.tar:web:2.0", t.path()).unwrap(),
+        &t.path().join("out4"),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("no image tagged \"web:2.0\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn docker_save_with_a_wrong_layer_fails_its_diff_id() {
+    let t = tempfile::tempdir().unwrap();
+    let path = t.path().join("web.tar");
+    docker_save(&path);
+    // Flip one byte of the busybox contents inside aaa/layer.tar.
+    let mut data = fs::read(&path).unwrap();
+    let at = data
+        .windows(7)
+        .position(|w| w == b"BUSYBOX")
+        .expect("layer content in the archive");
+    data[at] = b'X';
+    fs::write(&path, &data).unwrap();
+    let out = t.path().join("out");
+    let err = import(
+        &ImageRef::parse("docker-archive:web.tar:web:1.0", t.path()).unwrap(),
+        &out,
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, OciError::DiffIdMismatch { .. }), "{msg}");
+    assert!(
+        msg.contains("aaa/layer.tar") && msg.contains("web.tar"),
+        "{msg}"
+    );
+    assert!(!out.exists());
+    assert!(!t.path().join(".out.partial").exists());
+}
+
+#[test]
+fn digest_mismatch_is_refused_before_unpacking() {
+    let t = tempfile::tempdir().unwrap();
+    let b = layout_with_web(&t.path().join("img"));
+    let blob = t.path().join("img").join(b.layers[1].blob_path());
+    let mut data = fs::read(&blob).unwrap();
+    let last = data.len() - 1;
+    data[last] ^= 0xff;
+    fs::write(&blob, &data).unwrap();
+    let out = t.path().join("out");
+    let err = import(&ImageRef::parse("oci:img", t.path()).unwrap(), &out).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, OciError::DigestMismatch { .. }), "{msg}");
+    assert!(
+        msg.contains(b.layers[1].as_str()) && msg.contains("img"),
+        "{msg}"
+    );
+    assert!(!out.exists());
+    assert!(!t.path().join(".out.partial").exists());
+}
+
+#[test]
+fn size_mismatch_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let w = LayoutWriter::create(&t.path().join("img")).unwrap();
+    let mut b = write_image(&w, &web_layers(), web_config(), "1.0");
+    // The manifest descriptor says one byte more than the manifest has.
+    let size = b.desc["size"].as_u64().unwrap();
+    b.desc["size"] = json!(size + 1);
+    w.write_index(&[b.desc.clone()]).unwrap();
+    let err = import(
+        &ImageRef::parse("oci:img", t.path()).unwrap(),
+        &t.path().join("out"),
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, OciError::SizeMismatch { .. }), "{msg}");
+    assert!(msg.contains(b.desc["digest"].as_str().unwrap()), "{msg}");
+}
+
+#[test]
+fn truncated_gzip_layer_is_an_error_naming_the_layer() {
+    let t = tempfile::tempdir().unwrap();
+    let w = LayoutWriter::create(&t.path().join("img")).unwrap();
+    let tar = tar_of(&[E::File("big", &vec![7u8; 100_000])]);
+    let mut gz = gzip(&tar);
+    gz.truncate(gz.len() / 2);
+    // The descriptor matches the truncated bytes, so only decompression can notice.
+    let d = w.put_blob(&gz).unwrap();
+    let config = serde_json::to_vec(&json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [Digest::of(&tar).to_string()]}
+    }))
+    .unwrap();
+    let cd = w.put_blob(&config).unwrap();
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": cd.to_string(), "size": config.len()},
+        "layers": [{"mediaType": GZ, "digest": d.to_string(), "size": gz.len()}],
+    }))
+    .unwrap();
+    let md = w.put_blob(&manifest).unwrap();
+    w.write_index(&[
+        json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                           "digest": md.to_string(), "size": manifest.len()}),
+    ])
+    .unwrap();
+    let out = t.path().join("out");
+    let err = import(&ImageRef::parse("oci:img", t.path()).unwrap(), &out).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, OciError::Layer { .. }), "{msg}");
+    assert!(msg.contains(d.as_str()), "{msg}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn unknown_layer_media_type_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let w = LayoutWriter::create(&t.path().join("img")).unwrap();
+    let b = write_image(
+        &w,
+        &[(tar_of(&[E::File("a", b"a")]), "application/x-weird")],
+        json!({}),
+        "1",
+    );
+    w.write_index(&[b.desc]).unwrap();
+    let err = import(
+        &ImageRef::parse("oci:img", t.path()).unwrap(),
+        &t.path().join("out"),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("application/x-weird"), "{err}");
+}
+
+#[test]
+fn layer_count_must_match_diff_ids() {
+    let t = tempfile::tempdir().unwrap();
+    let w = LayoutWriter::create(&t.path().join("img")).unwrap();
+    let layer = tar_of(&[E::File("a", b"a")]);
+    let d = w.put_blob(&layer).unwrap();
+    let config = serde_json::to_vec(&json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": []}
+    }))
+    .unwrap();
+    let cd = w.put_blob(&config).unwrap();
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": cd.to_string(), "size": config.len()},
+        "layers": [{"mediaType": TAR, "digest": d.to_string(), "size": layer.len()}],
+    }))
+    .unwrap();
+    let md = w.put_blob(&manifest).unwrap();
+    w.write_index(&[
+        json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                           "digest": md.to_string(), "size": manifest.len()}),
+    ])
+    .unwrap();
+    let err = import(
+        &ImageRef::parse("oci:img", t.path()).unwrap(),
+        &t.path().join("out"),
+    )
+    .unwrap_err();
+    assert!(matches!(err, OciError::LayerCount { .. }), "{err}");
+}
+
+#[test]
+fn bad_entry_fails_the_import_and_leaves_no_output() {
+    let t = tempfile::tempdir().unwrap();
+    let w = LayoutWriter::create(&t.path().join("img")).unwrap();
+    let b = write_image(
+        &w,
+        &[(
+            tar_of(&[E::File("ok", b"fine"), E::File("../../escape", b"x")]),
+            GZ,
+        )],
+        json!({}),
+        "1",
+    );
+    w.write_index(&[b.desc]).unwrap();
+    let out = t.path().join("out");
+    let err = import(&ImageRef::parse("oci:img", t.path()).unwrap(), &out).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("../../escape") && msg.contains(b.layers[0].as_str()),
+        "{msg}"
+    );
+    assert!(!out.exists() && !t.path().join(".out.partial").exists());
+    assert!(!t.path().join("escape").exists());
+}
+
+#[test]
+fn index_picks_linux_amd64_and_tags_select() {
+    let t = tempfile::tempdir().unwrap();
+    let w = LayoutWriter::create(&t.path().join("img")).unwrap();
+    let amd = write_image_for(
+        &w,
+        &[(tar_of(&[E::File("arch", b"amd64")]), GZ)],
+        json!({}),
+        "x",
+        "amd64",
+    );
+    let arm = write_image_for(
+        &w,
+        &[(tar_of(&[E::File("arch", b"arm64")]), GZ)],
+        json!({}),
+        "x",
+        "arm64",
+    );
+    // A nested index (as a multi-platform tag is), tagged "multi".
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [arm.desc, amd.desc]
+    }))
+    .unwrap();
+    let id = w.put_blob(&index).unwrap();
+    let other = write_image(
+        &w,
+        &[(tar_of(&[E::File("other", b"")]), GZ)],
+        json!({}),
+        "other",
+    );
+    w.write_index(&[
+        json!({"mediaType": "application/vnd.oci.image.index.v1+json",
+               "digest": id.to_string(), "size": index.len(),
+               "annotations": {"org.opencontainers.image.ref.name": "multi"}}),
+        other.desc,
+    ])
+    .unwrap();
+    let out = t.path().join("out");
+    import(&ImageRef::parse("oci:img:multi", t.path()).unwrap(), &out).unwrap();
+    assert_eq!(fs::read(out.join("arch")).unwrap(), b"amd64");
+
+    let err = import(
+        &ImageRef::parse("oci:img:nope", t.path()).unwrap(),
+        &t.path().join("o2"),
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("no manifest tagged \"nope\"") && msg.contains("multi"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn existing_output_is_not_overwritten() {
+    let t = tempfile::tempdir().unwrap();
+    layout_with_web(&t.path().join("img"));
+    let out = t.path().join("out");
+    fs::create_dir(&out).unwrap();
+    fs::write(out.join("mine"), "keep").unwrap();
+    let err = import(&ImageRef::parse("oci:img", t.path()).unwrap(), &out).unwrap_err();
+    assert!(err.to_string().contains("not an empty directory"), "{err}");
+    assert!(out.join("mine").exists());
+    // An empty directory is fine.
+    let empty = t.path().join("empty");
+    fs::create_dir(&empty).unwrap();
+    import(&ImageRef::parse("oci:img", t.path()).unwrap(), &empty).unwrap();
+    assert!(empty.join("bin/busybox").exists());
+}
+
+#[test]
+fn identical_files_across_imported_roots_are_linked() {
+    use std::os::unix::fs::MetadataExt;
+    let t = tempfile::tempdir().unwrap();
+    layout_with_web(&t.path().join("img"));
+    let image = ImageRef::parse("oci:img", t.path()).unwrap();
+    let tree = t.path().join("containers");
+    import(&image, &tree.join("a/rootfs")).unwrap();
+    import(&image, &tree.join("b/rootfs")).unwrap();
+    let done = dedup::link_identical(&tree).unwrap();
+    assert!(done.files_linked >= 3, "{done:?}");
+    let ino = |p: &str| fs::metadata(tree.join(p)).unwrap().ino();
+    assert_eq!(ino("a/rootfs/bin/busybox"), ino("b/rootfs/bin/busybox"));
+}
+
+#[test]
+fn image_references_parse() {
+    let base = Path::new("/base");
+    assert_eq!(
+        ImageRef::parse("oci:img:1.0", base).unwrap(),
+        ImageRef::Layout {
+            dir: "/base/img".into(),
+            tag: Some("1.0".into())
+        }
+    );
+    assert_eq!(
+        ImageRef::parse("docker-archive:/x/web.tar:web:1.0", base).unwrap(),
+        ImageRef::DockerArchive {
+            file: "/x/web.tar".into(),
+            tag: Some("web:1.0".into())
+        }
+    );
+    assert!(ImageRef::parse("ftp://x/y", base)
+        .unwrap_err()
+        .contains("unknown transport"));
+    assert!(ImageRef::parse("missing-dir", base)
+        .unwrap_err()
+        .contains("does not exist"));
+}
