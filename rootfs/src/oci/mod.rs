@@ -11,6 +11,7 @@ pub mod dedup;
 pub mod digest;
 pub mod error;
 pub mod layout;
+pub mod registry;
 pub mod store;
 pub mod unpack;
 
@@ -34,6 +35,8 @@ pub enum ImageRef {
     OciArchive { file: PathBuf, tag: Option<String> },
     /// `docker-archive:FILE[:NAME:TAG]`: the output of `docker save`.
     DockerArchive { file: PathBuf, tag: Option<String> },
+    /// `docker://HOST[:PORT]/NAME[:TAG|@DIGEST]`: pulled from a registry over plain HTTP.
+    Registry(registry::Reference),
 }
 
 impl ImageRef {
@@ -61,9 +64,12 @@ impl ImageRef {
             let (file, tag) = split(rest);
             return Ok(ImageRef::DockerArchive { file, tag });
         }
+        if s.starts_with("docker://") {
+            return registry::Reference::parse(s).map(ImageRef::Registry);
+        }
         if let Some((scheme, _)) = s.split_once("://") {
             return Err(format!(
-                "image {s:?}: unknown transport {scheme}:// (oci:, oci-archive:, docker-archive:)"
+                "image {s:?}: unknown transport {scheme}:// (oci:, oci-archive:, docker-archive:, docker://)"
             ));
         }
         let path = base.join(s);
@@ -92,6 +98,7 @@ impl fmt::Display for ImageRef {
             ImageRef::Layout { dir, tag } => ("oci", dir, tag),
             ImageRef::OciArchive { file, tag } => ("oci-archive", file, tag),
             ImageRef::DockerArchive { file, tag } => ("docker-archive", file, tag),
+            ImageRef::Registry(r) => return write!(f, "{r}"),
         };
         write!(f, "{transport}:{}", path.display())?;
         if let Some(t) = tag {
@@ -115,7 +122,11 @@ pub struct Imported {
 
 /// Unpacks `image` into `out`, which must not exist yet (or be an empty directory).
 pub fn import(image: &ImageRef, out: &Path) -> Result<Imported> {
-    let name = image.to_string();
+    import_named(image, image.to_string(), out)
+}
+
+/// [`import`], with `name` as the image's name in messages.
+fn import_named(image: &ImageRef, name: String, out: &Path) -> Result<Imported> {
     let (source, tag, prefer_docker) = match image {
         ImageRef::Layout { dir, tag } => {
             if !dir.is_dir() {
@@ -129,6 +140,7 @@ pub fn import(image: &ImageRef, out: &Path) -> Result<Imported> {
         }
         ImageRef::OciArchive { file, tag } => (Source::index_tar(&name, file)?, tag, false),
         ImageRef::DockerArchive { file, tag } => (Source::index_tar(&name, file)?, tag, true),
+        ImageRef::Registry(r) => return import_from_registry(r, out),
     };
     let resolved = store::resolve(source, &name, tag.as_deref(), prefer_docker)?;
     let staging = prepare_output(out)?;
@@ -168,6 +180,38 @@ pub fn import(image: &ImageRef, out: &Path) -> Result<Imported> {
     })
 }
 
+/// Pulls into a layout beside `out`, imports that, and removes it.
+fn import_from_registry(r: &registry::Reference, out: &Path) -> Result<Imported> {
+    let pulled = sibling(out, "pull")?;
+    remove_tree(&pulled);
+    let result = registry::pull(r, &pulled).and_then(|()| {
+        let layout = ImageRef::Layout {
+            dir: pulled.clone(),
+            tag: Some(registry::LOCAL_TAG.into()),
+        };
+        import_named(&layout, r.to_string(), out)
+    });
+    remove_tree(&pulled);
+    result
+}
+
+/// `dir/.NAME.WHAT` beside `out`, its parent created.
+fn sibling(out: &Path, what: &str) -> Result<PathBuf> {
+    let output_err = |message: String| OciError::Output {
+        path: out.to_path_buf(),
+        message,
+    };
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(parent).map_err(|e| output_err(format!("cannot create parent: {e}")))?;
+    let file_name = out
+        .file_name()
+        .ok_or_else(|| output_err("has no file name".into()))?;
+    Ok(parent.join(format!(".{}.{what}", file_name.to_string_lossy())))
+}
+
 /// Checks `out` and makes the staging directory beside it.
 fn prepare_output(out: &Path) -> Result<PathBuf> {
     let output_err = |message: String| OciError::Output {
@@ -185,15 +229,7 @@ fn prepare_output(out: &Path) -> Result<PathBuf> {
             ));
         }
     }
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    fs::create_dir_all(parent).map_err(|e| output_err(format!("cannot create parent: {e}")))?;
-    let file_name = out
-        .file_name()
-        .ok_or_else(|| output_err("has no file name".into()))?;
-    let staging = parent.join(format!(".{}.partial", file_name.to_string_lossy()));
+    let staging = sibling(out, "partial")?;
     remove_tree(&staging);
     fs::create_dir(&staging).map_err(|e| output_err(format!("cannot create staging dir: {e}")))?;
     Ok(staging)

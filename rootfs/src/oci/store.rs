@@ -463,7 +463,7 @@ fn diff_ids(image: &str, config: &ImageConfiguration) -> Result<Vec<Digest>> {
 }
 
 /// Picks one manifest: by tag if given, else the only one; several left → linux/amd64.
-fn select(
+pub(crate) fn select(
     image: &str,
     what: &str,
     manifests: &[Descriptor],

@@ -127,7 +127,8 @@ impl Unpacker {
                 .expect("created when missing");
             let rel = dir.join(name);
             let host = self.root.join(&rel);
-            let mode = entry.header().mode().map_err(corrupt)? & 0o7777;
+            // Symlinks and hard links have no mode of their own; only read it where used.
+            let mode = || entry.header().mode().map(|m| m & 0o7777).map_err(corrupt);
             match kind {
                 tar::EntryType::Directory => {
                     match fs::symlink_metadata(&host) {
@@ -138,9 +139,11 @@ impl Unpacker {
                         }
                         Err(_) => make_dir(&host).map_err(write_err)?,
                     }
+                    let mode = mode()?;
                     self.dir_modes.insert(rel.clone(), mode);
                 }
                 tar::EntryType::Regular | tar::EntryType::Continuous => {
+                    let mode = mode()?;
                     remove_existing(&host).map_err(write_err)?;
                     let mut f = fs::OpenOptions::new()
                         .write(true)

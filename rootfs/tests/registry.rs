@@ -1,0 +1,236 @@
+//! Pulls from a real registry: Debian's `docker-registry` on a free loopback port, with
+//! images pushed to it by Debian's `skopeo` from an OCI layout this test builds (a
+//! busybox-static layer). Runs without root. Skips, saying so, when the packages are not
+//! installed (`apt-get install docker-registry skopeo busybox-static`).
+
+use rootfs::oci::digest::Digest;
+use rootfs::oci::layout::LayoutWriter;
+use rootfs::oci::{import, ImageRef};
+use serde_json::{json, Value};
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const REGISTRY: &str = "/usr/bin/docker-registry";
+const SKOPEO: &str = "/usr/bin/skopeo";
+const BUSYBOX: &str = "/bin/busybox";
+
+/// Kills the registry when the test ends, however it ends.
+struct Registry(Child);
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_registry(dir: &Path) -> (Registry, String) {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let config = dir.join("config.yml");
+    fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+            dir.join("storage").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(REGISTRY)
+        .arg("serve")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(dir.join("registry.log")).unwrap())
+        .spawn()
+        .expect("start docker-registry");
+    let registry = Registry(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(mut s) = TcpStream::connect(&addr) {
+            s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n").unwrap();
+            let mut answer = String::new();
+            let _ = s.read_to_string(&mut answer);
+            if answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200") {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "docker-registry did not answer on {addr}: {}",
+            fs::read_to_string(dir.join("registry.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (registry, addr)
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+/// A layer tar: busybox-static as /bin/busybox, /bin/sh → busybox, and one marker file.
+fn layer(marker: &str) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut dir = tar::Header::new_gnu();
+    dir.set_entry_type(tar::EntryType::Directory);
+    dir.set_mode(0o755);
+    dir.set_size(0);
+    b.append_data(&mut dir.clone(), "bin", &[][..]).unwrap();
+    b.append_data(&mut dir, "etc", &[][..]).unwrap();
+    let busybox = fs::read(BUSYBOX).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o755);
+    h.set_size(busybox.len() as u64);
+    b.append_data(&mut h, "bin/busybox", &busybox[..]).unwrap();
+    let mut l = tar::Header::new_gnu();
+    l.set_entry_type(tar::EntryType::Symlink);
+    l.set_mode(0o777);
+    l.set_size(0);
+    b.append_link(&mut l, "bin/sh", "busybox").unwrap();
+    let mut m = tar::Header::new_gnu();
+    m.set_mode(0o644);
+    m.set_size(marker.len() as u64);
+    b.append_data(&mut m, "etc/arch", marker.as_bytes())
+        .unwrap();
+    b.into_inner().unwrap()
+}
+
+/// Writes one image and returns its manifest descriptor.
+fn image(w: &LayoutWriter, arch: &str) -> Value {
+    let tar = layer(arch);
+    let gz = gzip(&tar);
+    let ld = w.put_blob(&gz).unwrap();
+    let config = serde_json::to_vec(&json!({
+        "architecture": arch, "os": "linux",
+        "config": {"Entrypoint": ["/bin/busybox"], "Cmd": ["httpd", "-f", "-p", "8080"],
+                   "Env": ["PATH=/bin"], "WorkingDir": "/etc"},
+        "rootfs": {"type": "layers", "diff_ids": [Digest::of(&tar).to_string()]}
+    }))
+    .unwrap();
+    let cd = w.put_blob(&config).unwrap();
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": cd.to_string(), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": ld.to_string(), "size": gz.len()}]
+    }))
+    .unwrap();
+    let md = w.put_blob(&manifest).unwrap();
+    json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
+           "digest": md.to_string(), "size": manifest.len(),
+           "platform": {"os": "linux", "architecture": arch}})
+}
+
+/// Layout with tag `web` (one amd64 image) and tag `multi` (an index: arm64 and amd64).
+fn build_layout(dir: &Path) {
+    let w = LayoutWriter::create(dir).unwrap();
+    let mut web = image(&w, "amd64");
+    web["annotations"] = json!({"org.opencontainers.image.ref.name": "web"});
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [image(&w, "arm64"), image(&w, "amd64")]
+    }))
+    .unwrap();
+    let id = w.put_blob(&index).unwrap();
+    let multi = json!({"mediaType": "application/vnd.oci.image.index.v1+json",
+                       "digest": id.to_string(), "size": index.len(),
+                       "annotations": {"org.opencontainers.image.ref.name": "multi"}});
+    w.write_index(&[web, multi]).unwrap();
+}
+
+fn skopeo_copy(from: &str, to: &str, all: bool) {
+    let mut cmd = Command::new(SKOPEO);
+    cmd.args(["--insecure-policy", "copy", "--dest-tls-verify=false"]);
+    if all {
+        cmd.arg("--all");
+    }
+    let out = cmd.arg(from).arg(to).output().expect("run skopeo");
+    assert!(
+        out.status.success(),
+        "skopeo copy {from} {to}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn pull_from_a_loopback_registry_pushed_by_skopeo() {
+    let missing: Vec<&str> = [REGISTRY, SKOPEO, BUSYBOX]
+        .into_iter()
+        .filter(|p| !Path::new(p).exists())
+        .collect();
+    if !missing.is_empty() {
+        println!(
+            "SKIPPED pull_from_a_loopback_registry_pushed_by_skopeo: {missing:?} not installed (apt-get install docker-registry skopeo busybox-static)"
+        );
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let (_registry, addr) = start_registry(t.path());
+    let layout = t.path().join("layout");
+    build_layout(&layout);
+    let src = |tag: &str| format!("oci:{}:{tag}", layout.display());
+    skopeo_copy(&src("web"), &format!("docker://{addr}/test/web:1"), false);
+    skopeo_copy(
+        &src("multi"),
+        &format!("docker://{addr}/test/multi:1"),
+        true,
+    );
+
+    // A single image (skopeo pushes it as an OCI manifest).
+    let out = t.path().join("web");
+    let image = ImageRef::parse(&format!("docker://{addr}/test/web:1"), t.path()).unwrap();
+    let imported = import(&image, &out).unwrap();
+    assert_eq!(
+        fs::read(out.join("bin/busybox")).unwrap(),
+        fs::read(BUSYBOX).unwrap()
+    );
+    assert_eq!(fs::read_to_string(out.join("etc/arch")).unwrap(), "amd64");
+    assert_eq!(
+        imported.defaults.args,
+        ["/bin/busybox", "httpd", "-f", "-p", "8080"]
+    );
+    assert_eq!(imported.defaults.cwd.as_deref(), Some("/etc"));
+    assert_eq!(imported.image, format!("docker://{addr}/test/web:1"));
+    // The pull's temporary layout is gone.
+    assert!(!t.path().join(".web.pull").exists());
+
+    // The index: linux/amd64 is picked.
+    let out = t.path().join("multi");
+    let image = ImageRef::parse(&format!("docker://{addr}/test/multi:1"), t.path()).unwrap();
+    import(&image, &out).unwrap();
+    assert_eq!(fs::read_to_string(out.join("etc/arch")).unwrap(), "amd64");
+
+    // By digest, as printed by the first import.
+    let digest = imported.manifest_digest.unwrap();
+    let out = t.path().join("by-digest");
+    let image = ImageRef::parse(&format!("docker://{addr}/test/web@{digest}"), t.path()).unwrap();
+    import(&image, &out).unwrap();
+    assert!(out.join("bin/busybox").is_file());
+
+    // A missing tag is an error naming the reference.
+    let image = ImageRef::parse(&format!("docker://{addr}/test/web:2"), t.path()).unwrap();
+    let err = import(&image, &t.path().join("none"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("404") && err.contains(&format!("docker://{addr}/test/web:2")),
+        "{err}"
+    );
+    assert!(!t.path().join("none").exists());
+}
