@@ -1,10 +1,16 @@
 //! The image builder: turns an appliance file, the system containers and OCI images into an
-//! OS root, and that root into a bootable disk. `cargo xtask image` drives it.
+//! OS root, and that root into a bootable disk. `cargo xtask image` drives it; the `rootfs`
+//! command imports images and checks appliance files.
 //!
+//! - [`appliance`]: the appliance file (what goes into an image) and its plan.
 //! - [`disk`]: the disk layout.
-//! - [`oci`]: OCI image import (layout directories, `oci-archive` and `docker save` tars).
+//! - [`oci`]: OCI image import (layout directories, `oci-archive` and `docker save` tars,
+//!   registries).
+//! - [`jsonc`]: comments in hand-written JSON.
 
 #![forbid(unsafe_code)]
 
+pub mod appliance;
 pub mod disk;
+pub mod jsonc;
 pub mod oci;

@@ -311,6 +311,19 @@ impl Unpacker {
     }
 }
 
+/// Makes the directory `path` (absolute, as the container sees it) inside `root`, resolving
+/// it as layer entries are resolved: symlinks followed only inside the root. Returns the
+/// host path.
+pub fn ensure_dir(root: &Path, path: &str) -> Result<PathBuf, Refusal> {
+    let comps = normalize(path.trim_start_matches('/').as_bytes())?;
+    let unpacker = Unpacker::new(root, "");
+    let mut added = HashSet::new();
+    let dir = unpacker
+        .resolve_dir(&comps, Some(&mut added))?
+        .expect("created when missing");
+    Ok(root.join(dir))
+}
+
 /// An entry name's components, refusing absolute names and `..` (`./` and `//` are dropped).
 fn normalize(raw: &[u8]) -> Result<Vec<OsString>, Refusal> {
     if raw.starts_with(b"/") {
