@@ -257,7 +257,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Appliance> {
         };
         syntax(inner.line(), inner.column(), message)
     })?;
-    de.end().map_err(|e| syntax(e.line(), e.column(), strip_position(&e.to_string())))?;
+    de.end()
+        .map_err(|e| syntax(e.line(), e.column(), strip_position(&e.to_string())))?;
     Ok(appliance)
 }
 
@@ -340,9 +341,15 @@ impl Appliance {
         for (i, f) in self.kernel.fragments.iter().enumerate() {
             let full = self.resolve(f);
             if f.extension().is_none_or(|e| e != "config") {
-                p.push(format!("kernel.fragments[{i}]: {} must end in .config", f.display()));
+                p.push(format!(
+                    "kernel.fragments[{i}]: {} must end in .config",
+                    f.display()
+                ));
             } else if !full.is_file() {
-                p.push(format!("kernel.fragments[{i}]: {} does not exist", full.display()));
+                p.push(format!(
+                    "kernel.fragments[{i}]: {} does not exist",
+                    full.display()
+                ));
             }
         }
         if self.kernel.cmdline.contains(['\n', '\r']) {
@@ -360,7 +367,10 @@ impl Appliance {
                 )),
                 Some(dir) => {
                     let d = dir.join(name);
-                    if !valid_name(name) || !d.join("service.json").is_file() || !d.join("rootfs.json").is_file() {
+                    if !valid_name(name)
+                        || !d.join("service.json").is_file()
+                        || !d.join("rootfs.json").is_file()
+                    {
                         let known: Vec<String> = fs::read_dir(dir)
                             .into_iter()
                             .flatten()
@@ -394,16 +404,27 @@ impl Appliance {
                 RootSource::Image(s) => {
                     if let Err(e) = ImageRef::parse(s, &self.base()) {
                         p.push(format!("{label}.from.image: {e}"));
-                    } else if let Ok(ImageRef::Layout { dir: f, .. } | ImageRef::OciArchive { file: f, .. } | ImageRef::DockerArchive { file: f, .. }) = ImageRef::parse(s, &self.base()) {
+                    } else if let Ok(
+                        ImageRef::Layout { dir: f, .. }
+                        | ImageRef::OciArchive { file: f, .. }
+                        | ImageRef::DockerArchive { file: f, .. },
+                    ) = ImageRef::parse(s, &self.base())
+                    {
                         if !f.exists() {
-                            p.push(format!("{label}.from.image: {} does not exist", f.display()));
+                            p.push(format!(
+                                "{label}.from.image: {} does not exist",
+                                f.display()
+                            ));
                         }
                     }
                 }
                 RootSource::Recipe(d) => {
                     let r = self.resolve(d).join("rootfs.json");
                     if !r.is_file() {
-                        p.push(format!("{label}.from.recipe: {} does not exist", r.display()));
+                        p.push(format!(
+                            "{label}.from.recipe: {} does not exist",
+                            r.display()
+                        ));
                     }
                 }
             }
@@ -411,14 +432,23 @@ impl Appliance {
         for (i, f) in self.files.iter().enumerate() {
             let d = Path::new(&f.dest);
             if !d.is_absolute() || d.components().any(|c| matches!(c, Component::ParentDir)) {
-                p.push(format!("files[{i}].dest: {:?} must be absolute without ..", f.dest));
+                p.push(format!(
+                    "files[{i}].dest: {:?} must be absolute without ..",
+                    f.dest
+                ));
             } else if reserved(&f.dest) {
-                p.push(format!("files[{i}].dest: {:?} is written by the builder", f.dest));
+                p.push(format!(
+                    "files[{i}].dest: {:?} is written by the builder",
+                    f.dest
+                ));
             }
             match (&f.src, &f.text) {
                 (Some(s), None) => {
                     if !self.resolve(s).is_file() {
-                        p.push(format!("files[{i}].src: {} does not exist", self.resolve(s).display()));
+                        p.push(format!(
+                            "files[{i}].src: {} does not exist",
+                            self.resolve(s).display()
+                        ));
                     }
                 }
                 (None, Some(_)) => {}
@@ -426,7 +456,9 @@ impl Appliance {
             }
             if let Some(m) = &f.mode {
                 if u32::from_str_radix(m, 8).map_or(true, |m| m > 0o7777) {
-                    p.push(format!("files[{i}].mode: {m:?} is not an octal mode like \"644\""));
+                    p.push(format!(
+                        "files[{i}].mode: {m:?} is not an octal mode like \"644\""
+                    ));
                 }
             }
         }
@@ -468,7 +500,11 @@ impl Appliance {
             let dir = self
                 .system_containers_dir
                 .as_ref()
-                .ok_or_else(|| invalid(vec![format!("system_containers: no system-containers/ folder for {name:?}")]))?
+                .ok_or_else(|| {
+                    invalid(vec![format!(
+                        "system_containers: no system-containers/ folder for {name:?}"
+                    )])
+                })?
                 .join(name);
             let dev_file = dir.join("service.dev.json");
             let file = if dev && dev_file.is_file() {
@@ -586,7 +622,10 @@ pub fn import_images(
     }
     let dedup = oci::dedup::link_identical(containers).map_err(|e| ApplianceError::Invalid {
         path: appliance.path.clone(),
-        problems: vec![format!("linking identical files in {}: {e}", containers.display())],
+        problems: vec![format!(
+            "linking identical files in {}: {e}",
+            containers.display()
+        )],
     })?;
     Ok(ImportedServices {
         services,
@@ -596,7 +635,12 @@ pub fn import_images(
 }
 
 /// Makes the mount points an imported root needs and checks its program is there.
-fn prepare_root(name: &str, root: &Path, entry: &Map<String, Value>, image: &ImageRef) -> Vec<String> {
+fn prepare_root(
+    name: &str,
+    root: &Path,
+    entry: &Map<String, Value>,
+    image: &ImageRef,
+) -> Vec<String> {
     let mut problems = Vec::new();
     let mounts = entry
         .get("mounts")
@@ -606,7 +650,9 @@ fn prepare_root(name: &str, root: &Path, entry: &Map<String, Value>, image: &Ima
         .filter_map(|m| m.get("destination").and_then(Value::as_str));
     for dest in MOUNT_POINTS.iter().copied().chain(mounts) {
         if let Err(e) = oci::unpack::ensure_dir(root, dest) {
-            problems.push(format!("service {name:?}: mount point {dest}: {e} (image {image})"));
+            problems.push(format!(
+                "service {name:?}: mount point {dest}: {e} (image {image})"
+            ));
         }
     }
     let args0 = entry

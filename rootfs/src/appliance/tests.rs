@@ -4,7 +4,10 @@ use crate::oci::layout::LayoutWriter;
 use serde_json::json;
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -28,7 +31,10 @@ fn the_default_example_is_todays_image() {
     let plan = a.plan(false).unwrap();
     let names: Vec<&str> = plan.iter().map(|c| c.name.as_str()).collect();
     // The same system containers, in the same order, as CONTAINERS in xtask/src/image.rs.
-    assert_eq!(names, ["prepare", "logging", "network", "ssh", "time", "console"]);
+    assert_eq!(
+        names,
+        ["prepare", "logging", "network", "ssh", "time", "console"]
+    );
     assert!(plan
         .iter()
         .all(|c| matches!(c.source, PlannedSource::System(_))));
@@ -40,25 +46,39 @@ fn the_default_example_is_todays_image() {
 
 #[test]
 fn unknown_fields_are_errors_with_line_and_field() {
-    let err = load_err("{\n  \"name\": \"a\", \"version\": \"1\", \"compatible\": \"x\",\n  \"kernal\": {}\n}");
+    let err = load_err(
+        "{\n  \"name\": \"a\", \"version\": \"1\", \"compatible\": \"x\",\n  \"kernal\": {}\n}",
+    );
     assert!(err.contains("a.appliance.json:3:"), "{err}");
     assert!(err.contains("unknown field `kernal`"), "{err}");
 
     let err = load_err(
         "{ \"name\": \"a\", \"version\": \"1\", \"compatible\": \"x\",\n  \"kernel\": {\n    \"cmdlines\": \"\" } }",
     );
-    assert!(err.contains(":3:") && err.contains("kernel") && err.contains("cmdlines"), "{err}");
+    assert!(
+        err.contains(":3:") && err.contains("kernel") && err.contains("cmdlines"),
+        "{err}"
+    );
 
     let err = load_err(
         "{ \"name\": \"a\", \"version\": \"1\", \"compatible\": \"x\",\n \"services\": [{\"from\": {\"imag\": \"x\"}, \"name\": \"w\"}] }",
     );
-    assert!(err.contains(":2:") && err.contains("services[0].from") && err.contains("imag"), "{err}");
+    assert!(
+        err.contains(":2:") && err.contains("services[0].from") && err.contains("imag"),
+        "{err}"
+    );
 
     let err = load_err("{ \"name\": \"a\", \"version\": \"1\", \"compatible\": \"x\", \"boot_config\": {\"hostnme\": \"h\"} }");
-    assert!(err.contains("boot_config") && err.contains("hostnme"), "{err}");
+    assert!(
+        err.contains("boot_config") && err.contains("hostnme"),
+        "{err}"
+    );
 
     let err = load_err("{ \"name\": \"a\" /* never closed");
-    assert!(err.contains("a.appliance.json:1:") && err.contains("never closed"), "{err}");
+    assert!(
+        err.contains("a.appliance.json:1:") && err.contains("never closed"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -101,7 +121,10 @@ fn every_semantic_problem_is_reported_by_field() {
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
-    assert!(err.lines().all(|l| l.contains("a.appliance.json: ")), "{err}");
+    assert!(
+        err.lines().all(|l| l.contains("a.appliance.json: ")),
+        "{err}"
+    );
 }
 
 /// An OCI layout `img` (tag 1) in `dir` with busybox-like /bin/httpd.
@@ -132,10 +155,12 @@ fn web_image(dir: &Path, entrypoint: &str) {
     }))
     .unwrap();
     let md = w.put_blob(&manifest).unwrap();
-    w.write_index(&[json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
+    w.write_index(&[
+        json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
         "digest": md.to_string(), "size": manifest.len(),
-        "annotations": {"org.opencontainers.image.ref.name": "1"}})])
-        .unwrap();
+        "annotations": {"org.opencontainers.image.ref.name": "1"}}),
+    ])
+    .unwrap();
 }
 
 const WEB: &str = r#"{
@@ -182,10 +207,14 @@ fn a_program_not_in_the_image_fails_naming_service_and_field() {
     let p = write(t.path(), "web.appliance.json", WEB);
     let a = load_with(&p, Some(&workspace().join("system-containers"))).unwrap();
     let plan = a.plan(false).unwrap();
-    let err = import_images(&a, &plan, &t.path().join("c")).unwrap_err().to_string();
+    let err = import_images(&a, &plan, &t.path().join("c"))
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("web.appliance.json")
-            && err.contains("service \"web\": args[0]: program \"/usr/sbin/nginx\" is not in its root"),
+            && err.contains(
+                "service \"web\": args[0]: program \"/usr/sbin/nginx\" is not in its root"
+            ),
         "{err}"
     );
 }
@@ -206,8 +235,13 @@ fn a_bad_image_fails_naming_service_and_blob() {
     let p = write(t.path(), "web.appliance.json", WEB);
     let a = load_with(&p, Some(&workspace().join("system-containers"))).unwrap();
     let plan = a.plan(false).unwrap();
-    let err = import_images(&a, &plan, &t.path().join("c")).unwrap_err().to_string();
-    assert!(err.contains("service \"web\"") && err.contains("blob sha256:"), "{err}");
+    let err = import_images(&a, &plan, &t.path().join("c"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("service \"web\"") && err.contains("blob sha256:"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -244,12 +278,18 @@ fn the_web_example_checks_once_its_image_exists() {
         Ok(a) => {
             let plan = a.plan(false).unwrap();
             assert_eq!(plan.last().unwrap().name, "web");
-            assert_eq!(a.boot_config.as_ref().unwrap().hostname.as_deref(), Some("web"));
+            assert_eq!(
+                a.boot_config.as_ref().unwrap().hostname.as_deref(),
+                Some("web")
+            );
         }
         // Not built in this checkout (examples/web/build-image.sh): the only complaint.
         Err(e) => {
             let msg = e.to_string();
-            assert!(msg.contains("from.image") && msg.contains("does not exist"), "{msg}");
+            assert!(
+                msg.contains("from.image") && msg.contains("does not exist"),
+                "{msg}"
+            );
             assert_eq!(msg.lines().count(), 1, "{msg}");
         }
     }
