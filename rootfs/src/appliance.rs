@@ -300,6 +300,15 @@ impl Appliance {
         self.base().join(p)
     }
 
+    /// The extra kernel config fragments, as paths to read.
+    pub fn kernel_fragments(&self) -> Vec<PathBuf> {
+        self.kernel
+            .fragments
+            .iter()
+            .map(|f| self.resolve(f))
+            .collect()
+    }
+
     /// The output folder.
     pub fn output_dir(&self) -> PathBuf {
         match &self.outputs.dir {

@@ -3,6 +3,7 @@
 //! command imports images and checks appliance files.
 //!
 //! - [`appliance`]: the appliance file (what goes into an image) and its plan.
+//! - [`assemble`]: the OS root: container roots from recipes and images, the manifest.
 //! - [`disk`]: the disk layout.
 //! - [`oci`]: OCI image import (layout directories, `oci-archive` and `docker save` tars,
 //!   registries).
@@ -11,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod appliance;
+pub mod assemble;
 pub mod disk;
 pub mod jsonc;
 pub mod oci;

@@ -1,7 +1,9 @@
-//! Building the OS image: the root filesystem (init, sysctr, the manifest and every system
-//! container's root filesystem from its recipe in `system-containers/<name>/rootfs.json`),
-//! packed read-only as squashfs, and a GPT disk image holding it next to an empty ext4
-//! state partition. `rootfs/README.md` explains the layout and the choice of squashfs.
+//! Building the OS image from an appliance file (`examples/default.appliance.json` unless
+//! `--appliance FILE`): the OS root is assembled by the image builder's library
+//! (`rootfs::assemble`: init, sysctr, the manifest, every container root from its recipe or
+//! OCI image), packed read-only as squashfs with its dm-verity tree, and put on a GPT disk
+//! with the ESP and the state partition (`rootfs::disk`). `rootfs/README.md` explains the
+//! layout and the choice of squashfs, `docs/appliance.md` the appliance file.
 //!
 //! Same inputs give a byte-identical disk: every timestamp is SOURCE_DATE_EPOCH, ownership
 //! is root, xattrs are dropped, and the filesystem and partition UUIDs are fixed.
@@ -10,12 +12,10 @@ use crate::build::{self, Binaries};
 use crate::kernel;
 use crate::util::{ensure_debian_packages, run, workspace_root};
 use anyhow::{bail, Context, Result};
-use serde::Deserialize;
-use serde_json::Value;
-use std::collections::BTreeMap;
+use rootfs::appliance;
+use rootfs::assemble::{copy_file, make_writable};
 use std::fs;
-use std::os::unix::fs::{symlink, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Host tools the image build runs, and the packages files are taken from.
@@ -28,8 +28,15 @@ pub const IMAGE_PACKAGES: &[&str] = &[
     "cryptsetup-bin",
 ];
 
-/// The system containers, in manifest order (the onboot task first).
-pub const CONTAINERS: &[&str] = &["prepare", "logging", "network", "ssh", "time", "console"];
+/// The appliance file `cargo xtask image` builds without `--appliance`.
+pub fn default_appliance() -> PathBuf {
+    workspace_root().join("examples/default.appliance.json")
+}
+
+/// The default image's system containers, in manifest order (the onboot task first).
+pub fn default_containers() -> Result<Vec<String>> {
+    Ok(appliance::load(&default_appliance())?.system_containers)
+}
 
 /// Fixed timestamp for every file when SOURCE_DATE_EPOCH is not set (2024-01-01).
 const DEFAULT_EPOCH: u64 = 1_704_067_200;
@@ -39,6 +46,8 @@ pub use rootfs::disk::{write_bytes_at, Slot, ROOT_SIZE};
 
 #[derive(Debug, Default, Clone)]
 pub struct Options {
+    /// The appliance file (default: [`default_appliance`]).
+    pub appliance: Option<PathBuf>,
     /// Development image: auto-login root shell on the console (console/service.dev.json).
     pub dev: bool,
     /// Use this manifest instead of the one assembled from `system-containers/`.
@@ -74,84 +83,6 @@ pub struct Image {
     pub verity: rootfs::disk::VerityRoot,
 }
 
-/// A container's root filesystem recipe (`rootfs.json`).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Recipe {
-    /// busybox applets, each a symlink /bin/<applet> → /bin/busybox (from busybox-static).
-    #[serde(default)]
-    busybox: Vec<String>,
-    #[serde(default)]
-    files: Vec<FileEntry>,
-    /// Directories to create (mount points for the service's mounts are added automatically).
-    #[serde(default)]
-    dirs: Vec<String>,
-    /// path → target.
-    #[serde(default)]
-    symlinks: BTreeMap<String, String>,
-    /// path → contents; overrides the defaults (/etc/passwd, /etc/group, …).
-    #[serde(default)]
-    text: BTreeMap<String, String>,
-    /// Debian packages that must be installed on the build host (files are copied from it).
-    #[serde(default)]
-    host_packages: Vec<String>,
-    /// Debian packages fetched with `apt-get download` and unpacked in a cache, not installed.
-    #[serde(default)]
-    download_packages: Vec<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileEntry {
-    /// Where it goes inside the container.
-    dest: String,
-    /// A file on the build host.
-    #[serde(default)]
-    host: Option<String>,
-    /// With `src`: a file inside a downloaded package.
-    #[serde(default)]
-    package: Option<String>,
-    #[serde(default)]
-    src: Option<String>,
-    /// A file next to the recipe.
-    #[serde(default)]
-    local: Option<String>,
-    /// A static binary built from this workspace: `sysctr` (the CLI) or `bench-guest`.
-    #[serde(default)]
-    built: Option<String>,
-    /// Also copy the shared libraries it needs (from `ldd`) and the dynamic loader.
-    #[serde(default)]
-    libs: bool,
-    /// Octal mode; default: the source's mode.
-    #[serde(default)]
-    mode: Option<String>,
-}
-
-/// Files every container root gets unless its recipe's `text` overrides them.
-const DEFAULT_TEXT: &[(&str, &str)] = &[
-    ("/etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"),
-    ("/etc/group", "root:x:0:\n"),
-    ("/etc/hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost\n"),
-    ("/etc/shells", "/bin/sh\n/bin/ash\n"),
-];
-
-/// Mount points and standard directories every container root has: the rootfs is read-only
-/// squashfs, so the runtime cannot create them at start.
-const DEFAULT_DIRS: &[&str] = &[
-    "/bin",
-    "/dev",
-    "/etc",
-    "/proc",
-    "/root",
-    "/run",
-    "/sbin",
-    "/sys",
-    "/tmp",
-    "/usr/bin",
-    "/usr/sbin",
-    "/var",
-];
-
 pub fn epoch() -> u64 {
     std::env::var("SOURCE_DATE_EPOCH")
         .ok()
@@ -165,6 +96,7 @@ pub fn parse_options(args: &[String]) -> Result<Options> {
     while let Some(a) = it.next() {
         match a.as_str() {
             "--dev" => opts.dev = true,
+            "--appliance" => opts.appliance = Some(next_path(&mut it, a)?),
             "--manifest" => opts.manifest = Some(next_path(&mut it, a)?),
             "--extra-services" => opts.extra_services.push(next_path(&mut it, a)?),
             "--extra-container" => opts.extra_containers.push(next_path(&mut it, a)?),
@@ -173,10 +105,10 @@ pub fn parse_options(args: &[String]) -> Result<Options> {
                 opts.out = Some(std::env::current_dir()?.join(v));
             }
             "-h" | "--help" => {
-                println!("usage: cargo xtask image [--dev] [--manifest FILE] [--extra-services FILE]... [--extra-container DIR]... [--out DIR]");
+                println!("usage: cargo xtask image [--appliance FILE] [--dev] [--manifest FILE] [--extra-services FILE]... [--extra-container DIR]... [--out DIR]");
                 std::process::exit(0);
             }
-            other => bail!("image: unknown option {other:?} (--dev, --manifest FILE, --extra-services FILE, --extra-container DIR, --out DIR)"),
+            other => bail!("image: unknown option {other:?} (--appliance FILE, --dev, --manifest FILE, --extra-services FILE, --extra-container DIR, --out DIR)"),
         }
     }
     Ok(opts)
@@ -205,16 +137,30 @@ pub fn build(opts: &Options) -> Result<Image> {
     ensure_debian_packages(IMAGE_PACKAGES)?;
     ensure_debian_packages(rootfs::disk::DISK_PACKAGES)?;
     let root_dir = workspace_root();
-    let out = opts.out.clone().unwrap_or_else(|| {
-        root_dir
+    let appliance_file = opts.appliance.clone().unwrap_or_else(default_appliance);
+    let appliance = appliance::load(&appliance_file)?;
+    let out = match (&opts.out, &opts.appliance) {
+        (Some(out), _) => out.clone(),
+        // The default image keeps the paths the boot tests and benchmarks read.
+        (None, None) => root_dir
             .join("build")
-            .join(if opts.dev { "image-dev" } else { "image" })
-    });
+            .join(if opts.dev { "image-dev" } else { "image" }),
+        (None, Some(_)) => {
+            let dir = appliance.output_dir();
+            if opts.dev {
+                let name = dir.file_name().unwrap_or_default().to_string_lossy();
+                dir.with_file_name(format!("{name}-dev"))
+            } else {
+                dir
+            }
+        }
+    };
     fs::create_dir_all(&out)?;
-    let kernel_src = kernel::build()?;
+    let kernel_src = kernel::build_with(&appliance.kernel_fragments())?;
     let bins = build::static_binaries()?;
     eprintln!(
-        "xtask: image: assembling the root filesystem in {}",
+        "xtask: image: assembling the root filesystem of {} in {}",
+        appliance_file.display(),
         out.display()
     );
 
@@ -225,89 +171,28 @@ pub fn build(opts: &Options) -> Result<Image> {
     }
     fs::create_dir_all(&stage)?;
     let mut sizes: Vec<(String, u64)> = Vec::new();
-
-    // The OS root.
-    for d in [
-        "proc",
-        "sys",
-        "dev",
-        "run",
-        "tmp",
-        "var",
-        "etc/sysctr",
-        "root",
-        "containers",
-        "sbin",
-        "usr/bin",
-        "bin",
-    ] {
-        mkdir(&stage.join(d))?;
-    }
-    copy_file(&bins.init, &stage.join("sbin/init"), Some(0o755))?;
-    copy_file(&bins.sysctr, &stage.join("usr/bin/sysctr"), Some(0o755))?;
-    write_text(&stage.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")?;
-    write_text(&stage.join("etc/group"), "root:x:0:\n")?;
-    write_text(&stage.join("etc/hosts"), "127.0.0.1\tlocalhost\n")?;
-    write_text(&stage.join("etc/hostname"), "sysctr\n")?;
-    symlink("/run/sysctr/net/resolv.conf", stage.join("etc/resolv.conf"))?;
     sizes.push(("kernel".into(), fs::metadata(&kernel_src)?.len()));
     sizes.push(("init".into(), fs::metadata(&bins.init)?.len()));
     sizes.push(("sysctr".into(), fs::metadata(&bins.sysctr)?.len()));
-
-    // The containers and their manifest entries.
-    let mut services: Vec<Value> = Vec::new();
-    let mut dirs: Vec<PathBuf> = CONTAINERS
-        .iter()
-        .map(|name| root_dir.join("system-containers").join(name))
-        .collect();
-    dirs.extend(opts.extra_containers.iter().cloned());
-    let mut names = Vec::new();
-    for dir in &dirs {
-        let service_file = if opts.dev && dir.join("service.dev.json").exists() {
-            dir.join("service.dev.json")
-        } else {
-            dir.join("service.json")
-        };
-        let service: Value = read_json(&service_file)?;
-        let name = service["name"]
-            .as_str()
-            .with_context(|| format!("{}: no name", service_file.display()))?
-            .to_string();
-        let croot = stage.join("containers").join(&name).join("rootfs");
-        assemble_container(dir, &croot, &service, &bins)?;
-        sizes.push((format!("container {name}"), tree_size(&croot)?));
-        services.push(service);
-        names.push(name);
-    }
-    let (linked, saved) = link_identical_files(&stage.join("containers"))?;
+    let assembled = rootfs::assemble::assemble(
+        &appliance,
+        &rootfs::assemble::Options {
+            dev: opts.dev,
+            manifest: opts.manifest.clone(),
+            extra_services: opts.extra_services.clone(),
+            extra_containers: opts.extra_containers.clone(),
+            alt_manifests: opts.alt_manifests.clone(),
+        },
+        &bins.init,
+        &bins.sysctr,
+        &BuildHost { bins: &bins },
+        &stage,
+    )?;
+    sizes.extend(assembled.sizes);
     eprintln!(
-        "xtask: image: {linked} files identical across container roots hard-linked ({saved} bytes)"
+        "xtask: image: {} files identical across container roots hard-linked ({} bytes)",
+        assembled.dedup.files_linked, assembled.dedup.bytes_saved
     );
-    let manifest_text = match &opts.manifest {
-        Some(path) => fs::read_to_string(path)?,
-        None => {
-            for extra in &opts.extra_services {
-                services.extend(services_in(extra)?);
-            }
-            let m =
-                serde_json::json!({ "version": manifest::MANIFEST_VERSION, "services": services });
-            serde_json::to_string_pretty(&m)? + "\n"
-        }
-    };
-    let manifest_path = stage.join("etc/sysctr/manifest.json");
-    write_text(&manifest_path, &manifest_text)?;
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    check_manifest(&manifest_path, &stage, &names)?;
-    for (alt, extra) in &opts.alt_manifests {
-        let mut m: Value = serde_json::from_str(&manifest_text)?;
-        m["services"]
-            .as_array_mut()
-            .context("manifest without services")?
-            .extend(services_in(extra)?);
-        let path = stage.join(format!("etc/sysctr/manifest-{alt}.json"));
-        write_text(&path, &(serde_json::to_string_pretty(&m)? + "\n"))?;
-        check_manifest(&path, &stage, &names)?;
-    }
 
     // Read-only root.
     let squash = out.join("root.squashfs");
@@ -352,18 +237,25 @@ pub fn build(opts: &Options) -> Result<Image> {
         &slot_bytes[verity.data_bytes as usize..],
     )?;
     let tree_len = slot_len - verity.data_bytes;
-    let cmdline = verity.cmdline(slot, &opts.cmdline_extra);
+    // The appliance's extra command line, then the caller's (`cargo xtask run --append`).
+    let extra: Vec<&str> = [
+        appliance.kernel.cmdline.as_str(),
+        opts.cmdline_extra.as_str(),
+    ]
+    .into_iter()
+    .filter(|s| !s.is_empty())
+    .collect();
+    let cmdline = verity.cmdline(slot, &extra.join(" "));
 
     // The UKI: kernel + slot A's command line (with its root hash) + os-release.
     let kernel = out.join("bzImage");
     copy_file(&kernel_src, &kernel, Some(0o644))?;
     fs::write(out.join("cmdline"), format!("{cmdline}\n"))?;
     let uki = out.join("uki-a.efi");
-    let version = env!("CARGO_PKG_VERSION");
     rootfs::disk::make_uki(
         &kernel,
         &cmdline,
-        &rootfs::disk::os_release("sysctr", version, slot),
+        &rootfs::disk::os_release(&appliance.name, &appliance.version, slot),
         &uki,
     )?;
 
@@ -373,7 +265,7 @@ pub fn build(opts: &Options) -> Result<Image> {
     fs::write(&loader_conf, rootfs::disk::LOADER_CONF)?;
     let esp_readme = out.join("esp-readme.txt");
     fs::write(&esp_readme, ESP_README)?;
-    let esp_files = vec![
+    let mut esp_files = vec![
         rootfs::disk::EspFile {
             dest: "/EFI/BOOT/BOOTX64.EFI".into(),
             src: rootfs::disk::SYSTEMD_BOOT.into(),
@@ -394,6 +286,16 @@ pub fn build(opts: &Options) -> Result<Image> {
             src: esp_readme.clone(),
         },
     ];
+    // The appliance's default boot config, where a person would put their own.
+    let esp_config = out.join("esp-config.json");
+    let _ = fs::remove_file(&esp_config);
+    if let Some(cfg) = &appliance.boot_config {
+        fs::write(&esp_config, serde_json::to_string_pretty(cfg)? + "\n")?;
+        esp_files.push(rootfs::disk::EspFile {
+            dest: "/sysctr/config.json".into(),
+            src: esp_config.clone(),
+        });
+    }
     let esp = out.join("esp.fat");
     rootfs::disk::make_esp(&esp, rootfs::disk::ESP_SIZE, &esp_files, self::epoch())?;
 
@@ -401,7 +303,7 @@ pub fn build(opts: &Options) -> Result<Image> {
     rootfs::disk::make_state_fs(&state, self::epoch())?;
     let disk = out.join("disk.img");
     rootfs::disk::make_disk(&disk, &esp, &root_slot, &state)?;
-    for f in [&state, &esp, &loader_conf, &esp_readme] {
+    for f in [&state, &esp, &loader_conf, &esp_readme, &esp_config] {
         let _ = fs::remove_file(f);
     }
     let compressed = if opts.compress {
@@ -465,203 +367,24 @@ A malformed file is reported on the console at boot, naming the field, and the m
 boots with the other sources (QEMU fw_cfg, kernel command line) and defaults.
 ";
 
-fn check_manifest(path: &Path, stage: &Path, check: &[&str]) -> Result<()> {
-    let loaded = manifest::load_file(path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    if !loaded.rejected.is_empty() {
-        let lines: Vec<String> = loaded
-            .rejected
-            .iter()
-            .map(|r| format!("{}: {}", r.name, r.describe("manifest.json")))
-            .collect();
-        bail!("manifest has invalid services:\n  {}", lines.join("\n  "));
-    }
-    let mut problems = Vec::new();
-    for svc in &loaded.manifest.services {
-        if !check.contains(&svc.name.as_str()) {
-            continue;
-        }
-        let root = stage.join(svc.root.trim_start_matches('/'));
-        if !root.is_dir() {
-            problems.push(format!(
-                "{}: root {} is not in the image",
-                svc.name, svc.root
-            ));
-            continue;
-        }
-        if let Some(prog) = svc.args.first() {
-            if resolve_in(&root, prog).is_none() {
-                problems.push(format!(
-                    "{}: program {prog} is not in {}",
-                    svc.name, svc.root
-                ));
-            }
-        }
-    }
-    if !problems.is_empty() {
-        bail!(
-            "manifest does not match the image:\n  {}",
-            problems.join("\n  ")
-        );
-    }
-    eprintln!(
-        "xtask: image: manifest valid ({} services)",
-        loaded.manifest.services.len()
-    );
-    Ok(())
+/// The build machine as the recipes see it: Debian packages, downloaded packages, and the
+/// static binaries just built.
+struct BuildHost<'a> {
+    bins: &'a Binaries,
 }
 
-/// Follows `path` inside `root` as the container would see it (absolute symlinks stay inside).
-fn resolve_in(root: &Path, path: &str) -> Option<PathBuf> {
-    let mut cur = PathBuf::from("/");
-    let mut pending: Vec<String> = path.split('/').rev().map(String::from).collect();
-    let mut hops = 0;
-    while let Some(part) = pending.pop() {
-        match part.as_str() {
-            "" | "." => continue,
-            ".." => {
-                cur.pop();
-                continue;
-            }
-            _ => {}
-        }
-        let next = cur.join(&part);
-        let host = root.join(next.strip_prefix("/").ok()?);
-        let meta = fs::symlink_metadata(&host).ok()?;
-        if meta.file_type().is_symlink() {
-            hops += 1;
-            if hops > 40 {
-                return None;
-            }
-            let target = fs::read_link(&host).ok()?;
-            let t = target.to_string_lossy().into_owned();
-            if t.starts_with('/') {
-                cur = PathBuf::from("/");
-            }
-            pending.extend(t.split('/').rev().map(String::from));
-        } else {
-            cur = next;
-        }
+impl rootfs::assemble::Host for BuildHost<'_> {
+    fn ensure_packages(&self, names: &[&str]) -> Result<()> {
+        ensure_debian_packages(names)
     }
-    Some(root.join(cur.strip_prefix("/").ok()?))
-}
 
-fn assemble_container(dir: &Path, croot: &Path, service: &Value, bins: &Binaries) -> Result<()> {
-    let recipe_path = dir.join("rootfs.json");
-    let text = fs::read_to_string(&recipe_path)
-        .with_context(|| format!("cannot read {}", recipe_path.display()))?;
-    let recipe: Recipe = serde_json::from_str(&text)
-        .with_context(|| format!("{}: bad recipe", recipe_path.display()))?;
-    let hp: Vec<&str> = recipe.host_packages.iter().map(String::as_str).collect();
-    ensure_debian_packages(&hp)?;
+    fn downloaded_package(&self, name: &str) -> Result<PathBuf> {
+        downloaded_package(name)
+    }
 
-    for d in DEFAULT_DIRS
-        .iter()
-        .copied()
-        .chain(recipe.dirs.iter().map(String::as_str))
-    {
-        mkdir(&inside(croot, d)?)?;
+    fn built(&self, name: &str) -> Option<PathBuf> {
+        self.bins.built(name).map(Path::to_path_buf)
     }
-    // Mount points of the service's own mounts.
-    for m in service["mounts"].as_array().into_iter().flatten() {
-        if let Some(dest) = m["destination"].as_str() {
-            mkdir(&inside(croot, dest)?)?;
-        }
-    }
-    let mut texts: BTreeMap<String, String> = DEFAULT_TEXT
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    texts.extend(recipe.text.clone());
-    for (path, body) in &texts {
-        write_text(&inside(croot, path)?, body)?;
-    }
-    if !recipe.busybox.is_empty() {
-        copy_file(
-            Path::new("/bin/busybox"),
-            &croot.join("bin/busybox"),
-            Some(0o755),
-        )?;
-        for applet in &recipe.busybox {
-            let link = croot.join("bin").join(applet);
-            if !link.exists() {
-                symlink("busybox", &link)?;
-            }
-        }
-    }
-    let mut debs: BTreeMap<String, PathBuf> = BTreeMap::new();
-    for p in &recipe.download_packages {
-        debs.insert(p.clone(), downloaded_package(p)?);
-    }
-    for f in &recipe.files {
-        let src: PathBuf = if let Some(name) = &f.built {
-            bins.built(name)
-                .with_context(|| format!("{}: no built binary {name}", recipe_path.display()))?
-                .to_path_buf()
-        } else if let Some(h) = &f.host {
-            PathBuf::from(h)
-        } else if let (Some(p), Some(s)) = (&f.package, &f.src) {
-            debs.get(p)
-                .with_context(|| {
-                    format!(
-                        "{}: package {p} not in download_packages",
-                        recipe_path.display()
-                    )
-                })?
-                .join(s.trim_start_matches('/'))
-        } else if let Some(l) = &f.local {
-            dir.join(l)
-        } else {
-            bail!("{}: file {} has no source", recipe_path.display(), f.dest);
-        };
-        let mode = match &f.mode {
-            Some(m) => Some(u32::from_str_radix(m, 8).with_context(|| format!("bad mode {m}"))?),
-            None => None,
-        };
-        copy_file(&src, &inside(croot, &f.dest)?, mode)?;
-        if f.libs {
-            for lib in shared_libraries(&src)? {
-                let dest = inside(croot, &lib.to_string_lossy())?;
-                if !dest.exists() {
-                    copy_file(&lib, &dest, Some(0o755))?;
-                }
-            }
-        }
-    }
-    for (path, target) in &recipe.symlinks {
-        let link = inside(croot, path)?;
-        if let Some(parent) = link.parent() {
-            mkdir(parent)?;
-        }
-        symlink(target, &link)?;
-    }
-    Ok(())
-}
-
-/// The shared libraries and loader of a dynamic ELF, as absolute host paths (from `ldd`).
-fn shared_libraries(bin: &Path) -> Result<Vec<PathBuf>> {
-    let out = Command::new("ldd").arg(bin).output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    if text.contains("not a dynamic executable") || text.contains("statically linked") {
-        return Ok(Vec::new());
-    }
-    let mut libs = Vec::new();
-    for line in text.lines() {
-        let line = line.trim();
-        let path = match line.split_once("=>") {
-            Some((_, rest)) => rest.split_whitespace().next().unwrap_or(""),
-            None => line.split_whitespace().next().unwrap_or(""),
-        };
-        if line.contains("not found") {
-            bail!(
-                "{}: library missing on the build host: {line}",
-                bin.display()
-            );
-        }
-        if path.starts_with('/') {
-            libs.push(PathBuf::from(path));
-        }
-    }
-    Ok(libs)
 }
 
 /// `apt-get download` a package into the cache and unpack it (not installed on the host).
@@ -699,137 +422,4 @@ fn downloaded_package(name: &str) -> Result<PathBuf> {
     run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
     fs::write(cache.join(".unpacked"), "")?;
     Ok(root)
-}
-
-/// `path` (absolute, as seen in the container) under `root`, refusing `..`.
-fn inside(root: &Path, path: &str) -> Result<PathBuf> {
-    let rel = Path::new(path);
-    if !rel.is_absolute() || rel.components().any(|c| matches!(c, Component::ParentDir)) {
-        bail!("path {path:?} must be absolute without ..");
-    }
-    Ok(root.join(rel.strip_prefix("/")?))
-}
-
-fn mkdir(path: &Path) -> Result<()> {
-    fs::create_dir_all(path).with_context(|| format!("cannot create {}", path.display()))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o755))?;
-    Ok(())
-}
-
-fn write_text(path: &Path, text: &str) -> Result<()> {
-    if let Some(parent) = path.parent() {
-        mkdir(parent)?;
-    }
-    let _ = fs::remove_file(path);
-    fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o644))?;
-    Ok(())
-}
-
-fn copy_file(src: &Path, dest: &Path, mode: Option<u32>) -> Result<()> {
-    if let Some(parent) = dest.parent() {
-        mkdir(parent)?;
-    }
-    let _ = fs::remove_file(dest);
-    fs::copy(src, dest)
-        .with_context(|| format!("cannot copy {} to {}", src.display(), dest.display()))?;
-    let mode = match mode {
-        Some(m) => m,
-        None => {
-            let m = fs::metadata(src)?.permissions().mode();
-            if m & 0o111 != 0 {
-                0o755
-            } else {
-                0o644
-            }
-        }
-    };
-    fs::set_permissions(dest, fs::Permissions::from_mode(mode))?;
-    Ok(())
-}
-
-fn make_writable(dir: &Path) -> Result<()> {
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        if entry.file_type()?.is_dir() {
-            fs::set_permissions(entry.path(), fs::Permissions::from_mode(0o755))?;
-            make_writable(&entry.path())?;
-        }
-    }
-    Ok(())
-}
-
-/// Apparent size of the regular files in a tree (symlinks and directories not counted).
-/// The `"services"` list of a file of extra services (a manifest fragment).
-fn services_in(file: &Path) -> Result<Vec<Value>> {
-    let mut v: Value = read_json(file)?;
-    match v.get_mut("services").map(Value::take) {
-        Some(Value::Array(list)) => Ok(list),
-        _ => bail!("{}: no \"services\" list", file.display()),
-    }
-}
-
-/// Hard-links regular files with the same content and mode across the container roots (each
-/// root has its own busybox, libc, …). mksquashfs already stores their data once; as one
-/// inode they also share one page cache in the running system, so the second container to
-/// run busybox does not read and decompress it again. Returns (files linked, bytes saved).
-fn link_identical_files(dir: &Path) -> Result<(usize, u64)> {
-    use std::os::unix::fs::PermissionsExt;
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-        let mut entries: Vec<_> = fs::read_dir(dir)?.collect::<Result<_, _>>()?;
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let ft = e.file_type()?;
-            if ft.is_dir() {
-                walk(&e.path(), out)?;
-            } else if ft.is_file() {
-                out.push(e.path());
-            }
-        }
-        Ok(())
-    }
-    let mut files = Vec::new();
-    walk(dir, &mut files)?;
-    let mut seen: BTreeMap<(u32, Vec<u8>), PathBuf> = BTreeMap::new();
-    let (mut linked, mut saved) = (0, 0);
-    for path in files {
-        let mode = fs::metadata(&path)?.permissions().mode();
-        let content = fs::read(&path)?;
-        let len = content.len() as u64;
-        match seen.entry((mode, content)) {
-            std::collections::btree_map::Entry::Occupied(first) => {
-                let first = first.get();
-                fs::remove_file(&path)?;
-                fs::hard_link(first, &path).with_context(|| {
-                    format!("hard-link {} to {}", path.display(), first.display())
-                })?;
-                linked += 1;
-                saved += len;
-            }
-            std::collections::btree_map::Entry::Vacant(slot) => {
-                slot.insert(path);
-            }
-        }
-    }
-    Ok((linked, saved))
-}
-
-fn tree_size(dir: &Path) -> Result<u64> {
-    let mut total = 0;
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        let ft = entry.file_type()?;
-        if ft.is_dir() {
-            total += tree_size(&entry.path())?;
-        } else if ft.is_file() {
-            total += entry.metadata()?.len();
-        }
-    }
-    Ok(total)
-}
-
-fn read_json(path: &Path) -> Result<Value> {
-    let text =
-        fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", path.display()))
 }

@@ -117,6 +117,11 @@ fn cache_key(source_version: &str, frags: &[PathBuf]) -> Result<String> {
 /// Builds (or finds in the cache) the kernel and returns the bzImage path.
 /// `SYSCTR_BZIMAGE=path` skips all this and uses a kernel built elsewhere.
 pub fn build() -> Result<PathBuf> {
+    build_with(&[])
+}
+
+/// [`build`] with more fragments after those in `kernel-config/` (an appliance's).
+pub fn build_with(extra: &[PathBuf]) -> Result<PathBuf> {
     if let Some(path) = std::env::var_os("SYSCTR_BZIMAGE") {
         let path = PathBuf::from(path);
         if !path.is_file() {
@@ -126,7 +131,8 @@ pub fn build() -> Result<PathBuf> {
         return Ok(path);
     }
     ensure_debian_packages(KERNEL_PACKAGES)?;
-    let frags = fragments()?;
+    let mut frags = fragments()?;
+    frags.extend(extra.iter().cloned());
     let (tarball, version) = source_tarball()?;
     let key = cache_key(&version, &frags)?;
     let cache = cache_dir();

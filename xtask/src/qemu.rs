@@ -88,6 +88,7 @@ struct RunOptions {
     cpus: String,
     kvm: bool,
     append: String,
+    appliance: Option<PathBuf>,
     manifest: Option<PathBuf>,
     ssh_port: u16,
     authorized_keys: Option<PathBuf>,
@@ -104,6 +105,7 @@ fn usage() -> &'static str {
   --cpus N                 guest CPUs (default 2)
   --kvm                    use KVM instead of TCG
   --append ARGS            extra kernel command line (e.g. sysctr.log=debug)
+  --appliance FILE         build the image from this appliance file (docs/appliance.md)
   --manifest FILE          boot this manifest instead of the assembled one
   --ssh-port N             host loopback port forwarded to the guest's ssh (default 2222)
   --authorized-keys FILE   ssh public keys for the boot config (default ~/.ssh/*.pub)
@@ -121,6 +123,7 @@ fn parse(args: &[String]) -> Result<RunOptions> {
         cpus: "2".into(),
         kvm: false,
         append: String::new(),
+        appliance: None,
         manifest: None,
         ssh_port: 2222,
         authorized_keys: None,
@@ -142,6 +145,7 @@ fn parse(args: &[String]) -> Result<RunOptions> {
             "--cpus" => o.cpus = val()?,
             "--kvm" => o.kvm = true,
             "--append" => o.append = val()?,
+            "--appliance" => o.appliance = Some(PathBuf::from(val()?)),
             "--manifest" => o.manifest = Some(PathBuf::from(val()?)),
             "--ssh-port" => o.ssh_port = val()?.parse().context("--ssh-port")?,
             "--authorized-keys" => o.authorized_keys = Some(PathBuf::from(val()?)),
@@ -269,6 +273,12 @@ pub fn command(args: &[String]) -> Result<()> {
     ensure_debian_packages(QEMU_PACKAGES)?;
     let opts = image::Options {
         dev: o.dev,
+        appliance: match &o.appliance {
+            Some(a) => {
+                Some(fs::canonicalize(a).with_context(|| format!("--appliance {}", a.display()))?)
+            }
+            None => None,
+        },
         manifest: match &o.manifest {
             Some(m) => {
                 Some(fs::canonicalize(m).with_context(|| format!("--manifest {}", m.display()))?)

@@ -691,7 +691,8 @@ sysctr: all services ready (7 services, 7197 ms since boot)
     fn script_follows_the_manifest() {
         let root = crate::util::workspace_root();
         let script = script_text();
-        let mut files: Vec<PathBuf> = image::CONTAINERS
+        let mut files: Vec<PathBuf> = image::default_containers()
+            .unwrap()
             .iter()
             .map(|c| root.join("system-containers").join(c).join("service.json"))
             .collect();

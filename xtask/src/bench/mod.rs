@@ -2021,8 +2021,8 @@ fn image_sizes(img: &image::Image, stage: &Path) -> Result<String> {
             kib(fs::metadata(stage.join(p))?.len())
         )?;
     }
-    for c in image::CONTAINERS {
-        let dir = stage.join("containers").join(c).join("rootfs");
+    for c in image::default_containers()? {
+        let dir = stage.join("containers").join(&c).join("rootfs");
         writeln!(t, "| container {c} (files) | {} |", kib(tree_size(&dir)?))?;
     }
     writeln!(

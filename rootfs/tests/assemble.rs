@@ -1,0 +1,211 @@
+//! Assembling an OS root from appliance files with the real recipes of `system-containers/`
+//! (busybox-static and dropbear-bin from the build host) and an OCI image service. The
+//! static binaries are stand-ins and `openntpd` is a stand-in package folder, so nothing is
+//! built or downloaded. Skips, saying so, without busybox-static and dropbear-bin.
+
+use rootfs::appliance;
+use rootfs::assemble::{assemble, Host, Options};
+use rootfs::oci::digest::Digest;
+use rootfs::oci::layout::LayoutWriter;
+use serde_json::{json, Value};
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+struct FakeHost {
+    dir: PathBuf,
+}
+
+impl Host for FakeHost {
+    fn ensure_packages(&self, names: &[&str]) -> anyhow::Result<()> {
+        for n in names {
+            let ok = std::process::Command::new("dpkg")
+                .args(["-s", n])
+                .output()?
+                .status
+                .success();
+            anyhow::ensure!(ok, "package {n} is not installed");
+        }
+        Ok(())
+    }
+
+    fn downloaded_package(&self, name: &str) -> anyhow::Result<PathBuf> {
+        // A package folder with the one file the time recipe takes from openntpd.
+        let root = self.dir.join("debs").join(name);
+        fs::create_dir_all(root.join("usr/sbin"))?;
+        fs::copy("/bin/true", root.join("usr/sbin/ntpd"))?;
+        Ok(root)
+    }
+
+    fn built(&self, name: &str) -> Option<PathBuf> {
+        let p = self.dir.join(format!("built-{name}"));
+        fs::copy("/bin/true", &p).ok()?;
+        Some(p)
+    }
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn host_ready() -> bool {
+    let ok = Path::new("/bin/busybox").exists() && Path::new("/usr/sbin/dropbear").exists();
+    if !ok {
+        println!("SKIPPED: busybox-static and dropbear-bin are needed (apt-get install busybox-static dropbear-bin)");
+    }
+    ok
+}
+
+/// An OCI layout with busybox as /bin/busybox and a config running httpd.
+fn busybox_image(dir: &Path) {
+    let w = LayoutWriter::create(dir).unwrap();
+    let busybox = fs::read("/bin/busybox").unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o755);
+    h.set_size(busybox.len() as u64);
+    b.append_data(&mut h, "bin/busybox", &busybox[..]).unwrap();
+    let tar = b.into_inner().unwrap();
+    let ld = w.put_blob(&tar).unwrap();
+    let config = serde_json::to_vec(&json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Entrypoint": ["busybox"], "Cmd": ["httpd", "-f", "-p", "8080"], "Env": ["PATH=/bin"]},
+        "rootfs": {"type": "layers", "diff_ids": [Digest::of(&tar).to_string()]}
+    }))
+    .unwrap();
+    let cd = w.put_blob(&config).unwrap();
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd.to_string(), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ld.to_string(), "size": tar.len()}]
+    }))
+    .unwrap();
+    let md = w.put_blob(&manifest).unwrap();
+    w.write_index(&[
+        json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": md.to_string(), "size": manifest.len()}),
+    ])
+    .unwrap();
+}
+
+fn manifest_of(stage: &Path) -> Value {
+    serde_json::from_str(&fs::read_to_string(stage.join("etc/sysctr/manifest.json")).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn the_default_appliance_assembles_with_the_real_recipes() {
+    if !host_ready() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let a = appliance::load(&workspace().join("examples/default.appliance.json")).unwrap();
+    let stage = t.path().join("root");
+    fs::create_dir(&stage).unwrap();
+    let host = FakeHost {
+        dir: t.path().to_path_buf(),
+    };
+    let done = assemble(
+        &a,
+        &Options::default(),
+        Path::new("/bin/true"),
+        Path::new("/bin/true"),
+        &host,
+        &stage,
+    )
+    .unwrap();
+    let m = manifest_of(&stage);
+    let names: Vec<&str> = m["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["prepare", "logging", "network", "ssh", "time", "console"]
+    );
+    // The manifest entries are the system containers' service.json files, unchanged.
+    let ssh: Value = serde_json::from_str(
+        &fs::read_to_string(workspace().join("system-containers/ssh/service.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(m["services"][3], ssh);
+    assert!(stage.join("sbin/init").is_file());
+    assert!(stage
+        .join("containers/ssh/rootfs/usr/sbin/dropbear")
+        .is_file());
+    assert!(stage.join("containers/ssh/rootfs/var/log").is_dir());
+    // busybox is in five roots and stored once.
+    let ino = |c: &str| {
+        fs::metadata(stage.join(format!("containers/{c}/rootfs/bin/busybox")))
+            .unwrap()
+            .ino()
+    };
+    assert_eq!(ino("logging"), ino("console"));
+    assert!(done.dedup.files_linked >= 4, "{:?}", done.dedup);
+    assert_eq!(done.sizes.len(), 6);
+}
+
+#[test]
+fn an_appliance_with_an_image_service_and_files_assembles() {
+    if !host_ready() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    busybox_image(&t.path().join("img"));
+    fs::write(t.path().join("motd"), "hello\n").unwrap();
+    let file = t.path().join("web.appliance.json");
+    fs::write(
+        &file,
+        r#"{
+          "name": "web", "version": "1", "compatible": "org.example.web",
+          "system_containers": ["prepare", "logging", "network"],
+          "services": [
+            { "from": { "image": "oci:img" }, "name": "web", "depends_on": ["network"],
+              "readiness": { "kind": "tcp", "port": 8080 } }
+          ],
+          "files": [
+            { "dest": "/etc/motd", "src": "motd" },
+            { "dest": "/etc/web/note", "text": "x", "mode": "600" }
+          ]
+        }"#,
+    )
+    .unwrap();
+    let a = appliance::load_with(&file, Some(&workspace().join("system-containers"))).unwrap();
+    let stage = t.path().join("root");
+    fs::create_dir(&stage).unwrap();
+    let host = FakeHost {
+        dir: t.path().to_path_buf(),
+    };
+    assemble(
+        &a,
+        &Options::default(),
+        Path::new("/bin/true"),
+        Path::new("/bin/true"),
+        &host,
+        &stage,
+    )
+    .unwrap();
+    let m = manifest_of(&stage);
+    let web = &m["services"][3];
+    assert_eq!(web["root"], "/containers/web/rootfs");
+    assert_eq!(web["args"], json!(["busybox", "httpd", "-f", "-p", "8080"]));
+    // The image's busybox and the recipes' are one inode.
+    let ino = |c: &str| {
+        fs::metadata(stage.join(format!("containers/{c}/rootfs/bin/busybox")))
+            .unwrap()
+            .ino()
+    };
+    assert_eq!(ino("web"), ino("logging"));
+    assert_eq!(
+        fs::read_to_string(stage.join("etc/motd")).unwrap(),
+        "hello\n"
+    );
+    let mode = fs::metadata(stage.join("etc/web/note")).unwrap().mode() & 0o7777;
+    assert_eq!(mode, 0o600);
+    assert!(stage.join("containers/web/rootfs/proc").is_dir());
+}
