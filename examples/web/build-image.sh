@@ -1,10 +1,10 @@
 #!/bin/sh
-# Builds examples/web/image, an OCI image layout (tag 1.0) with busybox httpd serving a page,
-# using Debian's umoci and busybox-static (apt-get install umoci busybox-static). No root,
-# no container daemon.
+# Builds examples/web/image (or the layout directory given), an OCI image layout (tag 1.0)
+# with busybox httpd serving a page, using Debian's umoci and busybox-static
+# (apt-get install umoci busybox-static). No root, no container daemon.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
-layout="$here/image"
+layout="${1:-$here/image}"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 

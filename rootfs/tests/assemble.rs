@@ -209,3 +209,102 @@ fn an_appliance_with_an_image_service_and_files_assembles() {
     assert_eq!(mode, 0o600);
     assert!(stage.join("containers/web/rootfs/proc").is_dir());
 }
+
+/// The web example as a newcomer builds it: its image made by examples/web/build-image.sh
+/// (umoci), the appliance assembled, and the imported root's own httpd serving the page
+/// (run on the host here, on a free loopback port; the boot test runs it in the image).
+#[test]
+fn the_web_example_serves_its_page() {
+    use std::io::{Read, Write};
+    if !host_ready() {
+        return;
+    }
+    if !Path::new("/usr/bin/umoci").exists() {
+        println!(
+            "SKIPPED the_web_example_serves_its_page: umoci not installed (apt-get install umoci)"
+        );
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let examples = workspace().join("examples");
+    let file = t.path().join("web.appliance.json");
+    fs::copy(examples.join("web.appliance.json"), &file).unwrap();
+    let out = std::process::Command::new("sh")
+        .arg(examples.join("web/build-image.sh"))
+        .arg(t.path().join("web/image"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "build-image.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a = appliance::load_with(&file, Some(&workspace().join("system-containers"))).unwrap();
+    let stage = t.path().join("root");
+    fs::create_dir(&stage).unwrap();
+    let host = FakeHost {
+        dir: t.path().to_path_buf(),
+    };
+    assemble(
+        &a,
+        &Options::default(),
+        Path::new("/bin/true"),
+        Path::new("/bin/true"),
+        &host,
+        &stage,
+    )
+    .unwrap();
+    let m = manifest_of(&stage);
+    let web = m["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "web")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        web["args"],
+        json!([
+            "/bin/busybox",
+            "httpd",
+            "-f",
+            "-p",
+            "8080",
+            "-h",
+            "/srv/www"
+        ])
+    );
+    assert_eq!(web["user"], json!({"uid": 33, "gid": 33}));
+    assert_eq!(web["readiness"]["port"], 8080);
+
+    // The root's busybox httpd, on the host, serving the root's page.
+    let root = stage.join("containers/web/rootfs");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut httpd = std::process::Command::new(root.join("bin/busybox"))
+        .args(["httpd", "-f", "-p", &format!("127.0.0.1:{port}"), "-h"])
+        .arg(root.join("srv/www"))
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let page = loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+            let mut text = String::new();
+            let _ = s.read_to_string(&mut text);
+            break text;
+        }
+        assert!(std::time::Instant::now() < deadline, "httpd did not listen");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let _ = httpd.kill();
+    let _ = httpd.wait();
+    assert!(
+        page.starts_with("HTTP/1.") && page.contains(" 200 "),
+        "{page}"
+    );
+    assert!(page.contains("Hello from a sysctr appliance"), "{page}");
+}
