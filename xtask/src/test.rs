@@ -7,8 +7,16 @@ use crate::util::{ensure_debian_packages, run, workspace_root};
 use anyhow::{bail, Result};
 use std::process::Command;
 
-/// What the integration tests need on the host besides the build packages.
-const TEST_PACKAGES: &[&str] = &["busybox-static", "util-linux"];
+/// What the integration tests need on the host besides the build packages; the last three
+/// for rootfs/'s registry test (a loopback registry, skopeo pushing to it) and its web
+/// example test (umoci building the image).
+const TEST_PACKAGES: &[&str] = &[
+    "busybox-static",
+    "util-linux",
+    "docker-registry",
+    "skopeo",
+    "umoci",
+];
 
 pub fn command(args: &[String]) -> Result<()> {
     let mut boot = true;
