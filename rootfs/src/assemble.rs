@@ -509,7 +509,7 @@ fn services_in(file: &Path) -> Result<Vec<Value>> {
 }
 
 /// Apparent size of the regular files in a tree (symlinks and directories not counted).
-fn tree_size(dir: &Path) -> Result<u64> {
+pub fn tree_size(dir: &Path) -> Result<u64> {
     let mut total = 0;
     for entry in fs::read_dir(dir)? {
         let entry = entry?;

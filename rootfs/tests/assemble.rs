@@ -4,9 +4,8 @@
 //! built or downloaded. Skips, saying so, without busybox-static and dropbear-bin.
 
 use rootfs::appliance;
-use rootfs::assemble::{assemble, Host, Options};
-use rootfs::oci::digest::Digest;
-use rootfs::oci::layout::LayoutWriter;
+use rootfs::assemble::{assemble, Assembled, Host, Options};
+use rootfs::oci::layout::{LayerBlob, LayoutWriter};
 use serde_json::{json, Value};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -69,26 +68,19 @@ fn busybox_image(dir: &Path) {
     h.set_size(busybox.len() as u64);
     b.append_data(&mut h, "bin/busybox", &busybox[..]).unwrap();
     let tar = b.into_inner().unwrap();
-    let ld = w.put_blob(&tar).unwrap();
-    let config = serde_json::to_vec(&json!({
-        "architecture": "amd64", "os": "linux",
-        "config": {"Entrypoint": ["busybox"], "Cmd": ["httpd", "-f", "-p", "8080"], "Env": ["PATH=/bin"]},
-        "rootfs": {"type": "layers", "diff_ids": [Digest::of(&tar).to_string()]}
-    }))
-    .unwrap();
-    let cd = w.put_blob(&config).unwrap();
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd.to_string(), "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ld.to_string(), "size": tar.len()}]
-    }))
-    .unwrap();
-    let md = w.put_blob(&manifest).unwrap();
-    w.write_index(&[
-        json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "digest": md.to_string(), "size": manifest.len()}),
-    ])
-    .unwrap();
+    let run = json!({"Entrypoint": ["busybox"], "Cmd": ["httpd", "-f", "-p", "8080"], "Env": ["PATH=/bin"]});
+    let desc = w.add_image(&[LayerBlob::tar(&tar)], run, "amd64").unwrap();
+    w.write_index(&[desc]).unwrap();
+}
+
+/// Assembles `a` into `stage` with stand-in binaries and packages kept under `scratch`.
+fn assemble_into(a: &appliance::Appliance, scratch: &Path, stage: &Path) -> Assembled {
+    fs::create_dir(stage).unwrap();
+    let host = FakeHost {
+        dir: scratch.to_path_buf(),
+    };
+    let init = Path::new("/bin/true");
+    assemble(a, &Options::default(), init, init, &host, stage).unwrap()
 }
 
 fn manifest_of(stage: &Path) -> Value {
@@ -104,19 +96,7 @@ fn the_default_appliance_assembles_with_the_real_recipes() {
     let t = tempfile::tempdir().unwrap();
     let a = appliance::load(&workspace().join("examples/default.appliance.json")).unwrap();
     let stage = t.path().join("root");
-    fs::create_dir(&stage).unwrap();
-    let host = FakeHost {
-        dir: t.path().to_path_buf(),
-    };
-    let done = assemble(
-        &a,
-        &Options::default(),
-        Path::new("/bin/true"),
-        Path::new("/bin/true"),
-        &host,
-        &stage,
-    )
-    .unwrap();
+    let done = assemble_into(&a, t.path(), &stage);
     let m = manifest_of(&stage);
     let names: Vec<&str> = m["services"]
         .as_array()
@@ -177,19 +157,7 @@ fn an_appliance_with_an_image_service_and_files_assembles() {
     .unwrap();
     let a = appliance::load_with(&file, Some(&workspace().join("system-containers"))).unwrap();
     let stage = t.path().join("root");
-    fs::create_dir(&stage).unwrap();
-    let host = FakeHost {
-        dir: t.path().to_path_buf(),
-    };
-    assemble(
-        &a,
-        &Options::default(),
-        Path::new("/bin/true"),
-        Path::new("/bin/true"),
-        &host,
-        &stage,
-    )
-    .unwrap();
+    assemble_into(&a, t.path(), &stage);
     let m = manifest_of(&stage);
     let web = &m["services"][3];
     assert_eq!(web["root"], "/containers/web/rootfs");
@@ -241,19 +209,7 @@ fn the_web_example_serves_its_page() {
     );
     let a = appliance::load_with(&file, Some(&workspace().join("system-containers"))).unwrap();
     let stage = t.path().join("root");
-    fs::create_dir(&stage).unwrap();
-    let host = FakeHost {
-        dir: t.path().to_path_buf(),
-    };
-    assemble(
-        &a,
-        &Options::default(),
-        Path::new("/bin/true"),
-        Path::new("/bin/true"),
-        &host,
-        &stage,
-    )
-    .unwrap();
+    assemble_into(&a, t.path(), &stage);
     let m = manifest_of(&stage);
     let web = m["services"]
         .as_array()

@@ -1,7 +1,6 @@
 //! The `rootfs` command as a user runs it.
 
-use rootfs::oci::digest::Digest;
-use rootfs::oci::layout::LayoutWriter;
+use rootfs::oci::layout::{tagged, LayerBlob, LayoutWriter};
 use serde_json::{json, Value};
 use std::fs;
 use std::path::Path;
@@ -34,29 +33,9 @@ fn image(dir: &Path) {
     f.set_size(0);
     b.append_data(&mut f, "run/fifo", &b""[..]).unwrap();
     let tar = b.into_inner().unwrap();
-    let ld = w.put_blob(&tar).unwrap();
-    let config = serde_json::to_vec(&json!({
-        "architecture": "amd64", "os": "linux",
-        "config": {"Cmd": ["/bin/app", "--serve"], "Env": ["PATH=/bin"]},
-        "rootfs": {"type": "layers", "diff_ids": [Digest::of(&tar).to_string()]}
-    }))
-    .unwrap();
-    let cd = w.put_blob(&config).unwrap();
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": cd.to_string(), "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": ld.to_string(), "size": tar.len()}]
-    }))
-    .unwrap();
-    let md = w.put_blob(&manifest).unwrap();
-    w.write_index(&[
-        json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "digest": md.to_string(), "size": manifest.len(),
-        "annotations": {"org.opencontainers.image.ref.name": "1"}}),
-    ])
-    .unwrap();
+    let run = json!({"Cmd": ["/bin/app", "--serve"], "Env": ["PATH=/bin"]});
+    let desc = w.add_image(&[LayerBlob::tar(&tar)], run, "amd64").unwrap();
+    w.write_index(&[tagged(desc, "1")]).unwrap();
 }
 
 #[test]

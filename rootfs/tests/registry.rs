@@ -3,8 +3,7 @@
 //! busybox-static layer). Runs without root. Skips, saying so, when the packages are not
 //! installed (`apt-get install docker-registry skopeo busybox-static`).
 
-use rootfs::oci::digest::Digest;
-use rootfs::oci::layout::LayoutWriter;
+use rootfs::oci::layout::{tagged, LayerBlob, LayoutWriter};
 use rootfs::oci::{import, ImageRef};
 use serde_json::{json, Value};
 use std::fs;
@@ -76,12 +75,6 @@ fn start_registry(dir: &Path) -> (Registry, String) {
     (registry, addr)
 }
 
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
-}
-
 /// A layer tar: busybox-static as /bin/busybox, /bin/sh → busybox, and one marker file.
 fn layer(marker: &str) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
@@ -111,46 +104,27 @@ fn layer(marker: &str) -> Vec<u8> {
 
 /// Writes one image and returns its manifest descriptor.
 fn image(w: &LayoutWriter, arch: &str) -> Value {
-    let tar = layer(arch);
-    let gz = gzip(&tar);
-    let ld = w.put_blob(&gz).unwrap();
-    let config = serde_json::to_vec(&json!({
-        "architecture": arch, "os": "linux",
-        "config": {"Entrypoint": ["/bin/busybox"], "Cmd": ["httpd", "-f", "-p", "8080"],
-                   "Env": ["PATH=/bin"], "WorkingDir": "/etc"},
-        "rootfs": {"type": "layers", "diff_ids": [Digest::of(&tar).to_string()]}
-    }))
-    .unwrap();
-    let cd = w.put_blob(&config).unwrap();
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": cd.to_string(), "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                    "digest": ld.to_string(), "size": gz.len()}]
-    }))
-    .unwrap();
-    let md = w.put_blob(&manifest).unwrap();
-    json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
-           "digest": md.to_string(), "size": manifest.len(),
-           "platform": {"os": "linux", "architecture": arch}})
+    let run = json!({"Entrypoint": ["/bin/busybox"], "Cmd": ["httpd", "-f", "-p", "8080"],
+                     "Env": ["PATH=/bin"], "WorkingDir": "/etc"});
+    w.add_image(&[LayerBlob::gzip(&layer(arch)).unwrap()], run, arch)
+        .unwrap()
 }
 
 /// Layout with tag `web` (one amd64 image) and tag `multi` (an index: arm64 and amd64).
 fn build_layout(dir: &Path) {
     let w = LayoutWriter::create(dir).unwrap();
-    let mut web = image(&w, "amd64");
-    web["annotations"] = json!({"org.opencontainers.image.ref.name": "web"});
+    let web = tagged(image(&w, "amd64"), "web");
     let index = serde_json::to_vec(&json!({
         "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
         "manifests": [image(&w, "arm64"), image(&w, "amd64")]
     }))
     .unwrap();
     let id = w.put_blob(&index).unwrap();
-    let multi = json!({"mediaType": "application/vnd.oci.image.index.v1+json",
-                       "digest": id.to_string(), "size": index.len(),
-                       "annotations": {"org.opencontainers.image.ref.name": "multi"}});
+    let multi = tagged(
+        json!({"mediaType": "application/vnd.oci.image.index.v1+json",
+               "digest": id.to_string(), "size": index.len()}),
+        "multi",
+    );
     w.write_index(&[web, multi]).unwrap();
 }
 

@@ -1,6 +1,5 @@
 use super::*;
-use crate::oci::digest::Digest;
-use crate::oci::layout::LayoutWriter;
+use crate::oci::layout::{tagged, LayerBlob, LayoutWriter};
 use serde_json::json;
 
 fn workspace() -> PathBuf {
@@ -140,27 +139,17 @@ fn web_image(dir: &Path, entrypoint: &str) {
     h.set_size(0);
     b.append_data(&mut h, "srv/index.html", &b""[..]).unwrap();
     let tar = b.into_inner().unwrap();
-    let ld = w.put_blob(&tar).unwrap();
-    let config = serde_json::to_vec(&json!({
-        "architecture": "amd64", "os": "linux",
-        "config": {"Entrypoint": [entrypoint], "Cmd": ["-f"], "Env": ["PATH=/bin"], "WorkingDir": "/srv"},
-        "rootfs": {"type": "layers", "diff_ids": [Digest::of(&tar).to_string()]}
-    }))
-    .unwrap();
-    let cd = w.put_blob(&config).unwrap();
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd.to_string(), "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ld.to_string(), "size": tar.len()}]
-    }))
-    .unwrap();
-    let md = w.put_blob(&manifest).unwrap();
-    w.write_index(&[
-        json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "digest": md.to_string(), "size": manifest.len(),
-        "annotations": {"org.opencontainers.image.ref.name": "1"}}),
-    ])
-    .unwrap();
+    let run = json!({"Entrypoint": [entrypoint], "Cmd": ["-f"], "Env": ["PATH=/bin"], "WorkingDir": "/srv"});
+    let desc = w.add_image(&[LayerBlob::tar(&tar)], run, "amd64").unwrap();
+    w.write_index(&[tagged(desc, "1")]).unwrap();
+}
+
+/// Loads [`WEB`] from `dir` and imports its image services into `dir/c`.
+fn import_web(dir: &Path) -> Result<ImportedServices> {
+    let p = write(dir, "web.appliance.json", WEB);
+    let a = load_with(&p, Some(&workspace().join("system-containers"))).unwrap();
+    let plan = a.plan(false).unwrap();
+    import_images(&a, &plan, &dir.join("c"))
 }
 
 const WEB: &str = r#"{
@@ -204,12 +193,7 @@ fn image_services_are_imported_and_completed_from_the_config() {
 fn a_program_not_in_the_image_fails_naming_service_and_field() {
     let t = tempfile::tempdir().unwrap();
     web_image(t.path(), "/usr/sbin/nginx");
-    let p = write(t.path(), "web.appliance.json", WEB);
-    let a = load_with(&p, Some(&workspace().join("system-containers"))).unwrap();
-    let plan = a.plan(false).unwrap();
-    let err = import_images(&a, &plan, &t.path().join("c"))
-        .unwrap_err()
-        .to_string();
+    let err = import_web(t.path()).unwrap_err().to_string();
     assert!(
         err.contains("web.appliance.json")
             && err.contains(
@@ -232,12 +216,7 @@ fn a_bad_image_fails_naming_service_and_blob() {
             fs::write(&p, d).unwrap();
         }
     }
-    let p = write(t.path(), "web.appliance.json", WEB);
-    let a = load_with(&p, Some(&workspace().join("system-containers"))).unwrap();
-    let plan = a.plan(false).unwrap();
-    let err = import_images(&a, &plan, &t.path().join("c"))
-        .unwrap_err()
-        .to_string();
+    let err = import_web(t.path()).unwrap_err().to_string();
     assert!(
         err.contains("service \"web\"") && err.contains("blob sha256:"),
         "{err}"

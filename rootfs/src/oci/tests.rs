@@ -1,27 +1,30 @@
 //! Whole-image tests: images crafted here as layouts, oci-archives and docker saves.
 
 use super::digest::Digest;
-use super::layout::LayoutWriter;
+use super::layout::{tagged, LayerBlob, LayoutWriter};
 use super::unpack::tests::{tar_of, E};
 use super::*;
 use serde_json::{json, Value};
-use std::io::Write;
 
 const GZ: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 const ZST: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 const TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 
 fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
+    LayerBlob::gzip(data).unwrap().data
 }
 
-fn compress(data: &[u8], media: &str) -> Vec<u8> {
+/// A layer blob of this media type (an unknown one stored as is).
+fn blob(tar: &[u8], media: &str) -> LayerBlob {
     match media {
-        GZ => gzip(data),
-        ZST => zstd::encode_all(data, 3).unwrap(),
-        _ => data.to_vec(),
+        GZ => LayerBlob::gzip(tar).unwrap(),
+        ZST => LayerBlob::zstd(tar).unwrap(),
+        TAR => LayerBlob::tar(tar),
+        other => LayerBlob {
+            data: tar.to_vec(),
+            media_type: other.into(),
+            diff_id: Digest::of(tar),
+        },
     }
 }
 
@@ -43,39 +46,10 @@ fn write_image_for(
     tag: &str,
     arch: &str,
 ) -> Built {
-    let mut descs = Vec::new();
-    let mut diff_ids = Vec::new();
-    let mut digests = Vec::new();
-    for (tar, media) in layers {
-        let blob = compress(tar, media);
-        let d = w.put_blob(&blob).unwrap();
-        descs.push(json!({"mediaType": media, "digest": d.to_string(), "size": blob.len()}));
-        diff_ids.push(Digest::of(tar).to_string());
-        digests.push(d);
-    }
-    let config = serde_json::to_vec(&json!({
-        "architecture": arch, "os": "linux", "config": cfg,
-        "rootfs": {"type": "layers", "diff_ids": diff_ids}
-    }))
-    .unwrap();
-    let cd = w.put_blob(&config).unwrap();
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": cd.to_string(), "size": config.len()},
-        "layers": descs,
-    }))
-    .unwrap();
-    let md = w.put_blob(&manifest).unwrap();
+    let blobs: Vec<LayerBlob> = layers.iter().map(|(t, m)| blob(t, m)).collect();
     Built {
-        desc: json!({
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": md.to_string(), "size": manifest.len(),
-            "annotations": {"org.opencontainers.image.ref.name": tag},
-            "platform": {"os": "linux", "architecture": arch},
-        }),
-        layers: digests,
+        desc: tagged(w.add_image(&blobs, cfg, arch).unwrap(), tag),
+        layers: blobs.iter().map(|b| Digest::of(&b.data)).collect(),
     }
 }
 
@@ -318,29 +292,13 @@ fn truncated_gzip_layer_is_an_error_naming_the_layer() {
     let t = tempfile::tempdir().unwrap();
     let w = LayoutWriter::create(&t.path().join("img")).unwrap();
     let tar = tar_of(&[E::File("big", &vec![7u8; 100_000])]);
-    let mut gz = gzip(&tar);
-    gz.truncate(gz.len() / 2);
+    let mut layer = LayerBlob::gzip(&tar).unwrap();
+    let half = layer.data.len() / 2;
+    layer.data.truncate(half);
     // The descriptor matches the truncated bytes, so only decompression can notice.
-    let d = w.put_blob(&gz).unwrap();
-    let config = serde_json::to_vec(&json!({
-        "architecture": "amd64", "os": "linux",
-        "rootfs": {"type": "layers", "diff_ids": [Digest::of(&tar).to_string()]}
-    }))
-    .unwrap();
-    let cd = w.put_blob(&config).unwrap();
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": cd.to_string(), "size": config.len()},
-        "layers": [{"mediaType": GZ, "digest": d.to_string(), "size": gz.len()}],
-    }))
-    .unwrap();
-    let md = w.put_blob(&manifest).unwrap();
-    w.write_index(&[
-        json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
-                           "digest": md.to_string(), "size": manifest.len()}),
-    ])
-    .unwrap();
+    let d = Digest::of(&layer.data);
+    w.write_index(&[w.add_image(&[layer], json!({}), "amd64").unwrap()])
+        .unwrap();
     let out = t.path().join("out");
     let err = import(&ImageRef::parse("oci:img", t.path()).unwrap(), &out).unwrap_err();
     let msg = err.to_string();

@@ -2023,7 +2023,8 @@ fn image_sizes(img: &image::Image, stage: &Path) -> Result<String> {
     }
     for c in image::default_containers()? {
         let dir = stage.join("containers").join(&c).join("rootfs");
-        writeln!(t, "| container {c} (files) | {} |", kib(tree_size(&dir)?))?;
+        let size = rootfs::assemble::tree_size(&dir)?;
+        writeln!(t, "| container {c} (files) | {} |", kib(size))?;
     }
     writeln!(
         t,
@@ -2053,20 +2054,6 @@ fn image_sizes(img: &image::Image, stage: &Path) -> Result<String> {
         (kernel + squash) as f64 / 1e6
     )?;
     Ok(t)
-}
-
-fn tree_size(dir: &Path) -> Result<u64> {
-    let mut total = 0;
-    for e in fs::read_dir(dir)? {
-        let e = e?;
-        let ft = e.file_type()?;
-        if ft.is_dir() {
-            total += tree_size(&e.path())?;
-        } else if ft.is_file() {
-            total += e.metadata()?.len();
-        }
-    }
-    Ok(total)
 }
 
 /// QEMU, killed on drop.
