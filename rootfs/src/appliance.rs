@@ -410,23 +410,19 @@ impl Appliance {
                 ));
             }
             match &svc.from {
-                RootSource::Image(s) => {
-                    if let Err(e) = ImageRef::parse(s, &self.base()) {
-                        p.push(format!("{label}.from.image: {e}"));
-                    } else if let Ok(
+                RootSource::Image(s) => match ImageRef::parse(s, &self.base()) {
+                    Err(e) => p.push(format!("{label}.from.image: {e}")),
+                    Ok(
                         ImageRef::Layout { dir: f, .. }
                         | ImageRef::OciArchive { file: f, .. }
                         | ImageRef::DockerArchive { file: f, .. },
-                    ) = ImageRef::parse(s, &self.base())
-                    {
-                        if !f.exists() {
-                            p.push(format!(
-                                "{label}.from.image: {} does not exist",
-                                f.display()
-                            ));
-                        }
-                    }
-                }
+                    ) if !f.exists() => p.push(format!(
+                        "{label}.from.image: {} does not exist",
+                        f.display()
+                    )),
+                    // A registry is only reached when the image is imported.
+                    Ok(_) => {}
+                },
                 RootSource::Recipe(d) => {
                     let r = self.resolve(d).join("rootfs.json");
                     if !r.is_file() {

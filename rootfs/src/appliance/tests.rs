@@ -273,3 +273,25 @@ fn the_web_example_checks_once_its_image_exists() {
         }
     }
 }
+
+#[test]
+fn registry_references_are_checked_when_loaded_and_reached_only_on_import() {
+    let ok = r#"{ "name": "a", "version": "1", "compatible": "x",
+      "services": [ { "from": { "image": "docker://127.0.0.1:5000/web:1" }, "name": "w" } ] }"#;
+    let t = tempfile::tempdir().unwrap();
+    let p = write(t.path(), "a.appliance.json", ok);
+    let a = load_with(&p, None).unwrap();
+    assert!(matches!(
+        a.plan(false).unwrap()[0].source,
+        PlannedSource::Image(ImageRef::Registry(_))
+    ));
+    let err = load_err(&ok.replace(
+        "docker://127.0.0.1:5000/web:1",
+        "docker://127.0.0.1:5000/Web",
+    ));
+    assert!(
+        err.contains("services[0] (\"w\").from.image: registry reference")
+            && err.contains("lowercase"),
+        "{err}"
+    );
+}
