@@ -91,6 +91,8 @@ struct RunOptions {
     appliance: Option<PathBuf>,
     manifest: Option<PathBuf>,
     ssh_port: u16,
+    /// `--forward HOST:GUEST`: loopback port forwards besides ssh's.
+    forwards: Vec<(u16, u16)>,
     authorized_keys: Option<PathBuf>,
     dev: bool,
     fresh: bool,
@@ -108,6 +110,7 @@ fn usage() -> &'static str {
   --appliance FILE         build the image from this appliance file (docs/appliance.md)
   --manifest FILE          boot this manifest instead of the assembled one
   --ssh-port N             host loopback port forwarded to the guest's ssh (default 2222)
+  --forward HOST:GUEST     also forward host loopback port HOST to guest port GUEST (tcp)
   --authorized-keys FILE   ssh public keys for the boot config (default ~/.ssh/*.pub)
   --prod                   production image: getty on the console, no auto-login
   --fresh                  reset the state partition (build/run/disk.img)
@@ -126,6 +129,7 @@ fn parse(args: &[String]) -> Result<RunOptions> {
         appliance: None,
         manifest: None,
         ssh_port: 2222,
+        forwards: Vec::new(),
         authorized_keys: None,
         dev: true,
         fresh: false,
@@ -148,6 +152,14 @@ fn parse(args: &[String]) -> Result<RunOptions> {
             "--appliance" => o.appliance = Some(PathBuf::from(val()?)),
             "--manifest" => o.manifest = Some(PathBuf::from(val()?)),
             "--ssh-port" => o.ssh_port = val()?.parse().context("--ssh-port")?,
+            "--forward" => {
+                let v = val()?;
+                let pair = v
+                    .split_once(':')
+                    .and_then(|(h, g)| Some((h.parse().ok()?, g.parse().ok()?)))
+                    .with_context(|| format!("--forward {v:?}: expected HOST:GUEST ports"))?;
+                o.forwards.push(pair);
+            }
             "--authorized-keys" => o.authorized_keys = Some(PathBuf::from(val()?)),
             "--prod" => o.dev = false,
             "--fresh" => o.fresh = true,
@@ -219,6 +231,34 @@ pub fn qemu_command(
     bus: DiskBus,
     nic: Nic,
 ) -> Command {
+    qemu_command_with(
+        boot,
+        disk,
+        bootconfig,
+        ssh_port,
+        &[],
+        memory,
+        cpus,
+        kvm,
+        bus,
+        nic,
+    )
+}
+
+/// [`qemu_command`] with more loopback port forwards, `(host port, guest port)`.
+#[allow(clippy::too_many_arguments)]
+pub fn qemu_command_with(
+    boot: &BootPath,
+    disk: &Path,
+    bootconfig: Option<&Path>,
+    ssh_port: u16,
+    forwards: &[(u16, u16)],
+    memory: &str,
+    cpus: &str,
+    kvm: bool,
+    bus: DiskBus,
+    nic: Nic,
+) -> Command {
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args(["-machine", "q35", "-m", memory, "-smp", cpus]);
     if kvm {
@@ -252,8 +292,11 @@ pub fn qemu_command(
         DiskBus::Nvme => cmd.args(["-device", "nvme,drive=d0,serial=sysctr0,bootindex=0"]),
         DiskBus::Ahci => cmd.args(["-device", "ide-hd,drive=d0,bus=ide.0,bootindex=0"]),
     };
-    cmd.args(["-netdev"])
-        .arg(format!("user,id=n0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22"));
+    let mut netdev = format!("user,id=n0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22");
+    for (host, guest) in forwards {
+        netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
+    }
+    cmd.args(["-netdev"]).arg(netdev);
     match nic {
         Nic::Virtio => cmd.args(["-device", "virtio-net-pci,netdev=n0"]),
         Nic::E1000e => cmd.args(["-device", "e1000e,netdev=n0"]),
@@ -347,11 +390,15 @@ pub fn command(args: &[String]) -> Result<()> {
         }
         BootPath::Uefi { vars }
     };
-    let mut cmd = qemu_command(
+    for (host, guest) in &o.forwards {
+        eprintln!("xtask:   port forward: 127.0.0.1:{host} -> guest :{guest}");
+    }
+    let mut cmd = qemu_command_with(
         &boot,
         &disk,
         Some(&bootconfig),
         o.ssh_port,
+        &o.forwards,
         &o.memory,
         &o.cpus,
         o.kvm,
