@@ -128,9 +128,11 @@ fn build_layout(dir: &Path) {
     w.write_index(&[web, multi]).unwrap();
 }
 
-fn skopeo_copy(from: &str, to: &str, all: bool) {
+/// `format`: skopeo's `--format` (`oci`, or `v2s2` for docker's schema 2 media types).
+fn skopeo_copy(from: &str, to: &str, all: bool, format: &str) {
     let mut cmd = Command::new(SKOPEO);
     cmd.args(["--insecure-policy", "copy", "--dest-tls-verify=false"]);
+    cmd.args(["--format", format]);
     if all {
         cmd.arg("--all");
     }
@@ -159,12 +161,12 @@ fn pull_from_a_loopback_registry_pushed_by_skopeo() {
     let layout = t.path().join("layout");
     build_layout(&layout);
     let src = |tag: &str| format!("oci:{}:{tag}", layout.display());
-    skopeo_copy(&src("web"), &format!("docker://{addr}/test/web:1"), false);
-    skopeo_copy(
-        &src("multi"),
-        &format!("docker://{addr}/test/multi:1"),
-        true,
-    );
+    for (format, tag) in [("oci", "1"), ("v2s2", "v2s2")] {
+        // v2s2: docker schema 2 (a manifest list, docker manifest and layer media types).
+        let to = |name: &str| format!("docker://{addr}/test/{name}:{tag}");
+        skopeo_copy(&src("web"), &to("web"), false, format);
+        skopeo_copy(&src("multi"), &to("multi"), true, format);
+    }
 
     // A single image (skopeo pushes it as an OCI manifest).
     let out = t.path().join("web");
@@ -189,6 +191,19 @@ fn pull_from_a_loopback_registry_pushed_by_skopeo() {
     let image = ImageRef::parse(&format!("docker://{addr}/test/multi:1"), t.path()).unwrap();
     import(&image, &out).unwrap();
     assert_eq!(fs::read_to_string(out.join("etc/arch")).unwrap(), "amd64");
+
+    // Docker schema 2, single and as a manifest list.
+    for name in ["web", "multi"] {
+        let out = t.path().join(format!("{name}-v2s2"));
+        let r = format!("docker://{addr}/test/{name}:v2s2");
+        let imported = import(&ImageRef::parse(&r, t.path()).unwrap(), &out).unwrap();
+        assert_eq!(
+            fs::read_to_string(out.join("etc/arch")).unwrap(),
+            "amd64",
+            "{r}"
+        );
+        assert_eq!(imported.defaults.cwd.as_deref(), Some("/etc"), "{r}");
+    }
 
     // By digest, as printed by the first import.
     let digest = imported.manifest_digest.unwrap();
