@@ -40,19 +40,26 @@ impl std::fmt::Display for Digest {
     }
 }
 
-/// Hashes (sha256) and counts every byte read through it.
+/// Hashes (sha256) and counts every byte read through it; with a limit, reading past it is
+/// an error (a layer that decompresses without end).
 pub struct HashingReader<R> {
     inner: R,
     hasher: Sha256,
     count: u64,
+    limit: u64,
 }
 
 impl<R: Read> HashingReader<R> {
     pub fn new(inner: R) -> Self {
+        Self::with_limit(inner, u64::MAX)
+    }
+
+    pub fn with_limit(inner: R, limit: u64) -> Self {
         HashingReader {
             inner,
             hasher: Sha256::new(),
             count: 0,
+            limit,
         }
     }
 
@@ -71,6 +78,12 @@ impl<R: Read> Read for HashingReader<R> {
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
         self.count += n as u64;
+        if self.count > self.limit {
+            return Err(io::Error::other(format!(
+                "more than {} bytes (the limit)",
+                self.limit
+            )));
+        }
         Ok(n)
     }
 }
@@ -103,5 +116,17 @@ mod tests {
         let (d, n) = r.finish().unwrap();
         assert_eq!(n, data.len() as u64);
         assert_eq!(d, Digest::of(&data));
+    }
+
+    #[test]
+    fn reading_past_the_limit_is_an_error() {
+        let data = vec![0u8; 10_000];
+        let err = HashingReader::with_limit(&data[..], 9_999)
+            .finish()
+            .unwrap_err();
+        assert!(err.to_string().contains("more than 9999 bytes"), "{err}");
+        assert!(HashingReader::with_limit(&data[..], 10_000)
+            .finish()
+            .is_ok());
     }
 }

@@ -253,6 +253,9 @@ fn remove_tree(dir: &Path) {
     }
 }
 
+/// A layer's uncompressed size at most (a bound on what a crafted layer can make us write).
+pub const MAX_LAYER_BYTES: u64 = 16 << 30;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Compression {
     None,
@@ -305,7 +308,7 @@ fn apply_layer(
                 .map_err(|e| corrupt(format!("zstd: {e}")))?,
         ),
     };
-    let mut hashing = HashingReader::new(decoded);
+    let mut hashing = HashingReader::with_limit(decoded, MAX_LAYER_BYTES);
     unpacker.apply(&mut hashing, &label)?;
     let (diff_id, _) = hashing
         .finish()
