@@ -13,6 +13,7 @@ use super::store::{self, JSON_LIMIT};
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 use std::fmt;
 use std::fs;
+use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
@@ -199,8 +200,11 @@ impl Client {
         }
         let url = r.url("blobs", want.as_str());
         let resp = self.get(&url, None)?;
+        // Never more than one byte past the size the manifest gives: a registry that sends
+        // without end is caught by the size check, not by a full disk.
+        let body = resp.into_body().into_reader().take(desc.size() + 1);
         let (got, size) = layout
-            .put_blob_from(resp.into_body().into_reader())
+            .put_blob_from(body)
             .map_err(|e| self.err(format!("GET {url}: {e}")))?;
         if got != want || size != desc.size() {
             let _ = fs::remove_file(layout.dir().join(got.blob_path()));
