@@ -520,7 +520,7 @@ pub fn to_hex(bytes: &[u8]) -> String {
 }
 
 pub fn from_hex(s: &str) -> Result<Vec<u8>, String> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return Err(format!("{s:?} is not hex: odd length"));
     }
     (0..s.len())
@@ -676,8 +676,8 @@ pub mod signature {
     }
 }
 
-/// Standard base64 (with padding), only for reading key ids.
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
+/// Standard base64 (padding optional), for reading minisign key and signature lines.
+pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
     let val = |c: u8| match c {
         b'A'..=b'Z' => Some(c - b'A'),
         b'a'..=b'z' => Some(c - b'a' + 26),
@@ -737,7 +737,8 @@ mod tests {
 
     #[test]
     fn every_bad_field_is_named() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut Manifest)>)> = vec![
+        type Edit = Box<dyn Fn(&mut Manifest)>;
+        let cases: Vec<(&str, Edit)> = vec![
             ("format", Box::new(|m| m.format = 2)),
             ("version", Box::new(|m| m.version = "1.0+3".into())),
             ("version", Box::new(|m| m.version = "v1".into())),
