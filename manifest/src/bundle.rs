@@ -29,6 +29,9 @@ pub const MAX_SIGNATURE_BYTES: u32 = 4096;
 /// A UKI is a kernel, an initrd at most and a command line; anything larger is not one.
 pub const MAX_UKI_BYTES: u64 = 256 * 1024 * 1024;
 pub const MAX_ID_LEN: usize = 64;
+/// The `compatible` id `cargo xtask bundle` uses when none is given; a system that does not
+/// name its own id in its boot config is this one.
+pub const DEFAULT_COMPATIBLE: &str = "sysctr-x86_64";
 /// The payload written to the inactive root slot: squashfs, then its verity area.
 pub const ROOT: &str = "root";
 /// The payload put on the ESP: the slot's unified kernel image.
