@@ -12,6 +12,7 @@
 //! `compatible` id and version before it writes one byte, and checks each payload while it
 //! streams past, from a file or from a pipe alike.
 
+pub mod pe;
 pub mod verity;
 
 use serde::{Deserialize, Serialize};
@@ -34,8 +35,9 @@ pub const MAX_ID_LEN: usize = 64;
 pub const DEFAULT_COMPATIBLE: &str = "sysctr-x86_64";
 /// The payload written to the inactive root slot: squashfs, then its verity area.
 pub const ROOT: &str = "root";
-/// The payload put on the ESP: the slot's unified kernel image.
-pub const UKI: &str = "uki";
+/// The payloads put on the ESP: the unified kernel image for each slot (its command line
+/// names that slot's partition), in this order. The installer uses the target slot's.
+pub const UKIS: [&str; 2] = ["uki-a", "uki-b"];
 
 /// The signed description of a bundle. Unknown fields are ignored, so a later build may add
 /// information; a change an older reader would misread raises `format` instead.
@@ -47,7 +49,7 @@ pub struct Manifest {
     pub version: String,
     /// Which appliance the bundle is for; must equal the running system's id.
     pub compatible: String,
-    /// `root` then `uki`, in the order they follow in the file.
+    /// `root`, `uki-a`, `uki-b`, in the order they follow in the file.
     pub payloads: Vec<Payload>,
     pub verity: Verity,
 }
@@ -261,33 +263,37 @@ pub fn read_head(r: &mut impl Read) -> Result<Head, BundleError> {
 }
 
 impl Manifest {
-    /// A manifest for a root payload of `root_size` bytes and a UKI, with the offsets filled
-    /// in (root at 0, the UKI at the next 4096-byte boundary).
+    /// A manifest for a root payload and the two slots' UKIs, each given as (size, sha256),
+    /// with the offsets filled in (root at 0, each next payload at the next 4096 boundary).
     pub fn new(
         version: &str,
         compatible: &str,
         root: (u64, String),
-        uki: (u64, String),
+        ukis: [(u64, String); 2],
         verity: Verity,
     ) -> Manifest {
         Manifest {
             format: FORMAT,
             version: version.to_string(),
             compatible: compatible.to_string(),
-            payloads: vec![
-                Payload {
+            payloads: {
+                let mut payloads = vec![Payload {
                     name: ROOT.into(),
                     offset: 0,
                     size: root.0,
                     sha256: root.1,
-                },
-                Payload {
-                    name: UKI.into(),
-                    offset: align_up(root.0),
-                    size: uki.0,
-                    sha256: uki.1,
-                },
-            ],
+                }];
+                for (name, (size, sha256)) in UKIS.iter().zip(ukis) {
+                    let last = payloads.last().unwrap();
+                    payloads.push(Payload {
+                        name: name.to_string(),
+                        offset: align_up(last.offset + last.size),
+                        size,
+                        sha256,
+                    });
+                }
+                payloads
+            },
             verity,
         }
     }
@@ -310,14 +316,18 @@ impl Manifest {
         &self.payloads[0]
     }
 
-    pub fn uki(&self) -> &Payload {
-        &self.payloads[1]
+    /// The UKI for slot `a` or `b`.
+    pub fn uki(&self, slot: crate::protocol_update::Slot) -> &Payload {
+        match slot {
+            crate::protocol_update::Slot::A => &self.payloads[1],
+            crate::protocol_update::Slot::B => &self.payloads[2],
+        }
     }
 
     /// Bytes of the payload area; the bundle is `payload_start + this` long.
     pub fn payload_area_size(&self) -> u64 {
-        let uki = self.uki();
-        uki.offset + uki.size
+        let last = self.payloads.last().expect("validated: three payloads");
+        last.offset + last.size
     }
 
     pub fn validate(&self) -> Result<(), BundleError> {
@@ -330,13 +340,21 @@ impl Manifest {
         check_version(&self.version).map_err(|p| invalid("version", p))?;
         check_id(&self.compatible).map_err(|p| invalid("compatible", p))?;
         let names: Vec<&str> = self.payloads.iter().map(|p| p.name.as_str()).collect();
-        if names != [ROOT, UKI] {
+        if names != [ROOT, UKIS[0], UKIS[1]] {
             return Err(invalid(
                 "payloads",
                 format!(
-                    "names are {names:?}; format 1 has exactly [\"root\", \"uki\"] in that order"
+                    "names are {names:?}; format 1 has exactly [\"root\", \"uki-a\", \"uki-b\"] in that order"
                 ),
             ));
+        }
+        for (i, p) in self.payloads.iter().enumerate().skip(1) {
+            if p.size > MAX_UKI_BYTES {
+                return Err(invalid(
+                    format!("payloads[{i}] ({}).size", p.name),
+                    format!("{} bytes, more than the {MAX_UKI_BYTES}-byte limit", p.size),
+                ));
+            }
         }
         let mut next = 0u64;
         for (i, p) in self.payloads.iter().enumerate() {
@@ -359,15 +377,6 @@ impl Manifest {
                 .checked_add(p.size)
                 .map(align_up)
                 .ok_or_else(|| invalid(field("size"), "offset + size overflows"))?;
-        }
-        if self.uki().size > MAX_UKI_BYTES {
-            return Err(invalid(
-                "payloads[1] (uki).size",
-                format!(
-                    "{} bytes, more than the {MAX_UKI_BYTES}-byte limit",
-                    self.uki().size
-                ),
-            ));
         }
         let v = &self.verity;
         let bs = verity::BLOCK_SIZE as u32;
@@ -555,7 +564,7 @@ pub fn write_bundle(
     manifest: &Manifest,
     manifest_bytes: &[u8],
     signature: &[u8],
-    payloads: [&mut dyn Read; 2],
+    payloads: [&mut dyn Read; 3],
 ) -> io::Result<u64> {
     let head = encode_head(manifest_bytes, signature);
     out.write_all(&head)?;
@@ -714,7 +723,7 @@ mod tests {
             "1.2.0",
             "sysctr-test",
             (data_blocks * 4096 + hash_size, "ab".repeat(32)),
-            (5000, "cd".repeat(32)),
+            [(5000, "cd".repeat(32)), (6000, "ce".repeat(32))],
             Verity {
                 hash_type: 1,
                 algorithm: "sha256".into(),
@@ -735,7 +744,10 @@ mod tests {
         let m = sample();
         m.validate().unwrap();
         assert_eq!(Manifest::parse(&m.to_bytes()).unwrap(), m);
-        assert_eq!(m.uki().offset, align_up(m.root().size));
+        use crate::protocol_update::Slot;
+        assert_eq!(m.uki(Slot::A).offset, align_up(m.root().size));
+        assert_eq!(m.uki(Slot::B).offset, align_up(m.uki(Slot::A).offset + 5000));
+        assert_eq!(m.payload_area_size(), m.uki(Slot::B).offset + 6000);
     }
 
     #[test]
@@ -755,7 +767,7 @@ mod tests {
                 }),
             ),
             (
-                "payloads[1] (uki).offset",
+                "payloads[1] (uki-a).offset",
                 Box::new(|m| m.payloads[1].offset += 1),
             ),
             (
@@ -763,16 +775,24 @@ mod tests {
                 Box::new(|m| m.payloads[0].sha256 = "AB".repeat(32)),
             ),
             (
-                "payloads[1] (uki).sha256",
+                "payloads[1] (uki-a).sha256",
                 Box::new(|m| m.payloads[1].sha256.pop().map(drop).unwrap_or(())),
             ),
             (
-                "payloads[1] (uki).size",
+                "payloads[1] (uki-a).size",
                 Box::new(|m| m.payloads[1].size = MAX_UKI_BYTES + 1),
             ),
             (
-                "payloads[1] (uki).size",
+                "payloads[1] (uki-a).size",
                 Box::new(|m| m.payloads[1].size = 0),
+            ),
+            (
+                "payloads[2] (uki-b).size",
+                Box::new(|m| m.payloads[2].size = MAX_UKI_BYTES + 1),
+            ),
+            (
+                "payloads",
+                Box::new(|m| m.payloads[2].name = "uki-c".into()),
             ),
             (
                 "verity.algorithm",
@@ -795,6 +815,7 @@ mod tests {
                 Box::new(|m| {
                     m.payloads[0].size += 4096;
                     m.payloads[1].offset += 4096;
+                    m.payloads[2].offset += 4096;
                 }),
             ),
             ("verity.salt", Box::new(|m| m.verity.salt = "x".into())),

@@ -42,7 +42,7 @@ pub enum UpdateOp {
         reboot: bool,
     },
     UpdateStatus {},
-    /// Make the other good slot the default for the next boot.
+    /// Make the other good slot the one the next boot takes.
     Rollback {},
 }
 
@@ -108,7 +108,7 @@ pub enum Phase {
     VerifyingSlot,
     /// The UKI written to the ESP under a temporary name.
     WritingUki,
-    /// The boot entry renamed into place and made the default.
+    /// The boot entry renamed into place as the newest generation.
     Activating,
 }
 
@@ -138,7 +138,7 @@ pub struct Progress {
 pub struct Installed {
     pub version: String,
     pub slot: Slot,
-    /// The boot entry's file, relative to the ESP (`EFI/Linux/sysctr-b-1.2.0+3.efi`).
+    /// The boot entry's file, relative to the ESP (`EFI/Linux/sysctr-g2-b+3.efi`).
     pub entry: String,
     /// The id of the key that signed the bundle.
     pub key_id: String,
@@ -153,7 +153,7 @@ pub enum SlotState {
     Good,
     /// Out of tries or marked bad by the health gate (`+0-N`).
     Bad,
-    /// Installed, tries left, not blessed yet (`+N-M`, N > 0).
+    /// Installed, tries left, not blessed yet (`+N` or `+N-M`, N > 0).
     Trial,
     /// No boot entry.
     Empty,
@@ -166,8 +166,9 @@ pub struct SlotStatus {
     pub state: SlotState,
     pub tries_left: Option<u32>,
     pub tries_done: Option<u32>,
-    /// Whether `loader.conf` picks this slot next boot.
-    pub default: bool,
+    /// Whether systemd-boot boots this slot next (its entry has the highest generation
+    /// among those with tries left).
+    pub next_boot: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,23 +11,27 @@
 use crate::util::workspace_root;
 use anyhow::{bail, Context, Result};
 use manifest::bundle::signature::{self, TrustedKey};
-use manifest::bundle::{self, verity, Manifest, Verity};
+use manifest::bundle::{self, pe, verity, Manifest, Verity};
+use manifest::protocol_update::Slot;
 use sha2::{Digest, Sha256};
 use std::fs::{self, File};
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 pub const USAGE: &str = "\
-usage: cargo xtask bundle --version V (--uki FILE --root FILE [--verity FILE] | --from-image DIR)
+usage: cargo xtask bundle --version V (--uki-a FILE --uki-b FILE --root FILE [--verity FILE] | --from-image DIR)
                           [--key FILE] [--compatible ID] [--salt HEX] [--superblock] --out FILE
        cargo xtask bundle --extract-manifest BUNDLE --out FILE [--pub FILE]
 
   --key FILE        minisign secret key (default: keys/test-only.key, TEST ONLY). A password-
                     protected key reads its password from SYSCTR_BUNDLE_KEY_PASSWORD or asks.
   --compatible ID   the appliance id the bundle installs on (default: sysctr-x86_64)
+  --uki-a FILE, --uki-b FILE
+                    the UKI for each slot (its command line names that slot's partition);
+                    --uki FILE gives one UKI for both
   --root FILE       squashfs, optionally followed by its dm-verity area (a slot image)
   --verity FILE     the dm-verity area in a file of its own (veritysetup's hash device)
-  --from-image DIR  take uki-a.efi (or uki.efi) and root-a.img (or root.squashfs +
+  --from-image DIR  take uki-a.efi, uki-b.efi and root-a.img (or root.squashfs +
                     root.verity) from a built image directory
   --salt HEX        dm-verity salt when neither a superblock nor the UKI's command line has it
   --superblock      when the tree is made here, start it with a veritysetup superblock
@@ -44,6 +48,8 @@ struct Args {
     public: Option<PathBuf>,
     compatible: Option<String>,
     uki: Option<PathBuf>,
+    uki_a: Option<PathBuf>,
+    uki_b: Option<PathBuf>,
     root: Option<PathBuf>,
     verity: Option<PathBuf>,
     from_image: Option<PathBuf>,
@@ -68,6 +74,8 @@ fn parse(args: &[String]) -> Result<Args> {
             "--pub" => a.public = Some(value()?.into()),
             "--compatible" => a.compatible = Some(value()?),
             "--uki" => a.uki = Some(value()?.into()),
+            "--uki-a" => a.uki_a = Some(value()?.into()),
+            "--uki-b" => a.uki_b = Some(value()?.into()),
             "--root" => a.root = Some(value()?.into()),
             "--verity" => a.verity = Some(value()?.into()),
             "--from-image" => a.from_image = Some(value()?.into()),
@@ -105,7 +113,7 @@ pub fn command(args: &[String]) -> Result<()> {
         .version
         .clone()
         .with_context(|| format!("--version is required\n{USAGE}"))?;
-    let (uki, root, verity_file) = inputs(&a)?;
+    let (ukis, root, verity_file) = inputs(&a)?;
     let key = match &a.key {
         Some(k) => k.clone(),
         None => {
@@ -119,7 +127,7 @@ pub fn command(args: &[String]) -> Result<()> {
             .compatible
             .clone()
             .unwrap_or_else(|| bundle::DEFAULT_COMPATIBLE.to_string()),
-        uki,
+        ukis,
         root,
         verity: verity_file,
         salt: a.salt.clone(),
@@ -137,40 +145,37 @@ pub fn command(args: &[String]) -> Result<()> {
         made.manifest.root().size,
         made.manifest.verity.root_hash
     );
-    println!("uki:       {} bytes", made.manifest.uki().size);
+    for slot in [Slot::A, Slot::B] {
+        println!("uki-{slot}:     {} bytes", made.manifest.uki(slot).size);
+    }
     println!("signed by: {}", made.key_id);
     Ok(())
 }
 
-fn inputs(a: &Args) -> Result<(PathBuf, PathBuf, Option<PathBuf>)> {
-    let Some(dir) = &a.from_image else {
-        let uki = a
-            .uki
+type Inputs = ([PathBuf; 2], PathBuf, Option<PathBuf>);
+
+fn inputs(a: &Args) -> Result<Inputs> {
+    let dir = a.from_image.as_ref();
+    let first =
+        |names: &[&str]| dir.and_then(|d| names.iter().map(|n| d.join(n)).find(|p| p.exists()));
+    let uki = |explicit: &Option<PathBuf>, slot: &str| {
+        explicit
             .clone()
-            .with_context(|| format!("--uki (or --from-image) is required\n{USAGE}"))?;
-        let root = a
-            .root
-            .clone()
-            .with_context(|| format!("--root (or --from-image) is required\n{USAGE}"))?;
-        return Ok((uki, root, a.verity.clone()));
+            .or_else(|| a.uki.clone())
+            .or_else(|| first(&[&format!("uki-{slot}.efi")]))
+            .with_context(|| {
+                format!("no UKI for slot {slot}: give --uki-{slot} (or --uki, or --from-image with uki-{slot}.efi)\n{USAGE}")
+            })
     };
-    let first = |names: &[&str]| names.iter().map(|n| dir.join(n)).find(|p| p.exists());
-    let uki = a
-        .uki
-        .clone()
-        .or_else(|| first(&["uki-a.efi", "uki.efi"]))
-        .with_context(|| format!("{}: no uki-a.efi or uki.efi (give --uki)", dir.display()))?;
+    let ukis = [uki(&a.uki_a, "a")?, uki(&a.uki_b, "b")?];
     if let Some(root) = a.root.clone().or_else(|| first(&["root-a.img"])) {
-        return Ok((uki, root, a.verity.clone()));
+        return Ok((ukis, root, a.verity.clone()));
     }
     let root = first(&["root.squashfs"]).with_context(|| {
-        format!(
-            "{}: no root-a.img or root.squashfs (give --root)",
-            dir.display()
-        )
+        format!("no root: give --root (or --from-image with root-a.img or root.squashfs)\n{USAGE}")
     })?;
     Ok((
-        uki,
+        ukis,
         root,
         a.verity.clone().or_else(|| first(&["root.verity"])),
     ))
@@ -179,7 +184,8 @@ fn inputs(a: &Args) -> Result<(PathBuf, PathBuf, Option<PathBuf>)> {
 pub struct Spec {
     pub version: String,
     pub compatible: String,
-    pub uki: PathBuf,
+    /// Slot a's and slot b's UKI.
+    pub ukis: [PathBuf; 2],
     pub root: PathBuf,
     pub verity: Option<PathBuf>,
     pub salt: Option<String>,
@@ -219,33 +225,62 @@ fn data_len(root: &Path, file_len: u64) -> Result<u64> {
     Ok(file_len)
 }
 
-/// The UKI's `.cmdline` PE section, if it has one.
-fn uki_cmdline(uki: &[u8]) -> Option<String> {
-    let u16_at = |o: usize| Some(u16::from_le_bytes(uki.get(o..o + 2)?.try_into().ok()?));
-    let u32_at = |o: usize| Some(u32::from_le_bytes(uki.get(o..o + 4)?.try_into().ok()?));
-    if uki.get(..2)? != b"MZ" {
-        return None;
+/// A UKI as read for checking: its bytes, command line and os-release.
+struct Uki {
+    path: PathBuf,
+    bytes: Vec<u8>,
+    cmdline: Option<String>,
+    osrel: Option<String>,
+}
+
+fn read_uki(path: &Path) -> Result<Uki> {
+    let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if bytes.is_empty() || bytes.len() as u64 > bundle::MAX_UKI_BYTES {
+        bail!("{}: {} bytes is not a UKI", path.display(), bytes.len());
     }
-    let pe = u32_at(0x3c)? as usize;
-    if uki.get(pe..pe + 4)? != b"PE\0\0" {
-        return None;
-    }
-    let sections = u16_at(pe + 6)? as usize;
-    let table = pe + 24 + u16_at(pe + 20)? as usize;
-    for i in 0..sections {
-        let s = table + i * 40;
-        if uki.get(s..s + 8)? == b".cmdline" {
-            let size = u32_at(s + 8)? as usize; // VirtualSize: the text, without file padding
-            let at = u32_at(s + 20)? as usize;
-            let text = uki.get(at..at + size)?;
-            return Some(
-                String::from_utf8_lossy(text)
-                    .trim_end_matches('\0')
-                    .to_string(),
-            );
+    let text = |name| {
+        pe::section(&mut std::io::Cursor::new(&bytes), name)
+            .ok()
+            .flatten()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+    };
+    Ok(Uki {
+        path: path.to_path_buf(),
+        cmdline: text(".cmdline"),
+        osrel: text(".osrel"),
+        bytes,
+    })
+}
+
+/// Checks a slot's UKI against the bundle: its os-release names this slot and version, and
+/// the dm-verity table in its command line (if any) names this root hash.
+fn check_uki(uki: &Uki, slot: Slot, version: &str, root_hash: &str) -> Result<()> {
+    let name = uki.path.display();
+    if let Some(osrel) = &uki.osrel {
+        if let Some(s) = pe::os_release_value(osrel, "SYSCTR_SLOT") {
+            if s != slot.as_str() {
+                bail!("{name}: its os-release says SYSCTR_SLOT={s}, but it is given as slot {slot}'s UKI");
+            }
+        }
+        if let Some(v) = pe::os_release_value(osrel, "SYSCTR_VERSION") {
+            if v != version {
+                bail!("{name}: its os-release says SYSCTR_VERSION={v}, the bundle is --version {version}");
+            }
         }
     }
-    None
+    match (uki.cmdline.as_deref().and_then(cmdline_verity), &uki.cmdline) {
+        (Some((h, _)), _) if h != root_hash => bail!(
+            "{name}: its command line names dm-verity root {h}, the root filesystem's is {root_hash}: this UKI would not boot this root"
+        ),
+        (Some(_), _) => {}
+        (None, Some(_)) => eprintln!(
+            "xtask: bundle: warning: {name}'s command line has no dm-verity table to check the root hash against"
+        ),
+        (None, None) => eprintln!(
+            "xtask: bundle: warning: {name} has no .cmdline section; the root hash is not checked against it"
+        ),
+    }
+    Ok(())
 }
 
 /// A dm-verity table's `sha256 <root hash> <salt>` in a kernel command line.
@@ -285,12 +320,10 @@ pub fn load_secret_key(path: &Path) -> Result<minisign::SecretKey> {
 pub fn build(spec: &Spec, out: &Path) -> Result<Made> {
     bundle::check_version(&spec.version).map_err(|p| anyhow::anyhow!("--version: {p}"))?;
     bundle::check_id(&spec.compatible).map_err(|p| anyhow::anyhow!("--compatible: {p}"))?;
-    let uki = fs::read(&spec.uki).with_context(|| format!("reading {}", spec.uki.display()))?;
-    if uki.is_empty() || uki.len() as u64 > bundle::MAX_UKI_BYTES {
-        bail!("{}: {} bytes is not a UKI", spec.uki.display(), uki.len());
-    }
-    let cmdline = uki_cmdline(&uki);
-    let uki_verity = cmdline.as_deref().and_then(cmdline_verity);
+    let ukis = [read_uki(&spec.ukis[0])?, read_uki(&spec.ukis[1])?];
+    let uki_verity = ukis
+        .iter()
+        .find_map(|u| u.cmdline.as_deref().and_then(cmdline_verity));
 
     let root_len = fs::metadata(&spec.root)
         .with_context(|| format!("reading {}", spec.root.display()))?
@@ -358,20 +391,8 @@ pub fn build(spec: &Spec, out: &Path) -> Result<Made> {
         area.truncate(n);
     }
     let root_hash = bundle::to_hex(&tree.root_hash);
-    match (&uki_verity, &cmdline) {
-        (Some((h, _)), _) if *h != root_hash => bail!(
-            "{}: its command line names dm-verity root {h}, the root filesystem's is {root_hash}: this UKI would not boot this root",
-            spec.uki.display()
-        ),
-        (Some(_), _) => {}
-        (None, Some(_)) => eprintln!(
-            "xtask: bundle: warning: {}'s command line has no dm-verity table to check the root hash against",
-            spec.uki.display()
-        ),
-        (None, None) => eprintln!(
-            "xtask: bundle: warning: {} has no .cmdline section; the root hash is not checked against it",
-            spec.uki.display()
-        ),
+    for (uki, slot) in ukis.iter().zip([Slot::A, Slot::B]) {
+        check_uki(uki, slot, &spec.version, &root_hash)?;
     }
 
     let mut sha = Sha256::new();
@@ -385,7 +406,10 @@ pub fn build(spec: &Spec, out: &Path) -> Result<Made> {
         &spec.version,
         &spec.compatible,
         (root_size, bundle::to_hex(&sha.finalize())),
-        (uki.len() as u64, bundle::to_hex(&Sha256::digest(&uki))),
+        [0, 1].map(|i| {
+            let b = &ukis[i].bytes;
+            (b.len() as u64, bundle::to_hex(&Sha256::digest(b)))
+        }),
         Verity {
             hash_type: 1,
             algorithm: "sha256".into(),
@@ -438,7 +462,11 @@ pub fn build(spec: &Spec, out: &Path) -> Result<Made> {
         &manifest,
         &manifest_bytes,
         sig.as_bytes(),
-        [&mut root_reader, &mut &uki[..]],
+        [
+            &mut root_reader,
+            &mut &ukis[0].bytes[..],
+            &mut &ukis[1].bytes[..],
+        ],
     )?;
     w.into_inner()?.sync_all()?;
     fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))?;
@@ -501,10 +529,11 @@ mod tests {
     fn spec(dir: &Path, root: PathBuf, verity: Option<PathBuf>, salt: Option<&str>) -> Spec {
         let uki = dir.join("uki.efi");
         fs::write(&uki, b"not a PE file, but a payload all the same").unwrap();
+        let ukis = [uki.clone(), uki];
         Spec {
             version: "1.4.0".into(),
             compatible: "sysctr-test".into(),
-            uki,
+            ukis,
             root,
             verity,
             salt: salt.map(str::to_string),
@@ -660,27 +689,75 @@ mod tests {
         assert!(err.to_string().contains("--version"), "{err:#}");
     }
 
-    #[test]
-    fn the_uki_command_line_is_read_from_its_pe_section() {
-        // A minimal PE: MZ, e_lfanew, PE header, no optional header, one .cmdline section.
-        let cmd = b"console=ttyS0 dm-mod.create=\"r,,,ro,0 8 verity 1 /dev/vda1 /dev/vda1 4096 4096 1 1 sha256 ";
-        let hash = "ab".repeat(32);
-        let mut text = cmd.to_vec();
-        text.extend_from_slice(hash.as_bytes());
-        text.extend_from_slice(b" 0011\" root=/dev/dm-0\0");
+    /// A minimal PE (no optional header) with `.osrel` and `.cmdline` sections.
+    fn tiny_uki(dir: &Path, name: &str, osrel: &str, cmdline: &str) -> PathBuf {
         let mut pe = vec![0u8; 0x200];
         pe[..2].copy_from_slice(b"MZ");
         pe[0x3c..0x40].copy_from_slice(&0x40u32.to_le_bytes());
         pe[0x40..0x44].copy_from_slice(b"PE\0\0");
-        pe[0x46..0x48].copy_from_slice(&1u16.to_le_bytes());
-        let s = 0x40 + 24;
-        pe[s..s + 8].copy_from_slice(b".cmdline");
-        pe[s + 8..s + 12].copy_from_slice(&(text.len() as u32).to_le_bytes());
-        pe[s + 20..s + 24].copy_from_slice(&0x100u32.to_le_bytes());
-        pe[0x100..0x100 + text.len()].copy_from_slice(&text);
-        let line = uki_cmdline(&pe).unwrap();
-        assert!(line.ends_with("root=/dev/dm-0"), "{line}");
-        assert_eq!(cmdline_verity(&line), Some((hash, "0011".to_string())));
-        assert_eq!(uki_cmdline(b"not a pe"), None);
+        pe[0x46..0x48].copy_from_slice(&2u16.to_le_bytes());
+        for (i, (sec, body)) in [(".osrel", osrel), (".cmdline", cmdline)]
+            .iter()
+            .enumerate()
+        {
+            let s = 0x40 + 24 + i * 40;
+            let at = pe.len();
+            pe[s..s + sec.len()].copy_from_slice(sec.as_bytes());
+            pe[s + 8..s + 12].copy_from_slice(&(body.len() as u32).to_le_bytes());
+            pe[s + 16..s + 20]
+                .copy_from_slice(&(body.len().div_ceil(512) as u32 * 512).to_le_bytes());
+            pe[s + 20..s + 24].copy_from_slice(&(at as u32).to_le_bytes());
+            pe.extend_from_slice(body.as_bytes());
+            pe.resize(at + body.len().div_ceil(512) * 512, 0);
+        }
+        let path = dir.join(name);
+        fs::write(&path, pe).unwrap();
+        path
+    }
+
+    #[test]
+    fn each_uki_must_name_its_slot_the_version_and_the_root_hash() {
+        let hash = "ab".repeat(32);
+        let line = |h: &str| {
+            format!("console=ttyS0 dm-mod.create=\"sysctr-root,,,ro,0 8 verity 1 PARTUUID=x PARTUUID=x 4096 4096 1 1 sha256 {h} 0011\" root=/dev/dm-0")
+        };
+        assert_eq!(
+            cmdline_verity(&line(&hash)),
+            Some((hash.clone(), "0011".to_string()))
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let osrel =
+            |slot: &str, v: &str| format!("ID=sysctr\nSYSCTR_VERSION={v}\nSYSCTR_SLOT={slot}\n");
+        let good = read_uki(&tiny_uki(
+            dir.path(),
+            "b.efi",
+            &osrel("b", "1.4.0"),
+            &line(&hash),
+        ))
+        .unwrap();
+        assert_eq!(good.cmdline.as_deref(), Some(line(&hash).as_str()));
+        check_uki(&good, Slot::B, "1.4.0", &hash).unwrap();
+        let err = check_uki(&good, Slot::A, "1.4.0", &hash)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("SYSCTR_SLOT=b") && err.contains("slot a"),
+            "{err}"
+        );
+        let err = check_uki(&good, Slot::B, "1.5.0", &hash)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("SYSCTR_VERSION=1.4.0") && err.contains("1.5.0"),
+            "{err}"
+        );
+        let err = check_uki(&good, Slot::B, "1.4.0", &"cd".repeat(32))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("would not boot this root"), "{err}");
+        // Not a PE at all: only warnings, nothing to check against.
+        let plain = dir.path().join("plain.efi");
+        fs::write(&plain, b"payload").unwrap();
+        check_uki(&read_uki(&plain).unwrap(), Slot::A, "1.4.0", &hash).unwrap();
     }
 }

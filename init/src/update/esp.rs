@@ -1,29 +1,32 @@
-//! The ESP side of an install: each slot's UKI is a Boot Loader Spec type #2 entry in
-//! `EFI/Linux/`, named `sysctr-<slot>-<version>[+<left>[-<done>]].efi` — systemd-boot's boot
-//! counting lives in the file name, so a trial, a blessing and a failure are renames, atomic
-//! on FAT and without NVRAM writes. `loader/loader.conf`'s `default sysctr-<slot>-*` picks
-//! the slot; it is replaced whole (temp file, fsync, rename, fsync of the directory).
+//! The ESP side of an install. Each slot's UKI is a Boot Loader Spec type #2 entry in
+//! `EFI/Linux/`, named as the image build names the factory one (`rootfs::disk::Slot::
+//! uki_name`): `sysctr-g<generation>-<slot>[+<left>[-<done>]].efi`. systemd-boot boots the
+//! entry whose name sorts highest among those with tries left, so an install gives its entry
+//! the next generation: it is tried first, and falls back to the other slot when its tries
+//! run out or the health gate marks it bad. There is no `default` in `loader.conf` (an
+//! explicit default is honoured even with no tries left), so activating an entry is one
+//! rename — atomic on FAT, no NVRAM writes. Blessing and marking bad are `bootslot`'s.
 
-use super::slot::{expect_end, hash_uki};
+use super::slot::{expect_end, hash_payload, skip_padding};
 use super::{io_err, UpdateError, Verified};
-use manifest::bundle;
+use manifest::bundle::pe;
 use manifest::protocol_update::{Phase, Progress, Slot, SlotState, SlotStatus};
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::Read;
+use std::path::Path;
 
 pub const ENTRIES_DIR: &str = "EFI/Linux";
-pub const LOADER_CONF: &str = "loader/loader.conf";
 /// Tries a new entry gets: systemd-boot counts them down, the health gate blesses it.
 pub const TRIES: u32 = 3;
 
-/// One `sysctr-*` entry found in `EFI/Linux/`.
+/// One `sysctr-g*` entry found in `EFI/Linux/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
+    pub generation: u32,
     pub slot: Slot,
-    pub version: String,
     pub tries_left: Option<u32>,
     pub tries_done: Option<u32>,
+    /// As found on the ESP (FAT keeps case but matches without it).
     pub file_name: String,
 }
 
@@ -35,63 +38,98 @@ impl Entry {
             Some(_) => SlotState::Trial,
         }
     }
+
+    /// Whether systemd-boot would still boot it.
+    pub fn bootable(&self) -> bool {
+        self.tries_left != Some(0)
+    }
 }
 
-/// `sysctr-b-1.2.0+3.efi` for a new entry.
-pub fn entry_file_name(slot: Slot, version: &str, tries: u32) -> String {
-    format!("sysctr-{slot}-{version}+{tries}.efi")
+/// `sysctr-g4-b+3.efi`: generation 4, slot b, 3 tries.
+pub fn entry_file_name(generation: u32, slot: Slot, tries: Option<u32>) -> String {
+    match tries {
+        Some(t) => format!("sysctr-g{generation}-{slot}+{t}.efi"),
+        None => format!("sysctr-g{generation}-{slot}.efi"),
+    }
 }
 
-/// Parses `sysctr-<slot>-<version>[+<left>[-<done>]].efi`; `None` for other files.
+/// Parses `sysctr-g<N>-<slot>[+<left>[-<done>]].efi` (any case); `None` for other files.
 pub fn parse_entry(file_name: &str) -> Option<Entry> {
-    let stem = file_name.strip_suffix(".efi")?;
-    let (base, counter) = match stem.rsplit_once('+') {
+    let lower = file_name.to_ascii_lowercase();
+    let stem = lower.strip_suffix(".efi")?;
+    let (base, counter) = match stem.split_once('+') {
         Some((b, c)) => (b, Some(c)),
         None => (stem, None),
     };
-    let rest = base.strip_prefix("sysctr-")?;
-    let (slot, version) = rest.split_once('-')?;
+    let (generation, slot) = base.strip_prefix("sysctr-g")?.split_once('-')?;
+    if generation.is_empty() || !generation.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let generation = generation.parse().ok()?;
     let slot = match slot {
         "a" => Slot::A,
         "b" => Slot::B,
         _ => return None,
     };
-    bundle::check_version(version).ok()?;
+    let number = |s: &str| {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
     let (tries_left, tries_done) = match counter {
         None => (None, None),
-        Some(c) => {
-            let (left, done) = match c.split_once('-') {
-                Some((l, d)) => (l, Some(d.parse().ok()?)),
-                None => (c, None),
-            };
-            (Some(left.parse().ok()?), done)
-        }
+        Some(c) => match c.split_once('-') {
+            Some((l, d)) => (Some(number(l)?), Some(number(d)?)),
+            None => (Some(number(c)?), None),
+        },
     };
     Some(Entry {
+        generation,
         slot,
-        version: version.to_string(),
         tries_left,
         tries_done,
         file_name: file_name.to_string(),
     })
 }
 
-/// Every `sysctr-*` entry on the ESP, sorted by file name; none when the directory is absent.
+/// The `EFI/Linux` directory as it is spelled on the ESP (FAT matches without case).
+fn entries_dir(esp: &Path) -> Result<Option<std::path::PathBuf>, UpdateError> {
+    let mut cur = esp.to_path_buf();
+    for want in ["efi", "linux"] {
+        let read = match fs::read_dir(&cur) {
+            Ok(r) => r,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("listing", &cur)(e)),
+        };
+        let found = read
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().to_ascii_lowercase() == want);
+        match found {
+            Some(e) => cur = e.path(),
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(cur))
+}
+
+/// Every `sysctr-g*` entry on the ESP, highest generation first (the order systemd-boot
+/// tries them in); none when the directory is absent.
 pub fn entries(esp: &Path) -> Result<Vec<Entry>, UpdateError> {
-    let dir = esp.join(ENTRIES_DIR);
-    let read = match fs::read_dir(&dir) {
-        Ok(r) => r,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_err("listing", &dir)(e)),
+    let Some(dir) = entries_dir(esp)? else {
+        return Ok(Vec::new());
     };
     let mut out = Vec::new();
-    for item in read {
+    for item in fs::read_dir(&dir).map_err(io_err("listing", &dir))? {
         let item = item.map_err(io_err("listing", &dir))?;
         if let Some(e) = item.file_name().to_str().and_then(parse_entry) {
             out.push(e);
         }
     }
-    out.sort_by(|a, b| a.file_name.cmp(&b.file_name));
+    out.sort_by(|a, b| {
+        b.generation
+            .cmp(&a.generation)
+            .then(a.file_name.cmp(&b.file_name))
+    });
     Ok(out)
 }
 
@@ -101,74 +139,14 @@ fn sync_dir(dir: &Path) -> Result<(), UpdateError> {
         .map_err(io_err("syncing directory", dir))
 }
 
-/// Replaces `path` atomically: a temp file beside it, fsync, rename, fsync of the directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), UpdateError> {
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
-    let tmp = path.with_extension("conf.tmp");
-    let mut f = File::create(&tmp).map_err(io_err("creating", &tmp))?;
-    f.write_all(bytes).map_err(io_err("writing", &tmp))?;
-    f.sync_all().map_err(io_err("syncing", &tmp))?;
-    drop(f);
-    fs::rename(&tmp, path).map_err(io_err("renaming into place", path))?;
-    sync_dir(dir)
-}
-
-/// The slot `loader.conf`'s `default` line names, if it is one of ours.
-pub fn default_slot(esp: &Path) -> Result<Option<Slot>, UpdateError> {
-    let path = esp.join(LOADER_CONF);
-    let text = match fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_err("reading", &path)(e)),
-    };
-    Ok(text.lines().find_map(|l| {
-        let value = default_value(l)?;
-        match value {
-            "sysctr-a-*" => Some(Slot::A),
-            "sysctr-b-*" => Some(Slot::B),
-            _ => None,
-        }
-    }))
-}
-
-fn default_value(line: &str) -> Option<&str> {
-    let l = line.trim_start();
-    let rest = l.strip_prefix("default")?;
-    rest.starts_with(char::is_whitespace).then(|| rest.trim())
-}
-
-/// Points `loader.conf`'s `default` at `slot`, keeping every other line.
-pub fn set_default(esp: &Path, slot: Slot) -> Result<(), UpdateError> {
-    let path = esp.join(LOADER_CONF);
-    let old = match fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(io_err("reading", &path)(e)),
-    };
-    let line = format!("default sysctr-{slot}-*");
-    let mut out = String::new();
-    let mut replaced = false;
-    for l in old.lines() {
-        if default_value(l).is_some() {
-            if !replaced {
-                out.push_str(&line);
-                out.push('\n');
-                replaced = true;
-            }
-        } else {
-            out.push_str(l);
-            out.push('\n');
-        }
-    }
-    if !replaced {
-        out.push_str(&line);
-        out.push('\n');
-    }
-    if out == old {
-        return Ok(());
-    }
-    write_atomic(&path, out.as_bytes())
+/// One more than the highest generation on the ESP.
+pub fn next_generation(esp: &Path) -> Result<u32, UpdateError> {
+    Ok(entries(esp)?
+        .iter()
+        .map(|e| e.generation)
+        .max()
+        .unwrap_or(0)
+        + 1)
 }
 
 fn tmp_name(slot: Slot) -> String {
@@ -176,13 +154,12 @@ fn tmp_name(slot: Slot) -> String {
     format!(".sysctr-{slot}.efi.tmp")
 }
 
-/// Before a slot is rewritten: the loader default moves to the other slot if it named this
-/// one, then this slot's entries (and any half-written UKI) are removed.
+/// Before a slot is rewritten: its entries (its root is about to change) and any
+/// half-written UKI are removed, so only the other slot's entry can boot meanwhile.
 pub fn retire_slot(esp: &Path, slot: Slot) -> Result<(), UpdateError> {
-    if default_slot(esp)? == Some(slot) {
-        set_default(esp, slot.other())?;
-    }
-    let dir = esp.join(ENTRIES_DIR);
+    let Some(dir) = entries_dir(esp)? else {
+        return Ok(());
+    };
     let mut removed = false;
     for e in entries(esp)?.into_iter().filter(|e| e.slot == slot) {
         let p = dir.join(&e.file_name);
@@ -201,10 +178,11 @@ pub fn retire_slot(esp: &Path, slot: Slot) -> Result<(), UpdateError> {
     Ok(())
 }
 
-/// Reads the UKI payload (the reader is right after the root payload), writes it under a
-/// temporary name, checks its sha256 and that the bundle ends there, then renames it to a
-/// boot-counted entry and makes that slot the default. Returns the entry's path relative to
-/// the ESP.
+/// Reads the UKI payloads (the reader is right after the root payload): the target slot's
+/// is written under a temporary name, the other one is only checked. Each sha256 must match
+/// and the bundle must end there; then the UKI is synced and renamed to the next
+/// generation's boot-counted entry, which systemd-boot tries first. Returns the entry's path
+/// relative to the ESP.
 pub fn install_uki(
     reader: &mut impl Read,
     esp: &Path,
@@ -213,21 +191,20 @@ pub fn install_uki(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<String, UpdateError> {
     let m = &verified.manifest;
-    let root_end = verified.payload_start + m.root().size;
-    bundle::read_padding(
-        reader,
-        m.uki().offset - m.root().size,
-        "root payload",
-        root_end,
-    )?;
-    let dir = esp.join(ENTRIES_DIR);
-    fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
+    let dir = match entries_dir(esp)? {
+        Some(d) => d,
+        None => {
+            let d = esp.join(ENTRIES_DIR);
+            fs::create_dir_all(&d).map_err(io_err("creating", &d))?;
+            d
+        }
+    };
     let tmp = dir.join(tmp_name(slot));
-    let total = m.uki().size;
+    let target = m.uki(slot);
     progress(Progress {
         phase: Phase::WritingUki,
         done: 0,
-        total,
+        total: target.size,
     });
     let result = (|| {
         let mut f = OpenOptions::new()
@@ -236,20 +213,28 @@ pub fn install_uki(
             .truncate(true)
             .open(&tmp)
             .map_err(io_err("creating", &tmp))?;
-        let (sha, n) = hash_uki(reader, Some(&mut f), verified, &tmp)?;
-        if sha != m.uki().sha256 {
-            return Err(UpdateError::PayloadDigest {
-                payload: bundle::UKI.into(),
-                expected: m.uki().sha256.clone(),
-                actual: sha,
-                written: true,
-            });
+        for i in 1..m.payloads.len() {
+            skip_padding(reader, verified, i)?;
+            let p = &m.payloads[i];
+            let mine = p.name == target.name;
+            let sink = if mine { Some(&mut f) } else { None };
+            let (sha, n) = hash_payload(reader, sink, verified, i, &tmp)?;
+            if sha != p.sha256 {
+                return Err(UpdateError::PayloadDigest {
+                    payload: p.name.clone(),
+                    expected: p.sha256.clone(),
+                    actual: sha,
+                    written: true,
+                });
+            }
+            if mine {
+                progress(Progress {
+                    phase: Phase::WritingUki,
+                    done: n,
+                    total: target.size,
+                });
+            }
         }
-        progress(Progress {
-            phase: Phase::WritingUki,
-            done: n,
-            total,
-        });
         expect_end(reader, verified)?;
         f.sync_all().map_err(io_err("syncing", &tmp))
     })();
@@ -258,63 +243,66 @@ pub fn install_uki(
         return Err(e);
     }
     progress(super::step(Phase::Activating));
-    let name = entry_file_name(slot, &m.version, TRIES);
+    let name = entry_file_name(next_generation(esp)?, slot, Some(TRIES));
     let fin = dir.join(&name);
     fs::rename(&tmp, &fin).map_err(io_err("renaming into place", &fin))?;
     sync_dir(&dir)?;
-    set_default(esp, slot)?;
     Ok(format!("{ENTRIES_DIR}/{name}"))
 }
 
-fn the_entry(esp: &Path, slot: Slot) -> Result<Option<Entry>, UpdateError> {
-    Ok(entries(esp)?.into_iter().find(|e| e.slot == slot))
-}
-
-fn rename_entry(esp: &Path, from: &Entry, to: String) -> Result<(), UpdateError> {
-    if from.file_name == to {
-        return Ok(());
-    }
-    let dir = esp.join(ENTRIES_DIR);
-    let fin: PathBuf = dir.join(&to);
-    fs::rename(dir.join(&from.file_name), &fin).map_err(io_err("renaming", &fin))?;
-    sync_dir(&dir)
-}
-
-/// The health gate passed: the slot's entry loses its boot counter. `false` if the slot has
-/// no entry.
-pub fn bless(esp: &Path, slot: Slot) -> Result<bool, UpdateError> {
-    let Some(e) = the_entry(esp, slot)? else {
-        return Ok(false);
-    };
-    rename_entry(esp, &e, format!("sysctr-{slot}-{}.efi", e.version))?;
-    Ok(true)
-}
-
-/// The health gate failed: no tries left (`+0-<done>`), so systemd-boot skips it.
-pub fn mark_bad(esp: &Path, slot: Slot) -> Result<bool, UpdateError> {
-    let Some(e) = the_entry(esp, slot)? else {
-        return Ok(false);
-    };
-    let done = e.tries_done.unwrap_or(0) + e.tries_left.unwrap_or(0);
-    rename_entry(esp, &e, format!("sysctr-{slot}-{}+0-{done}.efi", e.version))?;
-    Ok(true)
-}
-
-/// Both slots as the ESP describes them.
-pub fn slot_status(esp: &Path) -> Result<Vec<SlotStatus>, UpdateError> {
-    let default = default_slot(esp)?;
+/// `sysctr rollback`: `slot`'s entry takes the next generation (keeping its counter), so
+/// systemd-boot boots it first next time. Returns the new file name, or `None` when the
+/// slot has no entry. The caller checks that the slot is good.
+pub fn prefer(esp: &Path, slot: Slot) -> Result<Option<String>, UpdateError> {
     let all = entries(esp)?;
+    let Some(e) = all.iter().find(|e| e.slot == slot) else {
+        return Ok(None);
+    };
+    let Some(dir) = entries_dir(esp)? else {
+        return Ok(None);
+    };
+    if all.first().map(|f| &f.file_name) == Some(&e.file_name) {
+        return Ok(Some(e.file_name.clone()));
+    }
+    let counter = match (e.tries_left, e.tries_done) {
+        (Some(l), Some(d)) => format!("+{l}-{d}"),
+        (Some(l), None) => format!("+{l}"),
+        _ => String::new(),
+    };
+    let gen = all.iter().map(|e| e.generation).max().unwrap_or(0) + 1;
+    let name = format!("sysctr-g{gen}-{slot}{counter}.efi");
+    let to = dir.join(&name);
+    fs::rename(dir.join(&e.file_name), &to).map_err(io_err("renaming", &to))?;
+    sync_dir(&dir)?;
+    Ok(Some(name))
+}
+
+/// The version a UKI boots: `SYSCTR_VERSION` in its `.osrel` section.
+pub fn uki_version(path: &Path) -> Option<String> {
+    let mut f = File::open(path).ok()?;
+    let osrel = pe::section(&mut f, ".osrel").ok()??;
+    pe::os_release_value(&String::from_utf8_lossy(&osrel), "SYSCTR_VERSION")
+}
+
+/// Both slots as the ESP describes them; `next_boot` marks the entry systemd-boot boots next
+/// (the highest generation with tries left).
+pub fn slot_status(esp: &Path) -> Result<Vec<SlotStatus>, UpdateError> {
+    let all = entries(esp)?;
+    let dir = entries_dir(esp)?;
+    let next = all.iter().find(|e| e.bootable()).map(|e| e.slot);
     Ok([Slot::A, Slot::B]
         .into_iter()
         .map(|slot| {
             let e = all.iter().find(|e| e.slot == slot);
             SlotStatus {
                 slot,
-                version: e.map(|e| e.version.clone()),
+                version: e
+                    .zip(dir.as_ref())
+                    .and_then(|(e, d)| uki_version(&d.join(&e.file_name))),
                 state: e.map_or(SlotState::Empty, Entry::state),
                 tries_left: e.and_then(|e| e.tries_left),
                 tries_done: e.and_then(|e| e.tries_done),
-                default: default == Some(slot),
+                next_boot: next == Some(slot),
             }
         })
         .collect())

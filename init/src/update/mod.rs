@@ -8,13 +8,14 @@
 //!    there the digest is checked as the bytes stream past, and the slot is not bootable
 //!    until it passes.
 //! 3. [`esp::retire_slot`]: the target slot's old boot entry goes (its root is about to
-//!    change), and the loader default moves to the other slot if it pointed here.
+//!    change), so meanwhile only the other slot's entry can boot.
 //! 4. [`write_slot`]: the root payload streams into the slot while hashing; then the slot is
 //!    synced, dropped from the page cache and read back: sha256, dm-verity root hash and
 //!    the verity tree bytes must all match the signed manifest.
-//! 5. [`esp::install_uki`]: the UKI streams to a temporary name on the ESP, is checked,
-//!    synced, renamed to a boot-counted entry (`EFI/Linux/sysctr-<slot>-<version>+3.efi`),
-//!    and `loader/loader.conf`'s `default` is pointed at it by an atomic replace.
+//! 5. [`esp::install_uki`]: the target slot's UKI streams to a temporary name on the ESP
+//!    (the other slot's UKI is only checked), is synced, and renamed to a boot-counted entry
+//!    of the next generation (`EFI/Linux/sysctr-g<N>-<slot>+3.efi`), which systemd-boot
+//!    tries first.
 //!
 //! The caller (PID 1's update helper, outside the event loop) picks the inactive slot and
 //! opens its device; this module never decides which slot is active. Everything here is

@@ -169,35 +169,53 @@ pub fn check_payloads(
         },
         _ => UpdateError::VerityRoot { expected, actual },
     })?;
-    let end = base + m.root().size;
-    bundle::read_padding(reader, m.uki().offset - m.root().size, "root payload", end)?;
-    let (sha, _) = hash_uki(reader, None, verified, Path::new(""))?;
-    if sha != m.uki().sha256 {
-        return Err(UpdateError::PayloadDigest {
-            payload: bundle::UKI.into(),
-            expected: m.uki().sha256.clone(),
-            actual: sha,
-            written: false,
-        });
+    for i in 1..m.payloads.len() {
+        skip_padding(reader, verified, i)?;
+        let p = &m.payloads[i];
+        let (sha, _) = hash_payload(reader, None, verified, i, Path::new(""))?;
+        if sha != p.sha256 {
+            return Err(UpdateError::PayloadDigest {
+                payload: p.name.clone(),
+                expected: p.sha256.clone(),
+                actual: sha,
+                written: false,
+            });
+        }
     }
     expect_end(reader, verified)
 }
 
-/// Reads the UKI payload (the reader is at it), writing it to `sink` when given.
-pub(super) fn hash_uki(
+/// Reads the zero padding between payload `index - 1` and payload `index`.
+pub(super) fn skip_padding(
+    reader: &mut impl Read,
+    verified: &Verified,
+    index: usize,
+) -> Result<(), UpdateError> {
+    let prev = &verified.manifest.payloads[index - 1];
+    let end = prev.offset + prev.size;
+    let gap = verified.manifest.payloads[index].offset - end;
+    let after = format!("{} payload", prev.name);
+    bundle::read_padding(reader, gap, &after, verified.payload_start + end)?;
+    Ok(())
+}
+
+/// Reads payload `index` (the reader is at it), writing it to `sink` when given.
+pub(super) fn hash_payload(
     reader: &mut impl Read,
     mut sink: Option<&mut File>,
     verified: &Verified,
+    index: usize,
     sink_path: &Path,
 ) -> Result<(String, u64), UpdateError> {
-    let uki = verified.manifest.uki();
-    let base = verified.payload_start + uki.offset;
+    let p = &verified.manifest.payloads[index];
+    let base = verified.payload_start + p.offset;
+    let part = format!("{} payload", p.name);
     let mut sha = Sha256::new();
     let mut buf = vec![0u8; CHUNK];
     let mut done = 0u64;
-    while done < uki.size {
-        let n = (uki.size - done).min(CHUNK as u64) as usize;
-        bundle::read_part(reader, &mut buf[..n], "uki payload", base + done)?;
+    while done < p.size {
+        let n = (p.size - done).min(CHUNK as u64) as usize;
+        bundle::read_part(reader, &mut buf[..n], &part, base + done)?;
         sha.update(&buf[..n]);
         if let Some(sink) = sink.as_deref_mut() {
             sink.write_all(&buf[..n])
@@ -208,7 +226,7 @@ pub(super) fn hash_uki(
     Ok((bundle::to_hex(&sha.finalize()), done))
 }
 
-/// The bundle must end right after the UKI.
+/// The bundle must end right after the last UKI.
 pub(super) fn expect_end(reader: &mut impl Read, verified: &Verified) -> Result<(), UpdateError> {
     let end = verified.payload_start + verified.manifest.payload_area_size();
     let mut byte = [0u8; 1];

@@ -18,8 +18,27 @@ const OLD_SLOT_BYTE: u8 = 0xee;
 
 struct Fixture {
     root: Vec<u8>,
-    uki: Vec<u8>,
+    /// Slot a's and slot b's UKI.
+    ukis: [Vec<u8>; 2],
     manifest: Manifest,
+}
+
+/// A minimal PE with an `.osrel` section, padded so its length is not a multiple of 4096.
+fn tiny_uki(version: &str, slot: &str) -> Vec<u8> {
+    let osrel = format!("ID=sysctr\nSYSCTR_VERSION={version}\nSYSCTR_SLOT={slot}\n");
+    let mut pe = vec![0u8; 0x200];
+    pe[..2].copy_from_slice(b"MZ");
+    pe[0x3c..0x40].copy_from_slice(&0x40u32.to_le_bytes());
+    pe[0x40..0x44].copy_from_slice(b"PE\0\0");
+    pe[0x46..0x48].copy_from_slice(&1u16.to_le_bytes());
+    let s = 0x40 + 24;
+    pe[s..s + 6].copy_from_slice(b".osrel");
+    pe[s + 8..s + 12].copy_from_slice(&(osrel.len() as u32).to_le_bytes());
+    pe[s + 16..s + 20].copy_from_slice(&(osrel.len() as u32).to_le_bytes());
+    pe[s + 20..s + 24].copy_from_slice(&0x200u32.to_le_bytes());
+    pe.extend_from_slice(osrel.as_bytes());
+    pe.extend((0..10_001u32).map(|i| (i % 251) as u8 ^ slot.as_bytes()[0]));
+    pe
 }
 
 fn sha(b: &[u8]) -> String {
@@ -41,13 +60,15 @@ fn fixture(version: &str) -> Fixture {
     let tree = verity::compute(&mut &data[..], &params).unwrap();
     let mut root = data;
     root.extend_from_slice(&tree.area);
-    // Not a multiple of 4096, so the bundle has padding after it.
-    let uki: Vec<u8> = (0..10_001u32).map(|i| (i % 251) as u8).collect();
+    let ukis = [tiny_uki(version, "a"), tiny_uki(version, "b")];
     let manifest = Manifest::new(
         version,
         COMPATIBLE,
         (root.len() as u64, sha(&root)),
-        (uki.len() as u64, sha(&uki)),
+        [
+            (ukis[0].len() as u64, sha(&ukis[0])),
+            (ukis[1].len() as u64, sha(&ukis[1])),
+        ],
         Verity {
             hash_type: 1,
             algorithm: "sha256".into(),
@@ -63,7 +84,7 @@ fn fixture(version: &str) -> Fixture {
     );
     Fixture {
         root,
-        uki,
+        ukis,
         manifest,
     }
 }
@@ -88,7 +109,7 @@ fn assemble(f: &Fixture, manifest_bytes: &[u8], sig: &str) -> Vec<u8> {
         &f.manifest,
         manifest_bytes,
         sig.as_bytes(),
-        [&mut &f.root[..], &mut &f.uki[..]],
+        [&mut &f.root[..], &mut &f.ukis[0][..], &mut &f.ukis[1][..]],
     )
     .unwrap();
     out
@@ -126,17 +147,14 @@ impl Machine {
         let esp = dir.path().join("esp");
         fs::create_dir_all(esp.join("EFI/Linux")).unwrap();
         fs::create_dir_all(esp.join("loader")).unwrap();
-        fs::write(esp.join("EFI/Linux/sysctr-a-1.0.0.efi"), b"uki of slot a").unwrap();
+        // Slot a booted and blessed (generation 3); slot b's last try went bad (generation 2).
+        fs::write(esp.join(A_ENTRY), tiny_uki("1.0.0", "a")).unwrap();
         fs::write(
-            esp.join("EFI/Linux/sysctr-b-0.9.0.efi"),
+            esp.join("EFI/Linux/sysctr-g2-b+0-3.efi"),
             b"old uki of slot b",
         )
         .unwrap();
-        fs::write(
-            esp.join("loader/loader.conf"),
-            "timeout 3\ndefault sysctr-a-*\n",
-        )
-        .unwrap();
+        fs::write(esp.join("loader/loader.conf"), LOADER_CONF).unwrap();
         let bundle = dir.path().join("os.bundle");
         Machine {
             _dir: dir,
@@ -199,6 +217,8 @@ impl Machine {
 use std::fs::OpenOptions;
 
 const SLOT_SIZE: usize = 1 << 20;
+const A_ENTRY: &str = "EFI/Linux/sysctr-g3-a.efi";
+const LOADER_CONF: &str = "timeout 0\neditor no\n";
 
 #[test]
 fn refusals_before_writing_leave_slot_and_esp_byte_identical() {
@@ -234,7 +254,9 @@ fn refusals_before_writing_leave_slot_and_esp_byte_identical() {
     let payloads = bundle::payload_start(m.len(), sig.len());
     let flipped_root_data = flip(payloads + 5000);
     let flipped_root_tree = flip(payloads + good.manifest.verity.hash_offset + 4096 + 3);
-    let flipped_uki = flip(payloads + good.manifest.uki().offset + 77);
+    let flipped_uki = flip(payloads + good.manifest.uki(Slot::B).offset + 777);
+    // The UKI of the slot not written is checked as well.
+    let flipped_other_uki = flip(payloads + good.manifest.uki(Slot::A).offset + 3);
     let mut trailing = good_bytes.clone();
     trailing.push(0);
 
@@ -310,14 +332,21 @@ fn refusals_before_writing_leave_slot_and_esp_byte_identical() {
             flipped_uki,
             true,
             keys(),
-            |e| matches!(e, UpdateError::PayloadDigest { payload, written: false, .. } if payload == "uki"),
+            |e| matches!(e, UpdateError::PayloadDigest { payload, written: false, .. } if payload == "uki-b"),
+        ),
+        (
+            "flipped other slot's UKI byte (file)",
+            flipped_other_uki,
+            true,
+            keys(),
+            |e| matches!(e, UpdateError::PayloadDigest { payload, written: false, .. } if payload == "uki-a"),
         ),
         (
             "truncated in the payload (file)",
             good_bytes[..good_bytes.len() - 10].to_vec(),
             true,
             keys(),
-            |e| matches!(e, UpdateError::Bundle(BundleError::Truncated { part, .. }) if part == "uki payload"),
+            |e| matches!(e, UpdateError::Bundle(BundleError::Truncated { part, .. }) if part == "uki-b payload"),
         ),
         ("trailing data (file)", trailing, true, keys(), |e| {
             matches!(e, UpdateError::Bundle(BundleError::TrailingData { .. }))
@@ -404,11 +433,14 @@ fn a_stream_refused_mid_payload_leaves_no_bootable_entry_for_the_slot() {
     let mut flipped_root = bytes.clone();
     flipped_root[payloads as usize + 9000] ^= 0x80;
     let mut flipped_uki = bytes.clone();
-    flipped_uki[(payloads + good.manifest.uki().offset) as usize] ^= 0x80;
+    flipped_uki[(payloads + good.manifest.uki(Slot::B).offset) as usize + 600] ^= 0x80;
+    let mut flipped_other_uki = bytes.clone();
+    flipped_other_uki[(payloads + good.manifest.uki(Slot::A).offset) as usize + 600] ^= 0x80;
     let truncated = bytes[..payloads as usize + 300_000].to_vec();
     for (name, b) in [
         ("flipped root byte", flipped_root),
         ("flipped uki byte", flipped_uki),
+        ("flipped other slot's uki byte", flipped_other_uki),
         ("truncated root", truncated),
     ] {
         let machine = Machine::new(SLOT_SIZE);
@@ -425,23 +457,27 @@ fn a_stream_refused_mid_payload_leaves_no_bootable_entry_for_the_slot() {
             .collect();
         assert_eq!(
             files,
-            ["sysctr-a-1.0.0.efi"],
+            ["sysctr-g3-a.efi"],
             "{name}: only slot a's entry is left"
         );
         assert_eq!(
-            fs::read(machine.esp.join("EFI/Linux/sysctr-a-1.0.0.efi")).unwrap(),
-            b"uki of slot a"
+            fs::read(machine.esp.join(A_ENTRY)).unwrap(),
+            tiny_uki("1.0.0", "a")
         );
         assert_eq!(
-            esp::default_slot(&machine.esp).unwrap(),
-            Some(Slot::A),
+            fs::read_to_string(machine.esp.join("loader/loader.conf")).unwrap(),
+            LOADER_CONF
+        );
+        let status = esp::slot_status(&machine.esp).unwrap();
+        assert!(
+            status[0].next_boot && status[1].state == SlotState::Empty,
             "{name}"
         );
     }
 }
 
 #[test]
-fn a_good_install_writes_the_slot_and_a_boot_counted_default_entry() {
+fn a_good_install_writes_the_slot_and_the_newest_boot_counted_entry() {
     let good = fixture("1.1.0");
     let bytes = signed(&good);
     for seekable in [true, false] {
@@ -450,25 +486,30 @@ fn a_good_install_writes_the_slot_and_a_boot_counted_default_entry() {
         let installed = result.unwrap();
         assert_eq!(installed.version, "1.1.0");
         assert_eq!(installed.slot, Slot::B);
-        assert_eq!(installed.entry, "EFI/Linux/sysctr-b-1.1.0+3.efi");
+        assert_eq!(installed.entry, "EFI/Linux/sysctr-g4-b+3.efi");
         assert_eq!(installed.key_id, "DB070B3F9EF07E44");
 
         let slot = fs::read(&machine.slot).unwrap();
         assert_eq!(&slot[..good.root.len()], &good.root[..]);
         assert!(slot[good.root.len()..].iter().all(|&b| b == OLD_SLOT_BYTE));
         let esp = &machine.esp;
-        assert_eq!(fs::read(esp.join(&installed.entry)).unwrap(), good.uki);
-        assert!(!esp.join("EFI/Linux/sysctr-b-0.9.0.efi").exists());
-        assert!(!esp.join("EFI/Linux/.sysctr-b.efi.tmp").exists());
+        assert_eq!(fs::read(esp.join(&installed.entry)).unwrap(), good.ukis[1]);
+        let mut files: Vec<String> = fs::read_dir(esp.join("EFI/Linux"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        files.sort();
         assert_eq!(
-            fs::read(esp.join("EFI/Linux/sysctr-a-1.0.0.efi")).unwrap(),
-            b"uki of slot a"
+            files,
+            ["sysctr-g3-a.efi", "sysctr-g4-b+3.efi"],
+            "old b entry and temp file gone"
         );
+        assert_eq!(fs::read(esp.join(A_ENTRY)).unwrap(), tiny_uki("1.0.0", "a"));
         assert_eq!(
             fs::read_to_string(esp.join("loader/loader.conf")).unwrap(),
-            "timeout 3\ndefault sysctr-b-*\n"
+            LOADER_CONF,
+            "no default is ever written"
         );
-        assert!(!esp.join("loader/loader.conf.tmp").exists());
 
         let phases: Vec<Phase> = seen.iter().map(|p| p.phase).collect();
         let mut order = vec![Phase::Verifying];
@@ -497,10 +538,15 @@ fn a_good_install_writes_the_slot_and_a_boot_counted_default_entry() {
         let status = esp::slot_status(esp).unwrap();
         assert_eq!(status[0].state, SlotState::Good);
         assert_eq!(status[0].version.as_deref(), Some("1.0.0"));
-        assert!(!status[0].default);
+        assert!(!status[0].next_boot);
         assert_eq!(status[1].state, SlotState::Trial);
+        assert_eq!(
+            status[1].version.as_deref(),
+            Some("1.1.0"),
+            "from the UKI's .osrel"
+        );
         assert_eq!(status[1].tries_left, Some(3));
-        assert!(status[1].default);
+        assert!(status[1].next_boot);
     }
 }
 
@@ -511,9 +557,9 @@ fn allow_downgrade_installs_an_older_or_the_same_version() {
         allow_downgrade: true,
         ..policy()
     };
-    for v in ["0.9.1", "1.0.0"] {
+    for (v, gen) in [("0.9.1", 4), ("1.0.0", 4)] {
         let (r, _) = machine.install(&signed(&fixture(v)), false, &keys(), &policy);
-        assert_eq!(r.unwrap().entry, format!("EFI/Linux/sysctr-b-{v}+3.efi"));
+        assert_eq!(r.unwrap().entry, format!("EFI/Linux/sysctr-g{gen}-b+3.efi"));
     }
     let names: Vec<_> = esp::entries(&machine.esp).unwrap();
     assert_eq!(
@@ -568,71 +614,81 @@ fn verify_slot_catches_a_slot_that_reads_back_wrong() {
 }
 
 #[test]
-fn entry_names_parse_and_renames_track_the_health_gate() {
-    let e = esp::parse_entry("sysctr-b-1.2.0+2-1.efi").unwrap();
+fn entry_names_parse_like_the_image_build_writes_them() {
+    let e = esp::parse_entry("sysctr-g12-b+2-1.efi").unwrap();
     assert_eq!(
-        (e.slot, e.version.as_str(), e.tries_left, e.tries_done),
-        (Slot::B, "1.2.0", Some(2), Some(1))
+        (e.generation, e.slot, e.tries_left, e.tries_done),
+        (12, Slot::B, Some(2), Some(1))
     );
     assert_eq!(e.state(), SlotState::Trial);
     assert_eq!(
-        esp::parse_entry("sysctr-a-1.0.efi").unwrap().state(),
+        esp::parse_entry("sysctr-g1-a.efi").unwrap().state(),
         SlotState::Good
     );
     assert_eq!(
-        esp::parse_entry("sysctr-a-1.0+0-3.efi").unwrap().state(),
-        SlotState::Bad
+        esp::parse_entry("SYSCTR-G1-A+3.EFI").unwrap().tries_left,
+        Some(3)
     );
+    let bad = esp::parse_entry("sysctr-g2-a+0-3.efi").unwrap();
+    assert_eq!(bad.state(), SlotState::Bad);
+    assert!(!bad.bootable());
     for other in [
-        "sysctr-c-1.0.efi",
+        "sysctr-g1-c.efi",
+        "sysctr-a+3.efi",
+        "sysctr-gx-a.efi",
+        "sysctr-g1-a+x.efi",
+        "sysctr-g1-a+1-.efi",
         "linux.efi",
-        "sysctr-a-1.0+x.efi",
-        "sysctr-a-1.0.conf",
         ".sysctr-a.efi.tmp",
     ] {
         assert!(esp::parse_entry(other).is_none(), "{other}");
     }
+    assert_eq!(
+        esp::entry_file_name(4, Slot::B, Some(3)),
+        "sysctr-g4-b+3.efi"
+    );
+    assert_eq!(esp::entry_file_name(4, Slot::B, None), "sysctr-g4-b.efi");
+}
 
-    let machine = Machine::new(4096);
+#[test]
+fn rollback_gives_the_other_slot_the_newest_generation() {
+    let machine = Machine::new(SLOT_SIZE);
+    let (r, _) = machine.install(&signed(&fixture("1.1.0")), false, &keys(), &policy());
+    assert_eq!(r.unwrap().entry, "EFI/Linux/sysctr-g4-b+3.efi");
     let esp_dir = &machine.esp;
+    assert!(esp::slot_status(esp_dir).unwrap()[1].next_boot);
+    assert_eq!(
+        esp::prefer(esp_dir, Slot::A).unwrap().as_deref(),
+        Some("sysctr-g5-a.efi")
+    );
+    let status = esp::slot_status(esp_dir).unwrap();
+    assert!(status[0].next_boot && !status[1].next_boot);
+    assert_eq!(status[0].version.as_deref(), Some("1.0.0"));
+    // Already first: nothing to rename.
+    assert_eq!(
+        esp::prefer(esp_dir, Slot::A).unwrap().as_deref(),
+        Some("sysctr-g5-a.efi")
+    );
+    // Back to b keeps its counter.
+    assert_eq!(
+        esp::prefer(esp_dir, Slot::B).unwrap().as_deref(),
+        Some("sysctr-g6-b+3.efi")
+    );
+    // A bad entry is never the next boot, whatever its generation.
     fs::rename(
-        esp_dir.join("EFI/Linux/sysctr-b-0.9.0.efi"),
-        esp_dir.join("EFI/Linux/sysctr-b-0.9.0+1-2.efi"),
+        esp_dir.join("EFI/Linux/sysctr-g6-b+3.efi"),
+        esp_dir.join("EFI/Linux/sysctr-g6-b+0-3.efi"),
     )
     .unwrap();
-    assert!(esp::mark_bad(esp_dir, Slot::B).unwrap());
-    assert!(esp_dir.join("EFI/Linux/sysctr-b-0.9.0+0-3.efi").exists());
-    assert!(esp::bless(esp_dir, Slot::B).unwrap());
-    assert!(esp_dir.join("EFI/Linux/sysctr-b-0.9.0.efi").exists());
-
-    // retire_slot moves the default away from the slot it clears.
-    esp::set_default(esp_dir, Slot::B).unwrap();
+    let status = esp::slot_status(esp_dir).unwrap();
+    assert!(status[0].next_boot);
+    assert_eq!(status[1].state, SlotState::Bad);
     esp::retire_slot(esp_dir, Slot::B).unwrap();
-    assert_eq!(esp::default_slot(esp_dir).unwrap(), Some(Slot::A));
     assert_eq!(
         esp::slot_status(esp_dir).unwrap()[1].state,
         SlotState::Empty
     );
-    assert!(!esp::bless(esp_dir, Slot::B).unwrap());
-}
-
-#[test]
-fn loader_conf_keeps_other_lines_and_gains_a_default() {
-    let dir = tempfile::tempdir().unwrap();
-    esp::set_default(dir.path(), Slot::A).unwrap();
-    let conf = dir.path().join("loader/loader.conf");
-    assert_eq!(fs::read_to_string(&conf).unwrap(), "default sysctr-a-*\n");
-    fs::write(
-        &conf,
-        "timeout 0\n  default   linux.efi\nconsole-mode keep\ndefault x\n",
-    )
-    .unwrap();
-    esp::set_default(dir.path(), Slot::B).unwrap();
-    assert_eq!(
-        fs::read_to_string(&conf).unwrap(),
-        "timeout 0\ndefault sysctr-b-*\nconsole-mode keep\n"
-    );
-    assert_eq!(esp::default_slot(dir.path()).unwrap(), Some(Slot::B));
+    assert_eq!(esp::prefer(esp_dir, Slot::B).unwrap(), None);
 }
 
 #[test]

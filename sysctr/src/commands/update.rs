@@ -19,7 +19,7 @@ use std::os::fd::AsRawFd;
     after_help = "\
 Init checks the bundle's signature, `compatible` id and version before it writes one byte,
 streams the root into the inactive slot, reads it back (sha256 and dm-verity root hash),
-puts the slot's UKI on the ESP as a boot-counted entry and makes it the default. The next
+puts the slot's UKI on the ESP as the newest boot-counted entry, tried first. The next
 boot is a trial: the health gate blesses it or the machine falls back to the current slot.
 A file named `status` is given as `./status`. Only root may install.
 
@@ -266,7 +266,7 @@ pub fn render_status(s: &UpdateStatus) -> String {
             if s.booted == Some(slot.slot) {
                 flags.push("booted");
             }
-            if slot.default {
+            if slot.next_boot {
                 flags.push("next boot");
             }
             vec![
@@ -480,7 +480,7 @@ mod tests {
                     state: SlotState::Good,
                     tries_left: None,
                     tries_done: None,
-                    default: true,
+                    next_boot: true,
                 },
                 SlotStatus {
                     slot: Slot::B,
@@ -488,7 +488,7 @@ mod tests {
                     state: SlotState::Bad,
                     tries_left: Some(0),
                     tries_done: Some(3),
-                    default: false,
+                    next_boot: false,
                 },
             ],
             last: Some(LastUpdate {
