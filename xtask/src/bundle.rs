@@ -760,4 +760,85 @@ mod tests {
         fs::write(&plain, b"payload").unwrap();
         check_uki(&read_uki(&plain).unwrap(), Slot::A, "1.4.0", &hash).unwrap();
     }
+
+    /// The image build's own pipeline: `rootfs::disk::append_verity` on a squashfs and
+    /// `make_uki` for both slots (objcopy on Debian's systemd stub). The bundle finds the
+    /// salt in the UKIs' command lines and checks their root hash, slot and version.
+    #[test]
+    fn a_bundle_of_the_image_build_s_slot_and_ukis() {
+        if !have("mksquashfs")
+            || !have("veritysetup")
+            || !Path::new(rootfs::disk::UKI_STUB).exists()
+        {
+            eprintln!("no systemd-boot-efi stub: skipping");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        fs::create_dir(&src).unwrap();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let body: Vec<u8> = (0..300_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        fs::write(src.join("blob"), body).unwrap();
+        let slot_img = dir.path().join("root-a.img");
+        let st = Command::new("mksquashfs")
+            .arg(&src)
+            .arg(&slot_img)
+            .args(["-noappend", "-quiet", "-no-progress"])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let verity = rootfs::disk::append_verity(&slot_img).unwrap();
+        let kernel = dir.path().join("bzImage");
+        fs::write(&kernel, vec![0x90u8; 70_000]).unwrap();
+        let mut ukis = Vec::new();
+        for slot in [rootfs::disk::Slot::A, rootfs::disk::Slot::B] {
+            let out = dir.path().join(format!("uki-{}.efi", slot.letter()));
+            rootfs::disk::make_uki(
+                &kernel,
+                &verity.cmdline(slot, ""),
+                &rootfs::disk::os_release("sysctr", "2.0.0", slot),
+                &out,
+            )
+            .unwrap();
+            ukis.push(out);
+        }
+        let spec = |ukis: [PathBuf; 2], version: &str| Spec {
+            version: version.into(),
+            compatible: "sysctr-test".into(),
+            ukis,
+            root: slot_img.clone(),
+            verity: None,
+            salt: None,
+            superblock: false,
+            key: workspace_root().join("keys/test-only.key"),
+        };
+        let out = dir.path().join("os.bundle");
+        let made = build(&spec([ukis[0].clone(), ukis[1].clone()], "2.0.0"), &out).unwrap();
+        assert_eq!(made.manifest.verity.root_hash, verity.root_hash);
+        assert_eq!(made.manifest.verity.hash_offset, verity.data_bytes);
+        let osrel = pe::section(&mut File::open(&ukis[1]).unwrap(), ".osrel")
+            .unwrap()
+            .unwrap();
+        let osrel = String::from_utf8(osrel).unwrap();
+        assert_eq!(
+            pe::os_release_value(&osrel, "SYSCTR_SLOT").as_deref(),
+            Some("b")
+        );
+
+        let swapped = build(&spec([ukis[1].clone(), ukis[0].clone()], "2.0.0"), &out);
+        assert!(swapped.err().unwrap().to_string().contains("SYSCTR_SLOT=b"));
+        let other_version = build(&spec([ukis[0].clone(), ukis[1].clone()], "2.0.1"), &out);
+        assert!(other_version
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("SYSCTR_VERSION=2.0.0"));
+    }
 }
