@@ -9,23 +9,28 @@ use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 const CHUNK: usize = 1 << 20;
 /// Progress is reported at most this often (bytes), and at the end.
 const PROGRESS_EVERY: u64 = 8 << 20;
 
 /// The device's size: block devices and files alike answer a seek to their end.
-fn device_size(device: &mut File) -> Result<u64, UpdateError> {
+fn device_size(device: &mut File, slot: Slot) -> Result<u64, UpdateError> {
     let size = device
         .seek(SeekFrom::End(0))
-        .map_err(io_err("finding the size of", Path::new("the target slot")))?;
+        .map_err(io_err("finding the size of", &label(slot)))?;
     Ok(size)
+}
+
+/// How I/O errors name the slot's device (the caller opened it; its path is not known here).
+fn label(slot: Slot) -> PathBuf {
+    PathBuf::from(format!("slot {slot}'s device"))
 }
 
 /// Refuses a root payload larger than the slot, before anything is written.
 pub fn check_fits(device: &mut File, slot: Slot, manifest: &Manifest) -> Result<(), UpdateError> {
-    let slot_size = device_size(device)?;
+    let slot_size = device_size(device, slot)?;
     let payload = manifest.root().size;
     if payload > slot_size {
         return Err(UpdateError::TooLargeForSlot {
@@ -49,7 +54,7 @@ struct Streamed {
 /// writes it to `sink` when given. `part` names the stream in truncation errors.
 fn stream_root(
     reader: &mut impl Read,
-    mut sink: Option<&mut File>,
+    mut sink: Option<(&mut File, &Path)>,
     manifest: &Manifest,
     part: &str,
     base_offset: u64,
@@ -78,11 +83,9 @@ fn stream_root(
         let data_part = (data_len.saturating_sub(done) as usize).min(n);
         hasher.update(&chunk[..data_part]);
         area.extend_from_slice(&chunk[data_part..]);
-        if let Some(sink) = sink.as_deref_mut() {
-            sink.write_all(chunk).map_err(io_err(
-                "writing the root payload to",
-                Path::new("the target slot"),
-            ))?;
+        if let Some((sink, sink_label)) = sink.as_mut() {
+            sink.write_all(chunk)
+                .map_err(io_err("writing the root payload to", sink_label))?;
         }
         done += n as u64;
         if done - reported >= PROGRESS_EVERY || done == total {
@@ -255,13 +258,13 @@ pub fn write_slot(
 ) -> Result<(), UpdateError> {
     let m = &verified.manifest;
     check_fits(device, slot, m)?;
-    let target = Path::new("the target slot");
+    let target = &label(slot);
     device
         .seek(SeekFrom::Start(0))
         .map_err(io_err("seeking in", target))?;
     let streamed = stream_root(
         reader,
-        Some(device),
+        Some((&mut *device, target)),
         m,
         "root payload",
         verified.payload_start,
@@ -299,7 +302,7 @@ pub fn verify_slot(
 ) -> Result<(), UpdateError> {
     device
         .seek(SeekFrom::Start(0))
-        .map_err(io_err("seeking in", Path::new("the target slot")))?;
+        .map_err(io_err("seeking in", &label(slot)))?;
     let streamed = stream_root(
         device,
         None,
