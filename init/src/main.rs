@@ -25,6 +25,7 @@ mod spec;
 mod supervisor;
 #[allow(unsafe_code)]
 mod sys;
+mod update;
 #[allow(unsafe_code)]
 mod watchdog;
 

@@ -1,5 +1,6 @@
 //! The contract shared by PID 1, the `sysctr` CLI and the image build: the manifest schema
-//! (`schema`), its validation (`validate`), and the control-socket protocol (`protocol`).
+//! (`schema`), its validation (`validate`), the control-socket protocol (`protocol`, with the
+//! update requests in `protocol_update`) and the update bundle format (`bundle`).
 //!
 //! Loading never stops at the first problem: syntax errors carry line and column, and every
 //! other problem names the file, the service and the field, so one broken service can be
@@ -7,8 +8,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bundle;
 pub mod load;
 pub mod protocol;
+pub mod protocol_update;
 pub mod schema;
 pub mod units;
 pub mod validate;

@@ -173,6 +173,11 @@ impl Conn {
     }
 
     pub fn send(&mut self, req: &Request) -> Result<(), ClientError> {
+        self.send_msg(req)
+    }
+
+    /// [`Conn::send`] for any request type of the protocol (`protocol_update`'s too).
+    pub fn send_msg<T: serde::Serialize>(&mut self, req: &T) -> Result<(), ClientError> {
         let frame = protocol::encode(req);
         self.stream.write_all(&frame).map_err(|e| self.io_err(e))
     }
@@ -180,6 +185,15 @@ impl Conn {
     /// Sends the request frame with `fds` attached (SCM_RIGHTS) to the same `sendmsg`, as
     /// init expects for `exec`: the descriptors arrive with the first byte of the frame.
     pub fn send_with_fds(&mut self, req: &Request, fds: &[RawFd]) -> Result<(), ClientError> {
+        self.send_msg_with_fds(req, fds)
+    }
+
+    /// [`Conn::send_with_fds`] for any request type of the protocol.
+    pub fn send_msg_with_fds<T: serde::Serialize>(
+        &mut self,
+        req: &T,
+        fds: &[RawFd],
+    ) -> Result<(), ClientError> {
         let frame = protocol::encode(req);
         let cmsg = [ControlMessage::ScmRights(fds)];
         let sent = loop {
@@ -203,6 +217,11 @@ impl Conn {
 
     /// The next answer, or `None` when init closed the connection between frames.
     pub fn recv(&mut self) -> Result<Option<Response>, ClientError> {
+        self.recv_as()
+    }
+
+    /// [`Conn::recv`] for any reply type of the protocol (`protocol_update`'s too).
+    pub fn recv_as<T: serde::de::DeserializeOwned>(&mut self) -> Result<Option<T>, ClientError> {
         let body = match protocol::read_frame(&mut self.stream, MAX_RESPONSE_BYTES) {
             Ok(Some(body)) => body,
             Ok(None) => return Ok(None),

@@ -3,6 +3,7 @@
 
 mod bench;
 mod build;
+mod bundle;
 mod fuzz;
 mod image;
 mod kernel;
@@ -21,6 +22,7 @@ commands:
   image [--dev]    build kernel, binaries, containers and the disk image; print sizes
   run [options]    build the development image and boot it in QEMU (run --help)
   boot-test        build the test image and run the QEMU boot tests (boot-tests/)
+  bundle [options] build a signed update bundle, or check one (bundle --help)
   fuzz [SECONDS]   fuzz the control-socket request decoder (cargo fuzz; default 60 s)
   test [--no-boot] run every test: unit, host integration (root), QEMU boot tests
   bench [options]  measure start, restart, memory, ps, boot and size vs runc/crun; write bench/RESULTS.md
@@ -47,6 +49,7 @@ fn run() -> Result<()> {
         "run" => qemu::command(&rest),
         "boot-test" => qemu::boot_test(&rest),
         "fuzz" => fuzz::run_fuzz(&rest),
+        "bundle" => bundle::command(&rest),
         "test" => test::command(&rest),
         "bench" => bench::command(&rest),
         "" | "help" | "-h" | "--help" => {

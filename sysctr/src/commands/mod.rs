@@ -10,6 +10,7 @@ pub mod logs;
 pub mod notify;
 pub mod power;
 pub mod ps;
+pub mod update;
 pub mod version;
 
 use crate::client::Client;
@@ -81,6 +82,11 @@ pub enum Command {
     Poweroff(power::Args),
     /// Stop every service and halt the machine.
     Halt(power::Args),
+    /// Install a signed OS update bundle into the inactive slot, or show the slots
+    /// (`update status`).
+    Update(update::Args),
+    /// Boot the other good slot next time.
+    Rollback(update::RollbackArgs),
     /// The versions of this client and of the running init.
     Version(version::Args),
     /// Print a shell completion script.
@@ -112,6 +118,8 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<i32> {
         Command::Reboot(args) => power::run(PowerAction::Reboot, &args, &client, out),
         Command::Poweroff(args) => power::run(PowerAction::Poweroff, &args, &client, out),
         Command::Halt(args) => power::run(PowerAction::Halt, &args, &client, out),
+        Command::Update(args) => update::run(&args, &client, out),
+        Command::Rollback(args) => update::run_rollback(&args, &client, out),
         Command::Version(args) => version::run(&args, &client, out),
         Command::Completions(args) => completions::run(&args, out),
         Command::Notify(args) => notify::run(&args, out),

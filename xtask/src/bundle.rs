@@ -1,0 +1,844 @@
+//! `cargo xtask bundle`: an update bundle (`docs/update.md`) from a slot's UKI and root
+//! filesystem, signed with a minisign key; and `--extract-manifest`, which writes a
+//! bundle's manifest and its signature as two files Debian's `minisign -V` checks.
+//!
+//! The root is a squashfs, optionally followed by its dm-verity area (as the image build
+//! writes a slot: tree right after the squashfs, with or without a veritysetup superblock),
+//! or given as two files (`--verity`). The tree is always recomputed in Rust; an area that
+//! came with the root must equal it, and a root hash in the UKI's command line must be the
+//! computed one, so a bundle never carries a slot its own kernel would refuse.
+
+use crate::util::workspace_root;
+use anyhow::{bail, Context, Result};
+use manifest::bundle::signature::{self, TrustedKey};
+use manifest::bundle::{self, pe, verity, Manifest, Verity};
+use manifest::protocol_update::Slot;
+use sha2::{Digest, Sha256};
+use std::fs::{self, File};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+pub const USAGE: &str = "\
+usage: cargo xtask bundle --version V (--uki-a FILE --uki-b FILE --root FILE [--verity FILE] | --from-image DIR)
+                          [--key FILE] [--compatible ID] [--salt HEX] [--superblock] --out FILE
+       cargo xtask bundle --extract-manifest BUNDLE --out FILE [--pub FILE]
+
+  --key FILE        minisign secret key (default: keys/test-only.key, TEST ONLY). A password-
+                    protected key reads its password from SYSCTR_BUNDLE_KEY_PASSWORD or asks.
+  --compatible ID   the appliance id the bundle installs on (default: sysctr-x86_64)
+  --uki-a FILE, --uki-b FILE
+                    the UKI for each slot (its command line names that slot's partition);
+                    --uki FILE gives one UKI for both
+  --root FILE       squashfs, optionally followed by its dm-verity area (a slot image)
+  --verity FILE     the dm-verity area in a file of its own (veritysetup's hash device)
+  --from-image DIR  take uki-a.efi, uki-b.efi and root-a.img (or root.squashfs +
+                    root.verity) from a built image directory
+  --salt HEX        dm-verity salt when neither a superblock nor the UKI's command line has it
+  --superblock      when the tree is made here, start it with a veritysetup superblock
+  --extract-manifest BUNDLE
+                    write BUNDLE's manifest to --out and its signature to OUT.minisig, then
+                    check it (with --pub FILE, default keys/test-only.pub):
+                    minisign -V -p keys/test-only.pub -m OUT
+";
+
+#[derive(Debug, Default)]
+struct Args {
+    version: Option<String>,
+    key: Option<PathBuf>,
+    public: Option<PathBuf>,
+    compatible: Option<String>,
+    uki: Option<PathBuf>,
+    uki_a: Option<PathBuf>,
+    uki_b: Option<PathBuf>,
+    root: Option<PathBuf>,
+    verity: Option<PathBuf>,
+    from_image: Option<PathBuf>,
+    salt: Option<String>,
+    superblock: bool,
+    out: Option<PathBuf>,
+    extract: Option<PathBuf>,
+}
+
+fn parse(args: &[String]) -> Result<Args> {
+    let mut a = Args::default();
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let mut value = || {
+            it.next()
+                .cloned()
+                .with_context(|| format!("{flag} needs a value\n{USAGE}"))
+        };
+        match flag.as_str() {
+            "--version" => a.version = Some(value()?),
+            "--key" => a.key = Some(value()?.into()),
+            "--pub" => a.public = Some(value()?.into()),
+            "--compatible" => a.compatible = Some(value()?),
+            "--uki" => a.uki = Some(value()?.into()),
+            "--uki-a" => a.uki_a = Some(value()?.into()),
+            "--uki-b" => a.uki_b = Some(value()?.into()),
+            "--root" => a.root = Some(value()?.into()),
+            "--verity" => a.verity = Some(value()?.into()),
+            "--from-image" => a.from_image = Some(value()?.into()),
+            "--salt" => a.salt = Some(value()?),
+            "--superblock" => a.superblock = true,
+            "--out" => a.out = Some(value()?.into()),
+            "--extract-manifest" => a.extract = Some(value()?.into()),
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown option {other:?}\n{USAGE}"),
+        }
+    }
+    Ok(a)
+}
+
+pub fn command(args: &[String]) -> Result<()> {
+    let a = parse(args)?;
+    let out = a
+        .out
+        .clone()
+        .with_context(|| format!("--out is required\n{USAGE}"))?;
+    if let Some(bundle) = &a.extract {
+        let public = a
+            .public
+            .clone()
+            .unwrap_or_else(|| workspace_root().join("keys/test-only.pub"));
+        let key_id = extract_manifest(bundle, &out, &public)?;
+        println!("manifest:  {}", out.display());
+        println!("signature: {}.minisig (key {key_id})", out.display());
+        return Ok(());
+    }
+    let version = a
+        .version
+        .clone()
+        .with_context(|| format!("--version is required\n{USAGE}"))?;
+    let (ukis, root, verity_file) = inputs(&a)?;
+    let key = match &a.key {
+        Some(k) => k.clone(),
+        None => {
+            eprintln!("xtask: bundle: signing with keys/test-only.key: TEST ONLY, never ship it");
+            workspace_root().join("keys/test-only.key")
+        }
+    };
+    let spec = Spec {
+        version,
+        compatible: a
+            .compatible
+            .clone()
+            .unwrap_or_else(|| bundle::DEFAULT_COMPATIBLE.to_string()),
+        ukis,
+        root,
+        verity: verity_file,
+        salt: a.salt.clone(),
+        superblock: a.superblock,
+        key,
+    };
+    let made = build(&spec, &out)?;
+    println!("bundle:    {} ({} bytes)", out.display(), made.bytes);
+    println!(
+        "version:   {} for {}",
+        made.manifest.version, made.manifest.compatible
+    );
+    println!(
+        "root:      {} bytes, dm-verity root {}",
+        made.manifest.root().size,
+        made.manifest.verity.root_hash
+    );
+    for slot in [Slot::A, Slot::B] {
+        println!("uki-{slot}:     {} bytes", made.manifest.uki(slot).size);
+    }
+    println!("signed by: {}", made.key_id);
+    Ok(())
+}
+
+type Inputs = ([PathBuf; 2], PathBuf, Option<PathBuf>);
+
+fn inputs(a: &Args) -> Result<Inputs> {
+    let dir = a.from_image.as_ref();
+    let first =
+        |names: &[&str]| dir.and_then(|d| names.iter().map(|n| d.join(n)).find(|p| p.exists()));
+    let uki = |explicit: &Option<PathBuf>, slot: &str| {
+        explicit
+            .clone()
+            .or_else(|| a.uki.clone())
+            .or_else(|| first(&[&format!("uki-{slot}.efi")]))
+            .with_context(|| {
+                format!("no UKI for slot {slot}: give --uki-{slot} (or --uki, or --from-image with uki-{slot}.efi)\n{USAGE}")
+            })
+    };
+    let ukis = [uki(&a.uki_a, "a")?, uki(&a.uki_b, "b")?];
+    if let Some(root) = a.root.clone().or_else(|| first(&["root-a.img"])) {
+        return Ok((ukis, root, a.verity.clone()));
+    }
+    let root = first(&["root.squashfs"]).with_context(|| {
+        format!("no root: give --root (or --from-image with root-a.img or root.squashfs)\n{USAGE}")
+    })?;
+    Ok((
+        ukis,
+        root,
+        a.verity.clone().or_else(|| first(&["root.verity"])),
+    ))
+}
+
+pub struct Spec {
+    pub version: String,
+    pub compatible: String,
+    /// Slot a's and slot b's UKI.
+    pub ukis: [PathBuf; 2],
+    pub root: PathBuf,
+    pub verity: Option<PathBuf>,
+    pub salt: Option<String>,
+    pub superblock: bool,
+    pub key: PathBuf,
+}
+
+pub struct Made {
+    pub manifest: Manifest,
+    pub key_id: String,
+    pub bytes: u64,
+}
+
+/// How many bytes of `root` are filesystem data: a squashfs's `bytes_used` rounded up to
+/// 4096, or the whole file for anything else (which must then be whole blocks).
+fn data_len(root: &Path, file_len: u64) -> Result<u64> {
+    let mut head = [0u8; 48];
+    let mut f = File::open(root).with_context(|| format!("opening {}", root.display()))?;
+    let n = f.read(&mut head)?;
+    if n == 48 && &head[..4] == b"hsqs" {
+        let used = u64::from_le_bytes(head[40..48].try_into().unwrap());
+        let data = bundle::align_up(used);
+        if data > bundle::align_up(file_len) {
+            bail!(
+                "{}: squashfs says {used} bytes, the file has {file_len}",
+                root.display()
+            );
+        }
+        return Ok(data);
+    }
+    if !file_len.is_multiple_of(verity::BLOCK_SIZE as u64) {
+        bail!(
+            "{}: {file_len} bytes, not whole 4096-byte blocks (and not a squashfs)",
+            root.display()
+        );
+    }
+    Ok(file_len)
+}
+
+/// A UKI as read for checking: its bytes, command line and os-release.
+struct Uki {
+    path: PathBuf,
+    bytes: Vec<u8>,
+    cmdline: Option<String>,
+    osrel: Option<String>,
+}
+
+fn read_uki(path: &Path) -> Result<Uki> {
+    let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if bytes.is_empty() || bytes.len() as u64 > bundle::MAX_UKI_BYTES {
+        bail!("{}: {} bytes is not a UKI", path.display(), bytes.len());
+    }
+    let text = |name| {
+        pe::section(&mut std::io::Cursor::new(&bytes), name)
+            .ok()
+            .flatten()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+    };
+    Ok(Uki {
+        path: path.to_path_buf(),
+        cmdline: text(".cmdline"),
+        osrel: text(".osrel"),
+        bytes,
+    })
+}
+
+/// Checks a slot's UKI against the bundle: its os-release names this slot and version, and
+/// the dm-verity table in its command line (if any) names this root hash.
+fn check_uki(uki: &Uki, slot: Slot, version: &str, root_hash: &str) -> Result<()> {
+    let name = uki.path.display();
+    if let Some(osrel) = &uki.osrel {
+        if let Some(s) = pe::os_release_value(osrel, "SYSCTR_SLOT") {
+            if s != slot.as_str() {
+                bail!("{name}: its os-release says SYSCTR_SLOT={s}, but it is given as slot {slot}'s UKI");
+            }
+        }
+        if let Some(v) = pe::os_release_value(osrel, "SYSCTR_VERSION") {
+            if v != version {
+                bail!("{name}: its os-release says SYSCTR_VERSION={v}, the bundle is --version {version}");
+            }
+        }
+    }
+    match (uki.cmdline.as_deref().and_then(cmdline_verity), &uki.cmdline) {
+        (Some((h, _)), _) if h != root_hash => bail!(
+            "{name}: its command line names dm-verity root {h}, the root filesystem's is {root_hash}: this UKI would not boot this root"
+        ),
+        (Some(_), _) => {}
+        (None, Some(_)) => eprintln!(
+            "xtask: bundle: warning: {name}'s command line has no dm-verity table to check the root hash against"
+        ),
+        (None, None) => eprintln!(
+            "xtask: bundle: warning: {name} has no .cmdline section; the root hash is not checked against it"
+        ),
+    }
+    Ok(())
+}
+
+/// A dm-verity table's `sha256 <root hash> <salt>` in a kernel command line.
+fn cmdline_verity(cmdline: &str) -> Option<(String, String)> {
+    let words: Vec<&str> = cmdline
+        .split(|c: char| c.is_whitespace() || c == '"' || c == ',')
+        .collect();
+    let i = words.iter().position(|w| *w == "sha256")?;
+    let hash = words.get(i + 1)?.to_string();
+    let salt = words.get(i + 2)?.to_string();
+    (hash.len() == 64 && bundle::from_hex(&hash).is_ok()).then_some((hash, salt))
+}
+
+/// Loads a minisign secret key. Debian's minisign 0.11 leaves a password-less key's
+/// checksum zero, which the crate's loader refuses, so such a key is read directly.
+pub fn load_secret_key(path: &Path) -> Result<minisign::SecretKey> {
+    let text =
+        fs::read_to_string(path).with_context(|| format!("reading key {}", path.display()))?;
+    let line = text.lines().nth(1).with_context(|| {
+        format!(
+            "{}: not a minisign secret key (no key line)",
+            path.display()
+        )
+    })?;
+    let bytes = bundle::base64_decode(line.trim())
+        .with_context(|| format!("{}: not a minisign secret key (bad base64)", path.display()))?;
+    if bytes.get(2..4) == Some(&[0, 0]) {
+        return minisign::SecretKey::from_bytes(&bytes)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()));
+    }
+    let password = std::env::var("SYSCTR_BUNDLE_KEY_PASSWORD").ok();
+    minisign::SecretKeyBox::from_string(&text)
+        .and_then(|b| b.into_secret_key(password))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+pub fn build(spec: &Spec, out: &Path) -> Result<Made> {
+    bundle::check_version(&spec.version).map_err(|p| anyhow::anyhow!("--version: {p}"))?;
+    bundle::check_id(&spec.compatible).map_err(|p| anyhow::anyhow!("--compatible: {p}"))?;
+    let ukis = [read_uki(&spec.ukis[0])?, read_uki(&spec.ukis[1])?];
+    let uki_verity = ukis
+        .iter()
+        .find_map(|u| u.cmdline.as_deref().and_then(cmdline_verity));
+
+    let root_len = fs::metadata(&spec.root)
+        .with_context(|| format!("reading {}", spec.root.display()))?
+        .len();
+    let data = data_len(&spec.root, root_len)?;
+    // The verity area that came with the root: after the data, or in its own file.
+    let mut area = match &spec.verity {
+        Some(v) => fs::read(v).with_context(|| format!("reading {}", v.display()))?,
+        None => {
+            let mut f = File::open(&spec.root)?;
+            f.seek(SeekFrom::Start(data.min(root_len)))?;
+            let mut rest = Vec::new();
+            f.read_to_end(&mut rest)?;
+            rest
+        }
+    };
+    let superblock = if area.is_empty() {
+        spec.superblock
+    } else {
+        area.starts_with(verity::SUPERBLOCK_MAGIC)
+    };
+    let salt_hex = match (&spec.salt, superblock && !area.is_empty(), &uki_verity) {
+        (Some(s), _, _) => s.clone(),
+        (None, true, _) => {
+            let sb = verity::parse_superblock(&area)
+                .map_err(|e| anyhow::anyhow!("{}: verity superblock: {e}", spec.root.display()))?;
+            bundle::to_hex(&sb.salt)
+        }
+        (None, false, Some((_, salt))) => salt.clone(),
+        (None, false, None) => bail!(
+            "no dm-verity salt: give --salt (neither a verity superblock nor the UKI's command line names one)"
+        ),
+    };
+    let salt = bundle::from_hex(&salt_hex).map_err(|e| anyhow::anyhow!("--salt: {e}"))?;
+    if salt.len() > verity::MAX_SALT_BYTES {
+        bail!("--salt: {} bytes, at most 256", salt.len());
+    }
+    let data_blocks = data / verity::BLOCK_SIZE as u64;
+    let uuid = if superblock && area.len() >= 32 {
+        area[16..32].try_into().unwrap()
+    } else {
+        // veritysetup picks a random uuid; a fixed one keeps bundles reproducible.
+        *b"sysctr-verity-01"
+    };
+    let params = verity::Params {
+        salt,
+        data_blocks,
+        superblock,
+        uuid,
+    };
+    // A squashfs shorter than its last block reads as zeros there, as in the slot.
+    let mut data_reader = File::open(&spec.root)?
+        .take(data.min(root_len))
+        .chain(std::io::repeat(0).take(data.saturating_sub(root_len)));
+    let tree = verity::compute(&mut data_reader, &params)?;
+    if !area.is_empty() {
+        // A slot image may be padded with zeros past its tree.
+        let n = tree.area.len();
+        if area.len() < n || area[..n] != tree.area[..] || area[n..].iter().any(|&b| b != 0) {
+            bail!(
+                "{}: the dm-verity area after the data is not the tree of the data with salt {salt_hex}",
+                spec.verity.as_ref().unwrap_or(&spec.root).display()
+            );
+        }
+        area.truncate(n);
+    }
+    let root_hash = bundle::to_hex(&tree.root_hash);
+    for (uki, slot) in ukis.iter().zip([Slot::A, Slot::B]) {
+        check_uki(uki, slot, &spec.version, &root_hash)?;
+    }
+
+    let mut sha = Sha256::new();
+    let mut data_reader = File::open(&spec.root)?
+        .take(data.min(root_len))
+        .chain(std::io::repeat(0).take(data.saturating_sub(root_len)));
+    std::io::copy(&mut data_reader, &mut DigestWriter(&mut sha))?;
+    sha.update(&tree.area);
+    let root_size = data + tree.area.len() as u64;
+    let manifest = Manifest::new(
+        &spec.version,
+        &spec.compatible,
+        (root_size, bundle::to_hex(&sha.finalize())),
+        [0, 1].map(|i| {
+            let b = &ukis[i].bytes;
+            (b.len() as u64, bundle::to_hex(&Sha256::digest(b)))
+        }),
+        Verity {
+            hash_type: 1,
+            algorithm: "sha256".into(),
+            data_block_size: verity::BLOCK_SIZE as u32,
+            hash_block_size: verity::BLOCK_SIZE as u32,
+            data_blocks,
+            hash_offset: data,
+            hash_size: tree.area.len() as u64,
+            superblock,
+            salt: salt_hex,
+            root_hash,
+        },
+    );
+    manifest.validate()?;
+    let manifest_bytes = manifest.to_bytes();
+
+    let sk = load_secret_key(&spec.key)?;
+    let pk = minisign::PublicKey::from_secret_key(&sk)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", spec.key.display()))?;
+    let trusted = format!(
+        "sysctr bundle version:{} compatible:{}",
+        manifest.version, manifest.compatible
+    );
+    let sig = minisign::sign(
+        Some(&pk),
+        &sk,
+        &manifest_bytes[..],
+        Some(&trusted),
+        Some("signature of a sysctr update bundle manifest"),
+    )
+    .map_err(|e| anyhow::anyhow!("signing with {}: {e}", spec.key.display()))?
+    .into_string();
+    // Check it the way init will.
+    let pk_text = pk
+        .to_box()
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .into_string();
+    let key = TrustedKey::parse(&pk_text, &spec.key.display().to_string())?;
+    let key_id = signature::verify(&manifest_bytes, &sig, &[key])?;
+
+    let tmp = out.with_extension("bundle.tmp");
+    let mut w =
+        BufWriter::new(File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?);
+    let mut data_reader = File::open(&spec.root)?
+        .take(data.min(root_len))
+        .chain(std::io::repeat(0).take(data.saturating_sub(root_len)));
+    let mut root_reader = (&mut data_reader).chain(&tree.area[..]);
+    let bytes = bundle::write_bundle(
+        &mut w,
+        &manifest,
+        &manifest_bytes,
+        sig.as_bytes(),
+        [
+            &mut root_reader,
+            &mut &ukis[0].bytes[..],
+            &mut &ukis[1].bytes[..],
+        ],
+    )?;
+    w.into_inner()?.sync_all()?;
+    fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))?;
+    Ok(Made {
+        manifest,
+        key_id,
+        bytes,
+    })
+}
+
+struct DigestWriter<'a>(&'a mut Sha256);
+
+impl Write for DigestWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes the bundle's manifest to `out` and its signature to `out.minisig`, checks the
+/// signature against `public` and returns the signing key's id.
+pub fn extract_manifest(bundle_path: &Path, out: &Path, public: &Path) -> Result<String> {
+    let mut f =
+        File::open(bundle_path).with_context(|| format!("opening {}", bundle_path.display()))?;
+    let head = bundle::read_head(&mut f).with_context(|| bundle_path.display().to_string())?;
+    fs::write(out, &head.manifest).with_context(|| format!("writing {}", out.display()))?;
+    let sig_path = PathBuf::from(format!("{}.minisig", out.display()));
+    fs::write(&sig_path, &head.signature)
+        .with_context(|| format!("writing {}", sig_path.display()))?;
+    let pub_text =
+        fs::read_to_string(public).with_context(|| format!("reading {}", public.display()))?;
+    let key = TrustedKey::parse(&pub_text, &public.display().to_string())?;
+    let id = signature::verify(&head.manifest, &head.signature, &[key]).with_context(|| {
+        format!(
+            "{}: checked with {}",
+            bundle_path.display(),
+            public.display()
+        )
+    })?;
+    Manifest::parse(&head.manifest).with_context(|| bundle_path.display().to_string())?;
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn have(tool: &str) -> bool {
+        let ok = Command::new(tool).arg("-h").output().is_ok();
+        if !ok {
+            eprintln!("{tool} not installed: skipping");
+        }
+        ok
+    }
+
+    fn spec(dir: &Path, root: PathBuf, verity: Option<PathBuf>, salt: Option<&str>) -> Spec {
+        let uki = dir.join("uki.efi");
+        fs::write(&uki, b"not a PE file, but a payload all the same").unwrap();
+        let ukis = [uki.clone(), uki];
+        Spec {
+            version: "1.4.0".into(),
+            compatible: "sysctr-test".into(),
+            ukis,
+            root,
+            verity,
+            salt: salt.map(str::to_string),
+            superblock: false,
+            key: workspace_root().join("keys/test-only.key"),
+        }
+    }
+
+    /// The image build's way: mksquashfs, then `veritysetup format --no-superblock` into a
+    /// separate tree; the bundle's root hash must be veritysetup's, and Debian's minisign
+    /// must accept the extracted manifest.
+    #[test]
+    fn a_bundle_of_a_squashfs_matches_veritysetup_and_minisign_verifies_it() {
+        if !have("mksquashfs") || !have("veritysetup") || !have("minisign") {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        fs::create_dir(&src).unwrap();
+        // Incompressible, so the squashfs has hundreds of blocks and a real tree.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for i in 0..50 {
+            let body: Vec<u8> = (0..20_000)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x >> 24) as u8
+                })
+                .collect();
+            fs::write(src.join(format!("f{i}")), body).unwrap();
+        }
+        let sq = dir.path().join("root.squashfs");
+        let st = Command::new("mksquashfs")
+            .arg(&src)
+            .arg(&sq)
+            .args(["-noappend", "-quiet", "-no-progress", "-comp", "gzip"])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let tree = dir.path().join("root.verity");
+        let salt = "00112233";
+        let out = Command::new("veritysetup")
+            .args(["format", "--no-superblock", "--salt", salt])
+            .arg(&sq)
+            .arg(&tree)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let want = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Root hash:"))
+            .unwrap()
+            .trim();
+
+        let bundle_path = dir.path().join("os.bundle");
+        let made = build(
+            &spec(dir.path(), sq.clone(), Some(tree.clone()), Some(salt)),
+            &bundle_path,
+        )
+        .unwrap();
+        assert_eq!(made.manifest.verity.root_hash, want);
+        assert_eq!(made.key_id, "DB070B3F9EF07E44");
+        assert!(!made.manifest.verity.superblock);
+        assert_eq!(fs::metadata(&bundle_path).unwrap().len(), made.bytes);
+
+        // A tree made with another salt is refused.
+        let err = build(
+            &spec(dir.path(), sq.clone(), Some(tree), Some("ff")),
+            &bundle_path,
+        )
+        .err()
+        .unwrap();
+        assert!(err.to_string().contains("not the tree"), "{err:#}");
+
+        let m = dir.path().join("manifest.json");
+        let id = extract_manifest(
+            &bundle_path,
+            &m,
+            &workspace_root().join("keys/test-only.pub"),
+        )
+        .unwrap();
+        assert_eq!(id, "DB070B3F9EF07E44");
+        let ok = Command::new("minisign")
+            .arg("-V")
+            .arg("-p")
+            .arg(workspace_root().join("keys/test-only.pub"))
+            .arg("-m")
+            .arg(&m)
+            .output()
+            .unwrap();
+        assert!(ok.status.success(), "minisign -V: {ok:?}");
+        // And minisign notices a changed manifest.
+        let mut bytes = fs::read(&m).unwrap();
+        bytes[10] ^= 1;
+        fs::write(&m, bytes).unwrap();
+        let bad = Command::new("minisign")
+            .arg("-V")
+            .arg("-p")
+            .arg(workspace_root().join("keys/test-only.pub"))
+            .arg("-m")
+            .arg(&m)
+            .output()
+            .unwrap();
+        assert!(!bad.status.success());
+    }
+
+    #[test]
+    fn a_slot_image_with_a_superblock_needs_no_salt_and_bad_inputs_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut data: Vec<u8> = (0..20 * 4096u32)
+            .map(|i| (i / 4096) as u8 ^ (i as u8))
+            .collect();
+        // Enough of a squashfs superblock for the size: magic and bytes_used.
+        data[..4].copy_from_slice(b"hsqs");
+        data[40..48].copy_from_slice(&(20 * 4096 - 100u64).to_le_bytes());
+        let params = verity::Params {
+            salt: vec![0xaa; 32],
+            data_blocks: 20,
+            superblock: true,
+            uuid: [5; 16],
+        };
+        let tree = verity::compute(&mut &data[..], &params).unwrap();
+        let slot = dir.path().join("root-a.img");
+        let mut img = data.clone();
+        img.extend_from_slice(&tree.area);
+        img.extend_from_slice(&[0u8; 8192]); // partition padding
+        fs::write(&slot, &img).unwrap();
+        let out = dir.path().join("os.bundle");
+        let made = build(&spec(dir.path(), slot.clone(), None, None), &out).unwrap();
+        assert_eq!(
+            made.manifest.verity.root_hash,
+            bundle::to_hex(&tree.root_hash)
+        );
+        assert_eq!(made.manifest.verity.salt, "aa".repeat(32));
+        assert_eq!(
+            made.manifest.root().size,
+            (data.len() + tree.area.len()) as u64
+        );
+
+        // Plain data without a salt anywhere.
+        data[..4].copy_from_slice(b"data");
+        let plain = dir.path().join("plain.img");
+        fs::write(&plain, &data).unwrap();
+        let err = build(&spec(dir.path(), plain.clone(), None, None), &out)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("--salt"), "{err:#}");
+        let mut s = spec(dir.path(), plain, None, Some("01"));
+        s.version = "v1".into();
+        let err = build(&s, &out).err().unwrap();
+        assert!(err.to_string().contains("--version"), "{err:#}");
+    }
+
+    /// A minimal PE (no optional header) with `.osrel` and `.cmdline` sections.
+    fn tiny_uki(dir: &Path, name: &str, osrel: &str, cmdline: &str) -> PathBuf {
+        let mut pe = vec![0u8; 0x200];
+        pe[..2].copy_from_slice(b"MZ");
+        pe[0x3c..0x40].copy_from_slice(&0x40u32.to_le_bytes());
+        pe[0x40..0x44].copy_from_slice(b"PE\0\0");
+        pe[0x46..0x48].copy_from_slice(&2u16.to_le_bytes());
+        for (i, (sec, body)) in [(".osrel", osrel), (".cmdline", cmdline)]
+            .iter()
+            .enumerate()
+        {
+            let s = 0x40 + 24 + i * 40;
+            let at = pe.len();
+            pe[s..s + sec.len()].copy_from_slice(sec.as_bytes());
+            pe[s + 8..s + 12].copy_from_slice(&(body.len() as u32).to_le_bytes());
+            pe[s + 16..s + 20]
+                .copy_from_slice(&(body.len().div_ceil(512) as u32 * 512).to_le_bytes());
+            pe[s + 20..s + 24].copy_from_slice(&(at as u32).to_le_bytes());
+            pe.extend_from_slice(body.as_bytes());
+            pe.resize(at + body.len().div_ceil(512) * 512, 0);
+        }
+        let path = dir.join(name);
+        fs::write(&path, pe).unwrap();
+        path
+    }
+
+    #[test]
+    fn each_uki_must_name_its_slot_the_version_and_the_root_hash() {
+        let hash = "ab".repeat(32);
+        let line = |h: &str| {
+            format!("console=ttyS0 dm-mod.create=\"sysctr-root,,,ro,0 8 verity 1 PARTUUID=x PARTUUID=x 4096 4096 1 1 sha256 {h} 0011\" root=/dev/dm-0")
+        };
+        assert_eq!(
+            cmdline_verity(&line(&hash)),
+            Some((hash.clone(), "0011".to_string()))
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let osrel =
+            |slot: &str, v: &str| format!("ID=sysctr\nSYSCTR_VERSION={v}\nSYSCTR_SLOT={slot}\n");
+        let good = read_uki(&tiny_uki(
+            dir.path(),
+            "b.efi",
+            &osrel("b", "1.4.0"),
+            &line(&hash),
+        ))
+        .unwrap();
+        assert_eq!(good.cmdline.as_deref(), Some(line(&hash).as_str()));
+        check_uki(&good, Slot::B, "1.4.0", &hash).unwrap();
+        let err = check_uki(&good, Slot::A, "1.4.0", &hash)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("SYSCTR_SLOT=b") && err.contains("slot a"),
+            "{err}"
+        );
+        let err = check_uki(&good, Slot::B, "1.5.0", &hash)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("SYSCTR_VERSION=1.4.0") && err.contains("1.5.0"),
+            "{err}"
+        );
+        let err = check_uki(&good, Slot::B, "1.4.0", &"cd".repeat(32))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("would not boot this root"), "{err}");
+        // Not a PE at all: only warnings, nothing to check against.
+        let plain = dir.path().join("plain.efi");
+        fs::write(&plain, b"payload").unwrap();
+        check_uki(&read_uki(&plain).unwrap(), Slot::A, "1.4.0", &hash).unwrap();
+    }
+
+    /// The image build's own pipeline: `rootfs::disk::append_verity` on a squashfs and
+    /// `make_uki` for both slots (objcopy on Debian's systemd stub). The bundle finds the
+    /// salt in the UKIs' command lines and checks their root hash, slot and version.
+    #[test]
+    fn a_bundle_of_the_image_build_s_slot_and_ukis() {
+        if !have("mksquashfs")
+            || !have("veritysetup")
+            || !Path::new(rootfs::disk::UKI_STUB).exists()
+        {
+            eprintln!("no systemd-boot-efi stub: skipping");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        fs::create_dir(&src).unwrap();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let body: Vec<u8> = (0..300_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        fs::write(src.join("blob"), body).unwrap();
+        let slot_img = dir.path().join("root-a.img");
+        let st = Command::new("mksquashfs")
+            .arg(&src)
+            .arg(&slot_img)
+            .args(["-noappend", "-quiet", "-no-progress"])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let verity = rootfs::disk::append_verity(&slot_img).unwrap();
+        let kernel = dir.path().join("bzImage");
+        fs::write(&kernel, vec![0x90u8; 70_000]).unwrap();
+        let mut ukis = Vec::new();
+        for slot in [rootfs::disk::Slot::A, rootfs::disk::Slot::B] {
+            let out = dir.path().join(format!("uki-{}.efi", slot.letter()));
+            rootfs::disk::make_uki(
+                &kernel,
+                &verity.cmdline(slot, ""),
+                &rootfs::disk::os_release("sysctr", "2.0.0", slot),
+                &out,
+            )
+            .unwrap();
+            ukis.push(out);
+        }
+        let spec = |ukis: [PathBuf; 2], version: &str| Spec {
+            version: version.into(),
+            compatible: "sysctr-test".into(),
+            ukis,
+            root: slot_img.clone(),
+            verity: None,
+            salt: None,
+            superblock: false,
+            key: workspace_root().join("keys/test-only.key"),
+        };
+        let out = dir.path().join("os.bundle");
+        let made = build(&spec([ukis[0].clone(), ukis[1].clone()], "2.0.0"), &out).unwrap();
+        assert_eq!(made.manifest.verity.root_hash, verity.root_hash);
+        assert_eq!(made.manifest.verity.hash_offset, verity.data_bytes);
+        let osrel = pe::section(&mut File::open(&ukis[1]).unwrap(), ".osrel")
+            .unwrap()
+            .unwrap();
+        let osrel = String::from_utf8(osrel).unwrap();
+        assert_eq!(
+            pe::os_release_value(&osrel, "SYSCTR_SLOT").as_deref(),
+            Some("b")
+        );
+
+        let swapped = build(&spec([ukis[1].clone(), ukis[0].clone()], "2.0.0"), &out);
+        assert!(swapped.err().unwrap().to_string().contains("SYSCTR_SLOT=b"));
+        let other_version = build(&spec([ukis[0].clone(), ukis[1].clone()], "2.0.1"), &out);
+        assert!(other_version
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("SYSCTR_VERSION=2.0.0"));
+    }
+}
