@@ -15,6 +15,7 @@ mod health;
 mod log;
 mod logs;
 mod mounts;
+mod ratelimit;
 mod reactor;
 mod readiness;
 mod reaper;
@@ -135,6 +136,7 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
     };
     // Bounds how long a hung container start can hold the event loop.
     sys::install_alarm_handler();
+    control::raise_fd_limit();
     info!(
         "init",
         "sysctr {} starting ({})",
@@ -310,7 +312,7 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
                     }
                 }
                 Source::Pipe { svc, stream } => sup.on_pipe(svc, stream, r),
-                Source::Notify { svc } => sup.on_notify(svc),
+                Source::Notify { svc } => sup.on_notify(svc, r),
                 Source::Kmsg(id) => {
                     if let Some(c) = control.as_mut() {
                         c.on_kmsg(id, r);
@@ -342,8 +344,9 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
         }
         if let Some(c) = control.as_mut() {
             c.publish(sup, r);
+            c.sweep(r);
         }
-        if let Some(why) = sup.fatal.take() {
+        if let Some(why) = sup.take_fatal() {
             return Exit::Fatal(why);
         }
     }

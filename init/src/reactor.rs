@@ -1,7 +1,10 @@
 //! The event loop's plumbing: one epoll instance over every descriptor PID 1 watches, each
 //! registered with a [`Source`] saying who owns it, plus a timer queue whose earliest
-//! deadline bounds the epoll wait. Single-threaded by design (DESIGN.md invariant 3).
+//! deadline bounds the epoll wait. Single-threaded by design (docs/architecture.md,
+//! invariant 3). A descriptor is removed before it is closed, or closed with its owner
+//! (epoll forgets a closed descriptor by itself), so an event always has a live owner.
 
+use crate::supervisor::machine::TimerKind;
 use manifest::protocol::Stream;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use std::cmp::Reverse;
@@ -27,19 +30,18 @@ pub enum Source {
     Kmsg(u64),
 }
 
+/// A timer of a service's state machine, for the run it was armed in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Timer {
-    /// Start the service again after its backoff delay.
-    Restart { svc: usize, run: u64 },
-    /// Run the next readiness probe.
-    ReadyPoll { svc: usize, run: u64 },
-    /// Give up waiting for readiness.
-    ReadyTimeout { svc: usize, run: u64 },
-    /// The stop signal was not enough: SIGKILL.
-    StopKill { svc: usize, run: u64 },
-    /// The service ran long enough that its restart backoff starts over.
-    Stable { svc: usize, run: u64 },
+    Service {
+        svc: usize,
+        run: u64,
+        kind: TimerKind,
+    },
 }
+
+/// Stands in for a delay too long to add to the clock.
+const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 pub struct Reactor {
     epoll: Epoll,
@@ -96,8 +98,15 @@ impl Reactor {
         self.timers.push(Reverse((when, self.timer_seq, timer)));
     }
 
+    /// Fires `timer` after `delay`; a delay past what the clock can represent means
+    /// "not in this boot" (about a century), never an overflow.
     pub fn after(&mut self, delay: Duration, timer: Timer) {
-        self.at(Instant::now() + delay, timer);
+        let now = Instant::now();
+        let when = now
+            .checked_add(delay)
+            .or_else(|| now.checked_add(FAR_FUTURE))
+            .unwrap_or(now);
+        self.at(when, timer);
     }
 
     /// Waits for readiness or the next timer, at most `max`. Returns the ready sources with

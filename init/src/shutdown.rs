@@ -1,15 +1,17 @@
 //! The one way out: orderly shutdown for reboot, poweroff and halt, and the same path for
 //! the fatal cases (a required boot step failed, an `on_failure: halt` task failed, a
-//! panic). Services stop in reverse start order with their own stop signal and timeout,
-//! then every remaining process gets SIGTERM and SIGKILL, filesystems are synced and
-//! unmounted, and reboot(2) ends it. PID 1 never returns from here.
+//! panic). Services stop in parallel, each as soon as every service that depends on it
+//! has exited, with its own stop signal and timeout; the whole step is bounded by the
+//! longest stop timeout, and the services' output keeps being read meanwhile. Then every
+//! remaining process gets SIGTERM and SIGKILL, filesystems are synced and unmounted, and
+//! reboot(2) ends it. PID 1 never returns from here.
 //!
 //! In test mode as the init of a pid namespace, reboot(2) ends the namespace (its init is
 //! killed with SIGHUP for restart, SIGINT for power-off/halt), which is what tests assert.
 //! As a plain subreaper it only signals its own descendants and exits.
 
 use crate::config::PowerAction;
-use crate::reactor::Reactor;
+use crate::reactor::{Reactor, Source};
 use crate::supervisor::Supervisor;
 use nix::sys::reboot::{reboot, RebootMode};
 use nix::sys::signal::{kill, Signal};
@@ -44,7 +46,7 @@ pub fn run(plan: Plan, reason: &str, sup: Option<&mut Supervisor>, r: Option<&mu
     crate::info!("shutdown", "{action:?}: {reason}");
     let mut sup = sup;
     if let (Some(sup), Some(r)) = (sup.as_deref_mut(), r) {
-        sup.stop_all(r);
+        stop_services(sup, r);
     }
     kill_everything(pid1);
     // The services' log files are on /var: open, they would keep it from unmounting, and
@@ -62,6 +64,64 @@ pub fn run(plan: Plan, reason: &str, sup: Option<&mut Supervisor>, r: Option<&mu
         nix::unistd::sync();
     }
     finish(action, pid1, fatal)
+}
+
+/// How long the services killed at the overall bound get to be reaped.
+const KILL_GRACE: Duration = Duration::from_secs(5);
+/// Longest sleep of the stop loop between looks at the reaper.
+const STOP_TICK: Duration = Duration::from_millis(10);
+
+/// Stops every service: in parallel by reverse dependency order, within the longest stop
+/// timeout (each service's own timeout ends in SIGKILL; whatever is still alive at the
+/// overall bound gets SIGKILL too), reading their pipes meanwhile so their last words are
+/// kept and no writer blocks on a full pipe. The event loop's signalfd and control clients
+/// are gone by now (dropped with the loop); exits are collected by polling the reaper.
+pub fn stop_services(sup: &mut Supervisor, r: &mut Reactor) {
+    sup.begin_shutdown(r);
+    let bound = sup.longest_stop_timeout();
+    let start = Instant::now();
+    let mut killed = false;
+    loop {
+        sup.stop_unblocked(r);
+        if !sup.any_alive() {
+            break;
+        }
+        let waited = start.elapsed();
+        if !killed && waited >= bound {
+            sup.kill_remaining(waited);
+            killed = true;
+        }
+        if waited >= bound.saturating_add(KILL_GRACE) {
+            crate::error!(
+                "shutdown",
+                "services still alive after SIGKILL: {}",
+                sup.alive_names().join(", ")
+            );
+            break;
+        }
+        let (ready, timers) = r.wait(STOP_TICK);
+        for (_, source, _) in ready {
+            match source {
+                Source::Pipe { svc, stream } => sup.on_pipe(svc, stream, r),
+                Source::Notify { svc } => sup.on_notify(svc, r),
+                _ => {}
+            }
+        }
+        for t in timers {
+            sup.on_timer(t, r);
+        }
+        crate::reaper::reap();
+        for (pid, status) in crate::reaper::take() {
+            if !sup.on_exit(pid, status, r) {
+                crate::debug!("shutdown", "reaped {pid}: {status}");
+            }
+        }
+    }
+    crate::info!(
+        "shutdown",
+        "services stopped in {} ms",
+        start.elapsed().as_millis()
+    );
 }
 
 /// SIGTERM to every remaining process, up to 2 s to exit, then SIGKILL; reaps them all.

@@ -2,7 +2,7 @@
 //! where `unsafe` is allowed; every block says why it is sound.
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// Brings a network interface up (`ip link set NAME up`), used for loopback at boot.
 pub fn interface_up(name: &str) -> io::Result<()> {
@@ -21,7 +21,6 @@ pub fn interface_up(name: &str) -> io::Result<()> {
     for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
         *dst = src as libc::c_char;
     }
-    use std::os::fd::AsRawFd;
     // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own; the socket is open.
     unsafe {
         if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
@@ -149,5 +148,43 @@ impl Drop for StartDeadline {
             Some(&set),
             None,
         );
+    }
+}
+
+/// SO_PEERGROUPS (Linux 4.13): the asm-generic value, which x86, arm, riscv, powerpc and
+/// s390 use; sparc numbers its socket options differently.
+#[cfg(not(target_arch = "sparc64"))]
+const SO_PEERGROUPS: libc::c_int = 59;
+#[cfg(target_arch = "sparc64")]
+const SO_PEERGROUPS: libc::c_int = 0x003d;
+
+/// The supplementary groups of a Unix socket's peer, as the kernel recorded them when it
+/// connected (SO_PEERGROUPS): no /proc lookup, so no race with the peer's exit or exec.
+pub fn peer_groups(sock: std::os::fd::BorrowedFd<'_>) -> io::Result<Vec<u32>> {
+    let mut groups: Vec<libc::gid_t> = vec![0; 64];
+    loop {
+        let mut len = (groups.len() * std::mem::size_of::<libc::gid_t>()) as libc::socklen_t;
+        // SAFETY: the buffer is `len` bytes we own; the kernel writes at most that many and
+        // stores the length it wrote (or, with ERANGE, the length it needs) in `len`.
+        let rc = unsafe {
+            libc::getsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let count = len as usize / std::mem::size_of::<libc::gid_t>();
+        if rc == 0 {
+            groups.truncate(count);
+            return Ok(groups);
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::ERANGE) && count > groups.len() && count <= 65536 {
+            groups.resize(count, 0);
+            continue;
+        }
+        return Err(err);
     }
 }

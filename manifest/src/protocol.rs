@@ -369,32 +369,95 @@ pub fn decode_request(body: &[u8]) -> Result<Request, serde_json::Error> {
     serde_json::from_slice(body)
 }
 
+/// An incremental frame decoder: bytes in as they arrive, frame bodies out. It asks for
+/// no more than the current frame needs ([`FrameDecoder::wanted`]), so a reader that
+/// reads at most that many bytes never takes bytes of the next frame, and it refuses an
+/// oversized frame as soon as its length is known, before its body is read. PID 1's
+/// control server (non-blocking) and the CLI's [`read_frame`] (blocking) share it.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    limit: u32,
+    header: [u8; 4],
+    header_len: usize,
+    body: Vec<u8>,
+    /// The body length, once the header is complete.
+    len: Option<usize>,
+}
+
+impl FrameDecoder {
+    pub fn new(limit: u32) -> FrameDecoder {
+        FrameDecoder {
+            limit,
+            header: [0; 4],
+            header_len: 0,
+            body: Vec::new(),
+            len: None,
+        }
+    }
+
+    /// How many more bytes the frame in progress needs (the header first).
+    pub fn wanted(&self) -> usize {
+        match self.len {
+            None => 4 - self.header_len,
+            Some(n) => n - self.body.len(),
+        }
+    }
+
+    /// Whether part of a frame has been taken in.
+    pub fn in_frame(&self) -> bool {
+        self.header_len > 0
+    }
+
+    /// Takes bytes from `data`, at most up to the end of the current frame. Returns how
+    /// many were used and the frame body if it is now complete (the decoder then starts
+    /// over). An oversized length is an error as soon as the header is complete.
+    pub fn feed(&mut self, data: &[u8]) -> Result<(usize, Option<Vec<u8>>), FrameError> {
+        let mut used = 0;
+        if self.len.is_none() {
+            let n = (4 - self.header_len).min(data.len());
+            self.header[self.header_len..self.header_len + n].copy_from_slice(&data[..n]);
+            self.header_len += n;
+            used += n;
+            if self.header_len < 4 {
+                return Ok((used, None));
+            }
+            let len = u32::from_be_bytes(self.header);
+            if len > self.limit {
+                return Err(FrameError::TooLarge(len, self.limit));
+            }
+            self.len = Some(len as usize);
+            self.body = Vec::with_capacity((len as usize).min(1 << 20));
+        }
+        let n = self.wanted().min(data.len() - used);
+        self.body.extend_from_slice(&data[used..used + n]);
+        used += n;
+        if self.wanted() > 0 {
+            return Ok((used, None));
+        }
+        let body = std::mem::take(&mut self.body);
+        self.header_len = 0;
+        self.len = None;
+        Ok((used, Some(body)))
+    }
+}
+
 /// Reads one frame body, blocking. `Ok(None)` on a clean end of stream before a frame.
 pub fn read_frame(r: &mut impl Read, limit: u32) -> Result<Option<Vec<u8>>, FrameError> {
-    let mut len = [0u8; 4];
-    let mut got = 0;
-    while got < 4 {
-        match r.read(&mut len[got..]) {
-            Ok(0) if got == 0 => return Ok(None),
+    let mut dec = FrameDecoder::new(limit);
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let want = dec.wanted().clamp(1, chunk.len());
+        let n = match r.read(&mut chunk[..want]) {
+            Ok(0) if !dec.in_frame() => return Ok(None),
             Ok(0) => return Err(FrameError::Truncated),
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e.into()),
+        };
+        if let (_, Some(body)) = dec.feed(&chunk[..n])? {
+            return Ok(Some(body));
         }
     }
-    let n = u32::from_be_bytes(len);
-    if n > limit {
-        return Err(FrameError::TooLarge(n, limit));
-    }
-    let mut body = vec![0u8; n as usize];
-    r.read_exact(&mut body).map_err(|e| {
-        if e.kind() == io::ErrorKind::UnexpectedEof {
-            FrameError::Truncated
-        } else {
-            FrameError::Io(e)
-        }
-    })?;
-    Ok(Some(body))
 }
 
 /// Writes one message as a frame, blocking.
@@ -454,6 +517,58 @@ mod tests {
             assert!(body.len() <= MAX_REQUEST_BYTES as usize);
             assert!(decode_request(body.as_bytes()).is_err());
         }
+    }
+
+    #[test]
+    fn decoder_splits_frames_at_any_byte_boundary() {
+        let mut stream = encode(&Request::new(Op::Ps {}));
+        stream.extend(encode(&Request::new(Op::Version {})));
+        stream.extend([0, 0, 0, 0]); // an empty frame
+        for chunk in [1, 2, 3, 5, 7, 64, 4096] {
+            let mut dec = FrameDecoder::new(MAX_REQUEST_BYTES);
+            let mut frames = Vec::new();
+            for piece in stream.chunks(chunk) {
+                let mut rest = piece;
+                while !rest.is_empty() {
+                    let (used, frame) = dec.feed(rest).unwrap();
+                    assert!(used > 0 || frame.is_some());
+                    rest = &rest[used..];
+                    frames.extend(frame);
+                }
+            }
+            assert_eq!(frames.len(), 3, "chunk {chunk}");
+            assert_eq!(decode_request(&frames[0]).unwrap().op, Op::Ps {});
+            assert_eq!(decode_request(&frames[1]).unwrap().op, Op::Version {});
+            assert!(frames[2].is_empty());
+            assert!(!dec.in_frame());
+        }
+    }
+
+    #[test]
+    fn decoder_never_asks_past_the_frame_and_refuses_early() {
+        let frame = encode(&Request::new(Op::Ps {}));
+        let mut dec = FrameDecoder::new(MAX_REQUEST_BYTES);
+        assert_eq!(dec.wanted(), 4);
+        assert_eq!(dec.feed(&frame[..2]).unwrap(), (2, None));
+        assert_eq!(dec.wanted(), 2);
+        let (used, _) = dec.feed(&frame[2..]).unwrap();
+        assert_eq!(used, frame.len() - 2);
+        let mut doubled = frame.clone();
+        doubled.extend(&frame);
+        let mut dec = FrameDecoder::new(MAX_REQUEST_BYTES);
+        let (used, body) = dec.feed(&doubled).unwrap();
+        assert_eq!(used, frame.len(), "stops at the end of the first frame");
+        assert!(body.is_some());
+        let mut dec = FrameDecoder::new(16);
+        assert!(matches!(
+            dec.feed(&17u32.to_be_bytes()),
+            Err(FrameError::TooLarge(17, 16))
+        ));
+        // Reading several frames in a row from one stream loses nothing.
+        let mut r = &doubled[..];
+        assert!(read_frame(&mut r, MAX_REQUEST_BYTES).unwrap().is_some());
+        assert!(read_frame(&mut r, MAX_REQUEST_BYTES).unwrap().is_some());
+        assert!(read_frame(&mut r, MAX_REQUEST_BYTES).unwrap().is_none());
     }
 
     #[test]

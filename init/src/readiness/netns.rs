@@ -1,5 +1,5 @@
 //! Work done inside a service's network namespace: the TCP readiness check and bringing up
-//! its loopback interface. PID 1 enters the namespace only for the duration of one call
+//! its loopback interface (called by the runtime right after a container is created). PID 1 enters the namespace only for the duration of one call
 //! (a socket stays in the namespace it was created in) and returns at once.
 
 use nix::sched::{setns, CloneFlags};

@@ -1,0 +1,183 @@
+//! One request, decoded and authorized, turned into its reply (or into a stream: logs,
+//! kernel log, events, exec). Everything a request can fail with is an [`ApiError`].
+
+use super::auth::{authorize, op_name};
+use super::conn::Mode;
+use super::{kmsg, ControlServer};
+use crate::reactor::{Reactor, Source};
+use crate::runtime::Stdio;
+use crate::supervisor::{ApiError, Supervisor};
+use manifest::protocol::{self, Op, PowerAction, Request, Response, PROTOCOL_VERSION};
+use std::os::fd::AsFd;
+
+impl ControlServer {
+    pub(super) fn handle(
+        &mut self,
+        id: u64,
+        body: &[u8],
+        sup: &mut Supervisor,
+        r: &mut Reactor,
+    ) -> Option<PowerAction> {
+        let req: Request = match protocol::decode_request(body) {
+            Ok(req) => req,
+            Err(e) => {
+                self.error(id, ApiError::Malformed(e), r);
+                return None;
+            }
+        };
+        if req.version != PROTOCOL_VERSION {
+            let e = ApiError::Version {
+                got: req.version,
+                want: PROTOCOL_VERSION,
+            };
+            self.error(id, e, r);
+            return None;
+        }
+        let c = self.clients.get_mut(&id)?;
+        // Descriptors are for an exec only; any others are closed here.
+        let fds = std::mem::take(&mut c.fds);
+        let peer = c.peer.clone();
+        if let Err(why) = authorize(&peer, self.control_gid, &req.op) {
+            self.refusals.log(format_args!(
+                "refused {:?} from uid {} (pid {}): {why}",
+                op_name(&req.op),
+                peer.uid,
+                peer.pid
+            ));
+            self.error(id, ApiError::Refused(why), r);
+            return None;
+        }
+        match self.dispatch(id, req.op, fds, sup, r) {
+            Ok(power) => power,
+            Err(e) => {
+                self.error(id, e, r);
+                None
+            }
+        }
+    }
+
+    fn dispatch(
+        &mut self,
+        id: u64,
+        op: Op,
+        mut fds: Vec<std::os::fd::OwnedFd>,
+        sup: &mut Supervisor,
+        r: &mut Reactor,
+    ) -> Result<Option<PowerAction>, ApiError> {
+        let reply = |this: &mut Self, message: String, r: &mut Reactor| {
+            this.finish(id, &Response::Ok { message }, r)
+        };
+        match op {
+            Op::Version {} => {
+                let resp = Response::Version {
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    protocol: PROTOCOL_VERSION,
+                    init_boot_ms: self.init_boot_ms,
+                    boot: self.boot.clone(),
+                };
+                self.finish(id, &resp, r)
+            }
+            Op::Ps {} => {
+                let services = sup.list();
+                self.finish(id, &Response::Services { services }, r)
+            }
+            Op::Inspect { service } => {
+                let i = sup.lookup(&service)?;
+                let s = sup.service(i);
+                let manifest = s
+                    .def()
+                    .and_then(|d| serde_json::to_value(d).ok())
+                    .unwrap_or(serde_json::Value::Null);
+                let resp = Response::Inspect {
+                    status: sup.status(i),
+                    manifest,
+                    spec: s.spec().cloned(),
+                    cgroup: sup.cgroup_dir(i),
+                    bundle: sup.bundle_path(i),
+                };
+                self.finish(id, &resp, r)
+            }
+            Op::Logs {
+                service,
+                lines,
+                since_ms,
+                follow,
+            } => {
+                let i = sup.lookup(&service)?;
+                for entry in sup.service(i).logs().tail(lines, since_ms) {
+                    self.send(id, &Response::Log { entry }, r);
+                }
+                if follow {
+                    self.set_mode(id, Mode::FollowLogs { svc: i });
+                } else {
+                    self.finish(id, &Response::End, r);
+                }
+            }
+            Op::KernelLog { lines, follow } => {
+                let mut f = kmsg::open_kmsg().map_err(ApiError::Kmsg)?;
+                let entries = kmsg::read_kmsg(&mut f);
+                let skip = lines.map_or(0, |n| entries.len().saturating_sub(n));
+                for entry in entries.into_iter().skip(skip) {
+                    self.send(id, &Response::Log { entry }, r);
+                }
+                if !follow {
+                    self.finish(id, &Response::End, r);
+                    return Ok(None);
+                }
+                // Follow: the same descriptor, now at the end, is watched for new records.
+                let token = r
+                    .add(f.as_fd(), Source::Kmsg(id))
+                    .map_err(ApiError::WatchKmsg)?;
+                self.set_mode(id, Mode::FollowKernel);
+                if let Some(c) = self.clients.get_mut(&id) {
+                    c.kmsg = Some((token, f));
+                }
+            }
+            Op::Events {} => self.set_mode(id, Mode::Events),
+            Op::Start { service } => {
+                let i = sup.lookup(&service)?;
+                let msg = sup.start(i, r)?;
+                reply(self, msg, r)
+            }
+            Op::Stop { service } => {
+                let i = sup.lookup(&service)?;
+                let msg = sup.stop(i, r)?;
+                reply(self, msg, r)
+            }
+            Op::Restart { service } => {
+                let i = sup.lookup(&service)?;
+                let msg = sup.restart(i, r)?;
+                reply(self, msg, r)
+            }
+            Op::Exec {
+                service,
+                args,
+                env,
+                tty: _,
+            } => {
+                let i = sup.lookup(&service)?;
+                if fds.len() != super::conn::EXEC_FDS || args.is_empty() {
+                    return Err(ApiError::ExecStdio { fds: fds.len() });
+                }
+                let (Some(stderr), Some(stdout), Some(stdin)) = (fds.pop(), fds.pop(), fds.pop())
+                else {
+                    unreachable!("three descriptors were checked above");
+                };
+                let stdio = Stdio {
+                    stdin,
+                    stdout,
+                    stderr,
+                };
+                let pid = sup.exec(i, args, env, stdio, id)?;
+                self.set_mode(id, Mode::Exec);
+                self.send(id, &Response::ExecStarted { pid }, r)
+            }
+            Op::Power { action } => {
+                let message = format!("{action:?} requested").to_lowercase();
+                self.finish(id, &Response::Ok { message }, r);
+                return Ok(Some(action));
+            }
+        }
+        Ok(None)
+    }
+}

@@ -1,0 +1,226 @@
+//! Everything the supervisor does to the system, behind one trait: containers (create and
+//! start, exec, delete), signals, cgroup files, and the looks into a container that
+//! readiness checks take. [`Live`] is the real thing (libcontainer through
+//! [`crate::runtime`], cgroupfs, /proc); tests use [`Recording`], which records each call
+//! and answers from a script, so the supervisor's glue runs without root.
+
+use crate::cgroups;
+use crate::runtime::{Runtime, RuntimeError, Stdio};
+use oci_spec::runtime::Spec;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+pub trait Effects {
+    /// Writes the bundle, creates and starts the container; its init's pid.
+    fn create_and_start(&mut self, name: &str, spec: &Spec, stdio: Stdio)
+        -> Result<i32, RuntimeError>;
+    /// Runs a process in a running container; its pid.
+    fn exec(
+        &mut self,
+        name: &str,
+        args: Vec<String>,
+        env: HashMap<String, String>,
+        stdio: Stdio,
+    ) -> Result<i32, RuntimeError>;
+    /// Deletes a container and what runs in it (a failed start, a cgroup not empty).
+    fn delete(&mut self, name: &str);
+    /// Forgets a stopped container whose cgroup is gone (state dir and bundle only).
+    fn forget(&mut self, name: &str);
+    fn bundle_dir(&self, name: &str) -> PathBuf;
+    fn kill(&mut self, pid: i32, signal: i32);
+    /// Removes the service's cgroup; false if it is not empty (processes left in it).
+    fn remove_cgroup(&mut self, name: &str) -> bool;
+    fn memory_bytes(&self, name: &str) -> Option<u64>;
+    fn cpu_usec(&self, name: &str) -> Option<u64>;
+    fn oom_kills(&self, name: &str) -> Option<u64>;
+    /// Whether a host directory exists (the image root, before a start).
+    fn is_dir(&self, path: &str) -> bool;
+    /// Whether `path` exists inside the container whose init is `pid`.
+    fn path_exists_in(&self, pid: i32, path: &str) -> bool;
+    /// Whether `host:port` accepts a TCP connection in the network namespace of `pid`.
+    fn tcp_accepts(&self, pid: i32, host: &str, port: u16) -> bool;
+    /// The cgroup path of the service as /proc/<pid>/cgroup shows it.
+    fn cgroup_path(&self, name: &str) -> String;
+    /// The service's cgroup directory (v1: the memory controller's).
+    fn cgroup_dir(&self, name: &str) -> PathBuf;
+}
+
+/// The real system: libcontainer, cgroupfs and /proc.
+pub struct Live {
+    runtime: Runtime,
+    cgroup_prefix: String,
+}
+
+impl Live {
+    pub fn new(runtime: Runtime, cgroup_prefix: &str) -> Live {
+        Live {
+            runtime,
+            cgroup_prefix: cgroup_prefix.to_string(),
+        }
+    }
+}
+
+impl Effects for Live {
+    fn create_and_start(
+        &mut self,
+        name: &str,
+        spec: &Spec,
+        stdio: Stdio,
+    ) -> Result<i32, RuntimeError> {
+        self.runtime.create_and_start(name, spec, stdio)
+    }
+    fn exec(
+        &mut self,
+        name: &str,
+        args: Vec<String>,
+        env: HashMap<String, String>,
+        stdio: Stdio,
+    ) -> Result<i32, RuntimeError> {
+        self.runtime.exec(name, args, env, stdio)
+    }
+    fn delete(&mut self, name: &str) {
+        self.runtime.delete(name)
+    }
+    fn forget(&mut self, name: &str) {
+        self.runtime.forget(name)
+    }
+    fn bundle_dir(&self, name: &str) -> PathBuf {
+        self.runtime.bundle_dir(name)
+    }
+    fn kill(&mut self, pid: i32, signal: i32) {
+        if let Ok(sig) = nix::sys::signal::Signal::try_from(signal) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+        }
+    }
+    fn remove_cgroup(&mut self, name: &str) -> bool {
+        cgroups::remove(&self.cgroup_prefix, name)
+    }
+    fn memory_bytes(&self, name: &str) -> Option<u64> {
+        cgroups::memory_bytes(&self.cgroup_prefix, name)
+    }
+    fn cpu_usec(&self, name: &str) -> Option<u64> {
+        cgroups::cpu_usec(&self.cgroup_prefix, name)
+    }
+    fn oom_kills(&self, name: &str) -> Option<u64> {
+        cgroups::oom_kills(&self.cgroup_prefix, name)
+    }
+    fn is_dir(&self, path: &str) -> bool {
+        Path::new(path).is_dir()
+    }
+    fn path_exists_in(&self, pid: i32, path: &str) -> bool {
+        crate::readiness::file_ready(pid, path)
+    }
+    fn tcp_accepts(&self, pid: i32, host: &str, port: u16) -> bool {
+        crate::readiness::tcp_accepts(pid, host, port)
+    }
+    fn cgroup_path(&self, name: &str) -> String {
+        cgroups::spec_path(&self.cgroup_prefix, name)
+    }
+    fn cgroup_dir(&self, name: &str) -> PathBuf {
+        cgroups::dir(&self.cgroup_prefix, name, "memory")
+    }
+}
+
+/// One call the supervisor made, as [`Recording`] saw it.
+#[cfg(test)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    Create(String),
+    Exec(String, Vec<String>),
+    Delete(String),
+    Forget(String),
+    Kill(i32, i32),
+    RemoveCgroup(String),
+}
+
+/// A scripted system for unit tests: starts succeed with increasing pids unless a failure
+/// is queued, directories and in-container paths exist when listed.
+#[cfg(test)]
+#[derive(Default)]
+pub struct Recording {
+    pub calls: std::rc::Rc<std::cell::RefCell<Vec<Call>>>,
+    /// Errors for the next starts, in order (None: succeed).
+    pub fail_starts: std::collections::VecDeque<Option<RuntimeError>>,
+    pub dirs: std::rc::Rc<std::cell::RefCell<std::collections::HashSet<String>>>,
+    pub paths_in: std::rc::Rc<std::cell::RefCell<std::collections::HashSet<String>>>,
+    /// Cgroups that are not empty when removed.
+    pub busy_cgroups: std::collections::HashSet<String>,
+    pub next_pid: i32,
+}
+
+#[cfg(test)]
+impl Recording {
+    fn record(&self, c: Call) {
+        self.calls.borrow_mut().push(c);
+    }
+    fn pid(&mut self) -> i32 {
+        self.next_pid += 1;
+        1000 + self.next_pid
+    }
+}
+
+#[cfg(test)]
+impl Effects for Recording {
+    fn create_and_start(
+        &mut self,
+        name: &str,
+        _spec: &Spec,
+        _stdio: Stdio,
+    ) -> Result<i32, RuntimeError> {
+        self.record(Call::Create(name.into()));
+        match self.fail_starts.pop_front().flatten() {
+            Some(e) => Err(e),
+            None => Ok(self.pid()),
+        }
+    }
+    fn exec(
+        &mut self,
+        name: &str,
+        args: Vec<String>,
+        _env: HashMap<String, String>,
+        _stdio: Stdio,
+    ) -> Result<i32, RuntimeError> {
+        self.record(Call::Exec(name.into(), args));
+        Ok(self.pid())
+    }
+    fn delete(&mut self, name: &str) {
+        self.record(Call::Delete(name.into()))
+    }
+    fn forget(&mut self, name: &str) {
+        self.record(Call::Forget(name.into()))
+    }
+    fn bundle_dir(&self, name: &str) -> PathBuf {
+        PathBuf::from("/fake/bundles").join(name)
+    }
+    fn kill(&mut self, pid: i32, signal: i32) {
+        self.record(Call::Kill(pid, signal))
+    }
+    fn remove_cgroup(&mut self, name: &str) -> bool {
+        self.record(Call::RemoveCgroup(name.into()));
+        !self.busy_cgroups.contains(name)
+    }
+    fn memory_bytes(&self, _: &str) -> Option<u64> {
+        Some(4096)
+    }
+    fn cpu_usec(&self, _: &str) -> Option<u64> {
+        Some(7)
+    }
+    fn oom_kills(&self, _: &str) -> Option<u64> {
+        Some(0)
+    }
+    fn is_dir(&self, path: &str) -> bool {
+        self.dirs.borrow().contains(path)
+    }
+    fn path_exists_in(&self, _pid: i32, path: &str) -> bool {
+        self.paths_in.borrow().contains(path)
+    }
+    fn tcp_accepts(&self, _: i32, _: &str, _: u16) -> bool {
+        false
+    }
+    fn cgroup_path(&self, name: &str) -> String {
+        format!("/fake/{name}")
+    }
+    fn cgroup_dir(&self, name: &str) -> PathBuf {
+        PathBuf::from("/sys/fs/cgroup/fake").join(name)
+    }
+}
