@@ -67,9 +67,11 @@ fn main() {
             }
         }
     } else {
-        // /proc is not mounted yet; the kernel passes unknown `key=value` words to init
-        // as environment and bare words as arguments, but sysctr.* keys have dots and
-        // arrive as arguments. Read /proc/cmdline after mounting to be sure (see below).
+        // /proc is not mounted yet, and the kernel does not hand sysctr.* words to init:
+        // a word with a dot before its `=` counts as a (unused) module parameter and is
+        // dropped; other unknown `key=value` words become init's environment, bare words
+        // and everything after `--` its arguments. So this sees only what follows `--`;
+        // the full command line is read from /proc/cmdline once /proc is mounted (below).
         Config::from_cmdline(&args.join(" "))
     };
     log::set_level(cfg.log_level);

@@ -17,7 +17,9 @@ pub struct RateLimit {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// Write it; `suppressed` lines were dropped since the last one written.
-    Write { suppressed: u64 },
+    Write {
+        suppressed: u64,
+    },
     Drop,
 }
 
@@ -68,6 +70,9 @@ mod tests {
             rl.check(t + Duration::from_secs(10)),
             Verdict::Write { suppressed: 1000 }
         );
-        assert_eq!(rl.check(t + Duration::from_secs(10)), Verdict::Write { suppressed: 0 });
+        assert_eq!(
+            rl.check(t + Duration::from_secs(10)),
+            Verdict::Write { suppressed: 0 }
+        );
     }
 }

@@ -134,9 +134,11 @@ impl Init {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let manifest = dir.path().join("manifest.json");
+        // `@RUN@` in the manifest stands for init's run directory (known only now).
         let text =
             serde_json::to_string_pretty(&serde_json::json!({"version": 1, "services": services}))
-                .unwrap();
+                .unwrap()
+                .replace("@RUN@", &dir.path().join("run").display().to_string());
         std::fs::write(&manifest, text).unwrap();
         let cgroup_prefix = format!(
             "sysctr-it-{}-{}",

@@ -142,7 +142,10 @@ mod tests {
             authorize(&peer(1000, &[100]), Some(990), &ps).unwrap_err(),
             "ps needs root or the sysctr group (peer uid 1000, groups [100])"
         );
-        assert!(authorize(&peer(1000, &[990]), None, &ps).is_err(), "no group: root only");
+        assert!(
+            authorize(&peer(1000, &[990]), None, &ps).is_err(),
+            "no group: root only"
+        );
     }
 
     #[test]

@@ -25,7 +25,9 @@ pub const EXEC_FDS: usize = 3;
 pub enum Mode {
     /// Waiting for the request frame.
     Request,
-    FollowLogs { svc: usize },
+    FollowLogs {
+        svc: usize,
+    },
     FollowKernel,
     Events,
     Exec,
@@ -39,8 +41,13 @@ pub enum Input {
     Partial,
     Frame(Vec<u8>),
     /// The peer closed; `mid_frame` if it left a frame unfinished.
-    Closed { mid_frame: bool },
-    TooLarge { len: u32, limit: u32 },
+    Closed {
+        mid_frame: bool,
+    },
+    TooLarge {
+        len: u32,
+        limit: u32,
+    },
 }
 
 pub struct Client {
@@ -104,9 +111,10 @@ impl Client {
         let first = !self.decoder.in_frame();
         if !(first && self.peer.is_root()) {
             // No room for descriptors: the kernel discards any that were sent.
-            return self.stream.read(buf).map_err(|e| {
-                nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
-            });
+            return self
+                .stream
+                .read(buf)
+                .map_err(|e| nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)));
         }
         let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; EXEC_FDS]);
         let mut iov = [IoSliceMut::new(buf)];

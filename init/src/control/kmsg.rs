@@ -44,4 +44,3 @@ pub fn read_kmsg(f: &mut std::fs::File) -> Vec<LogEntry> {
     }
     out
 }
-

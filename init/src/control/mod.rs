@@ -112,7 +112,11 @@ impl ControlServer {
                 Err(e) => {
                     if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
                         // Out of descriptors: rest instead of spinning on a readable listener.
-                        r.modify(self.listener_token, self.listener.as_fd(), EpollFlags::empty());
+                        r.modify(
+                            self.listener_token,
+                            self.listener.as_fd(),
+                            EpollFlags::empty(),
+                        );
                         self.paused_until = Some(now + ACCEPT_PAUSE);
                     }
                     self.refusals.log(format_args!("accept: {e}"));
@@ -124,7 +128,10 @@ impl ControlServer {
             };
             let root = peer.is_root();
             let (count, cap) = (
-                self.clients.values().filter(|c| c.peer.is_root() == root).count(),
+                self.clients
+                    .values()
+                    .filter(|c| c.peer.is_root() == root)
+                    .count(),
                 if root { MAX_ROOT_CLIENTS } else { MAX_CLIENTS },
             );
             if count >= cap {
@@ -143,7 +150,8 @@ impl ControlServer {
             let Ok(token) = r.add(stream.as_fd(), Source::Client(id)) else {
                 continue;
             };
-            self.clients.insert(id, Client::new(stream, token, peer, now));
+            self.clients
+                .insert(id, Client::new(stream, token, peer, now));
         }
     }
 
@@ -152,7 +160,11 @@ impl ControlServer {
         let now = Instant::now();
         if self.paused_until.is_some_and(|t| now >= t) {
             self.paused_until = None;
-            r.modify(self.listener_token, self.listener.as_fd(), EpollFlags::EPOLLIN);
+            r.modify(
+                self.listener_token,
+                self.listener.as_fd(),
+                EpollFlags::EPOLLIN,
+            );
         }
         let late: Vec<u64> = self
             .clients
@@ -193,7 +205,10 @@ impl ControlServer {
         };
         c.output.extend_from_slice(&protocol::encode(msg));
         if c.output.len() > MAX_QUEUED {
-            crate::warn!("control", "client {id} does not read its stream: disconnected");
+            crate::warn!(
+                "control",
+                "client {id} does not read its stream: disconnected"
+            );
             self.close(id, r);
             return;
         }

@@ -54,7 +54,11 @@ pub fn probe(
         }
         Readiness::Started | Readiness::Notify { .. } => return Ok(Probe::Pending),
     };
-    Ok(if passed { Probe::Passed } else { Probe::Pending })
+    Ok(if passed {
+        Probe::Passed
+    } else {
+        Probe::Pending
+    })
 }
 
 /// Starts an `exec` probe inside the container, with /dev/null for its stdio.
@@ -90,8 +94,14 @@ mod tests {
             interval_ms: None,
             timeout_secs: None,
         };
-        assert_eq!(probe(&mut fx, "s", 1, &file("/run/ready"), false), Ok(Probe::Passed));
-        assert_eq!(probe(&mut fx, "s", 1, &file("/nope"), false), Ok(Probe::Pending));
+        assert_eq!(
+            probe(&mut fx, "s", 1, &file("/run/ready"), false),
+            Ok(Probe::Passed)
+        );
+        assert_eq!(
+            probe(&mut fx, "s", 1, &file("/nope"), false),
+            Ok(Probe::Pending)
+        );
         let tcp = Readiness::Tcp {
             port: 80,
             host: None,
@@ -104,7 +114,10 @@ mod tests {
             interval_ms: None,
             timeout_secs: None,
         };
-        assert!(matches!(probe(&mut fx, "s", 1, &exec, false), Ok(Probe::Spawned(_))));
+        assert!(matches!(
+            probe(&mut fx, "s", 1, &exec, false),
+            Ok(Probe::Spawned(_))
+        ));
         assert_eq!(
             probe(&mut fx, "s", 1, &exec, true),
             Ok(Probe::Pending),

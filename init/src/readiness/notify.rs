@@ -179,7 +179,10 @@ mod tests {
         let v2 = "0::/sysctr/web\n";
         assert!(cgroup_contains(v2, "/sysctr/web"));
         assert!(cgroup_contains("0::/sysctr/web/sub\n", "/sysctr/web"));
-        assert!(!cgroup_contains("0::/sysctr/webx\n", "/sysctr/web"), "a prefix is not a parent");
+        assert!(
+            !cgroup_contains("0::/sysctr/webx\n", "/sysctr/web"),
+            "a prefix is not a parent"
+        );
         assert!(!cgroup_contains("0::/sysctr/db\n", "/sysctr/web"));
         assert!(!cgroup_contains("0::/\n", "/sysctr/web"));
         let v1 = "12:pids:/sysctr/web\n4:memory:/sysctr/web\n1:name=systemd:/\n";
@@ -206,10 +209,7 @@ mod tests {
         assert_eq!(got[0].text, "STATUS=0\n");
         assert_eq!(sock.receive(3).len(), 2, "the rest on the next turn");
         assert!(sock.receive(3).is_empty());
-        assert!(sender_in_cgroup(
-            std::process::id() as i32,
-            &own_cgroup()
-        ));
+        assert!(sender_in_cgroup(std::process::id() as i32, &own_cgroup()));
         assert!(!sender_in_cgroup(0, "/"));
         drop(sock);
         assert!(!path.exists(), "the socket file goes with the socket");

@@ -12,8 +12,12 @@ use std::path::{Path, PathBuf};
 
 pub trait Effects {
     /// Writes the bundle, creates and starts the container; its init's pid.
-    fn create_and_start(&mut self, name: &str, spec: &Spec, stdio: Stdio)
-        -> Result<i32, RuntimeError>;
+    fn create_and_start(
+        &mut self,
+        name: &str,
+        spec: &Spec,
+        stdio: Stdio,
+    ) -> Result<i32, RuntimeError>;
     /// Runs a process in a running container; its pid.
     fn exec(
         &mut self,

@@ -69,8 +69,7 @@ impl Policy {
             check_name: def.readiness.name(),
             ready_timeout: Duration::from_secs(def.readiness.timeout_secs()),
             restart: Limits::from_manifest(&def.restart),
-            stop_signal: manifest::units::signal_number(&def.stop.signal)
-                .unwrap_or(libc::SIGTERM),
+            stop_signal: manifest::units::signal_number(&def.stop.signal).unwrap_or(libc::SIGTERM),
             stop_signal_name: def.stop.signal.clone(),
             stop_timeout: Duration::from_secs(def.stop.timeout_secs),
         }
@@ -149,11 +148,17 @@ pub enum Input {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
     /// The service entered `state`: log it and tell event subscribers.
-    State { state: State, detail: String },
+    State {
+        state: State,
+        detail: String,
+    },
     /// Create and start the container for the current run; answer with
     /// [`Input::Started`] or [`Input::StartFailed`].
     Launch,
-    Signal { pid: i32, signal: i32 },
+    Signal {
+        pid: i32,
+        signal: i32,
+    },
     Arm {
         after: Duration,
         timer: TimerKind,
@@ -162,10 +167,17 @@ pub enum Effect {
     /// Run the readiness probe once; answer with CheckPassed or CheckPending.
     Probe,
     /// Remove the run's container, cgroup and notify socket (`exited`: its init was reaped).
-    Cleanup { exited: bool },
+    Cleanup {
+        exited: bool,
+    },
     /// An onboot task finished; the next may run.
-    OnbootDone { ok: bool },
-    Log { level: Level, text: String },
+    OnbootDone {
+        ok: bool,
+    },
+    Log {
+        level: Level,
+        text: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -410,7 +422,13 @@ impl Machine {
         }
     }
 
-    fn plan_restart(&mut self, detail: String, now: Instant, floor: Duration, fx: &mut Vec<Effect>) {
+    fn plan_restart(
+        &mut self,
+        detail: String,
+        now: Instant,
+        floor: Duration,
+        fx: &mut Vec<Effect>,
+    ) {
         match self.restarts.next(&self.policy.restart, now, floor) {
             Decision::CrashLoop { restarts } => {
                 let msg = format!(

@@ -53,7 +53,9 @@ fn detail_of(fx: &[Effect], want: State) -> String {
 
 fn armed(fx: &[Effect], timer: TimerKind) -> Option<Duration> {
     fx.iter().find_map(|e| match e {
-        Effect::Arm { after, timer: t, .. } if *t == timer => Some(*after),
+        Effect::Arm {
+            after, timer: t, ..
+        } if *t == timer => Some(*after),
         _ => None,
     })
 }
@@ -85,7 +87,10 @@ fn polled_readiness_probes_until_it_passes() {
     let mut m = service(Check::Poll { interval: MS(50) }, RestartPolicy::Always);
     let fx = run(&mut m, 7, t);
     assert_eq!(states(&fx), [State::Running]);
-    assert_eq!(armed(&fx, TimerKind::ReadyTimeout), Some(Duration::from_secs(5)));
+    assert_eq!(
+        armed(&fx, TimerKind::ReadyTimeout),
+        Some(Duration::from_secs(5))
+    );
     assert_eq!(armed(&fx, TimerKind::ReadyPoll), Some(Duration::ZERO));
     let run_id = m.run();
     let fx = m.step(
@@ -109,7 +114,11 @@ fn notify_readiness_waits_for_the_datagram_only() {
     let t = Instant::now();
     let mut m = service(Check::Notify, RestartPolicy::Always);
     let fx = run(&mut m, 7, t);
-    assert_eq!(armed(&fx, TimerKind::ReadyPoll), None, "notify is not polled");
+    assert_eq!(
+        armed(&fx, TimerKind::ReadyPoll),
+        None,
+        "notify is not polled"
+    );
     assert!(armed(&fx, TimerKind::ReadyTimeout).is_some());
     assert_eq!(states(&m.step(Input::CheckPassed, t)), [State::Ready]);
 }
@@ -183,7 +192,10 @@ fn exit_restarts_with_backoff_until_the_crash_loop_limit() {
     // First restart in a row: at once.
     let fx = m.step(exit.clone(), t);
     assert_eq!(states(&fx), [State::Pending, State::Starting]);
-    assert_eq!(detail_of(&fx, State::Pending), "exit 3 after 0 ms; restarting");
+    assert_eq!(
+        detail_of(&fx, State::Pending),
+        "exit 3 after 0 ms; restarting"
+    );
     assert!(fx.contains(&Effect::Launch));
     m.step(Input::Started { pid: 11 }, t);
     // Second: after the initial backoff, then doubled.
@@ -205,7 +217,9 @@ fn exit_restarts_with_backoff_until_the_crash_loop_limit() {
     let fx = m.step(exit, t);
     assert_eq!(states(&fx), [State::Failed]);
     assert!(
-        m.last_error().unwrap().starts_with("crash loop: 3 restarts within 60 s"),
+        m.last_error()
+            .unwrap()
+            .starts_with("crash loop: 3 restarts within 60 s"),
         "{:?}",
         m.last_error()
     );
@@ -294,13 +308,26 @@ fn failed_starts_end_in_a_crash_loop() {
     let mut m = service(Check::Started, RestartPolicy::OnFailure);
     for _ in 0..3 {
         m.step(Input::Launch, t);
-        let fx = m.step(Input::StartFailed { error: "EMFILE".into() }, t);
+        let fx = m.step(
+            Input::StartFailed {
+                error: "EMFILE".into(),
+            },
+            t,
+        );
         assert_eq!(states(&fx), [State::Backoff]);
     }
     m.step(Input::Launch, t);
-    let fx = m.step(Input::StartFailed { error: "EMFILE".into() }, t);
+    let fx = m.step(
+        Input::StartFailed {
+            error: "EMFILE".into(),
+        },
+        t,
+    );
     assert_eq!(states(&fx), [State::Failed]);
-    assert!(m.last_error().unwrap().contains("last cannot start: EMFILE"));
+    assert!(m
+        .last_error()
+        .unwrap()
+        .contains("last cannot start: EMFILE"));
 }
 
 #[test]
@@ -308,7 +335,12 @@ fn a_failed_start_with_policy_never_fails() {
     let t = Instant::now();
     let mut m = service(Check::Started, RestartPolicy::Never);
     m.step(Input::Launch, t);
-    let fx = m.step(Input::StartFailed { error: "timeout".into() }, t);
+    let fx = m.step(
+        Input::StartFailed {
+            error: "timeout".into(),
+        },
+        t,
+    );
     assert_eq!(states(&fx), [State::Failed]);
     assert_eq!(detail_of(&fx, State::Failed), "timeout");
 }
@@ -318,7 +350,11 @@ fn onboot_tasks_finish_once_and_are_not_restarted() {
     let t = Instant::now();
     let mut m = Machine::new(policy(Kind::Onboot, Check::Started, RestartPolicy::Always));
     let fx = run(&mut m, 4, t);
-    assert_eq!(states(&fx), [State::Running], "onboot tasks have no readiness");
+    assert_eq!(
+        states(&fx),
+        [State::Running],
+        "onboot tasks have no readiness"
+    );
     let fx = m.step(
         Input::Exited {
             status: ExitStatus::Code(0),
@@ -352,7 +388,10 @@ fn stop_then_stop_timeout_sends_sigkill() {
         pid: 20,
         signal: libc::SIGTERM
     }));
-    assert_eq!(armed(&fx, TimerKind::StopKill), Some(Duration::from_secs(2)));
+    assert_eq!(
+        armed(&fx, TimerKind::StopKill),
+        Some(Duration::from_secs(2))
+    );
     // A second stop request does not signal again.
     assert!(m
         .step(
@@ -499,5 +538,8 @@ fn inputs_that_do_not_apply_change_nothing() {
         }
     }
     run(&mut m, 1, t);
-    assert!(m.step(Input::Launch, t).is_empty(), "a running service is not launched twice");
+    assert!(
+        m.step(Input::Launch, t).is_empty(),
+        "a running service is not launched twice"
+    );
 }

@@ -77,7 +77,13 @@ pub struct Svc {
 }
 
 impl Svc {
-    fn new(name: String, kind: Kind, def: Option<Service>, machine: Machine, logs: LogBuffer) -> Svc {
+    fn new(
+        name: String,
+        kind: Kind,
+        def: Option<Service>,
+        machine: Machine,
+        logs: LogBuffer,
+    ) -> Svc {
         Svc {
             def,
             name,
@@ -174,7 +180,13 @@ impl Supervisor {
                 .map(|d| d.join(format!("{}.log", def.name)));
             let machine = Machine::new(Policy::from_service(&def));
             let logs = LogBuffer::new(cap, file);
-            services.push(Svc::new(def.name.clone(), def.kind, Some(def), machine, logs));
+            services.push(Svc::new(
+                def.name.clone(),
+                def.kind,
+                Some(def),
+                machine,
+                logs,
+            ));
         }
         for rej in &loaded.rejected {
             let why = rej.describe(&loaded.path);
@@ -201,7 +213,10 @@ impl Supervisor {
             shutting_down: false,
             reschedule: false,
             boot_reported: false,
-            notify_refusals: crate::ratelimit::RateLimit::new(5, std::time::Duration::from_secs(10)),
+            notify_refusals: crate::ratelimit::RateLimit::new(
+                5,
+                std::time::Duration::from_secs(10),
+            ),
         }
     }
 

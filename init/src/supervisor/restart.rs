@@ -108,9 +108,7 @@ pub fn backoff_delay(step: u32, initial: Duration, max: Duration) -> Duration {
     if step == 0 {
         return Duration::ZERO;
     }
-    initial
-        .saturating_mul(1u32 << (step - 1).min(31))
-        .min(max)
+    initial.saturating_mul(1u32 << (step - 1).min(31)).min(max)
 }
 
 #[cfg(test)]

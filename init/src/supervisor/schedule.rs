@@ -80,12 +80,8 @@ pub fn boot_report(services: &[(&str, Kind, State)], ms: u64) -> Option<String> 
     {
         return None;
     }
-    let named = |state: State| -> Vec<&str> {
-        svcs.iter()
-            .filter(|s| s.2 == state)
-            .map(|s| s.0)
-            .collect()
-    };
+    let named =
+        |state: State| -> Vec<&str> { svcs.iter().filter(|s| s.2 == state).map(|s| s.0).collect() };
     let (failed, exited) = (named(State::Failed), named(State::Exited));
     if failed.is_empty() && exited.is_empty() {
         return Some(format!(

@@ -51,7 +51,11 @@ impl Supervisor {
             .services
             .iter()
             .map(|s| {
-                let deps = s.def.as_ref().map(|d| d.depends_on.as_slice()).unwrap_or(&[]);
+                let deps = s
+                    .def
+                    .as_ref()
+                    .map(|d| d.depends_on.as_slice())
+                    .unwrap_or(&[]);
                 (s.name.as_str(), deps, s.pid().is_some())
             })
             .collect();
@@ -64,7 +68,13 @@ impl Supervisor {
                     "shutdown: sending {}",
                     s.machine.policy().stop_signal_name
                 );
-                self.step(i, Input::Stop { then: AfterStop::StayDown }, r);
+                self.step(
+                    i,
+                    Input::Stop {
+                        then: AfterStop::StayDown,
+                    },
+                    r,
+                );
             }
         }
     }
@@ -109,7 +119,11 @@ mod tests {
             ("proxy", on_web.as_slice(), true),
             ("log", none.as_slice(), true),
         ];
-        assert_eq!(stoppable(&view), [2, 3], "proxy and log at once, not db or web");
+        assert_eq!(
+            stoppable(&view),
+            [2, 3],
+            "proxy and log at once, not db or web"
+        );
         view[2].2 = false;
         assert_eq!(stoppable(&view), [1, 3]);
         view[1].2 = false;

@@ -49,7 +49,10 @@ impl World {
         self.sup.service(self.sup.find(name).unwrap()).state()
     }
     fn pid(&self, name: &str) -> i32 {
-        self.sup.service(self.sup.find(name).unwrap()).pid().unwrap()
+        self.sup
+            .service(self.sup.find(name).unwrap())
+            .pid()
+            .unwrap()
     }
     fn kills(&self) -> Vec<(i32, i32)> {
         self.calls
@@ -78,7 +81,10 @@ fn services_start_in_dependency_order() {
     let mut w = world(
         json!([
             svc("web", json!({"depends_on": ["db"]})),
-            svc("db", json!({"readiness": {"kind": "file", "path": "/ready", "interval_ms": 1}})),
+            svc(
+                "db",
+                json!({"readiness": {"kind": "file", "path": "/ready", "interval_ms": 1}})
+            ),
         ]),
         fake(),
     );
@@ -93,7 +99,8 @@ fn services_start_in_dependency_order() {
 #[test]
 fn a_dependency_that_failed_to_start_keeps_its_dependent_pending() {
     let mut fx = fake();
-    fx.fail_starts.push_back(Some(RuntimeError::NoPid { step: "create" }));
+    fx.fail_starts
+        .push_back(Some(RuntimeError::NoPid { step: "create" }));
     let mut w = world(
         json!([
             svc("db", json!({"restart": {"policy": "never"}})),
@@ -106,7 +113,10 @@ fn a_dependency_that_failed_to_start_keeps_its_dependent_pending() {
     assert_eq!(w.state("web"), State::Pending);
     let web = w.sup.status(w.sup.find("web").unwrap());
     assert_eq!(web.status_text.as_deref(), Some("waiting for db (failed)"));
-    assert!(w.calls.borrow().contains(&Call::Delete("db".into())), "a failed start is cleaned up");
+    assert!(
+        w.calls.borrow().contains(&Call::Delete("db".into())),
+        "a failed start is cleaned up"
+    );
 }
 
 #[test]
@@ -114,7 +124,10 @@ fn a_missing_root_is_retried_per_policy_until_it_appears() {
     let fx = fake();
     let dirs = fx.dirs.clone();
     let mut w = world(
-        json!([svc("late", json!({"root": "/roots/later", "restart": {"backoff_initial_ms": 1, "backoff_max_ms": 2, "crash_loop_restarts": 1000}}))]),
+        json!([svc(
+            "late",
+            json!({"root": "/roots/later", "restart": {"backoff_initial_ms": 1, "backoff_max_ms": 2, "crash_loop_restarts": 1000}})
+        )]),
         fx,
     );
     w.sup.schedule(&mut w.r);
@@ -165,20 +178,29 @@ fn exits_are_routed_by_pid_and_restarted() {
     let mut w = world(json!([svc("a", json!({})), svc("b", json!({}))]), fake());
     w.sup.schedule(&mut w.r);
     let (a, b) = (w.pid("a"), w.pid("b"));
-    assert!(!w.sup.on_exit(99999, ExitStatus::Code(0), &mut w.r), "an orphan is nobody's");
+    assert!(
+        !w.sup.on_exit(99999, ExitStatus::Code(0), &mut w.r),
+        "an orphan is nobody's"
+    );
     assert!(w.sup.on_exit(a, ExitStatus::Code(1), &mut w.r));
     // Restarted at once (first restart in a row), with a new pid; b untouched.
     assert_eq!(w.state("a"), State::Ready);
     assert_ne!(w.pid("a"), a);
     assert_eq!(w.pid("b"), b);
     assert_eq!(w.sup.status(0).last_exit, Some(ExitStatus::Code(1)));
-    assert!(w.calls.borrow().contains(&Call::Forget("a".into())), "empty cgroup: fast path");
+    assert!(
+        w.calls.borrow().contains(&Call::Forget("a".into())),
+        "empty cgroup: fast path"
+    );
 }
 
 #[test]
 fn a_crash_loop_ends_in_failed() {
     let mut w = world(
-        json!([svc("loop", json!({"restart": {"backoff_initial_ms": 1, "backoff_max_ms": 1, "crash_loop_restarts": 2}}))]),
+        json!([svc(
+            "loop",
+            json!({"restart": {"backoff_initial_ms": 1, "backoff_max_ms": 1, "crash_loop_restarts": 2}})
+        )]),
         fake(),
     );
     w.sup.schedule(&mut w.r);
@@ -197,7 +219,10 @@ fn a_crash_loop_ends_in_failed() {
 
 #[test]
 fn api_conflicts_and_stop() {
-    let mut w = world(json!([svc("a", json!({"stop": {"timeout_secs": 1}}))]), fake());
+    let mut w = world(
+        json!([svc("a", json!({"stop": {"timeout_secs": 1}}))]),
+        fake(),
+    );
     w.sup.schedule(&mut w.r);
     let e = w.sup.start(0, &mut w.r).unwrap_err();
     assert_eq!(e.to_string(), "a is already ready");
@@ -205,18 +230,29 @@ fn api_conflicts_and_stop() {
     let pid = w.pid("a");
     assert_eq!(w.kills(), [(pid, libc::SIGTERM)]);
     w.run_timers(Duration::from_millis(1100));
-    assert_eq!(w.kills(), [(pid, libc::SIGTERM), (pid, libc::SIGKILL)], "stop timeout");
-    w.sup.on_exit(pid, ExitStatus::Signal(libc::SIGKILL), &mut w.r);
+    assert_eq!(
+        w.kills(),
+        [(pid, libc::SIGTERM), (pid, libc::SIGKILL)],
+        "stop timeout"
+    );
+    w.sup
+        .on_exit(pid, ExitStatus::Signal(libc::SIGKILL), &mut w.r);
     assert_eq!(w.state("a"), State::Exited);
     let e = w.sup.stop(0, &mut w.r).unwrap_err();
     assert_eq!(e.kind(), manifest::protocol::ErrorKind::Conflict);
-    assert!(matches!(w.sup.lookup("nope"), Err(ApiError::UnknownService(_))));
+    assert!(matches!(
+        w.sup.lookup("nope"),
+        Err(ApiError::UnknownService(_))
+    ));
 }
 
 #[test]
 fn readiness_timeout_fails_the_service() {
     let mut w = world(
-        json!([svc("slow", json!({"readiness": {"kind": "notify", "timeout_secs": 0}}))]),
+        json!([svc(
+            "slow",
+            json!({"readiness": {"kind": "notify", "timeout_secs": 0}})
+        )]),
         fake(),
     );
     w.sup.schedule(&mut w.r);
@@ -224,7 +260,8 @@ fn readiness_timeout_fails_the_service() {
     w.run_timers(Duration::from_millis(20));
     assert_eq!(w.state("slow"), State::Stopping);
     assert_eq!(w.kills(), [(pid, libc::SIGKILL)]);
-    w.sup.on_exit(pid, ExitStatus::Signal(libc::SIGKILL), &mut w.r);
+    w.sup
+        .on_exit(pid, ExitStatus::Signal(libc::SIGKILL), &mut w.r);
     assert_eq!(w.state("slow"), State::Failed);
 }
 
@@ -237,7 +274,8 @@ fn a_notify_datagram_from_outside_the_cgroup_is_ignored() {
     w.sup.schedule(&mut w.r);
     assert_eq!(w.state("n"), State::Running);
     let path = w._dir.path().join("run/notify/n.sock");
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions());
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o666, "any user in the container may notify");
     let client = std::os::unix::net::UnixDatagram::unbound().unwrap();
     client.send_to(b"READY=1\nSTATUS=forged\n", &path).unwrap();
@@ -286,11 +324,19 @@ fn onboot_tasks_run_first_and_halt_on_failure() {
     );
     w.sup.schedule(&mut w.r);
     assert_eq!(w.state("fsck"), State::Running);
-    assert_eq!(w.state("svc"), State::Pending, "services wait for onboot tasks");
+    assert_eq!(
+        w.state("svc"),
+        State::Pending,
+        "services wait for onboot tasks"
+    );
     let pid = w.pid("fsck");
     w.sup.on_exit(pid, ExitStatus::Code(1), &mut w.r);
     assert_eq!(w.state("fsck"), State::Failed);
     let why = w.sup.take_fatal().unwrap();
     assert!(why.starts_with("onboot task fsck failed: exit 1"), "{why}");
-    assert_eq!(w.state("svc"), State::Pending, "nothing starts on the fatal path");
+    assert_eq!(
+        w.state("svc"),
+        State::Pending,
+        "nothing starts on the fatal path"
+    );
 }

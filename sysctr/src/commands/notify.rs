@@ -105,7 +105,10 @@ mod tests {
         });
         let t = std::time::Instant::now();
         run(&args, &mut Vec::new()).unwrap();
-        assert!(t.elapsed() < BARRIER_TIMEOUT, "the barrier ended when the datagram was read");
+        assert!(
+            t.elapsed() < BARRIER_TIMEOUT,
+            "the barrier ended when the datagram was read"
+        );
         assert_eq!(
             reader.join().unwrap(),
             b"READY=1\nSTATUS=serving now\nBARRIER=1\n"

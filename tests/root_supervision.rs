@@ -1,0 +1,272 @@
+//! Supervision under failure, as root, with the real init: start failures go through the
+//! restart policy, shutdown stops services in parallel, the notify socket works for a
+//! non-root service and only for it, and a flood of control clients locks nobody out.
+
+use serde_json::json;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use sysctr_tests::*;
+
+/// Runs the CLI with a deadline, so a PID 1 that stopped answering fails the test
+/// instead of hanging it.
+fn cli_within(init: &Init, args: &[&str], timeout: Duration) -> Option<std::process::Output> {
+    let mut child = Command::new(cli_bin())
+        .env("SYSCTR_SOCKET", init.socket())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return Some(child.wait_with_output().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+#[test]
+fn a_service_whose_root_appears_later_is_restarted_per_policy() {
+    let parent = tempfile::tempdir().unwrap();
+    let late_root = parent.path().join("late-root");
+    let init = Init::start(vec![with(
+        sh("late", "exec sleep 1000"),
+        json!({"root": late_root.display().to_string(),
+               "restart": {"backoff_initial_ms": 300, "backoff_max_ms": 600}}),
+    )]);
+    let s = init.wait_state("late", "backoff", SECS(20));
+    assert!(
+        s["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("does not exist"),
+        "{s:#}"
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    assert_ne!(
+        init.service("late")["state"],
+        "failed",
+        "a start failure is retried"
+    );
+    std::os::unix::fs::symlink(rootfs(), &late_root).unwrap();
+    let s = init.wait_state("late", "ready", SECS(20));
+    assert!(s["restarts"].as_u64().unwrap() >= 1, "{s:#}");
+}
+
+#[test]
+fn poweroff_takes_the_longest_stop_timeout_not_the_sum() {
+    // `sleep` as a pid namespace's init ignores SIGTERM: each service needs its SIGKILL.
+    let stubborn = |name: &str| {
+        with(
+            sh(name, "exec sleep 1000"),
+            json!({"stop": {"timeout_secs": 3}}),
+        )
+    };
+    let mut init = Init::start(vec![
+        stubborn("a"),
+        stubborn("b"),
+        with(stubborn("c"), json!({"depends_on": ["a"]})),
+    ]);
+    for s in ["a", "b", "c"] {
+        init.wait_state(s, "ready", SECS(20));
+    }
+    let t = Instant::now();
+    init.cli_ok(&["poweroff"]);
+    init.wait_exit(SECS(30));
+    let took = t.elapsed();
+    let log = init.log();
+    assert!(
+        took < Duration::from_millis(6500),
+        "poweroff took {took:?}: three 3 s stop timeouts in a row, not in parallel\n{log}"
+    );
+    assert!(
+        took >= Duration::from_secs(3),
+        "the stop timeout was honoured: {took:?}"
+    );
+    let pos = |s: &str| {
+        log.find(&format!("[{s}] shutdown: sending"))
+            .unwrap_or(usize::MAX)
+    };
+    assert!(
+        pos("c") < pos("a"),
+        "c depends on a, so c stops first:\n{log}"
+    );
+    assert!(log.contains("reached shutdown: poweroff"), "{log}");
+}
+
+#[test]
+fn a_non_root_notify_service_becomes_ready() {
+    let init = Init::start(vec![with(
+        sh(
+            "nobody-notify",
+            "sleep 0.2; sysctr notify --ready --status up; exec sleep 1000",
+        ),
+        json!({"user": {"uid": 65534, "gid": 65534},
+               "readiness": {"kind": "notify", "timeout_secs": 10}}),
+    )]);
+    let s = init.wait_state("nobody-notify", "ready", SECS(20));
+    assert_eq!(s["status_text"], "up", "{s:#}");
+}
+
+#[test]
+fn a_forged_ready_from_another_cgroup_is_ignored() {
+    let init = Init::start(vec![
+        with(
+            sh("victim", "exec sleep 1000"),
+            json!({"readiness": {"kind": "notify", "timeout_secs": 6}}),
+        ),
+        // Another service that can reach the victim's socket file sends READY for it.
+        with(
+            sh(
+                "forger",
+                "sleep 0.5; NOTIFY_SOCKET=/forge/victim.sock sysctr notify --ready --status forged; echo sent; exec sleep 1000",
+            ),
+            json!({"mounts": [{"source": "@RUN@/notify", "destination": "/forge", "type": "bind"}]}),
+        ),
+    ]);
+    init.wait_state("forger", "ready", SECS(20));
+    let sent = wait_until(SECS(10), || {
+        init.cli_ok(&["logs", "forger"]).contains("sent")
+    });
+    assert!(sent, "the forger sent its datagram:\n{}", init.log());
+    std::thread::sleep(Duration::from_millis(500));
+    let v = init.service("victim");
+    assert_eq!(
+        v["state"], "running",
+        "a READY from another cgroup made it ready: {v:#}"
+    );
+    assert_ne!(v["status_text"], "forged", "{v:#}");
+    assert!(
+        init.log()
+            .contains("[victim] notify: ignored a datagram from pid"),
+        "{}",
+        init.log()
+    );
+    // Its own readiness timeout still applies.
+    init.wait_state("victim", "failed", SECS(20));
+}
+
+/// Not a test on its own: the flooding peer of the test below, run as a non-root member
+/// of the control group (it re-executes this test binary with `--ignored`).
+#[test]
+#[ignore]
+fn flood_helper() {
+    let Ok(path) = std::env::var("SYSCTR_FLOOD_SOCKET") else {
+        return;
+    };
+    use nix::sys::socket::{
+        connect, sendmsg, socket, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
+        UnixAddr,
+    };
+    use std::os::fd::{AsRawFd, IntoRawFd};
+    let (_, hard) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    nix::sys::resource::setrlimit(
+        nix::sys::resource::Resource::RLIMIT_NOFILE,
+        hard.min(65536),
+        hard,
+    )
+    .unwrap();
+    let addr = UnixAddr::new(path.as_str()).unwrap();
+    let null = std::fs::File::open("/dev/null").unwrap();
+    let payload: Vec<i32> = (0..200)
+        .map(|_| null.try_clone().unwrap().into_raw_fd())
+        .collect();
+    let mut held = Vec::new();
+    let mut connected = 0;
+    for i in 0..2000 {
+        let s = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_NONBLOCK,
+            None,
+        )
+        .unwrap();
+        if connect(s.as_raw_fd(), &addr).is_err() {
+            held.push(s);
+            continue;
+        }
+        connected += 1;
+        // Half a frame header, with a load of descriptors on the first 200.
+        let iov = [std::io::IoSlice::new(&[0u8, 0])];
+        let cmsg = [ControlMessage::ScmRights(&payload)];
+        let cmsgs: &[ControlMessage] = if i < 200 { &cmsg } else { &[] };
+        let _ = sendmsg::<()>(s.as_raw_fd(), &iov, cmsgs, MsgFlags::empty(), None);
+        held.push(s);
+    }
+    println!("FLOODED {connected}");
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    drop(held);
+}
+
+#[test]
+fn a_client_flood_locks_out_neither_root_nor_supervision() {
+    let gid = 4343u32;
+    let init = Init::start_with(
+        vec![with(
+            sh("crasher", "sleep 0.2; exit 1"),
+            json!({"restart": {"backoff_initial_ms": 100, "backoff_max_ms": 200,
+                               "crash_loop_restarts": 1000}}),
+        )],
+        &["--control-gid", &gid.to_string()],
+    );
+    nix::unistd::chown(&init.socket(), None, Some(nix::unistd::Gid::from_raw(gid))).unwrap();
+    init.wait_service("crasher", SECS(20), "restarted", |s| {
+        s["restarts"].as_u64() >= Some(1)
+    });
+    let mut flood = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "flood_helper",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("SYSCTR_FLOOD_SOCKET", init.socket())
+        .uid(4343)
+        .gid(gid)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(flood.stdout.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        use std::io::BufRead;
+        if out.read_line(&mut line).unwrap() == 0 || line.starts_with("FLOODED") {
+            break;
+        }
+    }
+    assert!(
+        line.starts_with("FLOODED"),
+        "the flood helper ran: {line:?}"
+    );
+    let before = init.service("crasher")["restarts"].as_u64().unwrap_or(0);
+    let ps = cli_within(&init, &["ps"], SECS(10));
+    let ok = ps.as_ref().is_some_and(|o| o.status.success());
+    let restarted = wait_until(SECS(10), || {
+        init.service("crasher")["restarts"].as_u64().unwrap_or(0) >= before + 3
+    });
+    drop(flood.stdin.take());
+    let _ = flood.wait();
+    assert!(ok, "root's ps during the flood: {ps:?}\n{}", init.log());
+    assert!(
+        restarted,
+        "the crash-looping service kept restarting:\n{}",
+        init.log()
+    );
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", init.host_pid())).unwrap();
+    assert!(
+        limits
+            .lines()
+            .any(|l| l.starts_with("Max open files") && l.contains("65536")),
+        "{limits}"
+    );
+}
