@@ -8,6 +8,7 @@
 //! | module | owns |
 //! |---|---|
 //! | [`machine`] | one service's states and transitions (pure) |
+//! | `policy` | what a machine needs from the manifest entry, in typed units |
 //! | [`restart`] | restart policy, backoff, crash-loop limit (pure) |
 //! | [`schedule`] | onboot queue, dependency gate, boot report (pure) |
 //! | [`effects`] | the trait every system call goes through; the real one and a fake |
@@ -21,6 +22,7 @@ pub mod effects;
 mod io;
 mod launch;
 pub mod machine;
+mod policy;
 pub mod restart;
 pub mod schedule;
 mod stopping;

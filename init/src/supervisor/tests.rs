@@ -39,7 +39,7 @@ fn svc(name: &str, extra: serde_json::Value) -> serde_json::Value {
 }
 
 fn fake() -> Recording {
-    let mut fx = Recording::default();
+    let fx = Recording::default();
     fx.dirs.borrow_mut().insert("/roots/busybox".into());
     fx
 }
