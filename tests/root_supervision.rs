@@ -208,7 +208,8 @@ fn flood_helper() {
 #[test]
 fn a_client_flood_locks_out_neither_root_nor_supervision() {
     let gid = 4343u32;
-    let init = Init::start_with(
+    // As at boot: PID 1 starts with 1024 descriptors unless it raises the limit.
+    let init = Init::start_with_boot_limits(
         vec![with(
             sh("crasher", "sleep 0.2; exit 1"),
             json!({"restart": {"backoff_initial_ms": 100, "backoff_max_ms": 200,
@@ -259,8 +260,8 @@ fn a_client_flood_locks_out_neither_root_nor_supervision() {
     let before = restarts().unwrap_or(u64::MAX);
     let ps = cli_within(&init, &["ps"], SECS(10));
     let ok = ps.as_ref().is_some_and(|o| o.status.success());
-    let restarted = before != u64::MAX
-        && wait_until(SECS(10), || restarts().is_some_and(|n| n >= before + 3));
+    let restarted =
+        before != u64::MAX && wait_until(SECS(10), || restarts().is_some_and(|n| n >= before + 3));
     drop(flood.stdin.take());
     let _ = flood.wait();
     assert!(ok, "root's ps during the flood: {ps:?}\n{}", init.log());
@@ -273,7 +274,11 @@ fn a_client_flood_locks_out_neither_root_nor_supervision() {
     let nofile: Vec<u64> = limits
         .lines()
         .find(|l| l.starts_with("Max open files"))
-        .map(|l| l.split_whitespace().filter_map(|w| w.parse().ok()).collect())
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|w| w.parse().ok())
+                .collect()
+        })
         .unwrap_or_default();
     // 65536, or all the hard limit allows where it cannot be raised (a container host).
     assert!(

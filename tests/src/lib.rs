@@ -121,12 +121,27 @@ impl Init {
         Init::launch(services, extra, true)
     }
 
+    /// Like [`Init::start_with`], with the descriptor limit the kernel gives the machine's
+    /// init (1024 soft, 4096 hard) instead of the test runner's.
+    pub fn start_with_boot_limits(services: Vec<serde_json::Value>, extra: &[&str]) -> Init {
+        Init::launch_limited(services, extra, true, true)
+    }
+
     /// Starts init as a plain subreaper (not PID 1) in test mode.
     pub fn start_subreaper(services: Vec<serde_json::Value>) -> Init {
         Init::launch(services, &[], false)
     }
 
     fn launch(services: Vec<serde_json::Value>, extra: &[&str], pid_ns: bool) -> Init {
+        Init::launch_limited(services, extra, pid_ns, false)
+    }
+
+    fn launch_limited(
+        services: Vec<serde_json::Value>,
+        extra: &[&str],
+        pid_ns: bool,
+        boot_limits: bool,
+    ) -> Init {
         let dir = tempfile::Builder::new()
             .prefix("sysctr-test-")
             .tempdir()
@@ -145,7 +160,13 @@ impl Init {
             std::process::id(),
             SEQ.fetch_add(1, Ordering::SeqCst)
         );
-        let mut cmd = if pid_ns {
+        let mut cmd = if pid_ns && boot_limits {
+            let mut c = Command::new("prlimit");
+            c.args(["--nofile=1024:4096", "--", "unshare"])
+                .args(["--pid", "--fork", "--mount", "--kill-child"])
+                .arg(init_bin());
+            c
+        } else if pid_ns {
             let mut c = Command::new("unshare");
             c.args(["--pid", "--fork", "--mount", "--kill-child"])
                 .arg(init_bin());
