@@ -212,7 +212,7 @@ pub fn machine_steps() -> Vec<Step> {
             required: false,
             run: |c| {
                 crate::cgroups::setup_v2(Path::new("/sys/fs/cgroup"), &c.cfg.cgroup_prefix)
-                    .map_err(StepError::Other)
+                    .map_err(|e| StepError::Other(e.to_string()))
             },
         },
         Step {

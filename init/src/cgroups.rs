@@ -8,36 +8,74 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
-/// Controllers services get; `io` is optional (not every kernel has it).
-const CONTROLLERS: &[&str] = &["cpu", "memory", "pids", "io"];
+/// Controllers services need: limits in the manifest are written to them.
+const CONTROLLERS: &[&str] = &["cpu", "memory", "pids"];
+/// Enabled when the kernel has them; their absence is not an error.
+const OPTIONAL_CONTROLLERS: &[&str] = &["io"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("enable {controllers} in {path}: {source}")]
+    Enable {
+        controllers: String,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("create {path}: {source}")]
+    Create {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("kernel lacks controllers: {}", .0.join(", "))]
+    Missing(Vec<&'static str>),
+}
 
 /// Enables the controllers for children of the root and creates the services' subtree.
-pub fn setup_v2(root: &Path, prefix: &str) -> Result<(), String> {
-    let available = fs::read_to_string(root.join("cgroup.controllers"))
-        .map_err(|e| format!("read {}/cgroup.controllers: {e}", root.display()))?;
+pub fn setup_v2(root: &Path, prefix: &str) -> Result<(), CgroupError> {
+    let list = root.join("cgroup.controllers");
+    let available = fs::read_to_string(&list).map_err(|source| CgroupError::Read {
+        path: list.display().to_string(),
+        source,
+    })?;
+    let has = |c: &str| available.split_whitespace().any(|a| a == c);
     let wanted: Vec<&str> = CONTROLLERS
         .iter()
+        .chain(OPTIONAL_CONTROLLERS)
         .copied()
-        .filter(|c| available.split_whitespace().any(|a| a == *c))
+        .filter(|c| has(c))
         .collect();
-    let missing: Vec<&str> = CONTROLLERS
-        .iter()
-        .copied()
-        .filter(|c| !wanted.contains(c))
-        .collect();
+    let missing: Vec<&'static str> = CONTROLLERS.iter().copied().filter(|c| !has(c)).collect();
     let enable = wanted
         .iter()
         .map(|c| format!("+{c}"))
         .collect::<Vec<_>>()
         .join(" ");
+    let write = |dir: &Path| {
+        fs::write(dir.join("cgroup.subtree_control"), &enable).map_err(|source| {
+            CgroupError::Enable {
+                controllers: enable.clone(),
+                path: dir.display().to_string(),
+                source,
+            }
+        })
+    };
     let sub = root.join(prefix);
-    fs::write(root.join("cgroup.subtree_control"), &enable)
-        .map_err(|e| format!("enable {enable} in {}: {e}", root.display()))?;
-    fs::create_dir_all(&sub).map_err(|e| format!("create {}: {e}", sub.display()))?;
-    fs::write(sub.join("cgroup.subtree_control"), &enable)
-        .map_err(|e| format!("enable {enable} in {}: {e}", sub.display()))?;
+    write(root)?;
+    fs::create_dir_all(&sub).map_err(|source| CgroupError::Create {
+        path: sub.display().to_string(),
+        source,
+    })?;
+    write(&sub)?;
     if !missing.is_empty() {
-        return Err(format!("kernel lacks controllers: {}", missing.join(", ")));
+        return Err(CgroupError::Missing(missing));
     }
     Ok(())
 }
@@ -180,8 +218,15 @@ mod tests {
         );
         fs::write(dir.path().join("cgroup.controllers"), "memory pids\n").unwrap();
         assert_eq!(
-            setup_v2(dir.path(), "sysctr").unwrap_err(),
-            "kernel lacks controllers: cpu, io"
+            setup_v2(dir.path(), "sysctr").unwrap_err().to_string(),
+            "kernel lacks controllers: cpu"
+        );
+        // io is optional: without it the setup succeeds with the rest.
+        fs::write(dir.path().join("cgroup.controllers"), "cpu memory pids\n").unwrap();
+        setup_v2(dir.path(), "sysctr").unwrap();
+        assert_eq!(
+            fs::read_to_string(dir.path().join("cgroup.subtree_control")).unwrap(),
+            "+cpu +memory +pids"
         );
     }
 

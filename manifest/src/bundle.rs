@@ -746,7 +746,10 @@ mod tests {
         assert_eq!(Manifest::parse(&m.to_bytes()).unwrap(), m);
         use crate::protocol_update::Slot;
         assert_eq!(m.uki(Slot::A).offset, align_up(m.root().size));
-        assert_eq!(m.uki(Slot::B).offset, align_up(m.uki(Slot::A).offset + 5000));
+        assert_eq!(
+            m.uki(Slot::B).offset,
+            align_up(m.uki(Slot::A).offset + 5000)
+        );
         assert_eq!(m.payload_area_size(), m.uki(Slot::B).offset + 6000);
     }
 

@@ -93,17 +93,32 @@ pub mod tests {
     #[test]
     fn sections_are_found_by_name() {
         let pe = tiny_pe(&[
-            (".osrel", b"ID=sysctr\nSYSCTR_VERSION=\"1.4.0\"\nSYSCTR_SLOT=b\n"),
+            (
+                ".osrel",
+                b"ID=sysctr\nSYSCTR_VERSION=\"1.4.0\"\nSYSCTR_SLOT=b\n",
+            ),
             (".cmdline", b"console=ttyS0 ro\0"),
         ]);
         let mut c = Cursor::new(&pe);
-        assert_eq!(section(&mut c, ".cmdline").unwrap().unwrap(), b"console=ttyS0 ro");
+        assert_eq!(
+            section(&mut c, ".cmdline").unwrap().unwrap(),
+            b"console=ttyS0 ro"
+        );
         let osrel = String::from_utf8(section(&mut c, ".osrel").unwrap().unwrap()).unwrap();
-        assert_eq!(os_release_value(&osrel, "SYSCTR_VERSION").as_deref(), Some("1.4.0"));
-        assert_eq!(os_release_value(&osrel, "SYSCTR_SLOT").as_deref(), Some("b"));
+        assert_eq!(
+            os_release_value(&osrel, "SYSCTR_VERSION").as_deref(),
+            Some("1.4.0")
+        );
+        assert_eq!(
+            os_release_value(&osrel, "SYSCTR_SLOT").as_deref(),
+            Some("b")
+        );
         assert_eq!(os_release_value(&osrel, "SYSCTR"), None);
         assert_eq!(section(&mut c, ".linux").unwrap(), None);
-        assert_eq!(section(&mut Cursor::new(b"not a pe file at all"), ".osrel").unwrap(), None);
+        assert_eq!(
+            section(&mut Cursor::new(b"not a pe file at all"), ".osrel").unwrap(),
+            None
+        );
         let mut cut = pe.clone();
         cut.truncate(0x50);
         assert_eq!(section(&mut Cursor::new(&cut), ".osrel").unwrap(), None);
