@@ -19,6 +19,7 @@ mod reactor;
 mod readiness;
 mod reaper;
 mod runtime;
+mod seccomp;
 mod shutdown;
 mod signals;
 mod spec;

@@ -456,6 +456,7 @@ impl Supervisor {
         let ctx = spec::Context {
             cgroups_path: cgroups::spec_path(&self.cgroup_prefix, &def.name),
             notify_socket: notify_host.as_deref(),
+            run_dir: &self.run_dir,
         };
         let spec = spec::generate(def, &ctx).map_err(|e| e.to_string())?;
         self.services[i].spec = serde_json::to_value(&spec).ok();
@@ -986,7 +987,7 @@ impl Supervisor {
                 s.after_stop = then;
                 if s.state != State::Stopping {
                     let sig =
-                        manifest::units::signal_number(&def.stop.signal).unwrap_or(libc::SIGTERM);
+                        def.stop.signal.number();
                     let _ = kill(
                         Pid::from_raw(pid),
                         Signal::try_from(sig).unwrap_or(Signal::SIGTERM),
