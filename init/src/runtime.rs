@@ -200,7 +200,8 @@ impl Runtime {
         Ok(pid.as_raw())
     }
 
-    /// Runs a process inside a running container (libcontainer's tenant builder).
+    /// Runs a process inside a running container (libcontainer's tenant builder), as the
+    /// container's user, with its capabilities and seccomp filter.
     pub fn exec(
         &self,
         name: &str,
@@ -218,6 +219,9 @@ impl Runtime {
             tenant_seccomp: spec.linux().as_ref().and_then(|l| l.seccomp().clone()),
             hang: false,
         };
+        // The process runs as the service does: its uid, gid and groups (libcontainer's
+        // tenant builder would otherwise use uid 0), and the capabilities of its spec.
+        let user = spec.process().as_ref().map(|p| p.user().clone()).unwrap_or_default();
         let started = Instant::now();
         let _deadline = crate::sys::StartDeadline::arm(self.start_timeout);
         let pid = ContainerBuilder::new(name.to_string(), SyscallType::Linux)
@@ -228,6 +232,9 @@ impl Runtime {
             .with_stdout(stdio.stdout)
             .with_stderr(stdio.stderr)
             .as_tenant()
+            .with_user(Some(user.uid()))
+            .with_group(Some(user.gid()))
+            .with_additional_gids(user.additional_gids().clone().unwrap_or_default())
             .with_container_args(args)
             .with_env(env)
             .with_detach(true)

@@ -151,3 +151,31 @@ impl Drop for StartDeadline {
         );
     }
 }
+
+/// Marks this process as PID 1 itself, for [`is_forked_child`]: it becomes a child
+/// subreaper, an attribute fork(2) and clone(2) never pass on. (For the PID 1 of a pid
+/// namespace the attribute changes nothing: it already adopts every orphan.) Call it first
+/// thing in `main`.
+pub fn mark_main_process() {
+    let _ = nix::sys::prctl::set_child_subreaper(true);
+}
+
+/// Whether this code runs in a process libcontainer forked from PID 1 (a container's init
+/// before it execs, its intermediate process) rather than in PID 1. Such a child shares
+/// PID 1's memory image and stack, so a panic unwinding in it would otherwise reach `main`
+/// and run PID 1's shutdown path — killing every process it can see — in the child.
+pub fn is_forked_child() -> bool {
+    !nix::sys::prctl::get_child_subreaper().unwrap_or(true)
+}
+
+/// Ends a forked child after a panic: one line on its stderr, then `_exit`, which runs no
+/// destructors and no atexit handlers of the PID 1 image it inherited. Its parent (PID 1,
+/// inside libcontainer) sees the exit at once instead of waiting for the start deadline.
+pub fn exit_forked_child(message: &str) -> ! {
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(
+        format!("sysctr: a process forked from PID 1 panicked: {message}\n").as_bytes(),
+    );
+    // SAFETY: _exit ends the process at once; nothing of ours runs after it.
+    unsafe { libc::_exit(127) }
+}
