@@ -331,3 +331,33 @@ fn every_bad_typed_value_is_reported_with_its_index() {
         ],
     );
 }
+
+#[test]
+fn the_system_containers_pass_the_policy() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../system-containers");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        for file in ["service.json", "service.dev.json"] {
+            let path = entry.path().join(file);
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            let l = load_str(
+                &format!(r#"{{"version": 1, "services": [{text}]}}"#),
+                &path.display().to_string(),
+            )
+            .unwrap();
+            let problems: Vec<String> = l
+                .rejected
+                .iter()
+                .flat_map(|r| r.problems.iter())
+                // Dependencies name services in other files.
+                .filter(|p| !p.message.starts_with("unknown dependency"))
+                .map(|p| p.describe(&path.display().to_string()))
+                .collect();
+            assert!(problems.is_empty(), "{problems:#?}");
+            seen += 1;
+        }
+    }
+    assert!(seen >= 7, "only {seen} service files found");
+}
