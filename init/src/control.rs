@@ -479,7 +479,10 @@ impl ControlServer {
             } => {
                 let i = svc!(&service);
                 let mut fds = std::mem::take(&mut self.clients.get_mut(&id)?.fds);
-                if let Err(p) = manifest::validate::exec_request(&args, &env) { self.error(id, ErrorKind::BadRequest, format!("exec: {p}"), r); return None; }
+                if let Err(p) = manifest::validate::exec_request(&args, &env) {
+                    self.error(id, ErrorKind::BadRequest, format!("exec: {p}"), r);
+                    return None;
+                }
                 if fds.len() != 3 || args.is_empty() {
                     self.error(id, ErrorKind::BadRequest, format!("exec needs a command and exactly 3 file descriptors (stdin, stdout, stderr) passed with the request; got {} descriptors", fds.len()), r);
                     return None;

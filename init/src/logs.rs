@@ -5,9 +5,9 @@
 //! its output costs CPU but never blocks init or another service.
 
 use manifest::protocol::{LogEntry, Stream};
-use std::collections::VecDeque;
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -43,7 +43,11 @@ pub struct RotatingFile {
 
 /// Why a log file cannot be used; logged once per open attempt, never fatal.
 fn refuse(path: &Path, why: impl std::fmt::Display) {
-    crate::warn!("logs", "{}: {why}; this service's log is kept in memory only", path.display());
+    crate::warn!(
+        "logs",
+        "{}: {why}; this service's log is kept in memory only",
+        path.display()
+    );
 }
 
 /// Opens `dir` as PID 1's log directory, creating it (0750) if it is missing.
@@ -63,7 +67,10 @@ fn open_owned_dir(dir: &Path) -> Result<OwnedFd, String> {
     let fd = crate::sys::own_received_fd(fd);
     let st = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(|e| format!("fstat: {e}"))?;
     if st.st_uid != nix::unistd::geteuid().as_raw() {
-        return Err(format!("the log directory belongs to uid {}, not PID 1", st.st_uid));
+        return Err(format!(
+            "the log directory belongs to uid {}, not PID 1",
+            st.st_uid
+        ));
     }
     if st.st_mode & 0o022 != 0 {
         return Err(format!(
@@ -124,7 +131,10 @@ impl RotatingFile {
             ) {
                 Ok(fd) => File::from(crate::sys::own_received_fd(fd)),
                 Err(e) => {
-                    refuse(&self.path, format!("cannot open: {e} (a symlink is refused)"));
+                    refuse(
+                        &self.path,
+                        format!("cannot open: {e} (a symlink is refused)"),
+                    );
                     return None;
                 }
             };
@@ -385,7 +395,10 @@ mod tests {
         let mut f = RotatingFile::new(path.clone());
         f.write_line("attacker-controlled line\n");
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
-        assert!(std::fs::symlink_metadata(&path).unwrap().file_type().is_symlink());
+        assert!(std::fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_symlink());
     }
 
     #[test]

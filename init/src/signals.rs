@@ -59,7 +59,10 @@ pub enum Action {
     Reap,
     Power(PowerAction),
     /// A power signal from a process PID 1 does not take orders from: `pid` sent it.
-    Refused { action: PowerAction, pid: u32 },
+    Refused {
+        action: PowerAction,
+        pid: u32,
+    },
     Ignore,
 }
 

@@ -12,10 +12,10 @@ use manifest::units::DEFAULT_CAPABILITIES;
 use manifest::{NamespaceMode, Readiness, Service};
 use oci_spec::runtime::{
     Capability as SpecCapability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder,
-    LinuxDevice, LinuxDeviceBuilder, LinuxDeviceCgroup, LinuxDeviceCgroupBuilder,
-    LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder,
-    LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, Mount, MountBuilder,
-    ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    LinuxDevice, LinuxDeviceBuilder, LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType,
+    LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType,
+    LinuxPidsBuilder, LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder,
+    Spec, SpecBuilder, UserBuilder,
 };
 use std::collections::HashSet;
 use std::os::unix::fs::FileTypeExt;
@@ -112,7 +112,12 @@ fn device(path: &str) -> Result<(LinuxDevice, LinuxDeviceCgroup), SpecError> {
     ))
 }
 
-fn mount(kind: &str, source: &str, destination: &str, options: &[&str]) -> Result<Mount, SpecError> {
+fn mount(
+    kind: &str,
+    source: &str,
+    destination: &str,
+    options: &[&str],
+) -> Result<Mount, SpecError> {
     Ok(MountBuilder::default()
         .destination(destination)
         .typ(kind)
@@ -160,17 +165,59 @@ pub fn generate(svc: &Service, ctx: &Context) -> Result<Spec, SpecError> {
     let sys_mode = if svc.privileged { "rw" } else { "ro" };
     let mut mounts = vec![
         mount("proc", "proc", "/proc", &["nosuid", "noexec", "nodev"])?,
-        mount("tmpfs", "tmpfs", "/dev", &["nosuid", "strictatime", "mode=755", "size=65536k"])?,
-        mount("devpts", "devpts", "/dev/pts", &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"])?,
-        mount("tmpfs", "shm", "/dev/shm", &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"])?,
-        mount("mqueue", "mqueue", "/dev/mqueue", &["nosuid", "noexec", "nodev"])?,
-        mount("sysfs", "sysfs", "/sys", &["nosuid", "noexec", "nodev", sys_mode])?,
-        mount("cgroup", "cgroup", "/sys/fs/cgroup", &["nosuid", "noexec", "nodev", "relatime", sys_mode])?,
+        mount(
+            "tmpfs",
+            "tmpfs",
+            "/dev",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        )?,
+        mount(
+            "devpts",
+            "devpts",
+            "/dev/pts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
+        )?,
+        mount(
+            "tmpfs",
+            "shm",
+            "/dev/shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        )?,
+        mount(
+            "mqueue",
+            "mqueue",
+            "/dev/mqueue",
+            &["nosuid", "noexec", "nodev"],
+        )?,
+        mount(
+            "sysfs",
+            "sysfs",
+            "/sys",
+            &["nosuid", "noexec", "nodev", sys_mode],
+        )?,
+        mount(
+            "cgroup",
+            "cgroup",
+            "/sys/fs/cgroup",
+            &["nosuid", "noexec", "nodev", "relatime", sys_mode],
+        )?,
         mount("tmpfs", "tmpfs", "/tmp", &["nosuid", "nodev", "mode=1777"])?,
         mount("tmpfs", "tmpfs", "/run", &["nosuid", "nodev", "mode=755"])?,
     ];
     if let (Readiness::Notify { .. }, Some(sock)) = (&svc.readiness, ctx.notify_socket) {
-        mounts.push(mount("bind", sock, NOTIFY_SOCKET_IN_CONTAINER, &["bind", "rw"])?);
+        mounts.push(mount(
+            "bind",
+            sock,
+            NOTIFY_SOCKET_IN_CONTAINER,
+            &["bind", "rw"],
+        )?);
         env.push(format!("NOTIFY_SOCKET={NOTIFY_SOCKET_IN_CONTAINER}"));
     }
     if svc.control_socket {
@@ -192,7 +239,11 @@ pub fn generate(svc: &Service, ctx: &Context) -> Result<Spec, SpecError> {
                 options.insert(0, "rbind".into());
             }
         }
-        let source = if m.source.is_empty() { &m.kind } else { &m.source };
+        let source = if m.source.is_empty() {
+            &m.kind
+        } else {
+            &m.source
+        };
         mounts.push(
             MountBuilder::default()
                 .destination(&m.destination)
@@ -204,8 +255,9 @@ pub fn generate(svc: &Service, ctx: &Context) -> Result<Spec, SpecError> {
     }
 
     let ns = &svc.namespaces;
-    let mut namespaces: Vec<LinuxNamespace> =
-        vec![LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Mount).build()?];
+    let mut namespaces: Vec<LinuxNamespace> = vec![LinuxNamespaceBuilder::default()
+        .typ(LinuxNamespaceType::Mount)
+        .build()?];
     for (mode, kind) in [
         (ns.cgroup, LinuxNamespaceType::Cgroup),
         (ns.pid, LinuxNamespaceType::Pid),
@@ -223,7 +275,16 @@ pub fn generate(svc: &Service, ctx: &Context) -> Result<Spec, SpecError> {
         .allow(svc.privileged)
         .access("rwm")
         .build()?];
-    for (major, minor) in [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 2), (136, -1)] {
+    for (major, minor) in [
+        (1, 3),
+        (1, 5),
+        (1, 7),
+        (1, 8),
+        (1, 9),
+        (5, 0),
+        (5, 2),
+        (136, -1),
+    ] {
         let mut rule = LinuxDeviceCgroupBuilder::default()
             .allow(true)
             .typ(LinuxDeviceType::C)
@@ -252,7 +313,11 @@ pub fn generate(svc: &Service, ctx: &Context) -> Result<Spec, SpecError> {
         resources = resources.pids(LinuxPidsBuilder::default().limit(p).build()?);
     }
     if let Some(w) = svc.resources.cpu_weight {
-        resources = resources.cpu(LinuxCpuBuilder::default().shares(weight_to_shares(w)).build()?);
+        resources = resources.cpu(
+            LinuxCpuBuilder::default()
+                .shares(weight_to_shares(w))
+                .build()?,
+        );
     }
 
     let all = spec_caps(&caps);
@@ -312,7 +377,12 @@ pub fn generate(svc: &Service, ctx: &Context) -> Result<Spec, SpecError> {
     let mut spec = SpecBuilder::default()
         .version("1.0.2")
         .process(process)
-        .root(RootBuilder::default().path(&svc.root).readonly(svc.readonly_root).build()?)
+        .root(
+            RootBuilder::default()
+                .path(&svc.root)
+                .readonly(svc.readonly_root)
+                .build()?,
+        )
         .mounts(mounts)
         .linux(linux)
         .annotations(
@@ -376,12 +446,24 @@ mod tests {
         assert_eq!(ns, ["mount", "cgroup", "pid", "ipc", "uts", "network"]);
         let caps = names(&v["process"]["capabilities"]["bounding"]);
         assert_eq!(caps.len(), DEFAULT_CAPABILITIES.len());
-        assert!(!caps.iter().any(|c| *c == "CAP_SYS_ADMIN" || *c == "CAP_NET_ADMIN"));
+        assert!(!caps
+            .iter()
+            .any(|c| *c == "CAP_SYS_ADMIN" || *c == "CAP_NET_ADMIN"));
         assert!(v["process"]["capabilities"].get("ambient").is_none());
         let seccomp = spec.linux().as_ref().unwrap().seccomp().clone().unwrap();
         assert_eq!(v["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
         assert!(allows(&seccomp, "read") && allows(&seccomp, "execve"));
-        for refused in ["mount", "unshare", "setns", "clock_settime", "keyctl", "bpf", "io_uring_setup", "ptrace", "reboot"] {
+        for refused in [
+            "mount",
+            "unshare",
+            "setns",
+            "clock_settime",
+            "keyctl",
+            "bpf",
+            "io_uring_setup",
+            "ptrace",
+            "reboot",
+        ] {
             assert!(!allows(&seccomp, refused), "{refused} is allowed");
         }
         assert_eq!(v["linux"]["cgroupsPath"], "/sysctr/web");
@@ -472,10 +554,8 @@ mod tests {
 
     #[test]
     fn control_socket_is_bound_alone_and_read_only() {
-        let v = serde_json::to_value(
-            generate(&svc(r#","control_socket":true"#), &ctx()).unwrap(),
-        )
-        .unwrap();
+        let v = serde_json::to_value(generate(&svc(r#","control_socket":true"#), &ctx()).unwrap())
+            .unwrap();
         let m = v["mounts"]
             .as_array()
             .unwrap()

@@ -986,8 +986,7 @@ impl Supervisor {
             (Some(pid), _) => {
                 s.after_stop = then;
                 if s.state != State::Stopping {
-                    let sig =
-                        def.stop.signal.number();
+                    let sig = def.stop.signal.number();
                     let _ = kill(
                         Pid::from_raw(pid),
                         Signal::try_from(sig).unwrap_or(Signal::SIGTERM),

@@ -173,9 +173,8 @@ pub fn is_forked_child() -> bool {
 /// inside libcontainer) sees the exit at once instead of waiting for the start deadline.
 pub fn exit_forked_child(message: &str) -> ! {
     use std::io::Write;
-    let _ = std::io::stderr().write_all(
-        format!("sysctr: a process forked from PID 1 panicked: {message}\n").as_bytes(),
-    );
+    let _ = std::io::stderr()
+        .write_all(format!("sysctr: a process forked from PID 1 panicked: {message}\n").as_bytes());
     // SAFETY: _exit ends the process at once; nothing of ours runs after it.
     unsafe { libc::_exit(127) }
 }

@@ -393,7 +393,9 @@ impl Default for Stop {
 impl Service {
     /// The log buffer size in bytes.
     pub fn log_buffer_bytes(&self) -> u64 {
-        self.log_buffer.as_ref().map_or(DEFAULT_LOG_BUFFER, Size::bytes)
+        self.log_buffer
+            .as_ref()
+            .map_or(DEFAULT_LOG_BUFFER, Size::bytes)
     }
 
     /// memory.max in bytes, if set.

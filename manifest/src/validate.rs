@@ -199,7 +199,11 @@ pub fn refused_bind_source(source: &str, extra: &[&str]) -> Option<String> {
     if p == "/" {
         return Some("the host's root directory may not be mounted (it exposes everything, PID 1's files included)".into());
     }
-    for base in PROTECTED_SOURCES.iter().copied().chain(extra.iter().copied()) {
+    for base in PROTECTED_SOURCES
+        .iter()
+        .copied()
+        .chain(extra.iter().copied())
+    {
         let base = normalize(base);
         if within(&p, &base) {
             return Some(format!("{base} belongs to the kernel or PID 1 and may not be mounted into a service that is not privileged"));
@@ -210,7 +214,9 @@ pub fn refused_bind_source(source: &str, extra: &[&str]) -> Option<String> {
     }
     for base in PROTECTED_DIRS {
         if within(base, &p) {
-            return Some(format!("{base} is PID 1's; mount one of the directories below it instead"));
+            return Some(format!(
+                "{base} is PID 1's; mount one of the directories below it instead"
+            ));
         }
     }
     None
@@ -236,18 +242,30 @@ fn check_args(problems: &mut Vec<Problem>, svc: &str, field: &str, args: &[Strin
         problems.push(Problem::new(
             svc,
             field,
-            format!("{} entries is above the maximum of {}", args.len(), limits::ARGS),
+            format!(
+                "{} entries is above the maximum of {}",
+                args.len(),
+                limits::ARGS
+            ),
         ));
         return;
     }
     for (i, a) in args.iter().enumerate() {
         if a.contains('\0') {
-            problems.push(Problem::new(svc, format!("{field}[{i}]"), "contains a NUL byte"));
+            problems.push(Problem::new(
+                svc,
+                format!("{field}[{i}]"),
+                "contains a NUL byte",
+            ));
         } else if a.len() > limits::ARG_BYTES {
             problems.push(Problem::new(
                 svc,
                 format!("{field}[{i}]"),
-                format!("{} bytes is above the maximum of {}", a.len(), limits::ARG_BYTES),
+                format!(
+                    "{} bytes is above the maximum of {}",
+                    a.len(),
+                    limits::ARG_BYTES
+                ),
             ));
         }
     }
@@ -258,7 +276,11 @@ fn check_env(problems: &mut Vec<Problem>, svc: &str, field: &str, env: &[String]
         problems.push(Problem::new(
             svc,
             field,
-            format!("{} entries is above the maximum of {}", env.len(), limits::ARGS),
+            format!(
+                "{} entries is above the maximum of {}",
+                env.len(),
+                limits::ARGS
+            ),
         ));
         return;
     }
@@ -270,7 +292,11 @@ fn check_env(problems: &mut Vec<Problem>, svc: &str, field: &str, env: &[String]
             problems.push(Problem::new(
                 svc,
                 f,
-                format!("{} bytes is above the maximum of {}", e.len(), limits::ARG_BYTES),
+                format!(
+                    "{} bytes is above the maximum of {}",
+                    e.len(),
+                    limits::ARG_BYTES
+                ),
             ));
         } else {
             match e.split_once('=') {
@@ -284,12 +310,20 @@ fn check_env(problems: &mut Vec<Problem>, svc: &str, field: &str, env: &[String]
 
 fn absolute(problems: &mut Vec<Problem>, svc: &str, field: &str, path: &str) {
     if path.contains('\0') {
-        problems.push(Problem::new(svc, field, format!("{path:?} contains a NUL byte")));
+        problems.push(Problem::new(
+            svc,
+            field,
+            format!("{path:?} contains a NUL byte"),
+        ));
     } else if path.len() > limits::PATH_BYTES {
         problems.push(Problem::new(
             svc,
             field,
-            format!("{} bytes is above the maximum of {}", path.len(), limits::PATH_BYTES),
+            format!(
+                "{} bytes is above the maximum of {}",
+                path.len(),
+                limits::PATH_BYTES
+            ),
         ));
     } else if !path.starts_with('/') {
         problems.push(Problem::new(
@@ -309,12 +343,20 @@ fn absolute(problems: &mut Vec<Problem>, svc: &str, field: &str, path: &str) {
 /// A plain string field: no NUL byte (the kernel cuts there), bounded length.
 fn text(problems: &mut Vec<Problem>, svc: &str, field: &str, value: &str) {
     if value.contains('\0') {
-        problems.push(Problem::new(svc, field, format!("{value:?} contains a NUL byte")));
+        problems.push(Problem::new(
+            svc,
+            field,
+            format!("{value:?} contains a NUL byte"),
+        ));
     } else if value.len() > limits::PATH_BYTES {
         problems.push(Problem::new(
             svc,
             field,
-            format!("{} bytes is above the maximum of {}", value.len(), limits::PATH_BYTES),
+            format!(
+                "{} bytes is above the maximum of {}",
+                value.len(),
+                limits::PATH_BYTES
+            ),
         ));
     }
 }
@@ -332,9 +374,17 @@ fn count(problems: &mut Vec<Problem>, svc: &str, field: &str, n: usize) {
 /// `value` must lie in `min..=max`; the message names both ends.
 fn range(problems: &mut Vec<Problem>, svc: &str, field: &str, value: u64, min: u64, max: u64) {
     if value < min {
-        problems.push(Problem::new(svc, field, format!("{value} is below the minimum of {min}")));
+        problems.push(Problem::new(
+            svc,
+            field,
+            format!("{value} is below the minimum of {min}"),
+        ));
     } else if value > max {
-        problems.push(Problem::new(svc, field, format!("{value} is above the maximum of {max}")));
+        problems.push(Problem::new(
+            svc,
+            field,
+            format!("{value} is above the maximum of {max}"),
+        ));
     }
 }
 
@@ -380,7 +430,12 @@ fn check_service(svc: &Service, problems: &mut Vec<Problem>) {
     count(problems, n, "capabilities", svc.capabilities.len());
     id(problems, n, "user.uid", svc.user.uid);
     id(problems, n, "user.gid", svc.user.gid);
-    count(problems, n, "user.additional_gids", svc.user.additional_gids.len());
+    count(
+        problems,
+        n,
+        "user.additional_gids",
+        svc.user.additional_gids.len(),
+    );
     for (i, g) in svc.user.additional_gids.iter().enumerate() {
         id(problems, n, &format!("user.additional_gids[{i}]"), *g);
     }
@@ -421,7 +476,11 @@ fn check_service(svc: &Service, problems: &mut Vec<Problem>) {
             problems.push(Problem::new(
                 n,
                 "resources.memory_max",
-                format!("{:?} is above the maximum of 64T ({} bytes)", mem.to_string(), limits::MEMORY_MAX),
+                format!(
+                    "{:?} is above the maximum of 64T ({} bytes)",
+                    mem.to_string(),
+                    limits::MEMORY_MAX
+                ),
             ));
         }
     }
@@ -438,8 +497,22 @@ fn check_service(svc: &Service, problems: &mut Vec<Problem>) {
         }
     }
     let r = &svc.restart;
-    range(problems, n, "restart.backoff_initial_ms", r.backoff_initial_ms, 1, limits::BACKOFF_MS);
-    range(problems, n, "restart.backoff_max_ms", r.backoff_max_ms, 1, limits::BACKOFF_MS);
+    range(
+        problems,
+        n,
+        "restart.backoff_initial_ms",
+        r.backoff_initial_ms,
+        1,
+        limits::BACKOFF_MS,
+    );
+    range(
+        problems,
+        n,
+        "restart.backoff_max_ms",
+        r.backoff_max_ms,
+        1,
+        limits::BACKOFF_MS,
+    );
     if r.backoff_initial_ms > r.backoff_max_ms {
         problems.push(Problem::new(
             n,
@@ -466,7 +539,14 @@ fn check_service(svc: &Service, problems: &mut Vec<Problem>) {
         1,
         limits::CRASH_LOOP_WINDOW_SECS,
     );
-    range(problems, n, "stop.timeout_secs", svc.stop.timeout_secs, 1, limits::STOP_TIMEOUT_SECS);
+    range(
+        problems,
+        n,
+        "stop.timeout_secs",
+        svc.stop.timeout_secs,
+        1,
+        limits::STOP_TIMEOUT_SECS,
+    );
     if let Some(lb) = &svc.log_buffer {
         let v = lb.bytes();
         if v < limits::LOG_BUFFER_MIN {
@@ -524,7 +604,14 @@ fn check_service(svc: &Service, problems: &mut Vec<Problem>) {
         }
     };
     if let Some(t) = timeout {
-        range(problems, n, "readiness.timeout_secs", t, 1, limits::READY_TIMEOUT_SECS);
+        range(
+            problems,
+            n,
+            "readiness.timeout_secs",
+            t,
+            1,
+            limits::READY_TIMEOUT_SECS,
+        );
     }
     if let Some(i) = interval {
         range(

@@ -70,7 +70,9 @@ fn huge_durations_are_rejected_with_the_maximum() {
             "readiness.interval_ms: 60001 is above the maximum of 60000",
         ],
     );
-    accepted(r#","readiness": {"kind": "file", "path": "/r", "interval_ms": 60000, "timeout_secs": 86400}, "stop": {"timeout_secs": 600}"#);
+    accepted(
+        r#","readiness": {"kind": "file", "path": "/r", "interval_ms": 60000, "timeout_secs": 86400}, "stop": {"timeout_secs": 600}"#,
+    );
 }
 
 #[test]
@@ -123,7 +125,9 @@ fn sizes_and_counts_are_bounded() {
         &["env[0]: 32771 bytes is above the maximum of 32768"],
     );
     let args = vec!["\"a\""; limits::ARGS + 1].join(",");
-    let l = load(&format!(r#"{{"name": "s", "root": "/c", "args": [{args}]}}"#));
+    let l = load(&format!(
+        r#"{{"name": "s", "root": "/c", "args": [{args}]}}"#
+    ));
     assert_eq!(
         l.rejected[0].problems[0].describe("m.json"),
         "m.json: service \"s\": args: 1025 entries is above the maximum of 1024"
@@ -134,8 +138,11 @@ fn sizes_and_counts_are_bounded() {
 fn too_many_services_rejects_the_file() {
     let one = r#"{"name": "s", "root": "/c", "args": ["/a"]}"#;
     let all = vec![one; limits::SERVICES + 1].join(",");
-    let err = load_str(&format!(r#"{{"version": 1, "services": [{all}]}}"#), "m.json")
-        .unwrap_err();
+    let err = load_str(
+        &format!(r#"{{"version": 1, "services": [{all}]}}"#),
+        "m.json",
+    )
+    .unwrap_err();
     assert_eq!(
         err.to_string(),
         "m.json: services: 1025 entries is above the maximum of 1024"
@@ -160,7 +167,10 @@ fn bad_environment_entries() {
         r#","readiness": {"kind": "exec", "command": ["/bin/ch\u0000eck"]}"#,
         &["readiness.command[0]: contains a NUL byte"],
     );
-    rejected(r#","cwd": "/s\u0000rv""#, &["cwd: \"/s\\0rv\" contains a NUL byte"]);
+    rejected(
+        r#","cwd": "/s\u0000rv""#,
+        &["cwd: \"/s\\0rv\" contains a NUL byte"],
+    );
 }
 
 #[test]
@@ -186,7 +196,9 @@ fn exec_requests_are_checked_like_services() {
         "env[0]: \"=x\" has an empty name"
     );
     assert_eq!(
-        exec_request(&s(&["/bin/s\0h"]), &[]).unwrap_err().to_string(),
+        exec_request(&s(&["/bin/s\0h"]), &[])
+            .unwrap_err()
+            .to_string(),
         "args[0]: contains a NUL byte"
     );
     assert_eq!(

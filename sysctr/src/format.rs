@@ -322,13 +322,19 @@ mod tests {
 
     #[test]
     fn sanitize_strips_escape_sequences() {
-        assert!(matches!(sanitize("plain\ttext"), std::borrow::Cow::Borrowed(_)));
+        assert!(matches!(
+            sanitize("plain\ttext"),
+            std::borrow::Cow::Borrowed(_)
+        ));
         assert_eq!(sanitize("\x1b[31mred\x1b[0m"), "red");
         assert_eq!(sanitize("a\x1b[2J\x1b[Hb"), "ab");
         assert_eq!(sanitize("\x1b]0;pwned title\x07after"), "after");
         assert_eq!(sanitize("\x1b]52;c;ZWNobyBoaQ==\x1b\\after"), "after");
         assert_eq!(sanitize("x\x1bcy"), "xy");
-        assert_eq!(sanitize("bell\x07 back\x08 cr\r nul\0 del\x7f"), "bell� back� cr� nul� del�");
+        assert_eq!(
+            sanitize("bell\x07 back\x08 cr\r nul\0 del\x7f"),
+            "bell� back� cr� nul� del�"
+        );
         assert_eq!(sanitize("c1\u{9b}31mcsi \u{85}nel"), "c1csi �nel");
         assert_eq!(sanitize("unterminated \x1b[31"), "unterminated ");
         assert_eq!(sanitize("ünïcödé ✓"), "ünïcödé ✓");

@@ -200,6 +200,9 @@ mod tests {
         let mut out = Vec::new();
         write_entry(&mut out, &e, &style(false, true)).unwrap();
         let text = String::from_utf8(out).unwrap();
-        assert!(text.contains("\\u001b[2J") && !text.contains('\x1b'), "{text}");
+        assert!(
+            text.contains("\\u001b[2J") && !text.contains('\x1b'),
+            "{text}"
+        );
     }
 }

@@ -257,7 +257,13 @@ pub(crate) mod tests {
         bad.last_error = Some("quoted \x1b[31mred\x1b[0m output".into());
         let out = render(&[web, bad], NOW, false);
         assert!(!out.contains('\x1b'), "{out:?}");
-        assert!(out.contains("\nStatus:\n  web: serving 42 clients\n"), "{out}");
-        assert!(out.contains("  evilname (failed): quoted red output\n"), "{out}");
+        assert!(
+            out.contains("\nStatus:\n  web: serving 42 clients\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("  evilname (failed): quoted red output\n"),
+            "{out}"
+        );
     }
 }
