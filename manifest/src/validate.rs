@@ -135,7 +135,7 @@ pub mod limits {
     pub const INTERVAL_MS_MAX: u64 = 60_000;
     /// `stop.timeout_secs`: 1 s to ten minutes (shutdown waits for it).
     pub const STOP_TIMEOUT_SECS: u64 = 600;
-    /// `restart.backoff_initial_ms` and `backoff_max_ms`: at most one hour.
+    /// `restart.backoff_initial_ms` and `backoff_max_ms`: at most one hour (0: at once).
     pub const BACKOFF_MS: u64 = 3_600_000;
     /// `restart.crash_loop_restarts`: 1 to 10000.
     pub const CRASH_LOOP_RESTARTS: u32 = 10_000;
@@ -497,12 +497,13 @@ fn check_service(svc: &Service, problems: &mut Vec<Problem>) {
         }
     }
     let r = &svc.restart;
+    // 0 is allowed: every restart at once, bounded by the crash-loop limit.
     range(
         problems,
         n,
         "restart.backoff_initial_ms",
         r.backoff_initial_ms,
-        1,
+        0,
         limits::BACKOFF_MS,
     );
     range(
@@ -510,7 +511,7 @@ fn check_service(svc: &Service, problems: &mut Vec<Problem>) {
         n,
         "restart.backoff_max_ms",
         r.backoff_max_ms,
-        1,
+        0,
         limits::BACKOFF_MS,
     );
     if r.backoff_initial_ms > r.backoff_max_ms {
