@@ -168,6 +168,8 @@ pub const PROTECTED_SOURCES: &[&str] = &[
     "/run/sysctr/bundles",
     "/run/sysctr/containers",
     "/run/sysctr/etc",
+    "/run/sysctr/esp",
+    "/var/lib/sysctr/boot",
 ];
 
 /// Directories that may not be bind-mounted themselves, though entries below them may:

@@ -241,6 +241,8 @@ fn host_root_and_kernel_interfaces_cannot_be_bind_mounted() {
         ("/var/log/sysctr", "/var/log/sysctr"),
         ("/run/sysctr/control.sock", "/run/sysctr/control.sock"),
         ("/run/sysctr/bundles/web", "/run/sysctr/bundles"),
+        ("/run/sysctr/esp", "/run/sysctr/esp"),
+        ("/var/lib/sysctr/boot/history.jsonl", "/var/lib/sysctr/boot"),
     ] {
         rejected(
             &bind(src),
@@ -279,7 +281,7 @@ fn the_run_directory_itself_is_refused() {
     let got = problems_of(r#","mounts": [{"source": "/var/lib/sysctr", "destination": "/x"}]"#);
     assert_eq!(
         got,
-        ["m.json: service \"s\": mounts[0].source: /var/lib/sysctr is PID 1's; mount one of the directories below it instead"]
+        ["m.json: service \"s\": mounts[0].source: /var/lib/sysctr contains /var/lib/sysctr/boot, which belongs to the kernel or PID 1; mount a directory below it instead"]
     );
 }
 
