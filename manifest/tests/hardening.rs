@@ -374,3 +374,11 @@ fn the_system_containers_pass_the_policy() {
     }
     assert!(seen >= 7, "only {seen} service files found");
 }
+
+#[test]
+fn the_boot_test_services_pass_the_policy() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../boot-tests/test-services.json");
+    let l = manifest::load_file(std::path::Path::new(path)).unwrap();
+    let problems: Vec<String> = l.rejected.iter().map(|r| r.describe(path)).collect();
+    assert!(problems.is_empty(), "{problems:#?}");
+}
