@@ -245,10 +245,7 @@ fn exhausted_entry_falls_back_to_the_other_slot() {
     drop(vm);
     assert_eq!(
         esp_ls(&scratch.disk, "/EFI/Linux"),
-        vec![
-            "sysctr-g1-a.efi".to_string(),
-            "sysctr-g2-b+0-2.efi".to_string()
-        ]
+        vec!["sysctr-g1-a.efi".to_string(), "sysctr-g2-b+0-2.efi".to_string()]
     );
 }
 
@@ -357,10 +354,7 @@ fn unhealthy_trial_boot_rolls_back_by_itself() {
     let entries = esp_ls(&scratch.disk, "/EFI/Linux");
     assert_eq!(
         entries,
-        vec![
-            "sysctr-g1-a.efi".to_string(),
-            "sysctr-g2-b+0-1.efi".to_string()
-        ],
+        vec!["sysctr-g1-a.efi".to_string(), "sysctr-g2-b+0-1.efi".to_string()],
         "slot B marked bad after one try, slot A blessed"
     );
 }
