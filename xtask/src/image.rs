@@ -277,7 +277,10 @@ pub fn build(opts: &Options) -> Result<Image> {
         rootfs::disk::EspFile {
             dest: format!(
                 "/EFI/Linux/{}",
-                slot.uki_name(rootfs::disk::FIRST_GENERATION, Some(rootfs::disk::BOOT_TRIES))
+                slot.uki_name(
+                    rootfs::disk::FIRST_GENERATION,
+                    Some(rootfs::disk::BOOT_TRIES)
+                )
             ),
             src: uki.clone(),
         },

@@ -49,7 +49,10 @@ pub fn uefi_disk_with(img: &image::Image, src: &Path, extra: &str, out: &Path) -
         .args(["-i", &esp, "::/EFI/Linux/*.efi"])
         .env("MTOOLS_SKIP_CHECK", "1")
         .status();
-    let dest = format!("::/EFI/Linux/{}", slot.uki_name(rootfs::disk::FIRST_GENERATION, None));
+    let dest = format!(
+        "::/EFI/Linux/{}",
+        slot.uki_name(rootfs::disk::FIRST_GENERATION, None)
+    );
     crate::util::run(
         Command::new("mcopy")
             .args(["-o", "-i", &esp])
