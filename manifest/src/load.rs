@@ -162,6 +162,7 @@ pub fn load_str(text: &str, path: &str) -> Result<Loaded, LoadError> {
     let mut services = Vec::new();
     let mut rejected = Vec::new();
     let mut unparsed_names = BTreeSet::new();
+    let mut early: Vec<Problem> = Vec::new();
     for (index, entry) in entries.into_iter().enumerate() {
         let name = entry
             .get("name")
@@ -174,7 +175,13 @@ pub fn load_str(text: &str, path: &str) -> Result<Loaded, LoadError> {
         };
         match deserialize_entry(entry, &name) {
             Ok(svc) => services.push(svc),
-            Err(problems) => {
+            // Parsed once its bad values were taken out: it takes part in the checks
+            // between services (dependencies, cycles), and is rejected in any case.
+            Err((Some(svc), problems)) if svc.name == name => {
+                early.extend(problems);
+                services.push(svc);
+            }
+            Err((_, problems)) => {
                 unparsed_names.insert(name.clone());
                 rejected.push(Rejected {
                     problems,
@@ -188,7 +195,16 @@ pub fn load_str(text: &str, path: &str) -> Result<Loaded, LoadError> {
         version: MANIFEST_VERSION,
         services,
     };
-    let problems = validate_with(&manifest, &unparsed_names);
+    let reported: BTreeSet<(String, String)> = early
+        .iter()
+        .map(|p| (p.service.clone(), p.field.clone()))
+        .collect();
+    let mut problems = early;
+    problems.extend(
+        validate_with(&manifest, &unparsed_names)
+            .into_iter()
+            .filter(|p| !reported.contains(&(p.service.clone(), p.field.clone()))),
+    );
     let bad: BTreeSet<&str> = problems.iter().map(|p| p.service.as_str()).collect();
     let (good, broken): (Vec<Service>, Vec<Service>) = manifest
         .services
@@ -223,25 +239,22 @@ pub fn load_str(text: &str, path: &str) -> Result<Loaded, LoadError> {
 /// How many values of one entry are reported before the rest of it is given up on.
 const MAX_PROBLEMS_PER_ENTRY: usize = 32;
 
+/// A service entry that did not parse: what could be read of it once its bad values were
+/// taken out (if anything), and the problems.
+type Unparsed = (Option<Service>, Vec<Problem>);
+
 /// Deserializes one service entry. serde stops at the first bad value; to report every
 /// problem at once, the bad value is taken out of the entry and the entry is read again,
-/// until it parses (then the semantic checks of what is left are added) or a problem
+/// until it parses (the rest of it is then checked with the other services) or a problem
 /// cannot be taken out (a missing required field).
-fn deserialize_entry(mut entry: Value, name: &str) -> Result<Service, Vec<Problem>> {
+fn deserialize_entry(mut entry: Value, name: &str) -> Result<Service, Unparsed> {
     let mut problems = Vec::new();
     // Array elements already taken out, per array path, by their original index.
     let mut removed: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
     loop {
         match serde_path_to_error::deserialize::<_, Service>(entry.clone()) {
             Ok(svc) if problems.is_empty() => return Ok(svc),
-            Ok(svc) => {
-                let reported: BTreeSet<String> =
-                    problems.iter().map(|p: &Problem| p.field.clone()).collect();
-                let mut rest = Vec::new();
-                crate::validate::check_one(&svc, &mut rest);
-                problems.extend(rest.into_iter().filter(|p| !reported.contains(&p.field)));
-                return Err(problems);
-            }
+            Ok(svc) => return Err((Some(svc), problems)),
             Err(err) => {
                 let segments: Vec<serde_path_to_error::Segment> =
                     err.path().iter().cloned().collect();
@@ -252,11 +265,11 @@ fn deserialize_entry(mut entry: Value, name: &str) -> Result<Service, Vec<Proble
                 }
                 if problems.iter().any(|p| p.field == field) {
                     // A value taken out is now missing: nothing new to say.
-                    return Err(problems);
+                    return Err((None, problems));
                 }
                 problems.push(Problem::new(name, field, message));
                 if taken.is_none() || problems.len() >= MAX_PROBLEMS_PER_ENTRY {
-                    return Err(problems);
+                    return Err((None, problems));
                 }
             }
         }

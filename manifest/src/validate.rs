@@ -400,11 +400,6 @@ fn id(problems: &mut Vec<Problem>, svc: &str, field: &str, value: u32) {
     }
 }
 
-/// The checks of one service entry on its own (no references to other services).
-pub fn check_one(svc: &Service, problems: &mut Vec<Problem>) {
-    check_service(svc, problems)
-}
-
 fn check_service(svc: &Service, problems: &mut Vec<Problem>) {
     let n = svc.name.as_str();
     if !valid_name(n) {

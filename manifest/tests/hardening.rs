@@ -377,8 +377,36 @@ fn the_system_containers_pass_the_policy() {
 
 #[test]
 fn the_boot_test_services_pass_the_policy() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../boot-tests/test-services.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../boot-tests/test-services.json"
+    );
     let l = manifest::load_file(std::path::Path::new(path)).unwrap();
     let problems: Vec<String> = l.rejected.iter().map(|r| r.describe(path)).collect();
     assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn a_service_with_a_bad_typed_value_still_takes_part_in_the_dependency_checks() {
+    let l = load(
+        r#"{"name": "a", "root": "/c", "args": ["/a"], "depends_on": ["b"], "resources": {"memory_max": "lots"}},
+           {"name": "b", "root": "/c", "args": ["/b"], "depends_on": ["a"]},
+           {"name": "c", "root": "/c", "args": ["/c"], "depends_on": ["a"]}"#,
+    );
+    let a = &l.rejected.iter().find(|r| r.name == "a").unwrap().problems;
+    assert_eq!(
+        a.iter().map(|p| p.describe("m.json")).collect::<Vec<_>>(),
+        [
+            "m.json: service \"a\": resources.memory_max: \"lots\" is not a size (expected e.g. \"64M\" or \"1048576\")",
+            "m.json: service \"a\": depends_on: dependency cycle: a -> b -> a",
+        ]
+    );
+    assert!(l.rejected.iter().any(|r| r.name == "b"));
+    // c depends on a rejected service, not an unknown one: no second complaint about it.
+    assert!(
+        l.rejected.iter().all(|r| r.name != "c"),
+        "{:#?}",
+        l.rejected
+    );
+    assert_eq!(l.manifest.services.len(), 1);
 }
