@@ -143,7 +143,8 @@ const CONSOLE_BUDGET: std::time::Duration = std::time::Duration::from_millis(250
 /// stalling PID 1.
 fn write_console(c: &mut File, mut buf: &[u8]) {
     use std::os::fd::AsFd;
-    let deadline = std::time::Instant::now() + CONSOLE_BUDGET;
+    let now = std::time::Instant::now();
+    let deadline = now.checked_add(CONSOLE_BUDGET).unwrap_or(now);
     while !buf.is_empty() {
         match c.write(buf) {
             Ok(0) => return,

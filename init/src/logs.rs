@@ -5,10 +5,14 @@
 //! its output costs CPU but never blocks init or another service.
 
 use manifest::protocol::{LogEntry, Stream};
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
-use std::path::PathBuf;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
 /// A single line longer than this is cut into pieces.
 pub const MAX_LINE: usize = 16 * 1024;
@@ -24,33 +28,123 @@ pub fn now_ms() -> u64 {
 }
 
 /// An append-only log file rotated by size: `name.log`, `name.log.1`, … `name.log.N`.
+///
+/// The directory must be PID 1's: a real directory (not a symlink) owned by PID 1's user
+/// and writable by nobody else. Files are opened and renamed relative to that directory's
+/// descriptor with `O_NOFOLLOW`, and must be plain files with one link, so nothing planted
+/// there makes PID 1 append to another file. A rotated file is fsynced before it is
+/// renamed, and the directory after, so a power cut loses at most the unsynced tail.
 pub struct RotatingFile {
     path: PathBuf,
+    dir: Option<OwnedFd>,
     file: Option<File>,
     size: u64,
+}
+
+/// Why a log file cannot be used; logged once per open attempt, never fatal.
+fn refuse(path: &Path, why: impl std::fmt::Display) {
+    crate::warn!(
+        "logs",
+        "{}: {why}; this service's log is kept in memory only",
+        path.display()
+    );
+}
+
+/// Opens `dir` as PID 1's log directory, creating it (0750) if it is missing.
+fn open_owned_dir(dir: &Path) -> Result<OwnedFd, String> {
+    use std::os::unix::fs::DirBuilderExt;
+    let _ = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(dir);
+    let fd = nix::fcntl::open(
+        dir,
+        OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_RDONLY,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("cannot open the log directory: {e} (a symlink is refused)"))?;
+    // nix 0.29 returns the new descriptor raw: it is ours to own.
+    let fd = crate::sys::own_received_fd(fd);
+    let st = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(|e| format!("fstat: {e}"))?;
+    if st.st_uid != nix::unistd::geteuid().as_raw() {
+        return Err(format!(
+            "the log directory belongs to uid {}, not PID 1",
+            st.st_uid
+        ));
+    }
+    if st.st_mode & 0o022 != 0 {
+        return Err(format!(
+            "the log directory is writable by others (mode {:o})",
+            st.st_mode & 0o7777
+        ));
+    }
+    Ok(fd)
 }
 
 impl RotatingFile {
     pub fn new(path: PathBuf) -> RotatingFile {
         RotatingFile {
             path,
+            dir: None,
             file: None,
             size: 0,
         }
     }
 
+    fn name(&self, i: usize) -> String {
+        let base = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if i == 0 {
+            base
+        } else {
+            format!("{base}.{i}")
+        }
+    }
+
     fn open(&mut self) -> Option<&mut File> {
         if self.file.is_none() {
-            if let Some(dir) = self.path.parent() {
-                let _ = std::fs::create_dir_all(dir);
+            if self.dir.is_none() {
+                let parent = self.path.parent().unwrap_or(Path::new("/"));
+                match open_owned_dir(parent) {
+                    Ok(fd) => self.dir = Some(fd),
+                    Err(e) => {
+                        refuse(&self.path, e);
+                        return None;
+                    }
+                }
             }
-            let f = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)
-                .ok()?;
-            self.size = f.metadata().map(|m| m.len()).unwrap_or(0);
-            self.file = Some(f);
+            let dir = self.dir.as_ref()?;
+            let fd = match nix::fcntl::openat(
+                Some(dir.as_raw_fd()),
+                self.name(0).as_str(),
+                OFlag::O_WRONLY
+                    | OFlag::O_APPEND
+                    | OFlag::O_CREAT
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_NONBLOCK
+                    | OFlag::O_NOCTTY
+                    | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o640),
+            ) {
+                Ok(fd) => File::from(crate::sys::own_received_fd(fd)),
+                Err(e) => {
+                    refuse(
+                        &self.path,
+                        format!("cannot open: {e} (a symlink is refused)"),
+                    );
+                    return None;
+                }
+            };
+            let meta = f_meta(&fd)?;
+            if !meta.file_type().is_file() || meta.nlink() != 1 {
+                refuse(&self.path, "not a plain file with a single link");
+                return None;
+            }
+            self.size = meta.len();
+            self.file = Some(fd);
         }
         self.file.as_mut()
     }
@@ -61,25 +155,41 @@ impl RotatingFile {
         }
         if let Some(f) = self.open() {
             if f.write_all(text.as_bytes()).is_ok() {
-                self.size += text.len() as u64;
+                self.size = self.size.saturating_add(text.len() as u64);
             }
         }
     }
 
     fn rotate(&mut self) {
-        self.file = None;
-        let name = |i: usize| {
-            let mut p = self.path.clone().into_os_string();
-            p.push(format!(".{i}"));
-            PathBuf::from(p)
-        };
-        let _ = std::fs::remove_file(name(ROTATE_KEEP));
-        for i in (1..ROTATE_KEEP).rev() {
-            let _ = std::fs::rename(name(i), name(i + 1));
+        if let Some(f) = self.file.take() {
+            let _ = f.sync_all();
         }
-        let _ = std::fs::rename(&self.path, name(1));
         self.size = 0;
+        let Some(dir) = self.dir.as_ref() else {
+            return;
+        };
+        let d = Some(dir.as_raw_fd());
+        let _ = nix::unistd::unlinkat(
+            d,
+            self.name(ROTATE_KEEP).as_str(),
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        );
+        for i in (0..ROTATE_KEEP).rev() {
+            let _ = nix::fcntl::renameat(d, self.name(i).as_str(), d, self.name(i + 1).as_str());
+        }
+        let _ = nix::unistd::fsync(dir.as_raw_fd());
     }
+
+    /// Flushes the file to disk (at shutdown, before /var is unmounted).
+    pub fn sync(&mut self) {
+        if let Some(f) = self.file.as_ref() {
+            let _ = f.sync_all();
+        }
+    }
+}
+
+fn f_meta(f: &File) -> Option<std::fs::Metadata> {
+    f.metadata().ok()
 }
 
 /// The log of one service.
@@ -191,6 +301,9 @@ impl LogBuffer {
     /// Closes the log file for good (at shutdown, before /var is unmounted); the ring
     /// buffer goes on.
     pub fn close_file(&mut self) {
+        if let Some(f) = self.file.as_mut() {
+            f.sync();
+        }
         self.file = None;
     }
 
@@ -263,5 +376,60 @@ mod tests {
         assert!(path.exists());
         assert!(dir.path().join("svc.log.1").exists());
         assert!(std::fs::metadata(&path).unwrap().len() <= ROTATE_BYTES);
+    }
+
+    fn owned_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o750)).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_symlink_in_place_of_the_log_file_is_not_followed() {
+        let dir = owned_dir();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious\n").unwrap();
+        let path = dir.path().join("svc.log");
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        let mut f = RotatingFile::new(path.clone());
+        f.write_line("attacker-controlled line\n");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+        assert!(std::fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+    }
+
+    #[test]
+    fn a_hard_link_in_place_of_the_log_file_is_not_written() {
+        let dir = owned_dir();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious\n").unwrap();
+        let path = dir.path().join("svc.log");
+        std::fs::hard_link(&victim, &path).unwrap();
+        let mut f = RotatingFile::new(path);
+        f.write_line("attacker-controlled line\n");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    }
+
+    #[test]
+    fn a_symlinked_or_shared_log_directory_is_refused() {
+        let dir = owned_dir();
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        let link = dir.path().join("logs");
+        std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+        let mut f = RotatingFile::new(link.join("svc.log"));
+        f.write_line("line\n");
+        assert!(!elsewhere.join("svc.log").exists());
+
+        use std::os::unix::fs::PermissionsExt;
+        let open = dir.path().join("world-writable");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let mut f = RotatingFile::new(open.join("svc.log"));
+        f.write_line("line\n");
+        assert!(!open.join("svc.log").exists());
     }
 }

@@ -20,6 +20,7 @@ mod reactor;
 mod readiness;
 mod reaper;
 mod runtime;
+mod seccomp;
 mod shutdown;
 mod signals;
 mod spec;
@@ -50,6 +51,7 @@ struct World {
 }
 
 fn main() {
+    sys::mark_main_process();
     let init_boot_ms = supervisor::boot_ms();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let pid1 = nix::unistd::getpid().as_raw() == 1;
@@ -82,6 +84,9 @@ fn main() {
         }
     }
     std::panic::set_hook(Box::new(|info| {
+        if sys::is_forked_child() {
+            sys::exit_forked_child(&info.to_string());
+        }
         error!("panic", "{info}");
     }));
     let plan = |action, fatal| shutdown::Plan {
@@ -286,13 +291,22 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
             match source {
                 Source::Signals => {
                     while let Ok(Some(info)) = signal_fd.read_signal() {
-                        match signals::action_for(info.ssi_signo as i32) {
+                        let from = signals::Sender::of(&info);
+                        match signals::action_for(info.ssi_signo as i32, from, pid1) {
                             signals::Action::Reap => {
                                 reaper::reap();
                             }
                             signals::Action::Power(a) => {
                                 info!("signals", "signal {} → {a:?}", info.ssi_signo);
                                 return Exit::Power(a);
+                            }
+                            signals::Action::Refused { action, pid } => {
+                                warn!(
+                                    "signals",
+                                    "ignored signal {} ({action:?}) from pid {pid}: only the kernel may ask that by signal; use `sysctr {}`",
+                                    info.ssi_signo,
+                                    format!("{action:?}").to_lowercase()
+                                )
                             }
                             signals::Action::Ignore => {
                                 debug!("signals", "ignored signal {}", info.ssi_signo)

@@ -43,6 +43,11 @@ pub enum RuntimeError {
 /// as a container whose setup blocks would, so the start deadline can be tested.
 pub const TEST_HANG_ANNOTATION: &str = "org.sysctr.test.hang-before-start";
 
+/// Annotation honoured in test mode only: the container's init process panics before exec,
+/// as a bug in the runtime's child-side code would, so the panic path of a forked child
+/// can be tested.
+pub const TEST_PANIC_ANNOTATION: &str = "org.sysctr.test.panic-before-start";
+
 /// Wraps libcontainer's default executor: just before exec it restores the signal mask and
 /// dispositions PID 1 changed, so a service sees signals like any process would. For a
 /// process exec'd into a running container it also installs the container's seccomp
@@ -53,6 +58,8 @@ struct ServiceExecutor {
     tenant_seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
     /// Test mode fault injection: block forever before the workload starts.
     hang: bool,
+    /// Test mode fault injection: panic in the container's process before it execs.
+    panic: bool,
 }
 
 impl Executor for ServiceExecutor {
@@ -68,6 +75,9 @@ impl Executor for ServiceExecutor {
     }
 
     fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
+        if self.panic {
+            panic!("injected panic in a container's process before exec ({TEST_PANIC_ANNOTATION})");
+        }
         if self.hang {
             // Deliberately never returns: the start deadline must end it.
             loop {
@@ -155,11 +165,17 @@ impl Runtime {
             source,
         })?;
         let step = |step: &'static str| move |source| RuntimeError::Container { step, source };
-        let hang = self.test_mode
-            && spec
-                .annotations()
-                .as_ref()
-                .is_some_and(|a| a.contains_key(TEST_HANG_ANNOTATION));
+        let injected = |key: &str| {
+            self.test_mode
+                && spec
+                    .annotations()
+                    .as_ref()
+                    .is_some_and(|a| a.contains_key(key))
+        };
+        let (hang, panic) = (
+            injected(TEST_HANG_ANNOTATION),
+            injected(TEST_PANIC_ANNOTATION),
+        );
         let started = Instant::now();
         let deadline = crate::sys::StartDeadline::arm(self.start_timeout);
         let mut container = ContainerBuilder::new(name.to_string(), SyscallType::Linux)
@@ -168,6 +184,7 @@ impl Runtime {
             .with_executor(ServiceExecutor {
                 tenant_seccomp: None,
                 hang,
+                panic,
             })
             .with_stdin(stdio.stdin)
             .with_stdout(stdio.stdout)
@@ -200,7 +217,8 @@ impl Runtime {
         Ok(pid.as_raw())
     }
 
-    /// Runs a process inside a running container (libcontainer's tenant builder).
+    /// Runs a process inside a running container (libcontainer's tenant builder), as the
+    /// container's user, with its capabilities and seccomp filter.
     pub fn exec(
         &self,
         name: &str,
@@ -217,7 +235,15 @@ impl Runtime {
         let executor = ServiceExecutor {
             tenant_seccomp: spec.linux().as_ref().and_then(|l| l.seccomp().clone()),
             hang: false,
+            panic: false,
         };
+        // The process runs as the service does: its uid, gid and groups (libcontainer's
+        // tenant builder would otherwise use uid 0), and the capabilities of its spec.
+        let user = spec
+            .process()
+            .as_ref()
+            .map(|p| p.user().clone())
+            .unwrap_or_default();
         let started = Instant::now();
         let _deadline = crate::sys::StartDeadline::arm(self.start_timeout);
         let pid = ContainerBuilder::new(name.to_string(), SyscallType::Linux)
@@ -228,6 +254,9 @@ impl Runtime {
             .with_stdout(stdio.stdout)
             .with_stderr(stdio.stderr)
             .as_tenant()
+            .with_user(Some(user.uid()))
+            .with_group(Some(user.gid()))
+            .with_additional_gids(user.additional_gids().clone().unwrap_or_default())
             .with_container_args(args)
             .with_env(env)
             .with_detach(true)

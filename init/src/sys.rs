@@ -107,8 +107,10 @@ pub fn install_alarm_handler() {
 pub struct StartDeadline;
 
 fn set_timer(d: std::time::Duration) {
+    // A deadline beyond what time_t holds would wrap negative and disarm the timer.
+    let secs = d.as_secs().min(i32::MAX as u64);
     let tv = libc::timeval {
-        tv_sec: d.as_secs() as libc::time_t,
+        tv_sec: secs as libc::time_t,
         tv_usec: d.subsec_micros() as libc::suseconds_t,
     };
     let it = libc::itimerval {
@@ -187,4 +189,47 @@ pub fn peer_groups(sock: std::os::fd::BorrowedFd<'_>) -> io::Result<Vec<u32>> {
         }
         return Err(err);
     }
+}
+
+/// PID 1's own stderr (the console), kept for a forked child's last words: by the time a
+/// child can panic, libcontainer has pointed its fd 2 at the service's log pipe.
+static PID1_STDERR: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+/// Marks this process as PID 1 itself, for [`is_forked_child`]: it becomes a child
+/// subreaper, an attribute fork(2) and clone(2) never pass on. (For the PID 1 of a pid
+/// namespace the attribute changes nothing: it already adopts every orphan.) Also keeps a
+/// close-on-exec copy of its stderr for [`exit_forked_child`]. Call it first thing in
+/// `main`.
+pub fn mark_main_process() {
+    let _ = nix::sys::prctl::set_child_subreaper(true);
+    if let Ok(fd) = nix::fcntl::fcntl(2, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10)) {
+        PID1_STDERR.store(fd, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Whether this code runs in a process libcontainer forked from PID 1 (a container's init
+/// before it execs, its intermediate process) rather than in PID 1. Such a child shares
+/// PID 1's memory image and stack, so a panic unwinding in it would otherwise reach `main`
+/// and run PID 1's shutdown path — killing every process it can see — in the child.
+pub fn is_forked_child() -> bool {
+    !nix::sys::prctl::get_child_subreaper().unwrap_or(true)
+}
+
+/// Ends a forked child after a panic: one line on PID 1's stderr (the console), then
+/// `_exit`, which runs no destructors and no atexit handlers of the PID 1 image it
+/// inherited. Its parent (PID 1, inside libcontainer) sees the exit at once instead of
+/// waiting for the start deadline.
+pub fn exit_forked_child(message: &str) -> ! {
+    let line = format!(
+        "sysctr: ERROR [panic] a process forked from PID 1 panicked (pid {}): {message}\n",
+        std::process::id()
+    );
+    let fd = PID1_STDERR.load(std::sync::atomic::Ordering::Relaxed);
+    let fd = if fd >= 0 { fd } else { 2 };
+    // SAFETY: the descriptor is PID 1's stderr copy (or fd 2), open until exec; it is only
+    // borrowed for this one write.
+    let out = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let _ = nix::unistd::write(out, line.as_bytes());
+    // SAFETY: _exit ends the process at once; nothing of ours runs after it.
+    unsafe { libc::_exit(127) }
 }

@@ -61,12 +61,30 @@ pub struct Loaded {
     pub rejected: Vec<Rejected>,
 }
 
+/// A manifest file larger than this is refused before it is read.
+pub const MAX_FILE_BYTES: u64 = 16 << 20;
+
 pub fn load_file(path: &Path) -> Result<Loaded, LoadError> {
+    use std::io::Read;
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+    let io = |source| LoadError::Io {
         path: shown.clone(),
         source,
-    })?;
+    };
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_string(&mut text))
+        .map_err(io)?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(LoadError::Invalid {
+            path: shown,
+            problems: vec![Problem::new(
+                "",
+                "(file)",
+                format!("larger than the maximum of {MAX_FILE_BYTES} bytes"),
+            )],
+        });
+    }
     load_str(&text, &shown)
 }
 
@@ -112,6 +130,18 @@ pub fn load_str(text: &str, path: &str) -> Result<Loaded, LoadError> {
         )),
     }
     let entries = match top.get("services") {
+        Some(Value::Array(a)) if a.len() > crate::validate::limits::SERVICES => {
+            top_problems.push(Problem::new(
+                "",
+                "services",
+                format!(
+                    "{} entries is above the maximum of {}",
+                    a.len(),
+                    crate::validate::limits::SERVICES
+                ),
+            ));
+            Vec::new()
+        }
         Some(Value::Array(a)) => a.clone(),
         Some(_) => {
             top_problems.push(Problem::new("", "services", "must be a list"));
@@ -132,6 +162,7 @@ pub fn load_str(text: &str, path: &str) -> Result<Loaded, LoadError> {
     let mut services = Vec::new();
     let mut rejected = Vec::new();
     let mut unparsed_names = BTreeSet::new();
+    let mut early: Vec<Problem> = Vec::new();
     for (index, entry) in entries.into_iter().enumerate() {
         let name = entry
             .get("name")
@@ -142,13 +173,18 @@ pub fn load_str(text: &str, path: &str) -> Result<Loaded, LoadError> {
             Some("onboot") => Kind::Onboot,
             _ => Kind::Service,
         };
-        match serde_path_to_error::deserialize::<_, Service>(entry) {
+        match deserialize_entry(entry, &name) {
             Ok(svc) => services.push(svc),
-            Err(err) => {
-                let (field, message) = describe_serde(&err);
+            // Parsed once its bad values were taken out: it takes part in the checks
+            // between services (dependencies, cycles), and is rejected in any case.
+            Err((Some(svc), problems)) if svc.name == name => {
+                early.extend(problems);
+                services.push(svc);
+            }
+            Err((_, problems)) => {
                 unparsed_names.insert(name.clone());
                 rejected.push(Rejected {
-                    problems: vec![Problem::new(&name, field, message)],
+                    problems,
                     name,
                     kind,
                 });
@@ -159,7 +195,16 @@ pub fn load_str(text: &str, path: &str) -> Result<Loaded, LoadError> {
         version: MANIFEST_VERSION,
         services,
     };
-    let problems = validate_with(&manifest, &unparsed_names);
+    let reported: BTreeSet<(String, String)> = early
+        .iter()
+        .map(|p| (p.service.clone(), p.field.clone()))
+        .collect();
+    let mut problems = early;
+    problems.extend(
+        validate_with(&manifest, &unparsed_names)
+            .into_iter()
+            .filter(|p| !reported.contains(&(p.service.clone(), p.field.clone()))),
+    );
     let bad: BTreeSet<&str> = problems.iter().map(|p| p.service.as_str()).collect();
     let (good, broken): (Vec<Service>, Vec<Service>) = manifest
         .services
@@ -189,6 +234,111 @@ pub fn load_str(text: &str, path: &str) -> Result<Loaded, LoadError> {
         },
         rejected,
     })
+}
+
+/// How many values of one entry are reported before the rest of it is given up on.
+const MAX_PROBLEMS_PER_ENTRY: usize = 32;
+
+/// A service entry that did not parse: what could be read of it once its bad values were
+/// taken out (if anything), and the problems.
+type Unparsed = (Option<Service>, Vec<Problem>);
+
+/// Deserializes one service entry. serde stops at the first bad value; to report every
+/// problem at once, the bad value is taken out of the entry and the entry is read again,
+/// until it parses (the rest of it is then checked with the other services) or a problem
+/// cannot be taken out (a missing required field).
+fn deserialize_entry(mut entry: Value, name: &str) -> Result<Service, Unparsed> {
+    let mut problems = Vec::new();
+    // Array elements already taken out, per array path, by their original index.
+    let mut removed: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
+    loop {
+        match serde_path_to_error::deserialize::<_, Service>(entry.clone()) {
+            Ok(svc) if problems.is_empty() => return Ok(svc),
+            Ok(svc) => return Err((Some(svc), problems)),
+            Err(err) => {
+                let segments: Vec<serde_path_to_error::Segment> =
+                    err.path().iter().cloned().collect();
+                let (mut field, message) = describe_serde(&err);
+                let taken = take_out(&mut entry, &segments, &mut removed);
+                if let Some(original) = taken.as_ref().filter(|t| t.contains('[')) {
+                    field = original.clone();
+                }
+                if problems.iter().any(|p| p.field == field) {
+                    // A value taken out is now missing: nothing new to say.
+                    return Err((None, problems));
+                }
+                problems.push(Problem::new(name, field, message));
+                if taken.is_none() || problems.len() >= MAX_PROBLEMS_PER_ENTRY {
+                    return Err((None, problems));
+                }
+            }
+        }
+    }
+}
+
+/// Removes the value at `path` from `entry`; returns the path with array indexes as they
+/// were in the file, or `None` when there is nothing there to remove.
+fn take_out(
+    entry: &mut Value,
+    path: &[serde_path_to_error::Segment],
+    removed: &mut std::collections::BTreeMap<String, Vec<usize>>,
+) -> Option<String> {
+    use serde_path_to_error::Segment;
+    let (last, parents) = path.split_last()?;
+    let mut shown = String::new();
+    let mut node = entry;
+    for seg in parents {
+        match seg {
+            Segment::Map { key } => {
+                if !shown.is_empty() {
+                    shown.push('.');
+                }
+                shown.push_str(key);
+                node = node.get_mut(key.as_str())?;
+            }
+            Segment::Seq { index } => {
+                let orig = original_index(removed.get(&shown), *index);
+                node = node.get_mut(*index)?;
+                shown.push_str(&format!("[{orig}]"));
+            }
+            _ => return None,
+        }
+    }
+    match last {
+        Segment::Map { key } => {
+            node.as_object_mut()?.remove(key.as_str())?;
+            if !shown.is_empty() {
+                shown.push('.');
+            }
+            shown.push_str(key);
+        }
+        Segment::Seq { index } => {
+            let list = node.as_array_mut()?;
+            if *index >= list.len() {
+                return None;
+            }
+            list.remove(*index);
+            let gone = removed.entry(shown.clone()).or_default();
+            let orig = original_index(Some(gone), *index);
+            gone.push(orig);
+            gone.sort_unstable();
+            shown.push_str(&format!("[{orig}]"));
+        }
+        _ => return None,
+    }
+    Some(shown)
+}
+
+/// The index in the file of what is now element `index`, given the original indexes of the
+/// elements already removed from that array.
+fn original_index(removed: Option<&Vec<usize>>, index: usize) -> usize {
+    let mut orig = index;
+    for r in removed.map(Vec::as_slice).unwrap_or_default() {
+        if *r <= orig {
+            orig += 1;
+        }
+    }
+    orig
 }
 
 /// serde_json appends " at line L column C"; the position is reported separately.

@@ -4,8 +4,10 @@
 //! setting. Defaults are the secure ones (DESIGN.md invariant 6): read-only root, private
 //! namespaces, no extra capabilities. `docs/manifest.md` documents each field.
 
+use crate::units::{CapabilityName, SignalName, Size};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// The only manifest format version this build understands.
 pub const MANIFEST_VERSION: u32 = 1;
@@ -43,7 +45,7 @@ pub struct Service {
     pub user: User,
     /// Capabilities added to the minimal default set, by name (`CAP_NET_ADMIN`).
     #[serde(default)]
-    pub capabilities: Vec<String>,
+    pub capabilities: Vec<CapabilityName>,
     #[serde(default)]
     pub namespaces: Namespaces,
     /// Mounts in addition to the defaults (/proc, /dev, /sys read-only, /tmp, /run).
@@ -65,7 +67,7 @@ pub struct Service {
     pub stop: Stop,
     /// Size of the in-memory log ring buffer, e.g. `"1M"`, `"256K"`. Default 1 MiB.
     #[serde(default)]
-    pub log_buffer: Option<String>,
+    pub log_buffer: Option<Size>,
     /// Onboot tasks only: what a failure does to the boot.
     #[serde(default)]
     pub on_failure: OnFailure,
@@ -91,6 +93,11 @@ pub struct Service {
     /// Annotations copied into the OCI spec; free-form.
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
+    /// Bind PID 1's control socket into the container at `/run/sysctr/control.sock`, for
+    /// an operator's shell (ssh, the console) that runs the `sysctr` CLI. Root in such a
+    /// container controls the machine.
+    #[serde(default)]
+    pub control_socket: bool,
 }
 
 fn default_cwd() -> String {
@@ -186,7 +193,7 @@ fn default_mount_type() -> String {
 pub struct Resources {
     /// cgroup memory.max, e.g. `"64M"`.
     #[serde(default)]
-    pub memory_max: Option<String>,
+    pub memory_max: Option<Size>,
     /// cgroup pids.max.
     #[serde(default)]
     pub pids_max: Option<u64>,
@@ -233,6 +240,18 @@ fn default_crash_loop_restarts() -> u32 {
 }
 fn default_crash_loop_window() -> u64 {
     60
+}
+
+impl Restart {
+    pub fn backoff_initial(&self) -> Duration {
+        Duration::from_millis(self.backoff_initial_ms)
+    }
+    pub fn backoff_max(&self) -> Duration {
+        Duration::from_millis(self.backoff_max_ms)
+    }
+    pub fn crash_loop_window(&self) -> Duration {
+        Duration::from_secs(self.crash_loop_window_secs)
+    }
 }
 
 impl Default for Restart {
@@ -305,6 +324,16 @@ impl Readiness {
         }
     }
 
+    /// How long the service may take to become Ready (bounded by validation).
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs())
+    }
+
+    /// How often a polling check runs (bounded by validation).
+    pub fn interval(&self) -> Duration {
+        Duration::from_millis(self.interval_ms())
+    }
+
     pub fn interval_ms(&self) -> u64 {
         match self {
             Readiness::Exec { interval_ms, .. }
@@ -332,17 +361,24 @@ impl Readiness {
 pub struct Stop {
     /// Signal name sent first, e.g. `SIGTERM`.
     #[serde(default = "default_stop_signal")]
-    pub signal: String,
+    pub signal: SignalName,
     /// Then SIGKILL after this long.
     #[serde(default = "default_stop_timeout")]
     pub timeout_secs: u64,
 }
 
-fn default_stop_signal() -> String {
-    "SIGTERM".into()
+fn default_stop_signal() -> SignalName {
+    SignalName(nix::sys::signal::Signal::SIGTERM)
 }
 fn default_stop_timeout() -> u64 {
     10
+}
+
+impl Stop {
+    /// How long after the stop signal SIGKILL follows (bounded by validation).
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs)
+    }
 }
 
 impl Default for Stop {
@@ -355,19 +391,15 @@ impl Default for Stop {
 }
 
 impl Service {
-    /// The log buffer size in bytes (validated by [`crate::validate`]).
+    /// The log buffer size in bytes.
     pub fn log_buffer_bytes(&self) -> u64 {
         self.log_buffer
-            .as_deref()
-            .and_then(|s| crate::units::parse_size(s).ok())
-            .unwrap_or(DEFAULT_LOG_BUFFER)
+            .as_ref()
+            .map_or(DEFAULT_LOG_BUFFER, Size::bytes)
     }
 
-    /// memory.max in bytes, if set and valid.
+    /// memory.max in bytes, if set.
     pub fn memory_max_bytes(&self) -> Option<u64> {
-        self.resources
-            .memory_max
-            .as_deref()
-            .and_then(|s| crate::units::parse_size(s).ok())
+        self.resources.memory_max.as_ref().map(Size::bytes)
     }
 }

@@ -1,4 +1,9 @@
-//! Value vocabularies used by the manifest: sizes, signal names, capability names.
+//! Value types of the manifest, each parsed once when the file is read: byte sizes, signal
+//! names (nix's `Signal`), capability names (the `caps` crate's `Capability`). A value that
+//! does not parse is a problem naming its field, never a silent fallback later.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
 
 /// Parses a byte size: a plain number of bytes or a number with a binary suffix
 /// (`K`, `M`, `G`, optionally followed by `i`/`iB`/`B`), e.g. `"64M"`, `"512KiB"`.
@@ -27,102 +32,150 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{text:?} is too large"))
 }
 
-/// Signal names accepted as a stop signal, with their numbers on Linux x86_64.
-pub const SIGNALS: &[(&str, i32)] = &[
-    ("SIGHUP", 1),
-    ("SIGINT", 2),
-    ("SIGQUIT", 3),
-    ("SIGKILL", 9),
-    ("SIGUSR1", 10),
-    ("SIGUSR2", 12),
-    ("SIGPIPE", 13),
-    ("SIGALRM", 14),
-    ("SIGTERM", 15),
-    ("SIGCONT", 18),
-    ("SIGSTOP", 19),
-    ("SIGWINCH", 28),
-    ("SIGPWR", 30),
-];
+/// A byte size written as text (`"64M"`), parsed when the manifest is read. The text is
+/// kept so the value serializes back the way it was written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Size {
+    text: String,
+    bytes: u64,
+}
 
-/// The number of a signal given by name, with or without the `SIG` prefix.
-pub fn signal_number(name: &str) -> Option<i32> {
-    let upper = name.to_ascii_uppercase();
-    let full = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
-    SIGNALS.iter().find(|(n, _)| *n == full).map(|(_, v)| *v)
+impl Size {
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+impl TryFrom<String> for Size {
+    type Error = String;
+    fn try_from(text: String) -> Result<Size, String> {
+        let bytes = parse_size(&text)?;
+        Ok(Size { text, bytes })
+    }
+}
+
+impl From<Size> for String {
+    fn from(s: Size) -> String {
+        s.text
+    }
+}
+
+impl fmt::Display for Size {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// A signal given by name (`"SIGTERM"`, `"term"`, `"SIGhup"`), with or without the `SIG`
+/// prefix, in any case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SignalName(pub nix::sys::signal::Signal);
+
+impl SignalName {
+    pub fn signal(self) -> nix::sys::signal::Signal {
+        self.0
+    }
+
+    /// The signal's number, for `kill(2)`.
+    pub fn number(self) -> i32 {
+        self.0 as i32
+    }
+}
+
+impl std::str::FromStr for SignalName {
+    type Err = String;
+    fn from_str(name: &str) -> Result<SignalName, String> {
+        let upper = name.trim().to_ascii_uppercase();
+        let full = if upper.starts_with("SIG") {
+            upper
+        } else {
+            format!("SIG{upper}")
+        };
+        full.parse::<nix::sys::signal::Signal>()
+            .map(SignalName)
+            .map_err(|_| format!("unknown signal {name:?}"))
+    }
+}
+
+impl TryFrom<String> for SignalName {
+    type Error = String;
+    fn try_from(name: String) -> Result<SignalName, String> {
+        name.parse()
+    }
+}
+
+impl From<SignalName> for String {
+    fn from(s: SignalName) -> String {
+        s.0.as_str().to_string()
+    }
+}
+
+impl fmt::Display for SignalName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.as_str())
+    }
 }
 
 /// The name of a signal number, for exit reports (`"SIGKILL"`), or `"signal N"`.
 pub fn signal_name(num: i32) -> String {
-    SIGNALS
-        .iter()
-        .find(|(_, v)| *v == num)
-        .map(|(n, _)| (*n).to_string())
-        .unwrap_or_else(|| format!("signal {num}"))
+    nix::sys::signal::Signal::try_from(num)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| format!("signal {num}"))
 }
 
-/// Every Linux capability name known to this build.
-pub const CAPABILITIES: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_DAC_READ_SEARCH",
-    "CAP_FOWNER",
-    "CAP_FSETID",
-    "CAP_KILL",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETPCAP",
-    "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST",
-    "CAP_NET_ADMIN",
-    "CAP_NET_RAW",
-    "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER",
-    "CAP_SYS_MODULE",
-    "CAP_SYS_RAWIO",
-    "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE",
-    "CAP_SYS_PACCT",
-    "CAP_SYS_ADMIN",
-    "CAP_SYS_BOOT",
-    "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME",
-    "CAP_SYS_TTY_CONFIG",
-    "CAP_MKNOD",
-    "CAP_LEASE",
-    "CAP_AUDIT_WRITE",
-    "CAP_AUDIT_CONTROL",
-    "CAP_SETFCAP",
-    "CAP_MAC_OVERRIDE",
-    "CAP_MAC_ADMIN",
-    "CAP_SYSLOG",
-    "CAP_WAKE_ALARM",
-    "CAP_BLOCK_SUSPEND",
-    "CAP_AUDIT_READ",
-    "CAP_PERFMON",
-    "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE",
-];
+/// A Linux capability given by name (`"CAP_NET_ADMIN"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct CapabilityName(pub caps::Capability);
+
+impl CapabilityName {
+    pub fn capability(self) -> caps::Capability {
+        self.0
+    }
+
+    /// The name as the kernel and the OCI spec write it: `CAP_NET_ADMIN`.
+    pub fn as_str(&self) -> String {
+        self.0.to_string()
+    }
+}
+
+impl TryFrom<String> for CapabilityName {
+    type Error = String;
+    fn try_from(name: String) -> Result<CapabilityName, String> {
+        name.parse::<caps::Capability>()
+            .map(CapabilityName)
+            .map_err(|_| format!("unknown capability {name:?}"))
+    }
+}
+
+impl From<CapabilityName> for String {
+    fn from(c: CapabilityName) -> String {
+        c.0.to_string()
+    }
+}
+
+impl fmt::Display for CapabilityName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
 
 /// The capabilities every container gets: enough for a daemon that starts as root to drop
 /// privileges and own its files, nothing that reaches outside its namespaces. This is the
 /// set runc and containerd grant by default minus `CAP_NET_RAW`, `CAP_MKNOD`,
 /// `CAP_SYS_CHROOT` and `CAP_AUDIT_WRITE`, which a service asks for by name when it needs them.
-pub const DEFAULT_CAPABILITIES: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FOWNER",
-    "CAP_FSETID",
-    "CAP_KILL",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
+pub const DEFAULT_CAPABILITIES: &[caps::Capability] = &[
+    caps::Capability::CAP_CHOWN,
+    caps::Capability::CAP_DAC_OVERRIDE,
+    caps::Capability::CAP_FOWNER,
+    caps::Capability::CAP_FSETID,
+    caps::Capability::CAP_KILL,
+    caps::Capability::CAP_SETGID,
+    caps::Capability::CAP_SETUID,
+    caps::Capability::CAP_SETPCAP,
+    caps::Capability::CAP_NET_BIND_SERVICE,
 ];
 
 #[cfg(test)]
@@ -147,14 +200,33 @@ mod tests {
             parse_size("99999999999999999999G"),
             Err("\"99999999999999999999G\" is too large".into())
         );
+        let s: Size = serde_json::from_str("\"256K\"").unwrap();
+        assert_eq!(s.bytes(), 256 << 10);
+        assert_eq!(serde_json::to_string(&s).unwrap(), "\"256K\"");
     }
 
     #[test]
     fn signals() {
-        assert_eq!(signal_number("SIGTERM"), Some(15));
-        assert_eq!(signal_number("hup"), Some(1));
-        assert_eq!(signal_number("SIGBOGUS"), None);
+        let p = |s: &str| s.parse::<SignalName>().map(SignalName::number);
+        assert_eq!(p("SIGTERM"), Ok(15));
+        assert_eq!(p("hup"), Ok(1));
+        assert_eq!(p("SigUsr1"), Ok(10));
+        assert_eq!(p("SIGBOGUS"), Err("unknown signal \"SIGBOGUS\"".into()));
+        assert_eq!(p(""), Err("unknown signal \"\"".into()));
         assert_eq!(signal_name(9), "SIGKILL");
         assert_eq!(signal_name(63), "signal 63");
+        let s: SignalName = serde_json::from_str("\"term\"").unwrap();
+        assert_eq!(serde_json::to_string(&s).unwrap(), "\"SIGTERM\"");
+    }
+
+    #[test]
+    fn capabilities() {
+        let c = CapabilityName::try_from("CAP_NET_ADMIN".to_string()).unwrap();
+        assert_eq!(c.capability(), caps::Capability::CAP_NET_ADMIN);
+        assert_eq!(c.as_str(), "CAP_NET_ADMIN");
+        assert_eq!(
+            CapabilityName::try_from("CAP_FLY".to_string()),
+            Err("unknown capability \"CAP_FLY\"".into())
+        );
     }
 }

@@ -2,7 +2,6 @@
 //! each naming the service and the field, so an operator fixes a manifest in one pass.
 
 use crate::schema::{Kind, Manifest, Mount, Readiness, Service};
-use crate::units::{parse_size, signal_number, CAPABILITIES};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
@@ -116,8 +115,219 @@ fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_.-".contains(c))
 }
 
+/// Every bound a manifest value has (DESIGN.md invariant 12). `docs/manifest.md` lists them.
+pub mod limits {
+    /// Services in one manifest.
+    pub const SERVICES: usize = 1024;
+    /// Entries in `args`, `env` and `readiness.command`.
+    pub const ARGS: usize = 1024;
+    /// Bytes of one argument or environment entry.
+    pub const ARG_BYTES: usize = 32 << 10;
+    /// Entries in `mounts`, `devices`, `depends_on`, `sysctl`, `annotations`, `capabilities`,
+    /// `user.additional_gids`.
+    pub const LIST: usize = 256;
+    /// Bytes of a path or of any other string field.
+    pub const PATH_BYTES: usize = 4096;
+    /// `readiness.timeout_secs`: 1 s to one day.
+    pub const READY_TIMEOUT_SECS: u64 = 86_400;
+    /// `readiness.interval_ms`: a check runs at most every 10 ms and at least once a minute.
+    pub const INTERVAL_MS_MIN: u64 = 10;
+    pub const INTERVAL_MS_MAX: u64 = 60_000;
+    /// `stop.timeout_secs`: 1 s to ten minutes (shutdown waits for it).
+    pub const STOP_TIMEOUT_SECS: u64 = 600;
+    /// `restart.backoff_initial_ms` and `backoff_max_ms`: at most one hour (0: at once).
+    pub const BACKOFF_MS: u64 = 3_600_000;
+    /// `restart.crash_loop_restarts`: 1 to 10000.
+    pub const CRASH_LOOP_RESTARTS: u32 = 10_000;
+    /// `restart.crash_loop_window_secs`: 1 s to one day.
+    pub const CRASH_LOOP_WINDOW_SECS: u64 = 86_400;
+    /// `resources.pids_max`: the kernel's PID_MAX_LIMIT.
+    pub const PIDS_MAX: u64 = 4 << 20;
+    /// `resources.memory_max`: 1 MiB to 64 TiB.
+    pub const MEMORY_MIN: u64 = 1 << 20;
+    pub const MEMORY_MAX: u64 = 1 << 46;
+    /// `log_buffer`: 4 KiB to 64 MiB (it lives in PID 1's memory).
+    pub const LOG_BUFFER_MIN: u64 = 4 << 10;
+    pub const LOG_BUFFER_MAX: u64 = 64 << 20;
+    /// The id `(uid_t)-1`, which setuid(2) and chown(2) read as "no change".
+    pub const NO_ID: u32 = u32::MAX;
+}
+
+/// Host paths a service that is not `privileged` may not use as a bind-mount source: the
+/// kernel's interfaces and PID 1's own files. Anything below them, and any directory
+/// above them (which would expose them too, `/` first of all), is refused as well.
+pub const PROTECTED_SOURCES: &[&str] = &[
+    "/proc",
+    "/sys",
+    "/dev",
+    "/sbin/init",
+    "/etc/sysctr",
+    "/var/log/sysctr",
+    "/run/sysctr/control.sock",
+    "/run/sysctr/notify",
+    "/run/sysctr/bundles",
+    "/run/sysctr/containers",
+    "/run/sysctr/etc",
+    "/run/sysctr/esp",
+    "/var/lib/sysctr/boot",
+];
+
+/// Directories that may not be bind-mounted themselves, though entries below them may:
+/// `/run/sysctr/<dir>` and `/var/lib/sysctr/<dir>` are where services share data.
+pub const PROTECTED_DIRS: &[&str] = &["/run/sysctr", "/var/lib/sysctr"];
+
+/// Mount types a service that is not `privileged` may use. Any other type (proc, sysfs,
+/// devtmpfs, a disk's filesystem, overlay with host layers) reaches host state.
+pub const UNPRIVILEGED_MOUNT_TYPES: &[&str] = &["bind", "tmpfs", "mqueue"];
+
+/// `/a//b/./c/` → `/a/b/c`; the path is absolute and free of `..` (checked before).
+pub fn normalize(path: &str) -> String {
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    format!("/{}", parts.join("/"))
+}
+
+fn within(path: &str, base: &str) -> bool {
+    path == base || (path.starts_with(base) && path.as_bytes().get(base.len()) == Some(&b'/'))
+}
+
+/// Why `source` may not be bind-mounted into a service that is not privileged, if it may
+/// not. `extra` are further protected paths known only at run time (PID 1's run and log
+/// directories in test mode).
+pub fn refused_bind_source(source: &str, extra: &[&str]) -> Option<String> {
+    let p = normalize(source);
+    if p == "/" {
+        return Some("the host's root directory may not be mounted (it exposes everything, PID 1's files included)".into());
+    }
+    for base in PROTECTED_SOURCES
+        .iter()
+        .copied()
+        .chain(extra.iter().copied())
+    {
+        let base = normalize(base);
+        if within(&p, &base) {
+            return Some(format!("{base} belongs to the kernel or PID 1 and may not be mounted into a service that is not privileged"));
+        }
+        if within(&base, &p) {
+            return Some(format!("{p} contains {base}, which belongs to the kernel or PID 1; mount a directory below it instead"));
+        }
+    }
+    for base in PROTECTED_DIRS {
+        if within(base, &p) {
+            return Some(format!(
+                "{base} is PID 1's; mount one of the directories below it instead"
+            ));
+        }
+    }
+    None
+}
+
+/// Checks the `args` and `env` of an `exec` request the way a service's are checked, so a
+/// bad entry is refused before it reaches the container runtime.
+pub fn exec_request(args: &[String], env: &[String]) -> Result<(), Problem> {
+    let mut problems = Vec::new();
+    check_args(&mut problems, "", "args", args);
+    check_env(&mut problems, "", "env", env);
+    match problems.into_iter().next() {
+        Some(p) => Err(p),
+        None => Ok(()),
+    }
+}
+
+fn check_args(problems: &mut Vec<Problem>, svc: &str, field: &str, args: &[String]) {
+    if args.is_empty() || args[0].is_empty() {
+        problems.push(Problem::new(svc, field, "must name a command"));
+    }
+    if args.len() > limits::ARGS {
+        problems.push(Problem::new(
+            svc,
+            field,
+            format!(
+                "{} entries is above the maximum of {}",
+                args.len(),
+                limits::ARGS
+            ),
+        ));
+        return;
+    }
+    for (i, a) in args.iter().enumerate() {
+        if a.contains('\0') {
+            problems.push(Problem::new(
+                svc,
+                format!("{field}[{i}]"),
+                "contains a NUL byte",
+            ));
+        } else if a.len() > limits::ARG_BYTES {
+            problems.push(Problem::new(
+                svc,
+                format!("{field}[{i}]"),
+                format!(
+                    "{} bytes is above the maximum of {}",
+                    a.len(),
+                    limits::ARG_BYTES
+                ),
+            ));
+        }
+    }
+}
+
+fn check_env(problems: &mut Vec<Problem>, svc: &str, field: &str, env: &[String]) {
+    if env.len() > limits::ARGS {
+        problems.push(Problem::new(
+            svc,
+            field,
+            format!(
+                "{} entries is above the maximum of {}",
+                env.len(),
+                limits::ARGS
+            ),
+        ));
+        return;
+    }
+    for (i, e) in env.iter().enumerate() {
+        let f = format!("{field}[{i}]");
+        if e.contains('\0') {
+            problems.push(Problem::new(svc, f, format!("{e:?} contains a NUL byte")));
+        } else if e.len() > limits::ARG_BYTES {
+            problems.push(Problem::new(
+                svc,
+                f,
+                format!(
+                    "{} bytes is above the maximum of {}",
+                    e.len(),
+                    limits::ARG_BYTES
+                ),
+            ));
+        } else {
+            match e.split_once('=') {
+                Some((k, _)) if !k.is_empty() => {}
+                Some(_) => problems.push(Problem::new(svc, f, format!("{e:?} has an empty name"))),
+                None => problems.push(Problem::new(svc, f, format!("{e:?} is not KEY=VALUE"))),
+            }
+        }
+    }
+}
+
 fn absolute(problems: &mut Vec<Problem>, svc: &str, field: &str, path: &str) {
-    if !path.starts_with('/') {
+    if path.contains('\0') {
+        problems.push(Problem::new(
+            svc,
+            field,
+            format!("{path:?} contains a NUL byte"),
+        ));
+    } else if path.len() > limits::PATH_BYTES {
+        problems.push(Problem::new(
+            svc,
+            field,
+            format!(
+                "{} bytes is above the maximum of {}",
+                path.len(),
+                limits::PATH_BYTES
+            ),
+        ));
+    } else if !path.starts_with('/') {
         problems.push(Problem::new(
             svc,
             field,
@@ -132,6 +342,64 @@ fn absolute(problems: &mut Vec<Problem>, svc: &str, field: &str, path: &str) {
     }
 }
 
+/// A plain string field: no NUL byte (the kernel cuts there), bounded length.
+fn text(problems: &mut Vec<Problem>, svc: &str, field: &str, value: &str) {
+    if value.contains('\0') {
+        problems.push(Problem::new(
+            svc,
+            field,
+            format!("{value:?} contains a NUL byte"),
+        ));
+    } else if value.len() > limits::PATH_BYTES {
+        problems.push(Problem::new(
+            svc,
+            field,
+            format!(
+                "{} bytes is above the maximum of {}",
+                value.len(),
+                limits::PATH_BYTES
+            ),
+        ));
+    }
+}
+
+fn count(problems: &mut Vec<Problem>, svc: &str, field: &str, n: usize) {
+    if n > limits::LIST {
+        problems.push(Problem::new(
+            svc,
+            field,
+            format!("{n} entries is above the maximum of {}", limits::LIST),
+        ));
+    }
+}
+
+/// `value` must lie in `min..=max`; the message names both ends.
+fn range(problems: &mut Vec<Problem>, svc: &str, field: &str, value: u64, min: u64, max: u64) {
+    if value < min {
+        problems.push(Problem::new(
+            svc,
+            field,
+            format!("{value} is below the minimum of {min}"),
+        ));
+    } else if value > max {
+        problems.push(Problem::new(
+            svc,
+            field,
+            format!("{value} is above the maximum of {max}"),
+        ));
+    }
+}
+
+fn id(problems: &mut Vec<Problem>, svc: &str, field: &str, value: u32) {
+    if value == limits::NO_ID {
+        problems.push(Problem::new(
+            svc,
+            field,
+            format!("{value} is (uid_t)-1, which the kernel reads as \"no change\" (the service would stay root)"),
+        ));
+    }
+}
+
 fn check_service(svc: &Service, problems: &mut Vec<Problem>) {
     let n = svc.name.as_str();
     if !valid_name(n) {
@@ -142,48 +410,79 @@ fn check_service(svc: &Service, problems: &mut Vec<Problem>) {
         ));
     }
     absolute(problems, n, "root", &svc.root);
+    if svc.root.starts_with('/') && normalize(&svc.root) == "/" {
+        problems.push(Problem::new(
+            n,
+            "root",
+            "the host's root directory cannot be a container's root filesystem",
+        ));
+    } else if !svc.privileged && svc.root.starts_with('/') && !svc.root.contains('\0') {
+        if let Some(why) = refused_bind_source(&svc.root, &[]) {
+            problems.push(Problem::new(n, "root", why));
+        }
+    }
     absolute(problems, n, "cwd", &svc.cwd);
-    if svc.args.is_empty() || svc.args[0].is_empty() {
-        problems.push(Problem::new(n, "args", "must name a command"));
+    check_args(problems, n, "args", &svc.args);
+    check_env(problems, n, "env", &svc.env);
+    count(problems, n, "capabilities", svc.capabilities.len());
+    id(problems, n, "user.uid", svc.user.uid);
+    id(problems, n, "user.gid", svc.user.gid);
+    count(
+        problems,
+        n,
+        "user.additional_gids",
+        svc.user.additional_gids.len(),
+    );
+    for (i, g) in svc.user.additional_gids.iter().enumerate() {
+        id(problems, n, &format!("user.additional_gids[{i}]"), *g);
     }
-    for (i, e) in svc.env.iter().enumerate() {
-        match e.split_once('=') {
-            Some((k, _)) if !k.is_empty() => {}
-            _ => problems.push(Problem::new(
-                n,
-                format!("env[{i}]"),
-                format!("{e:?} is not KEY=VALUE"),
-            )),
-        }
-    }
-    for (i, cap) in svc.capabilities.iter().enumerate() {
-        if !CAPABILITIES.contains(&cap.as_str()) {
-            problems.push(Problem::new(
-                n,
-                format!("capabilities[{i}]"),
-                format!("unknown capability {cap:?}"),
-            ));
-        }
-    }
+    count(problems, n, "mounts", svc.mounts.len());
     for (i, m) in svc.mounts.iter().enumerate() {
-        check_mount(n, i, m, problems);
+        check_mount(n, i, m, svc.privileged, problems);
     }
+    count(problems, n, "devices", svc.devices.len());
     for (i, d) in svc.devices.iter().enumerate() {
         absolute(problems, n, &format!("devices[{i}]"), d);
     }
-    if let Some(mem) = &svc.resources.memory_max {
-        match parse_size(mem) {
-            Ok(v) if v < 1 << 20 => problems.push(Problem::new(
-                n,
-                "resources.memory_max",
-                format!("{mem:?} is below the 1M minimum"),
-            )),
-            Ok(_) => {}
-            Err(e) => problems.push(Problem::new(n, "resources.memory_max", e)),
+    count(problems, n, "depends_on", svc.depends_on.len());
+    count(problems, n, "sysctl", svc.sysctl.len());
+    for (k, v) in &svc.sysctl {
+        text(problems, n, &format!("sysctl.{k}"), k);
+        text(problems, n, &format!("sysctl.{k}"), v);
+    }
+    count(problems, n, "annotations", svc.annotations.len());
+    for (k, v) in &svc.annotations {
+        text(problems, n, &format!("annotations.{k}"), k);
+        text(problems, n, &format!("annotations.{k}"), v);
+    }
+    if let Some(h) = &svc.hostname {
+        text(problems, n, "hostname", h);
+        if h.is_empty() || h.len() > 64 {
+            problems.push(Problem::new(n, "hostname", "must be 1-64 bytes"));
         }
     }
-    if svc.resources.pids_max == Some(0) {
-        problems.push(Problem::new(n, "resources.pids_max", "must be at least 1"));
+    if let Some(mem) = &svc.resources.memory_max {
+        let v = mem.bytes();
+        if v < limits::MEMORY_MIN {
+            problems.push(Problem::new(
+                n,
+                "resources.memory_max",
+                format!("{mem:?} is below the 1M minimum", mem = mem.to_string()),
+            ));
+        } else if v > limits::MEMORY_MAX {
+            problems.push(Problem::new(
+                n,
+                "resources.memory_max",
+                format!(
+                    "{:?} is above the maximum of 64T ({} bytes)",
+                    mem.to_string(),
+                    limits::MEMORY_MAX
+                ),
+            ));
+        }
+    }
+    if let Some(p) = svc.resources.pids_max {
+        range(problems, n, "resources.pids_max", p, 1, limits::PIDS_MAX);
     }
     if let Some(w) = svc.resources.cpu_weight {
         if !(1..=10000).contains(&w) {
@@ -195,6 +494,23 @@ fn check_service(svc: &Service, problems: &mut Vec<Problem>) {
         }
     }
     let r = &svc.restart;
+    // 0 is allowed: every restart at once, bounded by the crash-loop limit.
+    range(
+        problems,
+        n,
+        "restart.backoff_initial_ms",
+        r.backoff_initial_ms,
+        0,
+        limits::BACKOFF_MS,
+    );
+    range(
+        problems,
+        n,
+        "restart.backoff_max_ms",
+        r.backoff_max_ms,
+        0,
+        limits::BACKOFF_MS,
+    );
     if r.backoff_initial_ms > r.backoff_max_ms {
         problems.push(Problem::new(
             n,
@@ -205,40 +521,105 @@ fn check_service(svc: &Service, problems: &mut Vec<Problem>) {
             ),
         ));
     }
-    if r.crash_loop_window_secs == 0 {
-        problems.push(Problem::new(
-            n,
-            "restart.crash_loop_window_secs",
-            "must be at least 1",
-        ));
-    }
-    if signal_number(&svc.stop.signal).is_none() {
-        problems.push(Problem::new(
-            n,
-            "stop.signal",
-            format!("unknown signal {:?}", svc.stop.signal),
-        ));
-    }
+    range(
+        problems,
+        n,
+        "restart.crash_loop_restarts",
+        u64::from(r.crash_loop_restarts),
+        1,
+        u64::from(limits::CRASH_LOOP_RESTARTS),
+    );
+    range(
+        problems,
+        n,
+        "restart.crash_loop_window_secs",
+        r.crash_loop_window_secs,
+        1,
+        limits::CRASH_LOOP_WINDOW_SECS,
+    );
+    range(
+        problems,
+        n,
+        "stop.timeout_secs",
+        svc.stop.timeout_secs,
+        1,
+        limits::STOP_TIMEOUT_SECS,
+    );
     if let Some(lb) = &svc.log_buffer {
-        match parse_size(lb) {
-            Ok(v) if v < 4096 => problems.push(Problem::new(
+        let v = lb.bytes();
+        if v < limits::LOG_BUFFER_MIN {
+            problems.push(Problem::new(
                 n,
                 "log_buffer",
-                format!("{lb:?} is below the 4K minimum"),
-            )),
-            Ok(_) => {}
-            Err(e) => problems.push(Problem::new(n, "log_buffer", e)),
+                format!("{:?} is below the 4K minimum", lb.to_string()),
+            ));
+        } else if v > limits::LOG_BUFFER_MAX {
+            problems.push(Problem::new(
+                n,
+                "log_buffer",
+                format!("{:?} is above the 64M maximum", lb.to_string()),
+            ));
         }
     }
-    match &svc.readiness {
-        Readiness::Exec { command, .. } if command.is_empty() => {
-            problems.push(Problem::new(n, "readiness.command", "must name a command"))
+    let (timeout, interval) = match &svc.readiness {
+        Readiness::Started => (None, None),
+        Readiness::Notify { timeout_secs } => (*timeout_secs, None),
+        Readiness::Exec {
+            command,
+            interval_ms,
+            timeout_secs,
+        } => {
+            check_args(problems, n, "readiness.command", command);
+            (*timeout_secs, *interval_ms)
         }
-        Readiness::File { path, .. } => absolute(problems, n, "readiness.path", path),
-        Readiness::Tcp { port: 0, .. } => {
-            problems.push(Problem::new(n, "readiness.port", "must be 1-65535"))
+        Readiness::File {
+            path,
+            interval_ms,
+            timeout_secs,
+        } => {
+            absolute(problems, n, "readiness.path", path);
+            (*timeout_secs, *interval_ms)
         }
-        _ => {}
+        Readiness::Tcp {
+            port,
+            host,
+            interval_ms,
+            timeout_secs,
+        } => {
+            if *port == 0 {
+                problems.push(Problem::new(n, "readiness.port", "must be 1-65535"));
+            }
+            if let Some(h) = host {
+                if h.parse::<std::net::IpAddr>().is_err() {
+                    problems.push(Problem::new(
+                        n,
+                        "readiness.host",
+                        format!("{h:?} is not an IP address"),
+                    ));
+                }
+            }
+            (*timeout_secs, *interval_ms)
+        }
+    };
+    if let Some(t) = timeout {
+        range(
+            problems,
+            n,
+            "readiness.timeout_secs",
+            t,
+            1,
+            limits::READY_TIMEOUT_SECS,
+        );
+    }
+    if let Some(i) = interval {
+        range(
+            problems,
+            n,
+            "readiness.interval_ms",
+            i,
+            limits::INTERVAL_MS_MIN,
+            limits::INTERVAL_MS_MAX,
+        );
     }
     if svc.kind == Kind::Onboot && svc.readiness != Readiness::Started {
         problems.push(Problem::new(
@@ -249,15 +630,39 @@ fn check_service(svc: &Service, problems: &mut Vec<Problem>) {
     }
 }
 
-fn check_mount(n: &str, i: usize, m: &Mount, problems: &mut Vec<Problem>) {
+fn check_mount(n: &str, i: usize, m: &Mount, privileged: bool, problems: &mut Vec<Problem>) {
     absolute(
         problems,
         n,
         &format!("mounts[{i}].destination"),
         &m.destination,
     );
+    for (j, o) in m.options.iter().enumerate() {
+        text(problems, n, &format!("mounts[{i}].options[{j}]"), o);
+    }
+    text(problems, n, &format!("mounts[{i}].type"), &m.kind);
     if m.kind == "bind" {
-        absolute(problems, n, &format!("mounts[{i}].source"), &m.source);
+        let field = format!("mounts[{i}].source");
+        let before = problems.len();
+        absolute(problems, n, &field, &m.source);
+        if !privileged && problems.len() == before {
+            if let Some(why) = refused_bind_source(&m.source, &[]) {
+                problems.push(Problem::new(n, field, why));
+            }
+        }
+    } else {
+        text(problems, n, &format!("mounts[{i}].source"), &m.source);
+        if !privileged && !UNPRIVILEGED_MOUNT_TYPES.contains(&m.kind.as_str()) {
+            problems.push(Problem::new(
+                n,
+                format!("mounts[{i}].type"),
+                format!(
+                    "{:?} mounts need \"privileged\": true (allowed otherwise: {})",
+                    m.kind,
+                    UNPRIVILEGED_MOUNT_TYPES.join(", ")
+                ),
+            ));
+        }
     }
 }
 

@@ -103,7 +103,7 @@ fn malformed_resource_values() {
         problems(&l, "a"),
         [
             "m.json: service \"a\": resources.memory_max: \"lots\" is not a size (expected e.g. \"64M\" or \"1048576\")",
-            "m.json: service \"a\": resources.pids_max: must be at least 1",
+            "m.json: service \"a\": resources.pids_max: 0 is below the minimum of 1",
             "m.json: service \"a\": resources.cpu_weight: 20000 is outside 1..=10000",
         ]
     );
@@ -163,9 +163,9 @@ fn names_signals_capabilities_env() {
     assert_eq!(
         problems(&l, "x"),
         [
-            "m.json: service \"x\": env[0]: \"NOEQUALS\" is not KEY=VALUE",
             "m.json: service \"x\": capabilities[0]: unknown capability \"CAP_FLY\"",
             "m.json: service \"x\": stop.signal: unknown signal \"SIGNOPE\"",
+            "m.json: service \"x\": env[0]: \"NOEQUALS\" is not KEY=VALUE",
             "m.json: service \"x\": log_buffer: \"1K\" is below the 4K minimum",
         ]
     );

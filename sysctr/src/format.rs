@@ -190,6 +190,59 @@ pub fn truncate(text: &str, max: usize) -> String {
     format!("{kept}…")
 }
 
+/// Text from a service (a log line, a `STATUS=` message, an error that quotes it) made
+/// safe for a terminal: escape sequences (CSI `ESC [ … final`, OSC `ESC ] … BEL/ST`, and
+/// two-byte `ESC x`) are removed, and every other control character except tab, C1 ones
+/// included, becomes `�`. A service cannot move the cursor, retitle the window, rewrite
+/// the lines above or type into the operator's shell through `sysctr logs`.
+pub fn sanitize(text: &str) -> std::borrow::Cow<'_, str> {
+    let is_control = |c: char| (c.is_control() && c != '\t') || c == '\u{7f}';
+    if !text.chars().any(is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => match chars.next() {
+                // CSI: parameters and intermediates up to a final byte in @..~
+                Some('[') => {
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                // OSC, DCS, SOS, PM, APC: up to BEL or ST (ESC \)
+                Some(']' | 'P' | 'X' | '^' | '_') => {
+                    while let Some(c) = chars.next() {
+                        if c == '\u{7}' {
+                            break;
+                        }
+                        if c == '\u{1b}' && chars.peek() == Some(&'\\') {
+                            chars.next();
+                            break;
+                        }
+                    }
+                }
+                // Any other ESC x (charset selection, keypad modes…): both go.
+                Some(_) | None => {}
+            },
+            // The 8-bit CSI.
+            '\u{9b}' => {
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            c if is_control(c) => out.push('\u{fffd}'),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,5 +318,25 @@ mod tests {
         assert_eq!(truncate("short", 10), "short");
         assert_eq!(truncate("abcdefghijkl", 6), "abcde…");
         assert_eq!(truncate("line one\nline two", 20), "line one…");
+    }
+
+    #[test]
+    fn sanitize_strips_escape_sequences() {
+        assert!(matches!(
+            sanitize("plain\ttext"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(sanitize("\x1b[31mred\x1b[0m"), "red");
+        assert_eq!(sanitize("a\x1b[2J\x1b[Hb"), "ab");
+        assert_eq!(sanitize("\x1b]0;pwned title\x07after"), "after");
+        assert_eq!(sanitize("\x1b]52;c;ZWNobyBoaQ==\x1b\\after"), "after");
+        assert_eq!(sanitize("x\x1bcy"), "xy");
+        assert_eq!(
+            sanitize("bell\x07 back\x08 cr\r nul\0 del\x7f"),
+            "bell� back� cr� nul� del�"
+        );
+        assert_eq!(sanitize("c1\u{9b}31mcsi \u{85}nel"), "c1csi �nel");
+        assert_eq!(sanitize("unterminated \x1b[31"), "unterminated ");
+        assert_eq!(sanitize("ünïcödé ✓"), "ünïcödé ✓");
     }
 }

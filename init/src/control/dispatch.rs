@@ -156,6 +156,9 @@ impl ControlServer {
                 tty: _,
             } => {
                 let i = sup.lookup(&service)?;
+                if let Err(p) = manifest::validate::exec_request(&args, &env) {
+                    return Err(ApiError::ExecRequest(p.to_string()));
+                }
                 if fds.len() != super::conn::EXEC_FDS || args.is_empty() {
                     return Err(ApiError::ExecStdio { fds: fds.len() });
                 }

@@ -23,6 +23,8 @@ pub enum ApiError {
     ExecStdio { fds: usize },
     #[error("exec: environment entry {entry:?} {why}")]
     ExecEnv { entry: String, why: &'static str },
+    #[error("exec: {0}")]
+    ExecRequest(String),
     #[error("{0}")]
     Refused(String),
     #[error("no service named {0:?}")]
@@ -51,7 +53,8 @@ impl ApiError {
             | ApiError::Version { .. }
             | ApiError::Truncated
             | ApiError::ExecStdio { .. }
-            | ApiError::ExecEnv { .. } => ErrorKind::BadRequest,
+            | ApiError::ExecEnv { .. }
+            | ApiError::ExecRequest(_) => ErrorKind::BadRequest,
             ApiError::TooLarge { .. } => ErrorKind::TooLarge,
             ApiError::Refused(_) => ErrorKind::PermissionDenied,
             ApiError::UnknownService(_) => ErrorKind::UnknownService,

@@ -91,6 +91,7 @@ impl Supervisor {
         let ctx = spec::Context {
             cgroups_path: self.fx.cgroup_path(&def.name),
             notify_socket: notify_host.as_deref(),
+            run_dir: &self.run_dir,
         };
         let spec = spec::generate(&def, &ctx)?;
         self.services[i].spec = serde_json::to_value(&spec).ok();

@@ -45,8 +45,8 @@ impl Policy {
             check_name: def.readiness.name(),
             ready_timeout: Duration::from_secs(def.readiness.timeout_secs()),
             restart: Limits::from_manifest(&def.restart),
-            stop_signal: manifest::units::signal_number(&def.stop.signal).unwrap_or(libc::SIGTERM),
-            stop_signal_name: def.stop.signal.clone(),
+            stop_signal: def.stop.signal.number(),
+            stop_signal_name: def.stop.signal.to_string(),
             stop_timeout: Duration::from_secs(def.stop.timeout_secs),
         }
     }
@@ -63,7 +63,7 @@ impl Policy {
             ready_timeout: Duration::ZERO,
             restart: Limits::from_manifest(&manifest::Restart::default()),
             stop_signal: libc::SIGTERM,
-            stop_signal_name: stop.signal,
+            stop_signal_name: stop.signal.to_string(),
             stop_timeout: Duration::from_secs(stop.timeout_secs),
         }
     }

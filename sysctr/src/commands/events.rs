@@ -44,7 +44,7 @@ pub fn write_event(out: &mut dyn Write, e: &Event, json: bool) -> std::io::Resul
         format::timestamp_ms(e.ts_ms),
         e.service,
         e.state.as_str(),
-        e.detail
+        format::sanitize(&e.detail)
     );
     writeln!(out, "{}", line.trim_end())
 }

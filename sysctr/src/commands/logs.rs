@@ -139,14 +139,14 @@ pub fn write_entry(out: &mut dyn Write, e: &LogEntry, style: &Common) -> std::io
         serde_json::to_writer(&mut *out, e)?;
         writeln!(out)
     } else if style.raw {
-        writeln!(out, "{}", e.line)
+        writeln!(out, "{}", format::sanitize(&e.line))
     } else {
         writeln!(
             out,
             "{} {} {}",
             format::timestamp_ms(e.ts_ms),
             stream_name(e.stream),
-            e.line
+            format::sanitize(&e.line)
         )
     }
 }
@@ -181,5 +181,28 @@ mod tests {
         assert_eq!(lines[1], "listening on :22");
         let back: LogEntry = serde_json::from_str(lines[2]).unwrap();
         assert_eq!(back, e);
+    }
+
+    #[test]
+    fn log_lines_are_printed_without_escapes() {
+        let e = LogEntry {
+            ts_ms: 0,
+            stream: Stream::Stdout,
+            line: "\x1b[2J\x1b]0;title\x07hello\rworld".into(),
+        };
+        for (raw, json) in [(true, false), (false, false)] {
+            let mut out = Vec::new();
+            write_entry(&mut out, &e, &style(raw, json)).unwrap();
+            let text = String::from_utf8(out).unwrap();
+            assert!(text.ends_with("hello\u{fffd}world\n"), "{text:?}");
+        }
+        // JSON keeps the line as sent: serde escapes control characters.
+        let mut out = Vec::new();
+        write_entry(&mut out, &e, &style(false, true)).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("\\u001b[2J") && !text.contains('\x1b'),
+            "{text}"
+        );
     }
 }

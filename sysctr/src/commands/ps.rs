@@ -53,15 +53,30 @@ pub fn render(services: &[ServiceStatus], now: Now, color: bool) -> String {
     let rows: Vec<Vec<Cell>> = services.iter().map(|s| row(s, now)).collect();
     let mut out = format::table(&HEADERS, &rows, color);
     let failed: Vec<&ServiceStatus> = services.iter().filter(|s| shows_error(s)).collect();
+    let statuses: Vec<&ServiceStatus> = services
+        .iter()
+        .filter(|s| s.status_text.as_deref().is_some_and(|t| !t.is_empty()))
+        .collect();
+    if !statuses.is_empty() {
+        out.push_str("\nStatus:\n");
+        for s in statuses {
+            let text = s.status_text.as_deref().unwrap_or("");
+            out.push_str(&format!(
+                "  {}: {}\n",
+                format::sanitize(&s.name),
+                format::sanitize(&format::truncate(text, 200))
+            ));
+        }
+    }
     if !failed.is_empty() {
         out.push_str("\nErrors:\n");
         for s in failed {
             let err = s.last_error.as_deref().unwrap_or("");
             out.push_str(&format!(
                 "  {} ({}): {}\n",
-                s.name,
+                format::sanitize(&s.name),
                 s.state.as_str(),
-                format::truncate(err, 200)
+                format::sanitize(&format::truncate(err, 200))
             ));
         }
     }
@@ -92,7 +107,8 @@ fn row(s: &ServiceStatus, now: Now) -> Vec<Cell> {
         .last_exit
         .and_then(|e| (!e.success()).then_some(Color::Red));
     vec![
-        Cell::plain(&s.name),
+        // A rejected entry's name is whatever the manifest said.
+        Cell::plain(format::sanitize(&s.name)),
         Cell::plain(kind),
         Cell::colored(s.state.as_str(), state_color(s)),
         Cell::plain(ready),
@@ -231,5 +247,23 @@ pub(crate) mod tests {
         assert_eq!(uptime(&s, no_boot), Some(60_000));
         s.state = State::Exited;
         assert_eq!(uptime(&s, no_boot), None);
+    }
+
+    #[test]
+    fn status_text_and_names_are_printed_without_escapes() {
+        let mut web = status("web", State::Ready);
+        web.status_text = Some("\x1b]0;owned\x07serving \x1b[1m42\x1b[0m clients".into());
+        let mut bad = status("evil\x1b[2Jname", State::Failed);
+        bad.last_error = Some("quoted \x1b[31mred\x1b[0m output".into());
+        let out = render(&[web, bad], NOW, false);
+        assert!(!out.contains('\x1b'), "{out:?}");
+        assert!(
+            out.contains("\nStatus:\n  web: serving 42 clients\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("  evilname (failed): quoted red output\n"),
+            "{out}"
+        );
     }
 }
