@@ -6,6 +6,8 @@
 //! refused before it is read, a malformed one gets an error reply, and a follower that does
 //! not read its stream is dropped instead of being allowed to hold memory or stall the loop.
 
+mod update;
+
 use crate::reactor::{Reactor, Source};
 use crate::runtime::Stdio;
 use crate::supervisor::Supervisor;
@@ -37,6 +39,8 @@ enum Mode {
     FollowKernel,
     Events,
     Exec,
+    /// Waiting for an update helper's progress and result.
+    Update,
     /// Reply queued; close when it is written.
     Closing,
 }
@@ -64,6 +68,8 @@ pub struct ControlServer {
     init_boot_ms: u64,
     /// The booted slot and entry, shown by `sysctr version`.
     pub boot: Option<manifest::protocol::BootInfo>,
+    /// The update helper, when one runs.
+    updates: crate::update::run::Runner,
 }
 
 impl ControlServer {
@@ -93,6 +99,7 @@ impl ControlServer {
             control_gid,
             init_boot_ms,
             boot: None,
+            updates: Default::default(),
         })
     }
 
@@ -156,7 +163,7 @@ impl ControlServer {
     }
 
     /// Queues a reply for a client and tries to send it at once.
-    fn send(&mut self, id: u64, msg: &Response, r: &mut Reactor) {
+    fn send<T: serde::Serialize>(&mut self, id: u64, msg: &T, r: &mut Reactor) {
         let Some(c) = self.clients.get_mut(&id) else {
             return;
         };
@@ -172,7 +179,7 @@ impl ControlServer {
         self.flush(id, r);
     }
 
-    fn finish(&mut self, id: u64, msg: &Response, r: &mut Reactor) {
+    fn finish<T: serde::Serialize>(&mut self, id: u64, msg: &T, r: &mut Reactor) {
         if let Some(c) = self.clients.get_mut(&id) {
             c.mode = Mode::Closing;
         }
@@ -320,6 +327,10 @@ impl ControlServer {
         let req: Request = match protocol::decode_request(body) {
             Ok(req) => req,
             Err(e) => {
+                if let Ok(u) = manifest::protocol_update::decode_update_request(body) {
+                    self.handle_update(id, u, r);
+                    return None;
+                }
                 self.error(
                     id,
                     ErrorKind::BadRequest,
