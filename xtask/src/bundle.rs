@@ -160,6 +160,19 @@ pub fn command(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// A bundle of the image built in `dir` (as `cargo xtask bundle --from-image`), signed with
+/// the test-only key: the boot tests' updates.
+pub fn from_image(version: &str, dir: &Path, out: &Path) -> Result<()> {
+    command(&[
+        "--version".into(),
+        version.into(),
+        "--from-image".into(),
+        dir.display().to_string(),
+        "--out".into(),
+        out.display().to_string(),
+    ])
+}
+
 type Inputs = ([PathBuf; 2], PathBuf, Option<PathBuf>);
 
 fn inputs(a: &Args) -> Result<Inputs> {
