@@ -358,6 +358,30 @@ impl Vm {
         (status.code(), out, err)
     }
 
+    /// Runs a command over ssh with `input` as its stdin (`sysctr update - < bundle`).
+    pub fn ssh_input(
+        &self,
+        command: &str,
+        input: &Path,
+        timeout: Duration,
+    ) -> (Option<i32>, String, String) {
+        let file = std::fs::File::open(input).expect("open the input file");
+        let out = Command::new("timeout")
+            .arg(timeout.as_secs().max(1).to_string())
+            .arg("ssh")
+            .args(ssh_options(&self.key, self.ssh_port))
+            .arg("root@127.0.0.1")
+            .arg(command)
+            .stdin(file)
+            .output()
+            .expect("start ssh");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// Runs a command over ssh and returns its stdout; panics (with the console tail) on failure.
     pub fn ssh(&self, command: &str) -> String {
         let (code, out, err) = self.ssh_raw(command, Duration::from_secs(60));

@@ -101,6 +101,9 @@ pub fn detect(cmdline: &str, efivars: &Path) -> BootInfo {
         loader_exec_us: var("LoaderTimeExecUSec").and_then(|s| s.parse().ok()),
         health: None,
         previous_failure: None,
+        os_version: crate::update::run::read_release(Path::new(crate::update::run::RELEASE_FILE))
+            .ok()
+            .map(|r| r.version),
     }
 }
 

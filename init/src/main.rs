@@ -54,6 +54,10 @@ fn main() {
     sys::mark_main_process();
     let init_boot_ms = supervisor::boot_ms();
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(update::run::HELPER_FLAG) {
+        // PID 1's update helper: this binary, started by PID 1 for one install.
+        std::process::exit(update::run::helper_main(&args));
+    }
     let pid1 = nix::unistd::getpid().as_raw() == 1;
     let test_mode = args.iter().any(|a| a == "--test-mode");
     if !pid1 && !test_mode {
@@ -340,7 +344,21 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
             sup.on_timer(t, r);
         }
 
+        if let Some(c) = control.as_mut() {
+            c.poll_update(r);
+        }
         for (pid, status) in reaper::take() {
+            if let Some(c) = control.as_mut() {
+                let (was_helper, reboot) = c.update_exited(pid, &format!("{status:?}"), r);
+                if was_helper {
+                    if let Some(action) = reboot {
+                        c.publish(sup, r);
+                        info!("update", "rebooting into the new slot");
+                        return Exit::Power(action);
+                    }
+                    continue;
+                }
+            }
             if !sup.on_exit(pid, status, r) {
                 debug!("reaper", "reaped orphan {pid}: {status}");
             }

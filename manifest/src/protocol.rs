@@ -292,6 +292,9 @@ pub struct BootInfo {
     /// The last boot the health gate found bad (from the state partition), and why.
     #[serde(default)]
     pub previous_failure: Option<String>,
+    /// The image's version (its `/etc/sysctr/release.json`): what updates compare.
+    #[serde(default)]
+    pub os_version: Option<String>,
 }
 
 // Replies are built once and serialized at once; boxing the large variant would buy nothing.

@@ -454,7 +454,7 @@ pub fn mkdir(path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn write_text(path: &Path, text: &str) -> Result<()> {
+pub fn write_text(path: &Path, text: &str) -> Result<()> {
     if let Some(parent) = path.parent() {
         mkdir(parent)?;
     }

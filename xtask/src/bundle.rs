@@ -25,7 +25,8 @@ usage: cargo xtask bundle --version V (--uki-a FILE --uki-b FILE --root FILE [--
 
   --key FILE        minisign secret key (default: keys/test-only.key, TEST ONLY). A password-
                     protected key reads its password from SYSCTR_BUNDLE_KEY_PASSWORD or asks.
-  --compatible ID   the appliance id the bundle installs on (default: sysctr-x86_64)
+  --compatible ID   the appliance id the bundle installs on (default: the image's, with
+                    --from-image; else sysctr-x86_64)
   --uki-a FILE, --uki-b FILE
                     the UKI for each slot (its command line names that slot's partition);
                     --uki FILE gives one UKI for both
@@ -123,9 +124,17 @@ pub fn command(args: &[String]) -> Result<()> {
     };
     let spec = Spec {
         version,
+        // The image's own id (its /etc/sysctr/release.json) when built from one.
         compatible: a
             .compatible
             .clone()
+            .or_else(|| {
+                let dir = a.from_image.as_ref()?;
+                let text =
+                    std::fs::read_to_string(dir.join("root/etc/sysctr/release.json")).ok()?;
+                let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+                v["compatible"].as_str().map(String::from)
+            })
             .unwrap_or_else(|| bundle::DEFAULT_COMPATIBLE.to_string()),
         ukis,
         root,
@@ -150,6 +159,19 @@ pub fn command(args: &[String]) -> Result<()> {
     }
     println!("signed by: {}", made.key_id);
     Ok(())
+}
+
+/// A bundle of the image built in `dir` (as `cargo xtask bundle --from-image`), signed with
+/// the test-only key: the boot tests' updates.
+pub fn from_image(version: &str, dir: &Path, out: &Path) -> Result<()> {
+    command(&[
+        "--version".into(),
+        version.into(),
+        "--from-image".into(),
+        dir.display().to_string(),
+        "--out".into(),
+        out.display().to_string(),
+    ])
 }
 
 type Inputs = ([PathBuf; 2], PathBuf, Option<PathBuf>);

@@ -66,6 +66,11 @@ pub struct Options {
     pub compress: bool,
     /// Extra kernel command line built into the UKI (after the slot's own).
     pub cmdline_extra: String,
+    /// The image's version instead of the appliance's (`--version`): an update to build.
+    pub version: Option<String>,
+    /// Public keys the image trusts for update bundles (`--update-key FILE`); default the
+    /// repository's test-only key, with a warning.
+    pub update_keys: Vec<PathBuf>,
 }
 
 pub struct Image {
@@ -96,6 +101,13 @@ pub fn parse_options(args: &[String]) -> Result<Options> {
     while let Some(a) = it.next() {
         match a.as_str() {
             "--dev" => opts.dev = true,
+            "--version" => {
+                let v = it.next().context("--version needs a value")?;
+                manifest::bundle::check_version(v)
+                    .map_err(|e| anyhow::anyhow!("--version {v}: {e}"))?;
+                opts.version = Some(v.clone());
+            }
+            "--update-key" => opts.update_keys.push(next_path(&mut it, a)?),
             "--appliance" => opts.appliance = Some(next_path(&mut it, a)?),
             "--manifest" => opts.manifest = Some(next_path(&mut it, a)?),
             "--extra-services" => opts.extra_services.push(next_path(&mut it, a)?),
@@ -138,7 +150,10 @@ pub fn build(opts: &Options) -> Result<Image> {
     ensure_debian_packages(rootfs::disk::DISK_PACKAGES)?;
     let root_dir = workspace_root();
     let appliance_file = opts.appliance.clone().unwrap_or_else(default_appliance);
-    let appliance = appliance::load(&appliance_file)?;
+    let mut appliance = appliance::load(&appliance_file)?;
+    if let Some(v) = &opts.version {
+        appliance.version = v.clone();
+    }
     let out = match (&opts.out, &opts.appliance) {
         (Some(out), _) => out.clone(),
         // The default image keeps the paths the boot tests and benchmarks read.
@@ -193,6 +208,15 @@ pub fn build(opts: &Options) -> Result<Image> {
         "xtask: image: {} files identical across container roots hard-linked ({} bytes)",
         assembled.dedup.files_linked, assembled.dedup.bytes_saved
     );
+
+    // What the image is (checked against update bundles) and whom it trusts to sign them.
+    write_release(
+        &stage,
+        &appliance.name,
+        &appliance.version,
+        &appliance.compatible,
+    )?;
+    install_update_keys(&stage, &opts.update_keys)?;
 
     // Read-only root.
     let squash = out.join("root.squashfs");
@@ -257,6 +281,14 @@ pub fn build(opts: &Options) -> Result<Image> {
         &cmdline,
         &rootfs::disk::os_release(&appliance.name, &appliance.version, slot),
         &uki,
+    )?;
+    // The same root in slot B boots from slot B's UKI: an update bundle carries both, and
+    // the installer writes the one for the slot it fills.
+    rootfs::disk::make_uki(
+        &kernel,
+        &verity.cmdline(Slot::B, &extra.join(" ")),
+        &rootfs::disk::os_release(&appliance.name, &appliance.version, Slot::B),
+        &out.join("uki-b.efi"),
     )?;
 
     // The ESP: systemd-boot as the removable-media loader, its config, slot A's UKI with
@@ -425,4 +457,41 @@ fn downloaded_package(name: &str) -> Result<PathBuf> {
     run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
     fs::write(cache.join(".unpacked"), "")?;
     Ok(root)
+}
+
+/// `/etc/sysctr/release.json`: name, version and `compatible` of this image; the update
+/// helper refuses bundles for another `compatible` and (without --allow-downgrade) versions
+/// that are not newer.
+fn write_release(stage: &Path, name: &str, version: &str, compatible: &str) -> Result<()> {
+    let text = serde_json::to_string_pretty(&serde_json::json!({
+        "name": name,
+        "version": version,
+        "compatible": compatible,
+    }))?;
+    rootfs::assemble::write_text(&stage.join("etc/sysctr/release.json"), &(text + "\n"))
+}
+
+/// `/etc/sysctr/update-keys/*.pub`: the minisign public keys update bundles must be signed
+/// with. Without `--update-key` the repository's test-only key is trusted, which is for
+/// development images only: its secret half is public.
+fn install_update_keys(stage: &Path, keys: &[PathBuf]) -> Result<()> {
+    let dir = stage.join("etc/sysctr/update-keys");
+    fs::create_dir_all(&dir)?;
+    let keys: Vec<PathBuf> = if keys.is_empty() {
+        eprintln!(
+            "xtask: image: WARNING: the image trusts keys/test-only.pub for updates (its secret \
+             key is in the repository); pass --update-key FILE for a real deployment"
+        );
+        vec![workspace_root().join("keys/test-only.pub")]
+    } else {
+        keys.to_vec()
+    };
+    for (i, k) in keys.iter().enumerate() {
+        let text = fs::read_to_string(k)
+            .with_context(|| format!("cannot read update key {}", k.display()))?;
+        manifest::bundle::signature::TrustedKey::parse(&text, &k.display().to_string())
+            .map_err(|e| anyhow::anyhow!("{}: not a minisign public key: {e}", k.display()))?;
+        rootfs::assemble::write_text(&dir.join(format!("key{i}.pub")), &text)?;
+    }
+    Ok(())
 }

@@ -454,7 +454,32 @@ pub fn boot_test(args: &[String]) -> Result<()> {
         out: Some(root.join("build").join("image-test-dev")),
         ..Default::default()
     })?;
+    // Updates for the test image: a good 0.2.0, and a 0.3.0 whose manifest has a crash-looping
+    // service in the health set (the rollback).
+    let bundles = root.join("build").join("bundles-test");
+    fs::create_dir_all(&bundles)?;
+    let mut bundle_env = Vec::new();
+    for (version, extra, var) in [
+        ("0.2.0", None, "SYSCTR_BUNDLE_GOOD"),
+        (
+            "0.3.0",
+            Some(root.join("boot-tests/unhealthy-services.json")),
+            "SYSCTR_BUNDLE_BAD",
+        ),
+    ] {
+        let mut o = image::Options {
+            version: Some(version.into()),
+            out: Some(root.join("build").join(format!("image-test-{version}"))),
+            ..opts.clone()
+        };
+        o.extra_services.extend(extra);
+        let up = image::build(&o)?;
+        let out = bundles.join(format!("{version}.bundle"));
+        crate::bundle::from_image(version, up.kernel.parent().expect("image dir"), &out)?;
+        bundle_env.push((var, out));
+    }
     run(Command::new(env!("CARGO"))
+        .envs(bundle_env)
         .current_dir(&root)
         .args(["test", "-p", "sysctr-boot-tests", "--"])
         .args(["--test-threads", "1"])

@@ -31,6 +31,8 @@ pub enum Mode {
     FollowKernel,
     Events,
     Exec,
+    /// Waiting for an update helper's progress and result (`update`).
+    Update,
     /// Reply queued; close when it is written.
     Closing,
 }

@@ -21,6 +21,10 @@ impl ControlServer {
         let req: Request = match protocol::decode_request(body) {
             Ok(req) => req,
             Err(e) => {
+                if let Ok(u) = manifest::protocol_update::decode_update_request(body) {
+                    self.handle_update(id, u, r);
+                    return None;
+                }
                 self.error(id, ApiError::Malformed(e), r);
                 return None;
             }

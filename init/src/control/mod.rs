@@ -14,6 +14,7 @@ pub mod auth;
 mod conn;
 mod dispatch;
 mod kmsg;
+mod update;
 
 use crate::reactor::{Reactor, Source};
 use crate::supervisor::{ApiError, Supervisor};
@@ -68,6 +69,8 @@ pub struct ControlServer {
     refusals: Refusals,
     /// The booted slot and entry, shown by `sysctr version`.
     pub boot: Option<manifest::protocol::BootInfo>,
+    /// The update helper, when one runs.
+    updates: crate::update::run::Runner,
 }
 
 impl ControlServer {
@@ -100,6 +103,7 @@ impl ControlServer {
             init_boot_ms,
             refusals: Refusals::default(),
             boot: None,
+            updates: Default::default(),
         })
     }
 
@@ -199,7 +203,7 @@ impl ControlServer {
     }
 
     /// Queues a reply for a client and tries to send it at once.
-    fn send(&mut self, id: u64, msg: &Response, r: &mut Reactor) {
+    fn send<T: serde::Serialize>(&mut self, id: u64, msg: &T, r: &mut Reactor) {
         let Some(c) = self.clients.get_mut(&id) else {
             return;
         };
@@ -222,7 +226,7 @@ impl ControlServer {
         }
     }
 
-    fn finish(&mut self, id: u64, msg: &Response, r: &mut Reactor) {
+    fn finish<T: serde::Serialize>(&mut self, id: u64, msg: &T, r: &mut Reactor) {
         self.set_mode(id, Mode::Closing);
         self.send(id, msg, r);
     }

@@ -71,6 +71,9 @@ pub fn run(args: &Args, client: &Client, out: &mut dyn Write) -> anyhow::Result<
 /// One line: slot, firmware path, entry and its boot-counting state.
 fn describe_boot(b: &manifest::protocol::BootInfo) -> String {
     let mut s = format!("slot {}", b.slot.as_deref().unwrap_or("-"));
+    if let Some(v) = &b.os_version {
+        s = format!("OS {v}, {s}");
+    }
     s.push_str(if b.uefi { ", UEFI" } else { ", direct kernel" });
     if let Some(l) = &b.loader {
         s.push_str(&format!(" ({l})"));

@@ -1,0 +1,514 @@
+//! Running an install outside PID 1's event loop (invariant 11): PID 1 starts a helper — its
+//! own binary from the verified root, `/sbin/init --update-helper …` — with the bundle as
+//! stdin and a pipe as stdout, and goes on supervising. The helper:
+//!
+//! 1. gets a mount namespace of its own and mounts the ESP there, owned by `nobody`;
+//! 2. opens the inactive slot's block device (and nothing else) and reads the trusted keys;
+//! 3. drops to uid/gid 65534 with no capabilities and `no_new_privs`, so from here it can
+//!    write only through the device it holds and the ESP — never the active slot;
+//! 4. runs [`super::install`], printing one JSON line per step on stdout
+//!    (`{"progress":…}`, then `{"installed":…}` or `{"error":…}`).
+//!
+//! PID 1 reads those lines without blocking once per loop turn ([`Runner::poll`]), forwards
+//! progress to the client that asked, and learns of the helper's end from the reaper by pid.
+
+use super::{keys, Policy, Target, UpdateError};
+use manifest::protocol::ErrorKind;
+use manifest::protocol_update::{Installed, LastUpdate, Progress, Slot, UpdateResult};
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+/// The flag that makes the init binary an update helper.
+pub const HELPER_FLAG: &str = "--update-helper";
+/// Where the helper mounts the ESP, inside its own mount namespace.
+const HELPER_ESP: &str = "/run/sysctr/update-esp";
+/// The last install's result, on the state partition.
+pub const LAST_FILE: &str = "/var/lib/sysctr/update/last.json";
+/// What the image says about itself (name, version, compatible), written by the build.
+pub const RELEASE_FILE: &str = "/etc/sysctr/release.json";
+/// Bounds on the helper's output PID 1 keeps (invariant 12).
+const MAX_LINE: usize = 64 * 1024;
+
+/// One line of the helper's stdout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Line {
+    Progress(Progress),
+    Installed(Installed),
+    Error { kind: ErrorKind, message: String },
+}
+
+/// The image's own identity (`/etc/sysctr/release.json`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    pub name: String,
+    pub version: String,
+    pub compatible: String,
+}
+
+pub fn read_release(path: &Path) -> Result<Release, String> {
+    let text = fs::read_to_string(path).map_err(|e| format!("read {}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The helper's command line, as PID 1 builds it and the helper parses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HelperArgs {
+    pub slot: Slot,
+    pub device: PathBuf,
+    pub esp_device: PathBuf,
+    pub allow_downgrade: bool,
+}
+
+impl HelperArgs {
+    pub fn to_args(&self) -> Vec<String> {
+        let mut v = vec![
+            HELPER_FLAG.to_string(),
+            "--slot".into(),
+            self.slot.as_str().into(),
+            "--device".into(),
+            self.device.display().to_string(),
+            "--esp".into(),
+            self.esp_device.display().to_string(),
+        ];
+        if self.allow_downgrade {
+            v.push("--allow-downgrade".into());
+        }
+        v
+    }
+
+    pub fn parse(args: &[String]) -> Result<HelperArgs, String> {
+        let mut slot = None;
+        let mut device = None;
+        let mut esp = None;
+        let mut allow_downgrade = false;
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let mut val = || it.next().cloned().ok_or(format!("{a} needs a value"));
+            match a.as_str() {
+                HELPER_FLAG => {}
+                "--slot" => {
+                    slot = Some(match val()?.as_str() {
+                        "a" => Slot::A,
+                        "b" => Slot::B,
+                        other => return Err(format!("--slot {other}: a or b")),
+                    })
+                }
+                "--device" => device = Some(PathBuf::from(val()?)),
+                "--esp" => esp = Some(PathBuf::from(val()?)),
+                "--allow-downgrade" => allow_downgrade = true,
+                other => return Err(format!("unknown helper argument {other:?}")),
+            }
+        }
+        Ok(HelperArgs {
+            slot: slot.ok_or("--slot missing")?,
+            device: device.ok_or("--device missing")?,
+            esp_device: esp.ok_or("--esp missing")?,
+            allow_downgrade,
+        })
+    }
+}
+
+fn emit(out: &mut impl Write, line: &Line) {
+    if let Ok(text) = serde_json::to_string(line) {
+        let _ = writeln!(out, "{text}");
+        let _ = out.flush();
+    }
+}
+
+fn kind_of(e: &UpdateError) -> ErrorKind {
+    match e {
+        UpdateError::Io { .. } => ErrorKind::Failed,
+        _ => ErrorKind::BadRequest,
+    }
+}
+
+/// The helper process's `main`: returns its exit code (0 installed, 1 refused or failed).
+pub fn helper_main(args: &[String]) -> i32 {
+    let mut out = std::io::stdout();
+    let fail = |out: &mut std::io::Stdout, kind: ErrorKind, message: String| {
+        emit(out, &Line::Error { kind, message });
+        1
+    };
+    let a = match HelperArgs::parse(args) {
+        Ok(a) => a,
+        Err(e) => return fail(&mut out, ErrorKind::BadRequest, e),
+    };
+    // PID 1 blocks most signals and reads them from a signalfd; the helper takes defaults.
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    );
+    let release = match read_release(Path::new(RELEASE_FILE)) {
+        Ok(r) => r,
+        Err(e) => {
+            return fail(
+                &mut out,
+                ErrorKind::Failed,
+                format!("this image does not say what it is ({e}): cannot check a bundle"),
+            )
+        }
+    };
+    let keys = match keys::load(Path::new(keys::KEYS_DIR)) {
+        Ok(k) => k,
+        Err(e) => return fail(&mut out, ErrorKind::Failed, e.to_string()),
+    };
+    if let Err(e) = private_esp(&a.esp_device) {
+        return fail(&mut out, ErrorKind::Failed, e);
+    }
+    let mut device = match File::options().read(true).write(true).open(&a.device) {
+        Ok(f) => f,
+        Err(e) => {
+            return fail(
+                &mut out,
+                ErrorKind::Failed,
+                format!("open slot {} device {}: {e}", a.slot, a.device.display()),
+            )
+        }
+    };
+    if let Err(e) = drop_privileges() {
+        return fail(&mut out, ErrorKind::Failed, e);
+    }
+    use std::os::fd::AsFd;
+    let mut bundle = match std::io::stdin().as_fd().try_clone_to_owned() {
+        Ok(fd) => File::from(fd),
+        Err(e) => {
+            return fail(
+                &mut out,
+                ErrorKind::Failed,
+                format!("no bundle on stdin: {e}"),
+            )
+        }
+    };
+    let policy = Policy {
+        compatible: release.compatible,
+        current_version: release.version,
+        allow_downgrade: a.allow_downgrade,
+    };
+    let target = Target {
+        slot: a.slot,
+        device: &mut device,
+        esp: Path::new(HELPER_ESP),
+    };
+    let mut progress = |p: Progress| emit(&mut std::io::stdout(), &Line::Progress(p));
+    match super::install(&mut bundle, target, &keys, &policy, &mut progress) {
+        Ok(installed) => {
+            nix::unistd::sync();
+            emit(&mut out, &Line::Installed(installed));
+            0
+        }
+        Err(e) => fail(&mut out, kind_of(&e), e.to_string()),
+    }
+}
+
+/// A mount namespace of the helper's own, with the ESP mounted on [`HELPER_ESP`], owned by
+/// uid/gid 65534 so the helper can still write it after dropping privileges.
+fn private_esp(dev: &Path) -> Result<(), String> {
+    use nix::mount::{mount, MsFlags};
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(|e| format!("unshare the mount namespace: {e}"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("make mounts private: {e}"))?;
+    fs::create_dir_all(HELPER_ESP).map_err(|e| format!("create {HELPER_ESP}: {e}"))?;
+    mount(
+        Some(dev),
+        HELPER_ESP,
+        Some("vfat"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("uid=65534,gid=65534,umask=0077,shortname=mixed,flush"),
+    )
+    .map_err(|e| format!("mount the ESP {} on {HELPER_ESP}: {e}", dev.display()))
+}
+
+/// uid/gid 65534, no supplementary groups, no capabilities, no_new_privs.
+fn drop_privileges() -> Result<(), String> {
+    use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
+    let nobody_g = Gid::from_raw(65534);
+    let nobody_u = Uid::from_raw(65534);
+    setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
+    setresgid(nobody_g, nobody_g, nobody_g).map_err(|e| format!("setresgid: {e}"))?;
+    setresuid(nobody_u, nobody_u, nobody_u).map_err(|e| format!("setresuid: {e}"))?;
+    for set in [
+        caps::CapSet::Effective,
+        caps::CapSet::Permitted,
+        caps::CapSet::Inheritable,
+        caps::CapSet::Ambient,
+    ] {
+        let _ = caps::clear(None, set);
+    }
+    nix::sys::prctl::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))
+}
+
+/// PID 1's side: at most one install at a time.
+#[derive(Default)]
+pub struct Runner {
+    running: Option<Running>,
+}
+
+struct Running {
+    pid: i32,
+    /// The control client waiting for progress and the result.
+    client: u64,
+    output: File,
+    pending: Vec<u8>,
+    reboot: bool,
+    result: Option<Line>,
+    version: Option<String>,
+}
+
+/// What [`Runner::poll`] and [`Runner::exited`] hand back to the control server.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event {
+    Progress {
+        client: u64,
+        progress: Progress,
+    },
+    Finished {
+        client: u64,
+        result: Result<Installed, (ErrorKind, String)>,
+        reboot: bool,
+    },
+}
+
+impl Runner {
+    pub fn busy(&self) -> bool {
+        self.running.is_some()
+    }
+
+    pub fn pid(&self) -> Option<i32> {
+        self.running.as_ref().map(|r| r.pid)
+    }
+
+    /// Starts the helper on `bundle` for the slot that is not `booted`.
+    pub fn start(
+        &mut self,
+        client: u64,
+        bundle: OwnedFd,
+        booted: Slot,
+        allow_downgrade: bool,
+        reboot: bool,
+    ) -> Result<String, (ErrorKind, String)> {
+        if self.running.is_some() {
+            return Err((
+                ErrorKind::Conflict,
+                "an update is already being installed".into(),
+            ));
+        }
+        let target = booted.other();
+        let part = match target {
+            Slot::A => "SYSCTR_ROOT_A",
+            Slot::B => "SYSCTR_ROOT_B",
+        };
+        let find = |name: &str| {
+            crate::mounts::find_partition(Path::new("/sys/class/block"), Path::new("/dev"), name)
+                .ok_or((
+                    ErrorKind::Failed,
+                    format!("no {name} partition on this machine"),
+                ))
+        };
+        let device = find(part)?;
+        let esp_device = find(crate::bootslot::ESP_PARTNAME)?;
+        let args = HelperArgs {
+            slot: target,
+            device: device.clone(),
+            esp_device,
+            allow_downgrade,
+        };
+        let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| (ErrorKind::Failed, format!("pipe: {e}")))?;
+        let exe = if Path::new("/sbin/init").exists() {
+            PathBuf::from("/sbin/init")
+        } else {
+            std::env::current_exe().map_err(|e| (ErrorKind::Failed, e.to_string()))?
+        };
+        let child = std::process::Command::new(&exe)
+            .args(args.to_args())
+            .stdin(std::process::Stdio::from(bundle))
+            .stdout(std::process::Stdio::from(wr))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| (ErrorKind::Failed, format!("start {}: {e}", exe.display())))?;
+        let pid = child.id() as i32;
+        // The reaper owns the exit (invariant 2): the handle is dropped without waiting.
+        drop(child);
+        let output = File::from(rd);
+        let _ = nix::fcntl::fcntl(
+            output.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        );
+        self.running = Some(Running {
+            pid,
+            client,
+            output,
+            pending: Vec::new(),
+            reboot,
+            result: None,
+            version: None,
+        });
+        Ok(format!(
+            "installing into slot {target} ({}), helper pid {pid}",
+            device.display()
+        ))
+    }
+
+    /// Reads what the helper printed so far (never blocks).
+    pub fn poll(&mut self) -> Vec<Event> {
+        let Some(r) = self.running.as_mut() else {
+            return Vec::new();
+        };
+        let mut buf = [0u8; 8192];
+        loop {
+            match r.output.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    r.pending.extend_from_slice(&buf[..n]);
+                    if r.pending.len() > MAX_LINE * 4 {
+                        r.pending.clear();
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        let mut events = Vec::new();
+        while let Some(i) = r.pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = r.pending.drain(..=i).collect();
+            match serde_json::from_slice::<Line>(&line) {
+                Ok(Line::Progress(p)) => events.push(Event::Progress {
+                    client: r.client,
+                    progress: p,
+                }),
+                Ok(other) => {
+                    if let Line::Installed(i) = &other {
+                        r.version = Some(i.version.clone());
+                    }
+                    r.result = Some(other);
+                }
+                Err(_) => {}
+            }
+        }
+        events
+    }
+
+    /// The reaper saw `pid` exit: if it is the helper, the install is over.
+    pub fn exited(&mut self, pid: i32, status: &str) -> Option<Event> {
+        if self.pid() != Some(pid) {
+            return None;
+        }
+        let mut events = self.poll();
+        let r = self.running.take()?;
+        let _ = events.drain(..);
+        let result = match r.result {
+            Some(Line::Installed(i)) => Ok(i),
+            Some(Line::Error { kind, message }) => Err((kind, message)),
+            _ => Err((
+                ErrorKind::Failed,
+                format!("the update helper ended ({status}) without a result"),
+            )),
+        };
+        let last = LastUpdate {
+            version: r.version.clone(),
+            slot: result.as_ref().ok().map(|i| i.slot),
+            result: match &result {
+                Ok(_) => UpdateResult::Installed,
+                Err((ErrorKind::BadRequest, _)) => UpdateResult::Refused,
+                Err(_) => UpdateResult::Failed,
+            },
+            reason: result.as_ref().err().map(|(_, m)| m.clone()),
+            at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+        };
+        if let Err(e) = write_last(Path::new(LAST_FILE), &last) {
+            crate::warn!("update", "cannot record the result: {e}");
+        }
+        Some(Event::Finished {
+            client: r.client,
+            result,
+            reboot: r.reboot,
+        })
+    }
+}
+
+/// Writes the last result atomically (write, fsync, rename).
+pub fn write_last(path: &Path, last: &LastUpdate) -> Result<(), String> {
+    let dir = path.parent().ok_or("no parent")?;
+    fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let tmp = path.with_extension("tmp");
+    let text = serde_json::to_vec_pretty(last).map_err(|e| e.to_string())?;
+    let mut f = File::create(&tmp).map_err(|e| format!("create {}: {e}", tmp.display()))?;
+    f.write_all(&text)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| format!("write {}: {e}", tmp.display()))?;
+    fs::rename(&tmp, path).map_err(|e| format!("rename {}: {e}", path.display()))?;
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+pub fn read_last(path: &Path) -> Option<LastUpdate> {
+    serde_json::from_slice(&fs::read(path).ok()?).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn helper_arguments_round_trip_and_refuse_junk() {
+        let a = HelperArgs {
+            slot: Slot::B,
+            device: "/dev/nvme0n1p3".into(),
+            esp_device: "/dev/nvme0n1p1".into(),
+            allow_downgrade: true,
+        };
+        assert_eq!(HelperArgs::parse(&a.to_args()).unwrap(), a);
+        assert!(HelperArgs::parse(&["--slot".into(), "c".into()]).is_err());
+        assert!(HelperArgs::parse(&["--device".into()]).is_err());
+        assert!(HelperArgs::parse(&["--bogus".into()])
+            .unwrap_err()
+            .contains("--bogus"));
+        assert!(HelperArgs::parse(&[HELPER_FLAG.into()])
+            .unwrap_err()
+            .contains("--slot"));
+    }
+
+    #[test]
+    fn last_result_is_written_atomically_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("update/last.json");
+        let last = LastUpdate {
+            version: Some("2.0.0".into()),
+            slot: Some(Slot::B),
+            result: UpdateResult::Refused,
+            reason: Some("bad signature".into()),
+            at_ms: 5,
+        };
+        write_last(&path, &last).unwrap();
+        assert_eq!(read_last(&path), Some(last));
+        assert!(!path.with_extension("tmp").exists());
+        fs::write(&path, b"{").unwrap();
+        assert_eq!(read_last(&path), None);
+    }
+
+    #[test]
+    fn output_lines_parse() {
+        let l = Line::Error {
+            kind: ErrorKind::BadRequest,
+            message: "x".into(),
+        };
+        let text = serde_json::to_string(&l).unwrap();
+        assert_eq!(serde_json::from_str::<Line>(&text).unwrap(), l);
+    }
+}
