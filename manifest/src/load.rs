@@ -247,6 +247,8 @@ type Unparsed = (Option<Service>, Vec<Problem>);
 /// problem at once, the bad value is taken out of the entry and the entry is read again,
 /// until it parses (the rest of it is then checked with the other services) or a problem
 /// cannot be taken out (a missing required field).
+// The Err carries the partly parsed entry back to the one caller, once per entry at load.
+#[allow(clippy::result_large_err)]
 fn deserialize_entry(mut entry: Value, name: &str) -> Result<Service, Unparsed> {
     let mut problems = Vec::new();
     // Array elements already taken out, per array path, by their original index.
