@@ -2,7 +2,7 @@
 //! boot counting; PC devices (NVMe, e1000e); the boot config on the ESP; and the direct-kernel
 //! development path. Run with `cargo xtask boot-test`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 use sysctr_boot_tests::*;
@@ -51,6 +51,23 @@ fn esp_mkdir(disk: &Path, dir: &str) {
         .args(["-i", &esp(disk), &format!("::{dir}")])
         .env("MTOOLS_SKIP_CHECK", "1")
         .status();
+}
+
+/// A UKI that says it is slot B's, with slot A's command line changed by `edit`.
+fn slot_b_uki(image: &ImagePaths, scratch: &Scratch, edit: impl Fn(&str) -> String) -> PathBuf {
+    use rootfs::disk::{make_uki, os_release, Slot};
+    let dir = image.kernel.parent().unwrap();
+    let cmdline = std::fs::read_to_string(dir.join("cmdline")).unwrap();
+    let line = edit(cmdline.trim()).replace("sysctr.slot=a", "sysctr.slot=b");
+    let uki = scratch.dir.join("slot-b.efi");
+    make_uki(
+        &image.kernel,
+        &line,
+        &os_release("sysctr", "99.0.0", Slot::B),
+        &uki,
+    )
+    .expect("assemble a slot-B UKI");
+    uki
 }
 
 fn version_json(vm: &Vm) -> serde_json::Value {
@@ -206,23 +223,13 @@ fn boot_config_from_the_esp() {
 /// panics twice (no root), then systemd-boot boots slot A.
 #[test]
 fn exhausted_entry_falls_back_to_the_other_slot() {
-    use rootfs::disk::{make_uki, os_release, Slot};
+    use rootfs::disk::Slot;
     let image = ImagePaths::from_env();
     let scratch = Scratch::new("uefi-fallback", &image);
-    let dir = image.kernel.parent().unwrap();
-    let cmdline = std::fs::read_to_string(dir.join("cmdline")).unwrap();
-    let bad_line = cmdline
-        .trim()
-        .replace(Slot::A.part_guid(), Slot::B.part_guid())
-        .replace("sysctr.slot=a", "sysctr.slot=b");
-    let uki = scratch.dir.join("bad-b.efi");
-    make_uki(
-        &image.kernel,
-        &bad_line,
-        &os_release("sysctr", "99.0.0", Slot::B),
-        &uki,
-    )
-    .expect("assemble the slot-B UKI");
+    // Slot B's partition (empty) as the root: the kernel cannot mount it.
+    let uki = slot_b_uki(&image, &scratch, |line| {
+        line.replace(Slot::A.part_guid(), Slot::B.part_guid())
+    });
     esp_put(&scratch.disk, &uki, "/EFI/Linux/sysctr-g2-b+2.efi");
     let mut vm = Vm::boot(&image, &scratch, &BootOptions::default());
     vm.wait_for("sysctr.slot=a", Duration::from_secs(600));
@@ -320,23 +327,11 @@ fn damaged_state_partition_is_never_formatted() {
 /// shown by `sysctr version --json` on the good slot.
 #[test]
 fn unhealthy_trial_boot_rolls_back_by_itself() {
-    use rootfs::disk::{make_uki, os_release, Slot};
     let image = ImagePaths::from_env();
     let scratch = Scratch::new("uefi-gate", &image);
-    let dir = image.kernel.parent().unwrap();
-    let cmdline = std::fs::read_to_string(dir.join("cmdline")).unwrap();
-    let trial_line = format!(
-        "{} sysctr.manifest=/etc/sysctr/manifest-unhealthy.json",
-        cmdline.trim().replace("sysctr.slot=a", "sysctr.slot=b")
-    );
-    let uki = scratch.dir.join("trial-b.efi");
-    make_uki(
-        &image.kernel,
-        &trial_line,
-        &os_release("sysctr", "99.0.0", Slot::B),
-        &uki,
-    )
-    .expect("assemble the trial UKI");
+    let uki = slot_b_uki(&image, &scratch, |line| {
+        format!("{line} sysctr.manifest=/etc/sysctr/manifest-unhealthy.json")
+    });
     esp_put(&scratch.disk, &uki, "/EFI/Linux/sysctr-g2-b+3.efi");
     let mut vm = Vm::boot(&image, &scratch, &BootOptions::default());
     vm.wait_for("trial boot failed the health gate", BOOT_TIMEOUT);
