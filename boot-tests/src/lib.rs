@@ -243,7 +243,15 @@ impl Vm {
                 "file={},format=raw,if=none,id=d0,cache=unsafe",
                 scratch.disk.display()
             ))
-            .args(["-device", &opts.disk_device])
+            // With -kernel, QEMU's own loader takes bootindex 0.
+            .args([
+                "-device",
+                &if opts.direct_kernel {
+                    opts.disk_device.replace(",bootindex=0", "")
+                } else {
+                    opts.disk_device.clone()
+                },
+            ])
             .arg("-netdev")
             .arg(format!("user,id=n0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22"))
             .args(["-device", &opts.nic_device])

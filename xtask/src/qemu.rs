@@ -287,11 +287,17 @@ pub fn qemu_command_with(
         disk.display()
     );
     cmd.arg("-drive").arg(drive);
-    match bus {
-        DiskBus::Virtio => cmd.args(["-device", "virtio-blk-pci,drive=d0,bootindex=0"]),
-        DiskBus::Nvme => cmd.args(["-device", "nvme,drive=d0,serial=sysctr0,bootindex=0"]),
-        DiskBus::Ahci => cmd.args(["-device", "ide-hd,drive=d0,bus=ide.0,bootindex=0"]),
+    let dev = match bus {
+        DiskBus::Virtio => "virtio-blk-pci,drive=d0",
+        DiskBus::Nvme => "nvme,drive=d0,serial=sysctr0",
+        DiskBus::Ahci => "ide-hd,drive=d0,bus=ide.0",
     };
+    // The firmware boots the disk first; with -kernel, QEMU's own loader takes bootindex 0.
+    let dev = match boot {
+        BootPath::Uefi { .. } => format!("{dev},bootindex=0"),
+        BootPath::Direct { .. } => dev.to_string(),
+    };
+    cmd.arg("-device").arg(dev);
     let mut netdev = format!("user,id=n0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22");
     for (host, guest) in forwards {
         netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
