@@ -83,7 +83,7 @@ fn services_start_in_dependency_order() {
             svc("web", json!({"depends_on": ["db"]})),
             svc(
                 "db",
-                json!({"readiness": {"kind": "file", "path": "/ready", "interval_ms": 1}})
+                json!({"readiness": {"kind": "file", "path": "/ready", "interval_ms": 10}})
             ),
         ]),
         fake(),
@@ -251,13 +251,14 @@ fn readiness_timeout_fails_the_service() {
     let mut w = world(
         json!([svc(
             "slow",
-            json!({"readiness": {"kind": "notify", "timeout_secs": 0}})
+            // the smallest timeout the manifest allows
+            json!({"readiness": {"kind": "notify", "timeout_secs": 1}})
         )]),
         fake(),
     );
     w.sup.schedule(&mut w.r);
     let pid = w.pid("slow");
-    w.run_timers(Duration::from_millis(20));
+    w.run_timers(Duration::from_millis(1100));
     assert_eq!(w.state("slow"), State::Stopping);
     assert_eq!(w.kills(), [(pid, libc::SIGKILL)]);
     w.sup
