@@ -379,7 +379,10 @@ fn start_stop_cycles_leak_nothing() {
         fd1.len() <= fd0.len(),
         "file descriptors leaked over {cycles} cycles:\nbefore {fd0:#?}\nafter {fd1:#?}"
     );
-    assert_eq!(mounts(), m0, "mounts leaked over {cycles} cycles");
+    // A leak is growth; the host may unmount something of its own meanwhile (init's mount
+    // namespace receives the host's propagation), which is not init's doing.
+    let m1 = mounts();
+    assert!(m1 <= m0, "mounts leaked over {cycles} cycles: {m0} before, {m1} after");
     assert_eq!(
         count_entries(&state.join("containers")),
         1,
