@@ -478,7 +478,11 @@ pub fn boot_test(args: &[String]) -> Result<()> {
             out: Some(root.join("build").join(format!("image-test-{version}"))),
             ..opts.clone()
         };
-        o.extra_services.extend(extra);
+        if let Some(extra) = extra {
+            // The unhealthy service is in the manifest itself: no alternative one.
+            o.extra_services.push(extra);
+            o.alt_manifests.clear();
+        }
         let up = image::build(&o)?;
         let out = bundles.join(format!("{version}.bundle"));
         crate::bundle::from_image(version, up.kernel.parent().expect("image dir"), &out)?;
