@@ -382,7 +382,10 @@ fn start_stop_cycles_leak_nothing() {
     // A leak is growth; the host may unmount something of its own meanwhile (init's mount
     // namespace receives the host's propagation), which is not init's doing.
     let m1 = mounts();
-    assert!(m1 <= m0, "mounts leaked over {cycles} cycles: {m0} before, {m1} after");
+    assert!(
+        m1 <= m0,
+        "mounts leaked over {cycles} cycles: {m0} before, {m1} after"
+    );
     assert_eq!(
         count_entries(&state.join("containers")),
         1,
