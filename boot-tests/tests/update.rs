@@ -50,7 +50,6 @@ fn slots_digest(disk: &std::path::Path) -> Vec<u8> {
 }
 
 #[test]
-#[ignore = "not yet run green on this machine (session ran out); run with cargo xtask boot-test -- --ignored"]
 fn update_good_then_bad_rolls_back() {
     let image = ImagePaths::from_env();
     let scratch = Scratch::new("update", &image);
