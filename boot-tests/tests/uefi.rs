@@ -329,7 +329,6 @@ fn damaged_state_partition_is_never_formatted() {
 /// machine reboots into slot A by itself; the reason is kept on the state partition and
 /// shown by `sysctr version --json` on the good slot.
 #[test]
-#[ignore = "not yet run green on this machine (session ran out); run with cargo xtask boot-test -- --ignored"]
 fn unhealthy_trial_boot_rolls_back_by_itself() {
     let image = ImagePaths::from_env();
     let scratch = Scratch::new("uefi-gate", &image);
