@@ -103,6 +103,23 @@ impl Scratch {
         }
     }
 
+    /// A copy of the disk's state partition (ext4, partition 4) as `state.img` in the
+    /// scratch dir, for e2fsck and debugfs on the host.
+    pub fn state_partition(&self) -> PathBuf {
+        let part = self.dir.join("state.img");
+        let st = Command::new("dd")
+            .arg(format!("if={}", self.disk.display()))
+            .arg(format!("of={}", part.display()))
+            .arg("bs=1M")
+            .arg(format!("skip={}", rootfs::disk::STATE_START >> 20))
+            .arg(format!("count={}", rootfs::disk::STATE_SIZE >> 20))
+            .arg("status=none")
+            .status()
+            .expect("dd");
+        assert!(st.success(), "dd the state partition");
+        part
+    }
+
     pub fn public_key(&self) -> String {
         std::fs::read_to_string(self.key.with_extension("pub"))
             .expect("public key")

@@ -322,17 +322,7 @@ fn logs_live_and_after_reboot() {
 /// read with debugfs: (path, contents).
 fn state_files(scratch: &Scratch, dir: &str) -> Vec<(String, String)> {
     use std::process::Command;
-    let part = scratch.dir.join("state.img");
-    let st = Command::new("dd")
-        .arg(format!("if={}", scratch.disk.display()))
-        .arg(format!("of={}", part.display()))
-        .arg("bs=1M")
-        .arg(format!("skip={}", rootfs::disk::STATE_START >> 20))
-        .arg(format!("count={}", rootfs::disk::STATE_SIZE >> 20))
-        .arg("status=none")
-        .status()
-        .unwrap();
-    assert!(st.success(), "dd the state partition");
+    let part = scratch.state_partition();
     let out = scratch.dir.join("state-files");
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).unwrap();

@@ -290,17 +290,7 @@ fn damaged_state_partition_is_never_formatted() {
     poweroff(&mut vm);
     drop(vm);
     // The data is recoverable: e2fsck from the backup superblock, then read the file.
-    let part = scratch.dir.join("state.img");
-    let st = Command::new("dd")
-        .arg(format!("if={}", scratch.disk.display()))
-        .arg(format!("of={}", part.display()))
-        .arg("bs=1M")
-        .arg(format!("skip={}", rootfs::disk::STATE_START >> 20))
-        .arg(format!("count={}", rootfs::disk::STATE_SIZE >> 20))
-        .arg("status=none")
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let part = scratch.state_partition();
     let fsck = Command::new("e2fsck")
         .args(["-fy", "-b", "8193", "-B", "1024"])
         .arg(&part)
