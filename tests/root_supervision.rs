@@ -120,13 +120,16 @@ fn a_forged_ready_from_another_cgroup_is_ignored() {
             sh("victim", "exec sleep 1000"),
             json!({"readiness": {"kind": "notify", "timeout_secs": 6}}),
         ),
-        // Another service that can reach the victim's socket file sends READY for it.
+        // Another service that can reach the victim's socket file sends READY for it. Only a
+        // privileged service may bind PID 1's notify directory at all (the manifest refuses
+        // it otherwise, see the next test); the cgroup check is the second line behind that.
         with(
             sh(
                 "forger",
                 "sleep 0.5; NOTIFY_SOCKET=/forge/victim.sock sysctr notify --ready --status forged; echo sent; exec sleep 1000",
             ),
-            json!({"mounts": [{"source": "@RUN@/notify", "destination": "/forge", "type": "bind"}]}),
+            json!({"privileged": true,
+                   "mounts": [{"source": "@RUN@/notify", "destination": "/forge", "type": "bind"}]}),
         ),
     ]);
     init.wait_state("forger", "ready", SECS(20));
@@ -149,6 +152,26 @@ fn a_forged_ready_from_another_cgroup_is_ignored() {
     );
     // Its own readiness timeout still applies.
     init.wait_state("victim", "failed", SECS(20));
+}
+
+#[test]
+fn a_service_that_is_not_privileged_may_not_bind_the_notify_directory() {
+    let init = Init::start(vec![
+        sh("bystander", "exec sleep 1000"),
+        with(
+            sh("forger", "exec sleep 1000"),
+            json!({"mounts": [{"source": "@RUN@/notify", "destination": "/forge", "type": "bind"}]}),
+        ),
+    ]);
+    let f = init.wait_state("forger", "failed", SECS(30));
+    let err = f["last_error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("mounts[0].source")
+            && err.contains("may not be mounted into a service that is not privileged"),
+        "the refusal names the field and the reason: {f:#}"
+    );
+    // The refusal is the forger's alone.
+    init.wait_state("bystander", "ready", SECS(10));
 }
 
 /// Not a test on its own: the flooding peer of the test below, run as a non-root member
