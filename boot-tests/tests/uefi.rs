@@ -85,7 +85,6 @@ fn poweroff(vm: &mut Vm) {
 /// OVMF + virtio: the factory entry `sysctr-g1-a+3.efi` is counted down by systemd-boot on the
 /// first attempt, blessed once every service is Ready, and `sysctr version` says so.
 #[test]
-#[ignore = "not yet run green on this machine (session ran out); run with cargo xtask boot-test -- --ignored"]
 fn uefi_boot_counts_then_blesses_the_entry() {
     let image = ImagePaths::from_env();
     let scratch = Scratch::new("uefi-bless", &image);
@@ -95,7 +94,7 @@ fn uefi_boot_counts_then_blesses_the_entry() {
     );
     let mut vm = Vm::boot(&image, &scratch, &BootOptions::default());
     vm.wait_for("sysctr-g1-a+2-1.efi", BOOT_TIMEOUT);
-    vm.wait_for(ALL_READY, BOOT_TIMEOUT);
+    vm.wait_for(BOOT_COMPLETE, BOOT_TIMEOUT);
     vm.wait_for("blessed the boot entry", Duration::from_secs(30));
     vm.wait_ssh(BOOT_TIMEOUT);
     let v = version_json(&vm);
@@ -122,12 +121,11 @@ fn uefi_boot_counts_then_blesses_the_entry() {
     // A blessed entry is no longer counted: the next boot says so.
     let mut vm = Vm::boot(&image, &scratch, &BootOptions::default());
     vm.wait_for("entry not boot-counted", BOOT_TIMEOUT);
-    vm.wait_for(ALL_READY, BOOT_TIMEOUT);
+    vm.wait_for(BOOT_COMPLETE, BOOT_TIMEOUT);
 }
 
 /// A PC's devices instead of virtio: the disk on NVMe, an Intel e1000e NIC (DHCP, ssh).
 #[test]
-#[ignore = "not yet run green on this machine (session ran out); run with cargo xtask boot-test -- --ignored"]
 fn uefi_nvme_disk_and_e1000e_nic() {
     let image = ImagePaths::from_env();
     let scratch = Scratch::new("uefi-nvme", &image);
@@ -224,7 +222,6 @@ fn boot_config_from_the_esp() {
 /// counter is used up: a UKI for the empty slot B, sorted first (generation 2, 2 tries),
 /// panics twice (no root), then systemd-boot boots slot A.
 #[test]
-#[ignore = "not yet run green on this machine (session ran out); run with cargo xtask boot-test -- --ignored"]
 fn exhausted_entry_falls_back_to_the_other_slot() {
     use rootfs::disk::Slot;
     let image = ImagePaths::from_env();
@@ -236,7 +233,7 @@ fn exhausted_entry_falls_back_to_the_other_slot() {
     esp_put(&scratch.disk, &uki, "/EFI/Linux/sysctr-g2-b+2.efi");
     let mut vm = Vm::boot(&image, &scratch, &BootOptions::default());
     vm.wait_for("sysctr.slot=a", Duration::from_secs(600));
-    vm.wait_for(ALL_READY, BOOT_TIMEOUT);
+    vm.wait_for(BOOT_COMPLETE, BOOT_TIMEOUT);
     let serial = vm.serial();
     let tries_b = serial
         .lines()
