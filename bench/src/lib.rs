@@ -95,18 +95,7 @@ pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> io::Result<(bool, f6
     }
 }
 
-/// Removes a cgroup directory and every cgroup below it, children first (a cgroup goes
-/// with rmdir, and only once it has no children and no processes).
-pub fn remove_cgroup_tree(dir: &Path) {
-    if let Ok(entries) = fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                remove_cgroup_tree(&e.path());
-            }
-        }
-    }
-    let _ = fs::remove_dir(dir);
-}
+pub use harness::procs::remove_cgroup_tree;
 
 /// The first line a command prints (a version), or why it could not run.
 pub fn first_line(cmd: &mut Command) -> String {

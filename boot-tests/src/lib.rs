@@ -6,8 +6,9 @@
 //! When they are unset every test fails with a message saying so; it never passes silently.
 //! Every wait is bounded, and failures carry the tail of the serial log.
 
+pub use harness::qemu::{ssh_options, DiskBus, Nic};
+use harness::qemu::{BootPath, Machine};
 use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -141,17 +142,15 @@ impl Drop for Scratch {
 
 /// A free loopback TCP port (bound and released; good enough for sequential tests).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    harness::qemu::free_port().expect("free port")
 }
 
 pub struct BootOptions {
     /// Extra kernel command line; direct-kernel boots only (under UEFI the command line is
     /// inside the UKI, signed with the root hash).
     pub append: String,
-    pub memory: String,
+    /// Guest memory in MiB.
+    pub memory_mib: u32,
     pub hostname: String,
     /// The boot config's `network` object.
     pub network: serde_json::Value,
@@ -159,32 +158,25 @@ pub struct BootOptions {
     pub direct_kernel: bool,
     /// Pass the boot config through fw_cfg (else the guest has only the ESP's).
     pub fw_cfg: bool,
-    /// `-device` for the disk (`drive=d0`): virtio-blk by default, `nvme` like a PC's SSD.
-    pub disk_device: String,
-    /// `-device` for the NIC (`netdev=n0`).
-    pub nic_device: String,
+    /// The disk's bus: virtio-blk by default, NVMe like a PC's SSD.
+    pub disk_bus: DiskBus,
+    /// The NIC model.
+    pub nic: Nic,
 }
 
 impl Default for BootOptions {
     fn default() -> Self {
         BootOptions {
             append: String::new(),
-            memory: "512".into(),
+            memory_mib: 512,
             hostname: "boottest".into(),
             network: serde_json::json!({ "mode": "dhcp" }),
             direct_kernel: false,
             fw_cfg: true,
-            disk_device: "virtio-blk-pci,drive=d0,bootindex=0".into(),
-            nic_device: "virtio-net-pci,netdev=n0".into(),
+            disk_bus: DiskBus::Virtio,
+            nic: Nic::Virtio,
         }
     }
-}
-
-/// Debian's OVMF (package ovmf), or SYSCTR_OVMF_CODE / SYSCTR_OVMF_VARS.
-fn ovmf(var: &str, default: &str) -> PathBuf {
-    std::env::var_os(var)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(default))
 }
 
 /// A running VM. Killed on drop.
@@ -203,36 +195,20 @@ impl Vm {
     pub fn boot(image: &ImagePaths, scratch: &Scratch, opts: &BootOptions) -> Vm {
         let ssh_port = free_port();
         let config = scratch.dir.join("bootconfig.json");
-        let cfg = serde_json::json!({
-            "hostname": opts.hostname,
-            "authorized_keys": [scratch.public_key()],
-            "network": opts.network,
-        });
-        std::fs::write(&config, cfg.to_string()).expect("write boot config");
+        let cfg = harness::qemu::boot_config(
+            &opts.hostname,
+            &[scratch.public_key()],
+            opts.network.clone(),
+        );
+        std::fs::write(&config, cfg).expect("write boot config");
         let monitor = scratch.dir.join("monitor.sock");
         let _ = std::fs::remove_file(&monitor);
-        let kvm = std::env::var_os("SYSCTR_KVM").is_some();
-        let mut cmd = Command::new("qemu-system-x86_64");
-        cmd.args(["-machine", "q35", "-m", &opts.memory, "-smp", "2"])
-            .args(if kvm {
-                ["-accel", "kvm", "-cpu", "host"].as_slice()
-            } else {
-                ["-accel", "tcg"].as_slice()
-            });
-        if opts.direct_kernel {
+        let boot = if opts.direct_kernel {
             // The command line the image was built for (its dm-verity root), from `cmdline`
             // next to the kernel.
-            let mut append = std::fs::read_to_string(image.kernel.with_file_name("cmdline"))
-                .map(|s| s.trim().to_string())
+            let base = harness::qemu::image_cmdline(&image.kernel)
                 .expect("the image has no cmdline file next to its kernel");
-            if !opts.append.is_empty() {
-                append.push(' ');
-                append.push_str(&opts.append);
-            }
-            cmd.arg("-kernel")
-                .arg(&image.kernel)
-                .arg("-append")
-                .arg(&append);
+            BootPath::direct(&image.kernel, &base, &opts.append)
         } else {
             assert!(
                 opts.append.is_empty(),
@@ -241,45 +217,19 @@ impl Vm {
             // The variable store persists across reboots of this scratch disk, like NVRAM.
             let vars = scratch.dir.join("OVMF_VARS.fd");
             if !vars.exists() {
-                std::fs::copy(
-                    ovmf("SYSCTR_OVMF_VARS", "/usr/share/OVMF/OVMF_VARS_4M.fd"),
-                    &vars,
-                )
-                .expect("copy OVMF_VARS (apt-get install ovmf)");
+                harness::qemu::fresh_vars(&vars).expect("copy OVMF_VARS");
             }
-            cmd.arg("-drive")
-                .arg(format!(
-                    "if=pflash,format=raw,unit=0,readonly=on,file={}",
-                    ovmf("SYSCTR_OVMF_CODE", "/usr/share/OVMF/OVMF_CODE_4M.fd").display()
-                ))
-                .arg("-drive")
-                .arg(format!(
-                    "if=pflash,format=raw,unit=1,file={}",
-                    vars.display()
-                ));
-        }
-        cmd.arg("-drive")
-            .arg(format!(
-                "file={},format=raw,if=none,id=d0,cache=unsafe",
-                scratch.disk.display()
-            ))
-            // With -kernel, QEMU's own loader takes bootindex 0.
-            .args([
-                "-device",
-                &if opts.direct_kernel {
-                    opts.disk_device.replace(",bootindex=0", "")
-                } else {
-                    opts.disk_device.clone()
-                },
-            ])
-            .arg("-netdev")
-            .arg(format!("user,id=n0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22"))
-            .args(["-device", &opts.nic_device])
-            .args(["-device", "virtio-rng-pci", "-device", "i6300esb"]);
-        if opts.fw_cfg {
-            cmd.arg("-fw_cfg")
-                .arg(format!("name=opt/sysctr/config,file={}", config.display()));
-        }
+            BootPath::Uefi { vars }
+        };
+        let machine = Machine {
+            bootconfig: opts.fw_cfg.then(|| config.clone()),
+            memory_mib: opts.memory_mib,
+            kvm: std::env::var_os("SYSCTR_KVM").is_some(),
+            bus: opts.disk_bus,
+            nic: opts.nic,
+            ..Machine::new(boot, &scratch.disk, ssh_port)
+        };
+        let mut cmd = machine.command();
         cmd.args(["-display", "none", "-serial", "stdio"])
             .arg("-monitor")
             .arg(format!("unix:{},server,nowait", monitor.display()))
@@ -296,7 +246,7 @@ impl Vm {
         ] {
             let serial = serial.clone();
             let log_path = log_path.clone();
-            std::thread::spawn(move || pump(stream, serial, log_path));
+            std::thread::spawn(move || harness::qemu::pump(stream, serial, log_path));
         }
         Vm {
             child,
@@ -546,49 +496,6 @@ impl Drop for Vm {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-pub fn ssh_options(key: &Path, port: u16) -> Vec<String> {
-    [
-        "-i",
-        &key.display().to_string(),
-        "-p",
-        &port.to_string(),
-        "-o",
-        "StrictHostKeyChecking=no",
-        "-o",
-        "UserKnownHostsFile=/dev/null",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "ConnectTimeout=10",
-        "-o",
-        "LogLevel=ERROR",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
-
-fn pump(mut stream: Box<dyn Read + Send>, serial: Arc<Mutex<String>>, log: PathBuf) {
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log)
-        .ok();
-    let mut buf = [0u8; 4096];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => {
-                let text = String::from_utf8_lossy(&buf[..n]).replace('\r', "");
-                if let Some(f) = file.as_mut() {
-                    let _ = f.write_all(text.as_bytes());
-                }
-                serial.lock().unwrap().push_str(&text);
-            }
-        }
     }
 }
 

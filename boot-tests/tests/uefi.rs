@@ -130,8 +130,8 @@ fn uefi_nvme_disk_and_e1000e_nic() {
     let image = ImagePaths::from_env();
     let scratch = Scratch::new("uefi-nvme", &image);
     let opts = BootOptions {
-        disk_device: "nvme,drive=d0,serial=sysctr0,bootindex=0".into(),
-        nic_device: "e1000e,netdev=n0".into(),
+        disk_bus: DiskBus::Nvme,
+        nic: Nic::E1000e,
         ..Default::default()
     };
     let mut vm = Vm::boot(&image, &scratch, &opts);

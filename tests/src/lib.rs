@@ -52,30 +52,9 @@ pub fn rootfs() -> &'static Path {
             .tempdir()
             .unwrap();
         let r = dir.path();
-        for d in ["bin", "proc", "dev", "sys", "tmp", "run", "etc", "data"] {
-            std::fs::create_dir_all(r.join(d)).unwrap();
-        }
-        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("busybox-static is needed (apt-get install busybox-static)");
-        std::fs::copy(busybox, r.join("bin/busybox")).unwrap();
-        let out = Command::new(r.join("bin/busybox"))
-            .arg("--list")
-            .output()
-            .unwrap();
-        for applet in String::from_utf8_lossy(&out.stdout).lines() {
-            let _ = std::os::unix::fs::symlink("busybox", r.join("bin").join(applet));
-        }
+        harness::rootfs::busybox(r, &["data"]).unwrap();
         std::fs::copy(cli_bin(), r.join("bin/sysctr")).unwrap();
         std::fs::write(r.join("etc/marker"), "inside the container rootfs\n").unwrap();
-        std::fs::write(
-            r.join("etc/passwd"),
-            "root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n",
-        )
-        .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(r, std::fs::Permissions::from_mode(0o755)).unwrap();
         dir
     })
     .path()
@@ -150,38 +129,26 @@ impl Init {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let manifest = dir.path().join("manifest.json");
         // `@RUN@` in the manifest stands for init's run directory (known only now).
-        let text =
-            serde_json::to_string_pretty(&serde_json::json!({"version": 1, "services": services}))
-                .unwrap()
-                .replace("@RUN@", &dir.path().join("run").display().to_string());
+        let text = serde_json::to_string_pretty(&harness::init::manifest(&services))
+            .unwrap()
+            .replace("@RUN@", &dir.path().join("run").display().to_string());
         std::fs::write(&manifest, text).unwrap();
         let cgroup_prefix = format!(
             "sysctr-it-{}-{}",
             std::process::id(),
             SEQ.fetch_add(1, Ordering::SeqCst)
         );
-        let mut cmd = if pid_ns && boot_limits {
-            let mut c = Command::new("prlimit");
-            c.args(["--nofile=1024:4096", "--", "unshare"])
-                .args(["--pid", "--fork", "--mount", "--kill-child"])
-                .arg(init_bin());
-            c
-        } else if pid_ns {
-            let mut c = Command::new("unshare");
-            c.args(["--pid", "--fork", "--mount", "--kill-child"])
-                .arg(init_bin());
-            c
-        } else {
-            Command::new(init_bin())
-        };
-        cmd.arg("--test-mode")
-            .arg("--manifest")
-            .arg(&manifest)
-            .arg("--run-dir")
-            .arg(dir.path().join("run"))
-            .args(["--cgroup-prefix", &cgroup_prefix])
-            .args(extra)
-            .stdin(Stdio::null())
+        let mut launch = harness::init::Launch::new(
+            &init_bin(),
+            &manifest,
+            &dir.path().join("run"),
+            &cgroup_prefix,
+        );
+        launch.namespaces = pid_ns;
+        launch.nofile = (pid_ns && boot_limits).then(|| "1024:4096".to_string());
+        launch.extra = extra.iter().map(|s| s.to_string()).collect();
+        let mut cmd = launch.command();
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("start init");
@@ -223,7 +190,7 @@ impl Init {
     }
 
     pub fn socket(&self) -> PathBuf {
-        self.dir.path().join("run/control.sock")
+        harness::init::socket(&self.dir.path().join("run"))
     }
 
     /// What init printed so far.
@@ -244,16 +211,7 @@ impl Init {
     /// The host pid of the init process (unshare's child, or the subreaper itself).
     pub fn host_pid(&self) -> i32 {
         let outer = self.child.as_ref().map(|c| c.id() as i32).unwrap_or(-1);
-        if !self.pid_ns {
-            return outer;
-        }
-        let children = std::fs::read_to_string(format!("/proc/{outer}/task/{outer}/children"))
-            .unwrap_or_default();
-        children
-            .split_whitespace()
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(outer)
+        harness::init::init_pid(outer, self.pid_ns).unwrap_or(outer)
     }
 
     /// Runs the CLI against this init.
@@ -351,17 +309,7 @@ impl Init {
         let mut found = None;
         // /proc is read while processes come and go (a fork bomb…): look a few times.
         wait_until(Duration::from_secs(3), || {
-            found = descendants(self.host_pid()).into_iter().find(|pid| {
-                let status =
-                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-                let nspid: Vec<&str> = status
-                    .lines()
-                    .find_map(|l| l.strip_prefix("NSpid:"))
-                    .unwrap_or("")
-                    .split_whitespace()
-                    .collect();
-                nspid.get(1).and_then(|p| p.parse::<i64>().ok()) == Some(ns_pid)
-            });
+            found = harness::procs::host_pid_of(self.host_pid(), ns_pid);
             found.is_some()
         });
         found
@@ -385,26 +333,7 @@ impl Drop for Init {
         // SIGKILL, so removal is retried for a moment.
         let prefix = self.cgroup_prefix.clone();
         wait_until(Duration::from_secs(3), || {
-            let mut left = false;
-            for root in std::fs::read_dir("/sys/fs/cgroup")
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|e| e.path())
-                .chain([PathBuf::from("/sys/fs/cgroup")])
-            {
-                let dir = root.join(&prefix);
-                if !dir.is_dir() {
-                    continue;
-                }
-                for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-                    if e.path().is_dir() {
-                        let _ = std::fs::remove_dir(e.path());
-                    }
-                }
-                left |= std::fs::remove_dir(&dir).is_err();
-            }
-            !left
+            harness::procs::remove_cgroups(&prefix)
         });
     }
 }
@@ -414,69 +343,6 @@ pub fn signal_of(st: ExitStatus) -> Option<i32> {
     st.signal()
 }
 
-pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
-
-/// Every process below `root`, from /proc.
-pub fn descendants(root: i32) -> Vec<i32> {
-    let mut parent = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some(after) = stat.rfind(')').map(|i| stat[i + 1..].to_string()) else {
-            continue;
-        };
-        let mut f = after.split_whitespace();
-        let state = f.next().unwrap_or("").to_string();
-        let Some(ppid) = f.next().and_then(|v| v.parse::<i32>().ok()) else {
-            continue;
-        };
-        parent.push((pid, ppid, state));
-    }
-    let mut found = vec![root];
-    let mut i = 0;
-    while i < found.len() {
-        let p = found[i];
-        found.extend(
-            parent
-                .iter()
-                .filter(|(_, pp, _)| *pp == p)
-                .map(|(c, _, _)| *c),
-        );
-        i += 1;
-    }
-    found.remove(0);
-    found
-}
-
-/// Zombie processes below `root`.
-pub fn zombies_below(root: i32) -> Vec<i32> {
-    descendants(root)
-        .into_iter()
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| {
-                    s.rfind(')')
-                        .map(|i| s[i + 1..].trim_start().starts_with('Z'))
-                })
-                .unwrap_or(false)
-        })
-        .collect()
-}
+pub use harness::procs::{descendants, wait_until, zombies_below};
 
 pub const SECS: fn(u64) -> Duration = Duration::from_secs;

@@ -11,81 +11,25 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-pub const QEMU_PACKAGES: &[&str] = &["qemu-system-x86", "openssh-client", "ovmf"];
-
-/// Debian's OVMF: the UEFI firmware (read-only) and the template of its variable store, copied
-/// per VM (systemd-boot and init keep state there).
-pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
-pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
-
-/// How a VM boots.
-pub enum BootPath {
-    /// As a real machine: OVMF → systemd-boot on the ESP → the slot's UKI. `vars` is this
-    /// VM's copy of the UEFI variable store.
-    Uefi { vars: PathBuf },
-    /// Development shortcut: QEMU loads the kernel itself with this command line.
-    Direct { kernel: PathBuf, cmdline: String },
-}
-
-/// The disk's bus: virtio (QEMU's fast path) or what PCs have.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DiskBus {
-    Virtio,
-    Nvme,
-    Ahci,
-}
-
-/// The NIC model.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Nic {
-    Virtio,
-    E1000e,
-}
-
-impl DiskBus {
-    pub fn parse(s: &str) -> Result<DiskBus> {
-        Ok(match s {
-            "virtio" => DiskBus::Virtio,
-            "nvme" => DiskBus::Nvme,
-            "ahci" | "sata" => DiskBus::Ahci,
-            other => bail!("unknown disk bus {other:?} (virtio, nvme, ahci)"),
-        })
-    }
-}
-
-impl Nic {
-    pub fn parse(s: &str) -> Result<Nic> {
-        Ok(match s {
-            "virtio" => Nic::Virtio,
-            "e1000e" => Nic::E1000e,
-            other => bail!("unknown NIC {other:?} (virtio, e1000e)"),
-        })
-    }
-}
+pub use harness::qemu::{
+    free_port, ssh_options, BootPath, DiskBus, Machine, Nic, BASE_CMDLINE, OVMF_CODE, OVMF_VARS,
+    QEMU_PACKAGES,
+};
 
 /// A fresh copy of OVMF's variable store for one VM.
 pub fn fresh_vars(path: &Path) -> Result<()> {
-    fs::copy(OVMF_VARS, path)
-        .with_context(|| format!("cannot copy {OVMF_VARS} (apt-get install ovmf)"))?;
-    Ok(())
+    Ok(harness::qemu::fresh_vars(path)?)
 }
-
-/// The kernel command line when the image has no `cmdline` file next to its kernel: the root
-/// partition mounted directly, without dm-verity (plus `--append`).
-pub const BASE_CMDLINE: &str =
-    "console=ttyS0 root=PARTUUID=53595343-5452-4000-8000-000000000001 rootfstype=squashfs ro";
 
 /// The command line an image was built for (`cmdline` next to its kernel: the dm-verity
 /// root), or [`BASE_CMDLINE`].
 pub fn image_cmdline(kernel: &Path) -> String {
-    fs::read_to_string(kernel.with_file_name("cmdline"))
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| BASE_CMDLINE.to_string())
+    harness::qemu::image_cmdline(kernel).unwrap_or_else(|_| BASE_CMDLINE.to_string())
 }
 
 struct RunOptions {
-    memory: String,
-    cpus: String,
+    memory: u32,
+    cpus: u32,
     kvm: bool,
     append: String,
     appliance: Option<PathBuf>,
@@ -122,8 +66,8 @@ fn usage() -> &'static str {
 
 fn parse(args: &[String]) -> Result<RunOptions> {
     let mut o = RunOptions {
-        memory: "512".into(),
-        cpus: "2".into(),
+        memory: 512,
+        cpus: 2,
         kvm: false,
         append: String::new(),
         appliance: None,
@@ -145,8 +89,8 @@ fn parse(args: &[String]) -> Result<RunOptions> {
                 .with_context(|| format!("{a} needs a value\n{}", usage()))
         };
         match a.as_str() {
-            "--memory" => o.memory = val()?,
-            "--cpus" => o.cpus = val()?,
+            "--memory" => o.memory = val()?.parse().context("--memory")?,
+            "--cpus" => o.cpus = val()?.parse().context("--cpus")?,
             "--kvm" => o.kvm = true,
             "--append" => o.append = val()?,
             "--appliance" => o.appliance = Some(PathBuf::from(val()?)),
@@ -164,8 +108,8 @@ fn parse(args: &[String]) -> Result<RunOptions> {
             "--prod" => o.dev = false,
             "--fresh" => o.fresh = true,
             "--direct-kernel" => o.direct_kernel = true,
-            "--disk-bus" => o.bus = DiskBus::parse(&val()?)?,
-            "--nic" => o.nic = Nic::parse(&val()?)?,
+            "--disk-bus" => o.bus = val()?.parse().map_err(anyhow::Error::msg)?,
+            "--nic" => o.nic = val()?.parse().map_err(anyhow::Error::msg)?,
             "-h" | "--help" => {
                 println!("usage: cargo xtask run [options]\n{}", usage());
                 std::process::exit(0);
@@ -176,14 +120,9 @@ fn parse(args: &[String]) -> Result<RunOptions> {
     Ok(o)
 }
 
-/// The boot config JSON handed to init through fw_cfg.
+/// The boot config JSON handed to init through fw_cfg (DHCP networking).
 pub fn boot_config(hostname: &str, keys: &[String]) -> String {
-    serde_json::to_string_pretty(&serde_json::json!({
-        "hostname": hostname,
-        "authorized_keys": keys,
-        "network": { "mode": "dhcp" },
-    }))
-    .expect("static JSON")
+    harness::qemu::boot_config(hostname, keys, serde_json::json!({ "mode": "dhcp" }))
 }
 
 /// Public keys from a file (one per line), or from ~/.ssh/*.pub when none is given.
@@ -215,105 +154,6 @@ fn read_keys(file: Option<&Path>) -> Result<Vec<String>> {
         );
     }
     Ok(keys)
-}
-
-/// The QEMU command line for a boot path, disk and boot config. The caller picks the
-/// console (`-nographic`, or `-serial` to a file).
-#[allow(clippy::too_many_arguments)]
-pub fn qemu_command(
-    boot: &BootPath,
-    disk: &Path,
-    bootconfig: Option<&Path>,
-    ssh_port: u16,
-    memory: &str,
-    cpus: &str,
-    kvm: bool,
-    bus: DiskBus,
-    nic: Nic,
-) -> Command {
-    qemu_command_with(
-        boot,
-        disk,
-        bootconfig,
-        ssh_port,
-        &[],
-        memory,
-        cpus,
-        kvm,
-        bus,
-        nic,
-    )
-}
-
-/// [`qemu_command`] with more loopback port forwards, `(host port, guest port)`.
-#[allow(clippy::too_many_arguments)]
-pub fn qemu_command_with(
-    boot: &BootPath,
-    disk: &Path,
-    bootconfig: Option<&Path>,
-    ssh_port: u16,
-    forwards: &[(u16, u16)],
-    memory: &str,
-    cpus: &str,
-    kvm: bool,
-    bus: DiskBus,
-    nic: Nic,
-) -> Command {
-    let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-machine", "q35", "-m", memory, "-smp", cpus]);
-    if kvm {
-        cmd.args(["-accel", "kvm", "-cpu", "host"]);
-    } else {
-        cmd.args(["-accel", "tcg"]);
-    }
-    match boot {
-        BootPath::Uefi { vars } => {
-            cmd.arg("-drive")
-                .arg(format!(
-                    "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
-                ))
-                .arg("-drive")
-                .arg(format!(
-                    "if=pflash,format=raw,unit=1,file={}",
-                    vars.display()
-                ));
-        }
-        BootPath::Direct { kernel, cmdline } => {
-            cmd.arg("-kernel").arg(kernel).arg("-append").arg(cmdline);
-        }
-    }
-    let drive = format!(
-        "file={},format=raw,if=none,id=d0,cache=unsafe",
-        disk.display()
-    );
-    cmd.arg("-drive").arg(drive);
-    let dev = match bus {
-        DiskBus::Virtio => "virtio-blk-pci,drive=d0",
-        DiskBus::Nvme => "nvme,drive=d0,serial=sysctr0",
-        DiskBus::Ahci => "ide-hd,drive=d0,bus=ide.0",
-    };
-    // The firmware boots the disk first; with -kernel, QEMU's own loader takes bootindex 0.
-    let dev = match boot {
-        BootPath::Uefi { .. } => format!("{dev},bootindex=0"),
-        BootPath::Direct { .. } => dev.to_string(),
-    };
-    cmd.arg("-device").arg(dev);
-    let mut netdev = format!("user,id=n0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22");
-    for (host, guest) in forwards {
-        netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
-    }
-    cmd.args(["-netdev"]).arg(netdev);
-    match nic {
-        Nic::Virtio => cmd.args(["-device", "virtio-net-pci,netdev=n0"]),
-        Nic::E1000e => cmd.args(["-device", "e1000e,netdev=n0"]),
-    };
-    // virtio-rng for first-boot entropy; the i6300esb watchdog PID 1 arms during a trial boot.
-    cmd.args(["-device", "virtio-rng-pci", "-device", "i6300esb"]);
-    if let Some(cfg) = bootconfig {
-        cmd.arg("-fw_cfg")
-            .arg(format!("name=opt/sysctr/config,file={}", cfg.display()));
-    }
-    cmd
 }
 
 /// `cargo xtask run`.
@@ -379,15 +219,7 @@ pub fn command(args: &[String]) -> Result<()> {
         disk.display()
     );
     let boot = if o.direct_kernel {
-        let mut cmdline = image_cmdline(&img.kernel);
-        if !o.append.is_empty() {
-            cmdline.push(' ');
-            cmdline.push_str(&o.append);
-        }
-        BootPath::Direct {
-            kernel: img.kernel.clone(),
-            cmdline,
-        }
+        BootPath::direct(&img.kernel, &image_cmdline(&img.kernel), &o.append)
     } else {
         // The variable store persists with the disk (boot entries, LoaderEntryDefault).
         let vars = run_dir.join("OVMF_VARS.fd");
@@ -399,18 +231,17 @@ pub fn command(args: &[String]) -> Result<()> {
     for (host, guest) in &o.forwards {
         eprintln!("xtask:   port forward: 127.0.0.1:{host} -> guest :{guest}");
     }
-    let mut cmd = qemu_command_with(
-        &boot,
-        &disk,
-        Some(&bootconfig),
-        o.ssh_port,
-        &o.forwards,
-        &o.memory,
-        &o.cpus,
-        o.kvm,
-        o.bus,
-        o.nic,
-    );
+    let machine = Machine {
+        bootconfig: Some(bootconfig),
+        forwards: o.forwards.clone(),
+        memory_mib: o.memory,
+        cpus: o.cpus,
+        kvm: o.kvm,
+        bus: o.bus,
+        nic: o.nic,
+        ..Machine::new(boot, &disk, o.ssh_port)
+    };
+    let mut cmd = machine.command();
     cmd.arg("-nographic");
     let err = cmd.exec();
     bail!("cannot exec qemu-system-x86_64: {err}")

@@ -23,13 +23,12 @@ use manifest::protocol::{Op, Response, ServiceStatus, State};
 use serde_json::{json, Value};
 use std::fmt::Write as _;
 use std::fs;
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use sysctr_bench::{
-    boot_us, elapsed_us, first_line, fork_exec_wait, remove_cgroup_tree, settle, Control, Peer,
-    STATUS_POLL,
+    boot_us, elapsed_us, first_line, fork_exec_wait, settle, Control, Peer, STATUS_POLL,
 };
 
 const USAGE: &str = "bench options: --runs N (50) --no-guest (skip the image build and the QEMU \
@@ -302,38 +301,6 @@ fn kib(bytes: u64) -> String {
 // ---------------------------------------------------------------------------------------
 // clocks and processes
 
-/// Every process below `root`, from /proc.
-fn descendants(root: i32) -> Vec<i32> {
-    let mut links = Vec::new();
-    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        if let Some(ppid) = after
-            .split_whitespace()
-            .nth(1)
-            .and_then(|v| v.parse::<i32>().ok())
-        {
-            links.push((pid, ppid));
-        }
-    }
-    let mut found = vec![root];
-    let mut i = 0;
-    while i < found.len() {
-        let p = found[i];
-        found.extend(links.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
-        i += 1;
-    }
-    found.remove(0);
-    found
-}
-
 // ---------------------------------------------------------------------------------------
 // scratch space: a busybox root filesystem, bundles, init run dirs
 
@@ -360,23 +327,7 @@ impl Scratch {
         fs::create_dir_all(&dir)?;
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
         let rootfs = dir.join("rootfs");
-        for d in ["bin", "proc", "dev", "sys", "tmp", "run", "etc"] {
-            fs::create_dir_all(rootfs.join(d))?;
-        }
-        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .context("busybox-static is needed")?;
-        fs::copy(busybox, rootfs.join("bin/busybox"))?;
-        let list = output(Command::new(rootfs.join("bin/busybox")).arg("--list"))?;
-        for applet in list.lines().filter(|a| *a != "busybox" && !a.is_empty()) {
-            symlink("busybox", rootfs.join("bin").join(applet))?;
-        }
-        fs::write(
-            rootfs.join("etc/passwd"),
-            "root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n",
-        )?;
-        fs::set_permissions(&rootfs, fs::Permissions::from_mode(0o755))?;
+        harness::rootfs::busybox(&rootfs, &[])?;
         Ok(Scratch { dir, rootfs })
     }
 }
@@ -400,20 +351,7 @@ fn sleep_service(name: &str, rootfs: &Path) -> Value {
 
 /// Removes a cgroup directory tree (children first), in every hierarchy.
 fn remove_cgroups(prefix: &str) {
-    let mut roots = vec![PathBuf::from("/sys/fs/cgroup")];
-    for e in fs::read_dir("/sys/fs/cgroup")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        roots.push(e.path());
-    }
-    for r in roots {
-        let d = r.join(prefix);
-        if d.is_dir() {
-            remove_cgroup_tree(&d);
-        }
-    }
+    harness::procs::remove_cgroups(prefix);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -461,27 +399,17 @@ impl HostInit {
         let manifest = dir.join("manifest.json");
         fs::write(
             &manifest,
-            serde_json::to_string(&json!({"version": 1, "services": services}))?,
+            serde_json::to_string(&harness::init::manifest(&services))?,
         )?;
         let log = fs::File::create(dir.join("init.log"))?;
         let prefix = format!("sysctr-bench-{}-{tag}", std::process::id());
-        let mut cmd = Command::new("unshare");
-        cmd.args(["--pid", "--fork", "--mount", "--kill-child"]);
+        let mut launch =
+            harness::init::Launch::new(&bins.init, &manifest, &dir.join("run"), &prefix);
         if v2_view {
-            cmd.args([
-                "sh",
-                "-c",
-                &format!("mount --bind {V2_HIERARCHY} /sys/fs/cgroup && exec \"$0\" \"$@\""),
-            ]);
+            launch.prelude = Some(format!("mount --bind {V2_HIERARCHY} /sys/fs/cgroup"));
         }
-        let outer = cmd
-            .arg(&bins.init)
-            .arg("--test-mode")
-            .arg("--manifest")
-            .arg(&manifest)
-            .arg("--run-dir")
-            .arg(dir.join("run"))
-            .args(["--cgroup-prefix", &prefix])
+        let outer = launch
+            .command()
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -505,7 +433,7 @@ impl HostInit {
     }
 
     fn socket(&self) -> PathBuf {
-        self.dir.join("run/control.sock")
+        harness::init::socket(&self.dir.join("run"))
     }
 
     fn log(&self) -> String {
@@ -514,27 +442,13 @@ impl HostInit {
 
     /// The host pid of init (unshare's child).
     fn host_pid(&self) -> Result<i32> {
-        let outer = self.outer.id();
-        fs::read_to_string(format!("/proc/{outer}/task/{outer}/children"))?
-            .split_whitespace()
-            .next()
-            .and_then(|p| p.parse().ok())
-            .context("unshare has no child")
+        harness::init::init_pid(self.outer.id() as i32, true).context("unshare has no child")
     }
 
     /// The host pid of a process given by its pid in init's namespace (NSpid).
     fn host_pid_of(&self, ns_pid: i32) -> Result<i32> {
-        for pid in descendants(self.host_pid()?) {
-            let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-            let nspid = status
-                .lines()
-                .find_map(|l| l.strip_prefix("NSpid:"))
-                .unwrap_or("");
-            if nspid.split_whitespace().nth(1).and_then(|p| p.parse().ok()) == Some(ns_pid) {
-                return Ok(pid);
-            }
-        }
-        bail!("no process with pid {ns_pid} in init's namespace")
+        harness::procs::host_pid_of(self.host_pid()?, ns_pid.into())
+            .with_context(|| format!("no process with pid {ns_pid} in init's namespace"))
     }
 
     /// One request, one reply, over a raw socket (no CLI process).

@@ -138,24 +138,14 @@ impl Vm {
                 .arg(src)
                 .arg(&disk),
         )?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let port = qemu::free_port()?;
         let serial = keys.dir.join(format!("serial-{tag}.log"));
         let _ = fs::remove_file(&serial);
         // TCG unless asked: on this (nested) machine KVM with `-cpu host` aborts in QEMU, and
         // the boot tests use TCG too. Guest-side figures are then TCG figures.
         let boot = match path {
             Path_::Direct => {
-                let mut cmdline = qemu::image_cmdline(&img.kernel);
-                if !append.is_empty() {
-                    cmdline.push(' ');
-                    cmdline.push_str(append);
-                }
-                qemu::BootPath::Direct {
-                    kernel: img.kernel.clone(),
-                    cmdline,
-                }
+                qemu::BootPath::direct(&img.kernel, &qemu::image_cmdline(&img.kernel), append)
             }
             Path_::Uefi => {
                 if !append.is_empty() {
@@ -166,17 +156,12 @@ impl Vm {
                 qemu::BootPath::Uefi { vars }
             }
         };
-        let mut cmd = qemu::qemu_command(
-            &boot,
-            &disk,
-            Some(&keys.bootconfig),
-            port,
-            "512",
-            "2",
+        let machine = qemu::Machine {
+            bootconfig: Some(keys.bootconfig.clone()),
             kvm,
-            qemu::DiskBus::Virtio,
-            qemu::Nic::Virtio,
-        );
+            ..qemu::Machine::new(boot, &disk, port)
+        };
+        let mut cmd = machine.command();
         cmd.args(["-display", "none", "-monitor", "none", "-serial"])
             .arg(format!("file:{}", serial.display()))
             .stdin(Stdio::null())
@@ -224,13 +209,8 @@ impl Vm {
         let mut child = Command::new("timeout")
             .arg("900")
             .arg("ssh")
-            .arg("-i")
-            .arg(&self.key)
-            .args(["-p", &self.port.to_string()])
-            .args(["-o", "StrictHostKeyChecking=no"])
-            .args(["-o", "UserKnownHostsFile=/dev/null"])
-            .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=10"])
-            .args(["-o", "LogLevel=ERROR", "root@127.0.0.1", command])
+            .args(qemu::ssh_options(&self.key, self.port))
+            .args(["root@127.0.0.1", command])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
