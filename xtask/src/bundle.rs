@@ -18,84 +18,66 @@ use std::fs::{self, File};
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-pub const USAGE: &str = "\
-usage: cargo xtask bundle --version V (--uki-a FILE --uki-b FILE --root FILE [--verity FILE] | --from-image DIR)
-                          [--key FILE] [--compatible ID] [--salt HEX] [--superblock] --out FILE
-       cargo xtask bundle --extract-manifest BUNDLE --out FILE [--pub FILE]
+/// Pointed to by the errors about missing inputs.
+const USAGE: &str = "(`cargo xtask bundle --help` lists the options)";
 
-  --key FILE        minisign secret key (default: keys/test-only.key, TEST ONLY). A password-
-                    protected key reads its password from SYSCTR_BUNDLE_KEY_PASSWORD or asks.
-  --compatible ID   the appliance id the bundle installs on (default: the image's, with
-                    --from-image; else sysctr-x86_64)
-  --uki-a FILE, --uki-b FILE
-                    the UKI for each slot (its command line names that slot's partition);
-                    --uki FILE gives one UKI for both
-  --root FILE       squashfs, optionally followed by its dm-verity area (a slot image)
-  --verity FILE     the dm-verity area in a file of its own (veritysetup's hash device)
-  --from-image DIR  take uki-a.efi, uki-b.efi and root-a.img (or root.squashfs +
-                    root.verity) from a built image directory
-  --salt HEX        dm-verity salt when neither a superblock nor the UKI's command line has it
-  --superblock      when the tree is made here, start it with a veritysetup superblock
-  --extract-manifest BUNDLE
-                    write BUNDLE's manifest to --out and its signature to OUT.minisig, then
-                    check it (with --pub FILE, default keys/test-only.pub):
-                    minisign -V -p keys/test-only.pub -m OUT
-";
-
-#[derive(Debug, Default)]
-struct Args {
+/// `cargo xtask bundle`'s options.
+#[derive(clap::Args, Debug, Default)]
+#[command(
+    override_usage = "cargo xtask bundle --version V (--uki-a FILE --uki-b FILE --root FILE [--verity FILE] | --from-image DIR)\n                          [--key FILE] [--compatible ID] [--salt HEX] [--superblock] --out FILE\n       cargo xtask bundle --extract-manifest BUNDLE --out FILE [--pub FILE]"
+)]
+pub struct Args {
+    /// The bundle's OS version (semver).
+    #[arg(long, value_name = "V")]
     version: Option<String>,
+    /// minisign secret key (default: keys/test-only.key, TEST ONLY). A password-protected
+    /// key reads its password from SYSCTR_BUNDLE_KEY_PASSWORD or asks.
+    #[arg(long, value_name = "FILE")]
     key: Option<PathBuf>,
+    /// With --extract-manifest: the public key to check the signature with (default
+    /// keys/test-only.pub).
+    #[arg(long = "pub", value_name = "FILE")]
     public: Option<PathBuf>,
+    /// The appliance id the bundle installs on (default: the image's, with --from-image;
+    /// else sysctr-x86_64).
+    #[arg(long, value_name = "ID")]
     compatible: Option<String>,
+    /// One UKI for both slots.
+    #[arg(long, value_name = "FILE")]
     uki: Option<PathBuf>,
+    /// Slot A's UKI (its command line names slot A's partition).
+    #[arg(long = "uki-a", value_name = "FILE")]
     uki_a: Option<PathBuf>,
+    /// Slot B's UKI.
+    #[arg(long = "uki-b", value_name = "FILE")]
     uki_b: Option<PathBuf>,
+    /// The root: a squashfs, optionally followed by its dm-verity area (a slot image).
+    #[arg(long, value_name = "FILE")]
     root: Option<PathBuf>,
+    /// The dm-verity area in a file of its own (veritysetup's hash device).
+    #[arg(long, value_name = "FILE")]
     verity: Option<PathBuf>,
+    /// Take uki-a.efi, uki-b.efi and root-a.img (or root.squashfs + root.verity) from a
+    /// built image directory.
+    #[arg(long = "from-image", value_name = "DIR")]
     from_image: Option<PathBuf>,
+    /// dm-verity salt when neither a superblock nor the UKI's command line has it.
+    #[arg(long, value_name = "HEX")]
     salt: Option<String>,
+    /// When the tree is made here, start it with a veritysetup superblock.
+    #[arg(long)]
     superblock: bool,
+    /// The bundle to write (with --extract-manifest: the manifest; its signature goes to
+    /// OUT.minisig).
+    #[arg(long, value_name = "FILE", required = true)]
     out: Option<PathBuf>,
+    /// Write BUNDLE's manifest to --out and its signature to OUT.minisig, then check it
+    /// (with --pub): as `minisign -V -p keys/test-only.pub -m OUT` does.
+    #[arg(long = "extract-manifest", value_name = "BUNDLE")]
     extract: Option<PathBuf>,
 }
 
-fn parse(args: &[String]) -> Result<Args> {
-    let mut a = Args::default();
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .cloned()
-                .with_context(|| format!("{flag} needs a value\n{USAGE}"))
-        };
-        match flag.as_str() {
-            "--version" => a.version = Some(value()?),
-            "--key" => a.key = Some(value()?.into()),
-            "--pub" => a.public = Some(value()?.into()),
-            "--compatible" => a.compatible = Some(value()?),
-            "--uki" => a.uki = Some(value()?.into()),
-            "--uki-a" => a.uki_a = Some(value()?.into()),
-            "--uki-b" => a.uki_b = Some(value()?.into()),
-            "--root" => a.root = Some(value()?.into()),
-            "--verity" => a.verity = Some(value()?.into()),
-            "--from-image" => a.from_image = Some(value()?.into()),
-            "--salt" => a.salt = Some(value()?),
-            "--superblock" => a.superblock = true,
-            "--out" => a.out = Some(value()?.into()),
-            "--extract-manifest" => a.extract = Some(value()?.into()),
-            "-h" | "--help" => {
-                print!("{USAGE}");
-                std::process::exit(0);
-            }
-            other => bail!("unknown option {other:?}\n{USAGE}"),
-        }
-    }
-    Ok(a)
-}
-
-pub fn command(args: &[String]) -> Result<()> {
-    let a = parse(args)?;
+pub fn command(a: Args) -> Result<()> {
     let out = a
         .out
         .clone()
@@ -164,14 +146,12 @@ pub fn command(args: &[String]) -> Result<()> {
 /// A bundle of the image built in `dir` (as `cargo xtask bundle --from-image`), signed with
 /// the test-only key: the boot tests' updates.
 pub fn from_image(version: &str, dir: &Path, out: &Path) -> Result<()> {
-    command(&[
-        "--version".into(),
-        version.into(),
-        "--from-image".into(),
-        dir.display().to_string(),
-        "--out".into(),
-        out.display().to_string(),
-    ])
+    command(Args {
+        version: Some(version.into()),
+        from_image: Some(dir.into()),
+        out: Some(out.into()),
+        ..Args::default()
+    })
 }
 
 type Inputs = ([PathBuf; 2], PathBuf, Option<PathBuf>);

@@ -4,21 +4,22 @@
 //! request per op, and leaves crashing inputs in `manifest/fuzz/artifacts/decode_request/`.
 
 use crate::util::{run, workspace_root};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use manifest::protocol::{self, Op, PowerAction, Request};
 use std::path::Path;
 use std::process::Command;
 
 const TARGET: &str = "decode_request";
 
-pub fn run_fuzz(args: &[String]) -> Result<()> {
-    let seconds: u64 = match args {
-        [] => 60,
-        [s] => s
-            .parse()
-            .with_context(|| format!("SECONDS must be a whole number, not {s:?}"))?,
-        _ => bail!("usage: cargo xtask fuzz [SECONDS]"),
-    };
+/// `cargo xtask fuzz`'s options.
+#[derive(clap::Args, Debug)]
+pub struct FuzzArgs {
+    /// How long to fuzz, in seconds.
+    #[arg(value_name = "SECONDS", default_value_t = 60)]
+    pub seconds: u64,
+}
+
+pub fn run_fuzz(seconds: u64) -> Result<()> {
     ensure_nightly()?;
     ensure_cargo_fuzz()?;
     let dir = workspace_root().join("manifest/fuzz");

@@ -11,7 +11,7 @@
 use crate::build::{self, Binaries};
 use crate::kernel;
 use crate::util::{ensure_debian_packages, run, workspace_root};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use rootfs::appliance;
 use rootfs::assemble::{copy_file, make_writable};
 use std::fs;
@@ -95,45 +95,82 @@ pub fn epoch() -> u64 {
         .unwrap_or(DEFAULT_EPOCH)
 }
 
-pub fn parse_options(args: &[String]) -> Result<Options> {
-    let mut opts = Options::default();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--dev" => opts.dev = true,
-            "--version" => {
-                let v = it.next().context("--version needs a value")?;
-                manifest::bundle::check_version(v)
-                    .map_err(|e| anyhow::anyhow!("--version {v}: {e}"))?;
-                opts.version = Some(v.clone());
-            }
-            "--update-key" => opts.update_keys.push(next_path(&mut it, a)?),
-            "--appliance" => opts.appliance = Some(next_path(&mut it, a)?),
-            "--manifest" => opts.manifest = Some(next_path(&mut it, a)?),
-            "--extra-services" => opts.extra_services.push(next_path(&mut it, a)?),
-            "--extra-container" => opts.extra_containers.push(next_path(&mut it, a)?),
-            "--out" => {
-                let v = it.next().context("--out needs a value")?;
-                opts.out = Some(std::env::current_dir()?.join(v));
-            }
-            "-h" | "--help" => {
-                println!("usage: cargo xtask image [--appliance FILE] [--dev] [--manifest FILE] [--extra-services FILE]... [--extra-container DIR]... [--out DIR]");
-                std::process::exit(0);
-            }
-            other => bail!("image: unknown option {other:?} (--appliance FILE, --dev, --manifest FILE, --extra-services FILE, --extra-container DIR, --out DIR)"),
-        }
-    }
-    Ok(opts)
+/// `cargo xtask image`'s options.
+#[derive(clap::Args, Debug, Default)]
+pub struct ImageArgs {
+    /// Development image: auto-login root shell on the console.
+    #[arg(long)]
+    dev: bool,
+    /// The image's version instead of the appliance's (an update to build).
+    #[arg(long, value_name = "V", value_parser = parse_version)]
+    version: Option<String>,
+    /// A public key the image trusts for update bundles (repeatable; default the
+    /// repository's test-only key, with a warning).
+    #[arg(long = "update-key", value_name = "FILE")]
+    update_keys: Vec<PathBuf>,
+    /// Build the image from this appliance file (docs/appliance.md; default
+    /// examples/default.appliance.json).
+    #[arg(long, value_name = "FILE")]
+    appliance: Option<PathBuf>,
+    /// Use this manifest instead of the one assembled from the appliance.
+    #[arg(long, value_name = "FILE")]
+    manifest: Option<PathBuf>,
+    /// Append the services of this manifest file to the assembled one (repeatable).
+    #[arg(long = "extra-services", value_name = "FILE")]
+    extra_services: Vec<PathBuf>,
+    /// One more container directory, laid out like system-containers/NAME/ (repeatable).
+    #[arg(long = "extra-container", value_name = "DIR")]
+    extra_containers: Vec<PathBuf>,
+    /// Output directory (default build/image or build/image-dev).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
 }
 
-fn next_path<'a>(it: &mut impl Iterator<Item = &'a String>, flag: &str) -> Result<PathBuf> {
-    let v = it.next().with_context(|| format!("{flag} needs a value"))?;
-    fs::canonicalize(v).with_context(|| format!("{flag} {v}"))
+fn parse_version(v: &str) -> Result<String, String> {
+    manifest::bundle::check_version(v)
+        .map(|()| v.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// An input path as given on the command line, made absolute (it must exist).
+fn input(flag: &str, path: &Path) -> Result<PathBuf> {
+    fs::canonicalize(path).with_context(|| format!("{flag} {}", path.display()))
+}
+
+impl ImageArgs {
+    /// The build options these arguments ask for (input paths checked and made absolute).
+    pub fn options(&self) -> Result<Options> {
+        let all = |flag: &str, paths: &[PathBuf]| -> Result<Vec<PathBuf>> {
+            paths.iter().map(|p| input(flag, p)).collect()
+        };
+        Ok(Options {
+            dev: self.dev,
+            version: self.version.clone(),
+            update_keys: all("--update-key", &self.update_keys)?,
+            appliance: self
+                .appliance
+                .as_deref()
+                .map(|p| input("--appliance", p))
+                .transpose()?,
+            manifest: self
+                .manifest
+                .as_deref()
+                .map(|p| input("--manifest", p))
+                .transpose()?,
+            extra_services: all("--extra-services", &self.extra_services)?,
+            extra_containers: all("--extra-container", &self.extra_containers)?,
+            out: match &self.out {
+                Some(o) => Some(std::env::current_dir()?.join(o)),
+                None => None,
+            },
+            ..Default::default()
+        })
+    }
 }
 
 /// `cargo xtask image`: builds everything and prints the size table and the paths.
-pub fn command(args: &[String]) -> Result<()> {
-    let mut opts = parse_options(args)?;
+pub fn command(args: &ImageArgs) -> Result<()> {
+    let mut opts = args.options()?;
     opts.compress = true;
     let image = build(&opts)?;
     println!("kernel: {}", image.kernel.display());

@@ -1,5 +1,6 @@
 //! `cargo xtask …`: the build, run, test and benchmark driver. Each subcommand lives in its
-//! own module; this file only dispatches.
+//! own module with its options (a clap `Args` struct); this file only declares the command
+//! set and dispatches.
 
 mod bench;
 mod build;
@@ -11,54 +12,175 @@ mod qemu;
 mod test;
 mod util;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
+use clap::{Parser, Subcommand};
 
-const USAGE: &str = "\
-usage: cargo xtask <command> [options]
+/// The build, run, test and benchmark driver of sysctr.
+#[derive(Parser, Debug)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-commands:
-  build            build the static init and sysctr binaries (release, crt-static)
-  kernel           build the kernel from kernel-config/ (cached in ~/.cache/sysctr/kernel)
-  image [--dev]    build kernel, binaries, containers and the disk image; print sizes
-  run [options]    build the development image and boot it in QEMU (run --help)
-  boot-test        build the test image and run the QEMU boot tests (boot-tests/)
-  bundle [options] build a signed update bundle, or check one (bundle --help)
-  fuzz [SECONDS]   fuzz the control-socket request decoder (cargo fuzz; default 60 s)
-  test [--no-boot] run every test: unit, host integration (root), QEMU boot tests
-  bench [options]  measure start, restart, memory, ps, boot and size vs runc/crun; write bench/RESULTS.md
-";
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Build the static init and sysctr binaries (release, crt-static).
+    Build,
+    /// Build the kernel from kernel-config/ (cached in ~/.cache/sysctr/kernel).
+    Kernel,
+    /// Build kernel, binaries, containers and the disk image; print sizes.
+    Image(image::ImageArgs),
+    /// Build the development image and boot it in QEMU on this terminal.
+    Run(qemu::RunArgs),
+    /// Build the test images and run the QEMU boot tests (boot-tests/).
+    BootTest(qemu::BootTestArgs),
+    /// Build a signed update bundle, or extract and check a bundle's manifest.
+    Bundle(bundle::Args),
+    /// Fuzz the control-socket request decoder (cargo fuzz).
+    Fuzz(fuzz::FuzzArgs),
+    /// Run every test: unit, host integration (root), QEMU boot tests.
+    Test(test::TestArgs),
+    /// Measure start, restart, memory, ps, boot and size against runc and crun; write
+    /// bench/RESULTS.md and bench/results.json.
+    Bench(bench::BenchArgs),
+}
 
 fn main() {
-    if let Err(err) = run() {
+    let cli = Cli::parse();
+    if let Err(err) = run(cli.command) {
         eprintln!("xtask: error: {err:#}");
         std::process::exit(1);
     }
 }
 
-fn run() -> Result<()> {
-    let mut args = std::env::args().skip(1);
-    let cmd = args.next().unwrap_or_default();
-    let rest: Vec<String> = args.collect();
-    match cmd.as_str() {
-        "build" => build::static_binaries().map(|b| {
+fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Build => build::static_binaries().map(|b| {
             println!("init:   {}", b.init.display());
             println!("sysctr: {}", b.sysctr.display());
         }),
-        "kernel" => kernel::build().map(|k| println!("{}", k.display())),
-        "image" => image::command(&rest),
-        "run" => qemu::command(&rest),
-        "boot-test" => qemu::boot_test(&rest),
-        "fuzz" => fuzz::run_fuzz(&rest),
-        "bundle" => bundle::command(&rest),
-        "test" => test::command(&rest),
-        "bench" => bench::command(&rest),
-        "" | "help" | "-h" | "--help" => {
-            print!("{USAGE}");
-            Ok(())
+        Command::Kernel => kernel::build().map(|k| println!("{}", k.display())),
+        Command::Image(a) => image::command(&a),
+        Command::Run(a) => qemu::command(&a),
+        Command::BootTest(a) => qemu::boot_test(&a.cargo_test_args),
+        Command::Bundle(a) => bundle::command(a),
+        Command::Fuzz(a) => fuzz::run_fuzz(a.seconds),
+        Command::Test(a) => test::command(&a),
+        Command::Bench(a) => bench::command(&a),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(words: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("xtask").chain(words.iter().copied()))
+    }
+
+    #[test]
+    fn the_command_set_is_consistent_and_every_command_and_option_has_help() {
+        let cmd = Cli::command();
+        cmd.clone().debug_assert();
+        for sub in cmd.get_subcommands() {
+            assert!(sub.get_about().is_some(), "{} has no help", sub.get_name());
+            for arg in sub.get_arguments() {
+                assert!(
+                    arg.get_help().is_some() || arg.get_id() == "help",
+                    "{} {} has no help",
+                    sub.get_name(),
+                    arg.get_id()
+                );
+            }
         }
-        other => {
-            let _ = rest;
-            bail!("unknown command {other:?}\n{USAGE}")
+    }
+
+    #[test]
+    fn unknown_commands_and_options_are_rejected() {
+        assert!(parse(&["frobnicate"]).is_err());
+        assert!(parse(&["image", "--devv"]).is_err());
+        assert!(parse(&["run", "--memory"]).is_err(), "a value is required");
+        assert!(parse(&["run", "--memory", "lots"]).is_err());
+        assert!(parse(&["run", "--disk-bus", "scsi"]).is_err());
+        assert!(parse(&["run", "--forward", "8080"]).is_err());
+        assert!(parse(&["bench", "--runs", "0"]).is_err());
+        assert!(parse(&["test", "--boot"]).is_err());
+        assert!(parse(&["fuzz", "soon"]).is_err());
+        assert!(parse(&["bundle", "--sign"]).is_err());
+    }
+
+    #[test]
+    fn the_documented_command_lines_parse() {
+        for words in [
+            &["build"][..],
+            &["image", "--dev", "--version", "1.2.0", "--out", "build/x"],
+            &[
+                "run", "--memory", "1024", "--cpus", "4", "--kvm", "--append", "a=b",
+            ],
+            &[
+                "run",
+                "--forward",
+                "8080:8080",
+                "--disk-bus",
+                "nvme",
+                "--nic",
+                "e1000e",
+            ],
+            &[
+                "run",
+                "--prod",
+                "--fresh",
+                "--direct-kernel",
+                "--ssh-port",
+                "2200",
+            ],
+            &["boot-test"],
+            &["boot-test", "boot_every", "--nocapture"],
+            &["boot-test", "--", "--ignored"],
+            &["boot-test", "--ignored"],
+            &["fuzz"],
+            &["fuzz", "30"],
+            &["test", "--no-boot"],
+            &[
+                "bench",
+                "--no-host",
+                "--runs",
+                "3",
+                "--kvm",
+                "--out",
+                "x.md",
+            ],
+            &[
+                "bundle",
+                "--version",
+                "1.4.0",
+                "--from-image",
+                "out/",
+                "--out",
+                "os.bundle",
+            ],
+            &[
+                "bundle",
+                "--extract-manifest",
+                "os.bundle",
+                "--out",
+                "m.json",
+            ],
+        ] {
+            if let Err(e) = parse(words) {
+                panic!("{words:?}: {e}");
+            }
         }
+        let Command::BootTest(a) = parse(&["boot-test", "--", "--ignored"]).unwrap().command else {
+            unreachable!()
+        };
+        assert_eq!(a.cargo_test_args, ["--ignored"]);
+        let Command::BootTest(a) = parse(&["boot-test", "x", "--nocapture"]).unwrap().command
+        else {
+            unreachable!()
+        };
+        assert_eq!(a.cargo_test_args, ["x", "--nocapture"]);
     }
 }

@@ -27,97 +27,71 @@ pub fn image_cmdline(kernel: &Path) -> String {
     harness::qemu::image_cmdline(kernel).unwrap_or_else(|_| BASE_CMDLINE.to_string())
 }
 
-struct RunOptions {
+/// `cargo xtask run`'s options.
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Guest memory in MiB.
+    #[arg(long, value_name = "MB", default_value_t = 512)]
     memory: u32,
+    /// Guest CPUs.
+    #[arg(long, value_name = "N", default_value_t = 2)]
     cpus: u32,
+    /// Use KVM instead of TCG.
+    #[arg(long)]
     kvm: bool,
+    /// Extra kernel command line (e.g. sysctr.log=debug); under UEFI it is built into the UKI.
+    #[arg(long, value_name = "ARGS", default_value = "")]
     append: String,
+    /// Build the image from this appliance file (docs/appliance.md).
+    #[arg(long, value_name = "FILE")]
     appliance: Option<PathBuf>,
+    /// Boot this manifest instead of the assembled one.
+    #[arg(long, value_name = "FILE")]
     manifest: Option<PathBuf>,
+    /// Host loopback port forwarded to the guest's ssh.
+    #[arg(long = "ssh-port", value_name = "N", default_value_t = 2222)]
     ssh_port: u16,
-    /// `--forward HOST:GUEST`: loopback port forwards besides ssh's.
+    /// Also forward host loopback port HOST to guest port GUEST (tcp; repeatable).
+    #[arg(long = "forward", value_name = "HOST:GUEST", value_parser = parse_forward)]
     forwards: Vec<(u16, u16)>,
+    /// ssh public keys for the boot config (default ~/.ssh/*.pub).
+    #[arg(long = "authorized-keys", value_name = "FILE")]
     authorized_keys: Option<PathBuf>,
-    dev: bool,
+    /// Production image: getty on the console, no auto-login.
+    #[arg(long)]
+    prod: bool,
+    /// Reset the state partition (build/run/disk.img) and the UEFI variables.
+    #[arg(long)]
     fresh: bool,
+    /// QEMU loads the kernel itself (-kernel), skipping OVMF and systemd-boot: the fast
+    /// development path.
+    #[arg(long = "direct-kernel")]
     direct_kernel: bool,
+    /// The disk's bus: virtio, nvme or ahci.
+    #[arg(long = "disk-bus", value_name = "BUS", default_value = "virtio")]
     bus: DiskBus,
+    /// The NIC: virtio or e1000e.
+    #[arg(long, value_name = "NIC", default_value = "virtio")]
     nic: Nic,
 }
 
-fn usage() -> &'static str {
-    "options:
-  --memory MB              guest memory (default 512)
-  --cpus N                 guest CPUs (default 2)
-  --kvm                    use KVM instead of TCG
-  --append ARGS            extra kernel command line (e.g. sysctr.log=debug)
-  --appliance FILE         build the image from this appliance file (docs/appliance.md)
-  --manifest FILE          boot this manifest instead of the assembled one
-  --ssh-port N             host loopback port forwarded to the guest's ssh (default 2222)
-  --forward HOST:GUEST     also forward host loopback port HOST to guest port GUEST (tcp)
-  --authorized-keys FILE   ssh public keys for the boot config (default ~/.ssh/*.pub)
-  --prod                   production image: getty on the console, no auto-login
-  --fresh                  reset the state partition (build/run/disk.img)
-  --direct-kernel          QEMU loads the kernel itself (-kernel), skipping OVMF and
-                           systemd-boot: the fast development path
-  --disk-bus BUS           virtio (default), nvme or ahci
-  --nic NIC                virtio (default) or e1000e"
+fn parse_forward(v: &str) -> Result<(u16, u16), String> {
+    v.split_once(':')
+        .and_then(|(h, g)| Some((h.parse().ok()?, g.parse().ok()?)))
+        .ok_or_else(|| format!("{v:?}: expected HOST:GUEST ports"))
 }
 
-fn parse(args: &[String]) -> Result<RunOptions> {
-    let mut o = RunOptions {
-        memory: 512,
-        cpus: 2,
-        kvm: false,
-        append: String::new(),
-        appliance: None,
-        manifest: None,
-        ssh_port: 2222,
-        forwards: Vec::new(),
-        authorized_keys: None,
-        dev: true,
-        fresh: false,
-        direct_kernel: false,
-        bus: DiskBus::Virtio,
-        nic: Nic::Virtio,
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut val = || {
-            it.next()
-                .cloned()
-                .with_context(|| format!("{a} needs a value\n{}", usage()))
-        };
-        match a.as_str() {
-            "--memory" => o.memory = val()?.parse().context("--memory")?,
-            "--cpus" => o.cpus = val()?.parse().context("--cpus")?,
-            "--kvm" => o.kvm = true,
-            "--append" => o.append = val()?,
-            "--appliance" => o.appliance = Some(PathBuf::from(val()?)),
-            "--manifest" => o.manifest = Some(PathBuf::from(val()?)),
-            "--ssh-port" => o.ssh_port = val()?.parse().context("--ssh-port")?,
-            "--forward" => {
-                let v = val()?;
-                let pair = v
-                    .split_once(':')
-                    .and_then(|(h, g)| Some((h.parse().ok()?, g.parse().ok()?)))
-                    .with_context(|| format!("--forward {v:?}: expected HOST:GUEST ports"))?;
-                o.forwards.push(pair);
-            }
-            "--authorized-keys" => o.authorized_keys = Some(PathBuf::from(val()?)),
-            "--prod" => o.dev = false,
-            "--fresh" => o.fresh = true,
-            "--direct-kernel" => o.direct_kernel = true,
-            "--disk-bus" => o.bus = val()?.parse().map_err(anyhow::Error::msg)?,
-            "--nic" => o.nic = val()?.parse().map_err(anyhow::Error::msg)?,
-            "-h" | "--help" => {
-                println!("usage: cargo xtask run [options]\n{}", usage());
-                std::process::exit(0);
-            }
-            other => bail!("run: unknown option {other:?}\n{}", usage()),
-        }
-    }
-    Ok(o)
+/// `cargo xtask boot-test`'s options.
+#[derive(clap::Args, Debug)]
+pub struct BootTestArgs {
+    /// Passed on to `cargo test -p sysctr-boot-tests --`: a test name filter, --ignored,
+    /// --nocapture, …
+    #[arg(
+        value_name = "CARGO_TEST_ARGS",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub cargo_test_args: Vec<String>,
 }
 
 /// The boot config JSON handed to init through fw_cfg (DHCP networking).
@@ -157,11 +131,10 @@ fn read_keys(file: Option<&Path>) -> Result<Vec<String>> {
 }
 
 /// `cargo xtask run`.
-pub fn command(args: &[String]) -> Result<()> {
-    let o = parse(args)?;
+pub fn command(o: &RunArgs) -> Result<()> {
     ensure_debian_packages(QEMU_PACKAGES)?;
     let opts = image::Options {
-        dev: o.dev,
+        dev: !o.prod,
         appliance: match &o.appliance {
             Some(a) => {
                 Some(fs::canonicalize(a).with_context(|| format!("--appliance {}", a.display()))?)

@@ -18,14 +18,16 @@ const TEST_PACKAGES: &[&str] = &[
     "umoci",
 ];
 
-pub fn command(args: &[String]) -> Result<()> {
-    let mut boot = true;
-    for a in args {
-        match a.as_str() {
-            "--no-boot" => boot = false,
-            other => bail!("unknown option {other:?} (usage: cargo xtask test [--no-boot])"),
-        }
-    }
+/// `cargo xtask test`'s options.
+#[derive(clap::Args, Debug)]
+pub struct TestArgs {
+    /// Skip the QEMU boot tests.
+    #[arg(long = "no-boot")]
+    no_boot: bool,
+}
+
+pub fn command(args: &TestArgs) -> Result<()> {
+    let boot = !args.no_boot;
     ensure_debian_packages(TEST_PACKAGES)?;
     let bins = build::static_binaries()?;
     let root = workspace_root();

@@ -31,9 +31,6 @@ use sysctr_bench::{
     boot_us, elapsed_us, first_line, fork_exec_wait, settle, Control, Peer, STATUS_POLL,
 };
 
-const USAGE: &str = "bench options: --runs N (50) --no-guest (skip the image build and the QEMU \
-                     section) --no-host (only the guest and image) --kvm (boot the guest with KVM, default TCG) --out FILE (bench/RESULTS.md)";
-
 /// Service counts for the memory and `ps` sections.
 const MEMORY_COUNTS: &[usize] = &[0, 1, 10, 50, 100];
 const PS_COUNTS: &[usize] = &[10, 100];
@@ -46,41 +43,66 @@ struct Options {
     out: PathBuf,
 }
 
-fn parse(args: &[String]) -> Result<Options> {
-    let mut o = Options {
-        runs: 50,
-        host: true,
-        guest: true,
-        kvm: false,
-        out: workspace_root().join("bench").join("RESULTS.md"),
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--runs" => {
-                o.runs = it
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .filter(|n| *n > 0)
-                    .with_context(|| format!("--runs needs a positive number\n{USAGE}"))?
-            }
-            "--no-guest" => o.guest = false,
-            "--no-host" => o.host = false,
-            "--kvm" => o.kvm = true,
-            "--out" => o.out = PathBuf::from(it.next().context("--out needs a value")?),
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            other => bail!("bench: unknown option {other:?}\n{USAGE}"),
+/// `cargo xtask bench`'s options.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Timed runs per measurement.
+    #[arg(long, value_name = "N", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
+    runs: u64,
+    /// Skip the image build and the QEMU guest sections.
+    #[arg(long = "no-guest")]
+    no_guest: bool,
+    /// Skip the host sections (only the guest and the image).
+    #[arg(long = "no-host")]
+    no_host: bool,
+    /// Boot the guest with KVM (default TCG).
+    #[arg(long)]
+    kvm: bool,
+    /// Where the markdown results go (default bench/RESULTS.md; the JSON goes next to it
+    /// as results.json).
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+}
+
+impl BenchArgs {
+    fn options(&self) -> Options {
+        Options {
+            runs: self.runs as usize,
+            host: !self.no_host,
+            guest: !self.no_guest,
+            kvm: self.kvm,
+            out: self
+                .out
+                .clone()
+                .unwrap_or_else(|| workspace_root().join("bench").join("RESULTS.md")),
         }
     }
-    Ok(o)
+
+    /// The options as they would be typed, for the record in the results.
+    fn words(&self) -> String {
+        let mut w = String::new();
+        if self.runs != 50 {
+            w.push_str(&format!(" --runs {}", self.runs));
+        }
+        for (on, flag) in [
+            (self.no_guest, " --no-guest"),
+            (self.no_host, " --no-host"),
+            (self.kvm, " --kvm"),
+        ] {
+            if on {
+                w.push_str(flag);
+            }
+        }
+        if let Some(out) = &self.out {
+            w.push_str(&format!(" --out {}", out.display()));
+        }
+        w
+    }
 }
 
 /// `cargo xtask bench`.
-pub fn command(args: &[String]) -> Result<()> {
-    let o = parse(args)?;
+pub fn command(args: &BenchArgs) -> Result<()> {
+    let o = args.options();
     if !nix::unistd::geteuid().is_root() {
         bail!("bench needs root (namespaces, cgroups, runc)");
     }
@@ -114,11 +136,7 @@ pub fn command(args: &[String]) -> Result<()> {
     doc.push(format!(
         "\n---\nWhole run: {:.0} s. Command: `cargo xtask bench{}`.\n",
         started.elapsed().as_secs_f64(),
-        if args.is_empty() {
-            String::new()
-        } else {
-            format!(" {}", args.join(" "))
-        }
+        args.words()
     ));
     eprintln!("xtask: bench: results in {}", o.out.display());
     Ok(())
