@@ -1,6 +1,6 @@
 //! Boot configuration from outside the image: hostname, ssh authorized keys and network
-//! settings. The image holds no secrets (DESIGN.md invariant 7); they arrive at boot and are
-//! written under `/run/sysctr/bootconfig/` for the containers that bind-mount it.
+//! settings. The image holds no secrets (one image serves every machine, and anyone may read
+//! it; docs/architecture.md, invariant 7): they arrive at boot and are written under `/run/sysctr/bootconfig/` for the containers that bind-mount it.
 //!
 //! Sources, each optional, merged field by field, a later one overriding what an earlier one
 //! sets (`rootfs/README.md` documents the order for users):

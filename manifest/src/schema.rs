@@ -1,8 +1,9 @@
 //! The manifest schema: what a service is, as written in `/etc/sysctr/manifest.json`.
 //!
 //! Every struct rejects unknown fields, so a typo is an error rather than a silently ignored
-//! setting. Defaults are the secure ones (DESIGN.md invariant 6): read-only root, private
-//! namespaces, no extra capabilities. `docs/manifest.md` documents each field.
+//! setting. Defaults are the secure ones, so a service gets only what its entry asks for
+//! (docs/architecture.md, invariant 6): read-only root, private namespaces, no extra
+//! capabilities. `docs/manifest.md` documents each field.
 
 use crate::units::{CapabilityName, SignalName, Size};
 use serde::{Deserialize, Serialize};

@@ -115,7 +115,9 @@ fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_.-".contains(c))
 }
 
-/// Every bound a manifest value has (DESIGN.md invariant 12). `docs/manifest.md` lists them.
+/// Every bound a manifest value has: nothing a manifest sets is unbounded, so no entry can
+/// make PID 1 allocate or wait without limit (docs/architecture.md, invariant 12).
+/// `docs/manifest.md` lists them.
 pub mod limits {
     /// Services in one manifest.
     pub const SERVICES: usize = 1024;
