@@ -26,10 +26,10 @@ use std::time::Duration;
 pub const BASELINE_INIT: &str = "/containers/bench/rootfs/usr/libexec/baseline-init";
 
 /// Boots of each kind (fewer when `--runs` asks for fewer).
-const BOOTS: usize = 3;
+pub(super) const BOOTS: usize = 3;
 
 /// The services, in manifest order, whose Ready time both kinds of boot report.
-const SERVICES: &[&str] = &[
+pub(super) const SERVICES: &[&str] = &[
     "logging",
     "network",
     "ssh",
@@ -40,7 +40,7 @@ const SERVICES: &[&str] = &[
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(super) enum Kind {
     Baseline,
     Sysctr,
 }
@@ -57,7 +57,7 @@ impl Kind {
 /// What one boot reports. Ready times are CLOCK_BOOTTIME milliseconds (init's clock; the
 /// baseline reads /proc/uptime, 10 ms steps, taken at the middle of the step).
 #[derive(Debug, Default, PartialEq)]
-struct Boot {
+pub(super) struct Boot {
     /// printk time of the kernel's "Run … as init process", ms.
     init_exec_ms: Option<f64>,
     /// Every service Ready.
@@ -83,7 +83,7 @@ impl Boot {
 
 /// A line's printk timestamp (`[    1.234567] text`, possibly after console output that
 /// had no newline yet) in milliseconds, and the text after it.
-fn printk(line: &str) -> Option<(f64, &str)> {
+pub(super) fn printk(line: &str) -> Option<(f64, &str)> {
     for (i, _) in line.match_indices('[') {
         let Some((ts, text)) = line[i + 1..].split_once(']') else {
             continue;
@@ -107,7 +107,7 @@ fn printk(line: &str) -> Option<(f64, &str)> {
 }
 
 /// The printk time (ms) of the kernel starting the init program.
-fn init_exec_ms(log: &str) -> Option<f64> {
+pub(super) fn init_exec_ms(log: &str) -> Option<f64> {
     log.lines().find_map(|l| {
         let (ts, text) = printk(l)?;
         (text.starts_with("Run ") && text.contains(" as init process")).then_some(ts)
@@ -116,7 +116,7 @@ fn init_exec_ms(log: &str) -> Option<f64> {
 
 /// `uptime S s` inside a baseline line, as CLOCK_BOOTTIME ms at the middle of the 10 ms
 /// step /proc/uptime truncates to.
-fn uptime_ms(text: &str) -> Option<f64> {
+pub(super) fn uptime_ms(text: &str) -> Option<f64> {
     let v = text.split("uptime ").nth(1)?.split(' ').next()?;
     let (s, cs) = v.split_once('.')?;
     if cs.len() != 2 {
@@ -126,7 +126,7 @@ fn uptime_ms(text: &str) -> Option<f64> {
 }
 
 /// Reads a baseline boot's serial log.
-fn parse_baseline(log: &str) -> Result<Boot> {
+pub(super) fn parse_baseline(log: &str) -> Result<Boot> {
     let mut b = Boot {
         init_exec_ms: init_exec_ms(log),
         ..Default::default()
@@ -181,7 +181,7 @@ fn parse_baseline(log: &str) -> Result<Boot> {
 /// Reads a sysctr boot: the boot marker from the serial log, the services' Ready times
 /// from `sysctr ps --json` (init's kmsg copies of its per-service lines stop reaching the
 /// console once the logging service's klogd lowers the console log level).
-fn parse_sysctr(log: &str, ps: &[ServiceStatus]) -> Result<Boot> {
+pub(super) fn parse_sysctr(log: &str, ps: &[ServiceStatus]) -> Result<Boot> {
     let marker = "sysctr: all services ready (";
     let Some(rest) = log.lines().find_map(|l| l.split(marker).nth(1)) else {
         if let Some(l) = log.lines().find(|l| l.contains("sysctr: boot complete")) {
@@ -211,7 +211,7 @@ fn parse_sysctr(log: &str, ps: &[ServiceStatus]) -> Result<Boot> {
 }
 
 /// The per-run setup every boot shares: an ssh key and the boot config holding it.
-struct Setup<'a> {
+pub(super) struct Setup<'a> {
     keys: Keys,
     img: &'a image::Image,
     kvm: bool,
@@ -302,11 +302,11 @@ impl Setup<'_> {
     }
 }
 
-fn median(v: Vec<f64>) -> Option<f64> {
+pub(super) fn median(v: Vec<f64>) -> Option<f64> {
     (!v.is_empty()).then(|| stats(&v).median)
 }
 
-fn cell(v: Option<f64>) -> String {
+pub(super) fn cell(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.0}")).unwrap_or_else(|| "-".into())
 }
 
@@ -351,7 +351,7 @@ pub fn section(o: &Options, scratch: &Scratch, img: &image::Image, path: Path_) 
     Ok(report(o.kvm, path, &results, &notes))
 }
 
-fn report(
+pub(super) fn report(
     kvm: bool,
     path: Path_,
     results: &[(Kind, usize, Result<Boot>)],
@@ -510,7 +510,7 @@ fn report(
 
 /// For the tests: the script's text with `\`-continued lines joined.
 #[cfg(test)]
-fn script_text() -> String {
+pub(super) fn script_text() -> String {
     let p = crate::util::workspace_root().join("bench/container/baseline-init");
     fs::read_to_string(p)
         .expect("bench/container/baseline-init")
