@@ -47,7 +47,7 @@ impl BootConfig {
     }
 
     /// The simple keys of the kernel command line; a malformed `sysctr.ip=` is an error.
-    pub fn from_cmdline(cmdline: &str) -> Result<BootConfig, String> {
+    pub fn from_cmdline(cmdline: &str) -> Result<BootConfig, BootConfigError> {
         let mut cfg = BootConfig::default();
         for word in cmdline.split_whitespace() {
             if let Some(h) = word.strip_prefix("sysctr.hostname=") {
@@ -59,9 +59,10 @@ impl BootConfig {
                     let mut parts = ip.split(',');
                     let address = parts.next().unwrap_or_default().to_string();
                     if !address.contains('/') {
-                        return Err(format!(
-                            "kernel command line: sysctr.ip={ip}: expected dhcp or ADDRESS/PREFIX[,GATEWAY[,DNS...]]"
-                        ));
+                        return Err(BootConfigError::Cmdline {
+                            word: word.to_string(),
+                            expected: "dhcp or ADDRESS/PREFIX[,GATEWAY[,DNS...]]",
+                        });
                     }
                     let gateway = parts.next().filter(|g| !g.is_empty()).map(String::from);
                     Network::Static {
@@ -91,6 +92,11 @@ pub enum Network {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootConfigError {
+    #[error("kernel command line: {word}: expected {expected}")]
+    Cmdline {
+        word: String,
+        expected: &'static str,
+    },
     #[error("{path}: {source}")]
     Parse {
         path: String,
@@ -244,9 +250,13 @@ mod tests {
                 dns: vec!["10.0.2.3".into()],
             })
         );
-        assert!(BootConfig::from_cmdline("sysctr.ip=10.0.2.20")
-            .unwrap_err()
-            .contains("sysctr.ip=10.0.2.20"));
+        assert_eq!(
+            BootConfig::from_cmdline("sysctr.ip=10.0.2.20")
+                .unwrap_err()
+                .to_string(),
+            "kernel command line: sysctr.ip=10.0.2.20: expected dhcp or \
+             ADDRESS/PREFIX[,GATEWAY[,DNS...]]"
+        );
         assert_eq!(
             BootConfig::from_cmdline("quiet").unwrap(),
             BootConfig::default()

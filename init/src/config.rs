@@ -7,6 +7,37 @@ use std::path::PathBuf;
 
 pub use manifest::protocol::PowerAction;
 
+/// A setting of this PID 1 that cannot be taken: on the kernel command line (a warning; the
+/// default stays) or among the test-mode flags (init refuses to start).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{flag} needs a value")]
+    MissingValue { flag: String },
+    #[error("{flag}={value}: expected {expected}")]
+    BadValue {
+        flag: String,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("unknown argument {0:?}")]
+    UnknownArgument(String),
+}
+
+impl ConfigError {
+    fn bad(flag: &str, value: &str, expected: &'static str) -> ConfigError {
+        ConfigError::BadValue {
+            flag: flag.to_string(),
+            value: value.to_string(),
+            expected,
+        }
+    }
+}
+
+const LEVELS: &str = "error, warn, info or debug";
+const ACTIONS: &str = "reboot, poweroff or halt";
+const START_TIMEOUT: &str = "a whole number of seconds, at least 1";
+const MANIFEST_PATH: &str = "an absolute path";
+
 pub fn parse_action(s: &str) -> Option<PowerAction> {
     match s {
         "reboot" => Some(PowerAction::Reboot),
@@ -41,8 +72,15 @@ pub struct Config {
 }
 
 impl Config {
-    /// The machine's init: everything from the kernel command line.
+    /// The machine's init: everything from the kernel command line. A `sysctr.*` value
+    /// that cannot be taken keeps its default; [`Config::parse_cmdline`] says which.
     pub fn from_cmdline(cmdline: &str) -> Config {
+        Config::parse_cmdline(cmdline).0
+    }
+
+    /// [`Config::from_cmdline`], with the words it could not take (each keeps its default):
+    /// PID 1 logs them rather than refusing to boot.
+    pub fn parse_cmdline(cmdline: &str) -> (Config, Vec<ConfigError>) {
         let mut cfg = Config {
             test_mode: false,
             manifest: PathBuf::from("/etc/sysctr/manifest.json"),
@@ -56,77 +94,84 @@ impl Config {
             control_gid: None,
             start_timeout_secs: 30,
         };
-        cfg.apply_cmdline(cmdline);
-        cfg
+        let problems = cfg.apply_cmdline(cmdline);
+        (cfg, problems)
     }
 
-    fn apply_cmdline(&mut self, cmdline: &str) {
+    fn apply_cmdline(&mut self, cmdline: &str) -> Vec<ConfigError> {
+        let mut problems = Vec::new();
         for word in cmdline.split_whitespace() {
             let Some((key, value)) = word.split_once('=') else {
                 continue;
             };
-            match key {
-                "sysctr.log" => {
-                    if let Some(l) = Level::parse(value) {
-                        self.log_level = l;
-                    }
-                }
-                "sysctr.fatal" => {
-                    if let Some(a) = parse_action(value) {
-                        self.fatal_action = a;
-                    }
-                }
-                "sysctr.manifest" if value.starts_with('/') => self.manifest = value.into(),
-                "sysctr.start_timeout" => {
-                    if let Ok(n) = value.parse::<u64>() {
-                        self.start_timeout_secs = n.max(1);
-                    }
-                }
-                _ => {}
+            let taken = match key {
+                "sysctr.log" => Level::parse(value)
+                    .map(|l| self.log_level = l)
+                    .ok_or(LEVELS),
+                "sysctr.fatal" => parse_action(value)
+                    .map(|a| self.fatal_action = a)
+                    .ok_or(ACTIONS),
+                "sysctr.manifest" => value
+                    .starts_with('/')
+                    .then(|| self.manifest = value.into())
+                    .ok_or(MANIFEST_PATH),
+                "sysctr.start_timeout" => parse_start_timeout(value)
+                    .map(|n| self.start_timeout_secs = n)
+                    .ok_or(START_TIMEOUT),
+                _ => Ok(()),
+            };
+            if let Err(expected) = taken {
+                problems.push(ConfigError::bad(key, value, expected));
             }
         }
+        problems
     }
 
     /// Test mode: `init --test-mode --manifest M --run-dir D [--cgroup-prefix P]
     /// [--log-dir L] [--log debug] [--fatal halt] [--fail-step NAME] [--panic-after-boot]`.
-    pub fn from_args(args: &[String]) -> Result<Config, String> {
+    pub fn from_args(args: &[String]) -> Result<Config, ConfigError> {
         let mut cfg = Config::from_cmdline("");
         cfg.test_mode = true;
         cfg.log_dir = None;
         cfg.cgroup_prefix = format!("sysctr-test-{}", std::process::id());
         let mut it = args.iter();
         while let Some(a) = it.next() {
-            let mut val = |name: &str| {
-                it.next()
-                    .cloned()
-                    .ok_or_else(|| format!("{name} needs a value"))
+            let flag = a.as_str();
+            let mut val = || {
+                it.next().cloned().ok_or_else(|| ConfigError::MissingValue {
+                    flag: flag.to_string(),
+                })
             };
-            match a.as_str() {
+            match flag {
                 "--test-mode" => {}
-                "--manifest" => cfg.manifest = val(a)?.into(),
-                "--run-dir" => cfg.run_dir = val(a)?.into(),
-                "--cgroup-prefix" => cfg.cgroup_prefix = val(a)?,
-                "--log-dir" => cfg.log_dir = Some(val(a)?.into()),
+                "--manifest" => cfg.manifest = val()?.into(),
+                "--run-dir" => cfg.run_dir = val()?.into(),
+                "--cgroup-prefix" => cfg.cgroup_prefix = val()?,
+                "--log-dir" => cfg.log_dir = Some(val()?.into()),
                 "--log" => {
-                    let v = val(a)?;
-                    cfg.log_level = Level::parse(&v).ok_or(format!("bad --log {v}"))?
+                    let v = val()?;
+                    cfg.log_level = Level::parse(&v).ok_or(ConfigError::bad(flag, &v, LEVELS))?
                 }
                 "--fatal" => {
-                    let v = val(a)?;
-                    cfg.fatal_action = parse_action(&v).ok_or(format!("bad --fatal {v}"))?
+                    let v = val()?;
+                    cfg.fatal_action =
+                        parse_action(&v).ok_or(ConfigError::bad(flag, &v, ACTIONS))?
                 }
-                "--fail-step" => cfg.fail_step = Some(val(a)?),
+                "--fail-step" => cfg.fail_step = Some(val()?),
                 "--panic-after-boot" => cfg.panic_after_boot = true,
                 "--start-timeout" => {
-                    let v = val(a)?;
+                    let v = val()?;
                     cfg.start_timeout_secs =
-                        v.parse().map_err(|_| format!("bad --start-timeout {v}"))?
+                        parse_start_timeout(&v).ok_or(ConfigError::bad(flag, &v, START_TIMEOUT))?
                 }
                 "--control-gid" => {
-                    let v = val(a)?;
-                    cfg.control_gid = Some(v.parse().map_err(|_| format!("bad gid {v}"))?)
+                    let v = val()?;
+                    cfg.control_gid = Some(
+                        v.parse()
+                            .map_err(|_| ConfigError::bad(flag, &v, "a numeric group id"))?,
+                    )
                 }
-                other => return Err(format!("unknown argument {other:?}")),
+                other => return Err(ConfigError::UnknownArgument(other.to_string())),
             }
         }
         Ok(cfg)
@@ -135,6 +180,11 @@ impl Config {
     pub fn socket_path(&self) -> PathBuf {
         self.run_dir.join("control.sock")
     }
+}
+
+/// A start timeout: whole seconds, at least 1.
+fn parse_start_timeout(v: &str) -> Option<u64> {
+    v.parse::<u64>().ok().filter(|n| *n >= 1)
 }
 
 #[cfg(test)]
@@ -150,6 +200,65 @@ mod tests {
         let c = Config::from_cmdline("sysctr.log=loud sysctr.fatal=explode");
         assert_eq!(c.log_level, Level::Info);
         assert_eq!(c.fatal_action, PowerAction::Reboot);
+    }
+
+    #[test]
+    fn every_bad_cmdline_value_is_reported_by_key_and_keeps_its_default() {
+        let (c, problems) = Config::parse_cmdline(
+            "sysctr.log=loud sysctr.fatal=explode sysctr.manifest=rel.json \
+             sysctr.start_timeout=0 sysctr.start_timeout=soon sysctr.other=x root=/dev/vda",
+        );
+        assert_eq!(c.log_level, Level::Info);
+        assert_eq!(c.fatal_action, PowerAction::Reboot);
+        assert_eq!(c.manifest, PathBuf::from("/etc/sysctr/manifest.json"));
+        assert_eq!(c.start_timeout_secs, 30);
+        let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            text,
+            [
+                "sysctr.log=loud: expected error, warn, info or debug",
+                "sysctr.fatal=explode: expected reboot, poweroff or halt",
+                "sysctr.manifest=rel.json: expected an absolute path",
+                "sysctr.start_timeout=0: expected a whole number of seconds, at least 1",
+                "sysctr.start_timeout=soon: expected a whole number of seconds, at least 1",
+            ]
+        );
+        let (c, problems) = Config::parse_cmdline("sysctr.start_timeout=5 sysctr.manifest=/m");
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!((c.start_timeout_secs, c.manifest), (5, PathBuf::from("/m")));
+    }
+
+    #[test]
+    fn bad_test_mode_flags_name_the_flag_and_the_value() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            Config::from_args(&args(&["--manifest"])).unwrap_err(),
+            ConfigError::MissingValue {
+                flag: "--manifest".into()
+            }
+        );
+        assert_eq!(
+            Config::from_args(&args(&["--fatal", "explode"]))
+                .unwrap_err()
+                .to_string(),
+            "--fatal=explode: expected reboot, poweroff or halt"
+        );
+        assert_eq!(
+            Config::from_args(&args(&["--start-timeout", "0"]))
+                .unwrap_err()
+                .to_string(),
+            "--start-timeout=0: expected a whole number of seconds, at least 1"
+        );
+        assert_eq!(
+            Config::from_args(&args(&["--control-gid", "wheel"]))
+                .unwrap_err()
+                .to_string(),
+            "--control-gid=wheel: expected a numeric group id"
+        );
+        assert_eq!(
+            Config::from_args(&args(&["--bogus"])).unwrap_err(),
+            ConfigError::UnknownArgument("--bogus".into())
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod bootslot;
 mod cgroups;
 mod config;
 mod control;
+mod fatal;
 mod health;
 mod log;
 mod logs;
@@ -32,6 +33,7 @@ mod update;
 mod watchdog;
 
 use config::{Config, PowerAction};
+use fatal::Fatal;
 use reactor::{Reactor, Source};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
@@ -40,7 +42,7 @@ use supervisor::Supervisor;
 /// Why the event loop ended.
 enum Exit {
     Power(PowerAction),
-    Fatal(String),
+    Fatal(Fatal),
 }
 
 /// Everything the shutdown path may need after the loop ended, even by a panic.
@@ -117,8 +119,8 @@ fn main() {
     }));
     let (action, fatal, reason) = match outcome {
         Ok(Exit::Power(a)) => (a, false, "requested".to_string()),
-        Ok(Exit::Fatal(why)) => (cfg.fatal_action, true, why),
-        Err(_) => (cfg.fatal_action, true, "PID 1 panicked".to_string()),
+        Ok(Exit::Fatal(why)) => (cfg.fatal_action, true, why.to_string()),
+        Err(_) => (cfg.fatal_action, true, Fatal::Panicked.to_string()),
     };
     if fatal {
         error!(
@@ -143,7 +145,7 @@ fn main() {
 fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
     let signal_fd = match signals::install(pid1 && !cfg.test_mode) {
         Ok(fd) => fd,
-        Err(e) => return Exit::Fatal(format!("cannot set up signal handling: {e}")),
+        Err(e) => return Exit::Fatal(Fatal::Signals(e)),
     };
     // Bounds how long a hung container start can hold the event loop.
     sys::install_alarm_handler();
@@ -166,8 +168,8 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
         facts: boot::Facts::default(),
         step: "",
     };
-    if let Err((step, e)) = boot::run(&steps, &mut ctx) {
-        return Exit::Fatal(format!("required boot step {step} failed: {e}"));
+    if let Err((step, source)) = boot::run(&steps, &mut ctx) {
+        return Exit::Fatal(Fatal::BootStep { step, source });
     }
     let facts = ctx.facts;
     let mut boot_info: Option<manifest::protocol::BootInfo> = None;
@@ -176,7 +178,10 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
         // Now that /proc is mounted, the full command line is readable.
         if let Ok(line) = std::fs::read_to_string("/proc/cmdline") {
             let fatal_before = cfg.fatal_action;
-            let re = Config::from_cmdline(&line);
+            let (re, problems) = Config::parse_cmdline(&line);
+            for p in &problems {
+                warn!("cmdline", "{p}; keeping the default");
+            }
             cfg.log_level = re.log_level;
             cfg.fatal_action = re.fatal_action;
             cfg.manifest = re.manifest;
@@ -248,10 +253,10 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
 
     let mut r = match Reactor::new() {
         Ok(r) => r,
-        Err(e) => return Exit::Fatal(format!("epoll: {e}")),
+        Err(e) => return Exit::Fatal(Fatal::Epoll(e)),
     };
     if let Err(e) = r.add(std::os::fd::AsFd::as_fd(&signal_fd), Source::Signals) {
-        return Exit::Fatal(format!("watch signalfd: {e}"));
+        return Exit::Fatal(Fatal::WatchSignals(e));
     }
     let runtime = runtime::Runtime::new(
         &cfg.run_dir,
@@ -267,7 +272,7 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
     ));
     world.reactor = Some(r);
     let (Some(sup), Some(r)) = (world.sup.as_mut(), world.reactor.as_mut()) else {
-        return Exit::Fatal("internal: world not set".into());
+        return Exit::Fatal(Fatal::Internal("world not set"));
     };
     let mut control =
         match control::ControlServer::bind(&cfg.socket_path(), cfg.control_gid, r, init_boot_ms) {

@@ -147,7 +147,7 @@ pub struct Supervisor {
     others: HashMap<i32, PidOwner>,
     out: Outbox,
     /// Set when an onboot task with `on_failure: halt` fails.
-    fatal: Option<String>,
+    fatal: Option<crate::fatal::Fatal>,
     shutting_down: bool,
     /// Something became Ready or finished: the schedule must look again.
     reschedule: bool,
@@ -231,7 +231,7 @@ impl Supervisor {
     }
 
     /// Why the fatal path must be taken (an `on_failure: halt` onboot task failed), once.
-    pub fn take_fatal(&mut self) -> Option<String> {
+    pub fn take_fatal(&mut self) -> Option<crate::fatal::Fatal> {
         self.fatal.take()
     }
 
@@ -327,11 +327,10 @@ impl Supervisor {
         self.reschedule = true;
         let s = &self.services[i];
         if !ok && s.def.as_ref().map(|d| d.on_failure) == Some(OnFailure::Halt) {
-            self.fatal = Some(format!(
-                "onboot task {} failed: {}",
-                s.name,
-                s.machine.last_error().unwrap_or_default()
-            ));
+            self.fatal = Some(crate::fatal::Fatal::OnbootFailed {
+                task: s.name.clone(),
+                error: s.machine.last_error().unwrap_or_default().to_string(),
+            });
         }
     }
 

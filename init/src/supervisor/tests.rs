@@ -334,7 +334,16 @@ fn onboot_tasks_run_first_and_halt_on_failure() {
     w.sup.on_exit(pid, ExitStatus::Code(1), &mut w.r);
     assert_eq!(w.state("fsck"), State::Failed);
     let why = w.sup.take_fatal().unwrap();
-    assert!(why.starts_with("onboot task fsck failed: exit 1"), "{why}");
+    let crate::fatal::Fatal::OnbootFailed { task, error } = &why else {
+        panic!("not an onboot failure: {why:?}")
+    };
+    assert_eq!(task, "fsck");
+    assert!(error.starts_with("exit 1"), "{why}");
+    assert!(
+        why.to_string()
+            .starts_with("onboot task fsck failed: exit 1"),
+        "{why}"
+    );
     assert_eq!(
         w.state("svc"),
         State::Pending,
