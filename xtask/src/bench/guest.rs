@@ -1,7 +1,6 @@
 //! Sections 5 and 6: the QEMU guest (boot timeline, guest-side figures, scale) and the
 //! image size.
 
-#[allow(unused_imports)]
 use super::*;
 
 pub(super) fn guest(o: &Options, scratch: &Scratch) -> Result<Section> {

@@ -1,6 +1,5 @@
 //! init as PID 1 of a namespace on the host, driven over its control socket.
 
-#[allow(unused_imports)]
 use super::*;
 
 pub(super) struct HostInit {

@@ -1,6 +1,5 @@
 //! Sections 3 and 4 (host): PID 1's memory against the service count; `sysctr ps` latency.
 
-#[allow(unused_imports)]
 use super::*;
 
 pub(super) fn memory_and_ps(o: &Options, bins: &Binaries, scratch: &Scratch) -> Result<Section> {

@@ -1,6 +1,5 @@
 //! Where the time goes: strace, perf and off-CPU profiles of init while a closure runs.
 
-#[allow(unused_imports)]
 use super::*;
 
 pub(super) fn tail(text: &str, n: usize) -> String {

@@ -3,7 +3,6 @@
 //! `results.json` (next to it) after every section, so an interrupted run still leaves what
 //! it measured, in both forms.
 
-#[allow(unused_imports)]
 use super::*;
 use serde::Serialize;
 

@@ -1,7 +1,6 @@
 //! The bench's scratch space: a busybox root filesystem, bundles and init run directories
 //! on a tmpfs, and the cleanup of what an earlier, killed run left behind.
 
-#[allow(unused_imports)]
 use super::*;
 
 /// Where the scratch space lives: a tmpfs when there is one (/dev/shm), because in the

@@ -1,6 +1,5 @@
 //! Sections 1 and 2 (host): create+start against runc, crun and fork+exec; restart latency.
 
-#[allow(unused_imports)]
 use super::*;
 
 pub(super) fn start_and_restart(

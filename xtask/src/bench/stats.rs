@@ -1,8 +1,5 @@
 //! Statistics over timed samples and their markdown cells and rows.
 
-#[allow(unused_imports)]
-use super::*;
-
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Stats {
     pub(super) n: usize,

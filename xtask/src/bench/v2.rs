@@ -1,7 +1,6 @@
 //! The host section on the cgroup v2 view: sysctr against runc and crun where the guest's
 //! cgroup layout holds.
 
-#[allow(unused_imports)]
 use super::*;
 
 /// Where a hybrid host mounts its cgroup v2 hierarchy.
