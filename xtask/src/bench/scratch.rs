@@ -3,15 +3,37 @@
 
 use super::*;
 
-/// Where the scratch space lives: a tmpfs when there is one (/dev/shm), because in the
-/// guest init's run dir (bundles, container state) is on tmpfs, and a disk filesystem here
-/// mounted with `discard` makes every file removal wait for the device.
+/// Where the scratch directories live. Each one gets a tmpfs of its own mounted on it
+/// ([`Scratch::new`]), because in the guest init's run dir (bundles, container state) is on
+/// tmpfs, and a disk filesystem here mounted with `discard` makes every file removal wait
+/// for the device. Not /dev/shm itself: init refuses a service root below /dev.
 pub(super) fn scratch_base() -> PathBuf {
-    let shm = Path::new("/dev/shm");
-    match nix::sys::statfs::statfs(shm) {
-        Ok(st) if st.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC => shm.to_path_buf(),
-        _ => std::env::temp_dir(),
+    std::env::temp_dir()
+}
+
+/// Mounts a private tmpfs on `dir` (the bench runs as root); on a kernel or sandbox that
+/// refuses, the directory stays on the disk filesystem and the bench says so.
+fn mount_tmpfs(dir: &Path) {
+    use nix::mount::{mount, MsFlags};
+    if let Err(e) = mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0755"),
+    ) {
+        eprintln!(
+            "xtask: bench: no tmpfs on {} ({e}); scratch stays on the disk filesystem",
+            dir.display()
+        );
     }
+}
+
+/// Removes a scratch directory and the tmpfs on it, if any.
+fn remove_scratch(dir: &Path) {
+    let _ = fs::remove_dir_all(dir);
+    let _ = nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH);
+    let _ = fs::remove_dir_all(dir);
 }
 
 pub(super) struct Scratch {
@@ -22,8 +44,9 @@ pub(super) struct Scratch {
 impl Scratch {
     pub(super) fn new() -> Result<Scratch> {
         let dir = scratch_base().join(format!("sysctr-bench-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
+        remove_scratch(&dir);
         fs::create_dir_all(&dir)?;
+        mount_tmpfs(&dir);
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
         let rootfs = dir.join("rootfs");
         harness::rootfs::busybox(&rootfs, &[])?;
@@ -33,7 +56,7 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.dir);
+        remove_scratch(&self.dir);
     }
 }
 
@@ -56,7 +79,7 @@ pub(super) fn remove_cgroups(prefix: &str) {
 /// Leftovers of an earlier run that was killed (containers, cgroups, scratch directories),
 /// so the bench can always be run again.
 pub(super) fn cleanup_stale() {
-    for e in [scratch_base(), std::env::temp_dir()]
+    for e in [scratch_base(), PathBuf::from("/dev/shm")]
         .iter()
         .flat_map(fs::read_dir)
         .flatten()
@@ -115,7 +138,7 @@ pub(super) fn cleanup_stale() {
                     .status();
             }
         }
-        let _ = fs::remove_dir_all(e.path());
+        remove_scratch(&e.path());
         for tag in [
             "peer", "start", "v2", "mem0", "mem1", "mem10", "mem50", "mem100",
         ] {
