@@ -162,6 +162,9 @@ pub struct BootOptions {
     pub disk_bus: DiskBus,
     /// The NIC model.
     pub nic: Nic,
+    /// More raw disk images, each attached as a virtio disk after the boot disk (a USB
+    /// stick's stand-in).
+    pub extra_disks: Vec<PathBuf>,
 }
 
 impl Default for BootOptions {
@@ -175,6 +178,7 @@ impl Default for BootOptions {
             fw_cfg: true,
             disk_bus: DiskBus::Virtio,
             nic: Nic::Virtio,
+            extra_disks: Vec::new(),
         }
     }
 }
@@ -230,6 +234,14 @@ impl Vm {
             ..Machine::new(boot, &scratch.disk, ssh_port)
         };
         let mut cmd = machine.command();
+        for (i, extra) in opts.extra_disks.iter().enumerate() {
+            cmd.arg("-drive")
+                .arg(format!(
+                    "file={},format=raw,if=none,id=x{i},cache=unsafe",
+                    extra.display()
+                ))
+                .args(["-device", &format!("virtio-blk-pci,drive=x{i}")]);
+        }
         cmd.args(["-display", "none", "-serial", "stdio"])
             .arg("-monitor")
             .arg(format!("unix:{},server,nowait", monitor.display()))
@@ -358,6 +370,28 @@ impl Vm {
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
+    }
+
+    /// Starts a command over ssh with `input` as its stdin and returns at once (its output
+    /// is discarded): for what must be cut short, like an install at a power cut.
+    pub fn ssh_input_spawn(&self, command: &str, input: &Path) -> Child {
+        let file = std::fs::File::open(input).expect("open the input file");
+        Command::new("ssh")
+            .args(ssh_options(&self.key, self.ssh_port))
+            .arg("root@127.0.0.1")
+            .arg(command)
+            .stdin(file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start ssh")
+    }
+
+    /// Pulls the plug: SIGKILL to QEMU, no flush, no shutdown. The disk keeps what QEMU
+    /// had written to it.
+    pub fn power_cut(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Runs a command over ssh and returns its stdout; panics (with the console tail) on failure.

@@ -225,6 +225,9 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
             Ok(what) => info!("watchdog", "{what}"),
             Err(e) => warn!("watchdog", "{e}"),
         }
+        if gate.is_some() {
+            test_hook_in_trial();
+        }
         cfg.control_gid = control::sysctr_gid();
     }
 
@@ -294,6 +297,9 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
         panic!("injected panic after boot (--panic-after-boot)");
     }
 
+    // An update disk is looked for once the boot is not a trial (at once, or once blessed).
+    let mut offline_pending = !cfg.test_mode;
+    let mut trial_open = gate.is_some();
     loop {
         let (ready, timers) = r.wait(Duration::from_secs(1));
         for (_, source, flags) in ready {
@@ -373,12 +379,21 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
         if let Some(g) = gate.as_mut() {
             match g.step(std::time::Instant::now(), &sup.health()) {
                 health::Verdict::Wait => {}
-                health::Verdict::Bless => bless_once(&mut boot_info, control.as_mut()),
+                health::Verdict::Bless => {
+                    bless_once(&mut boot_info, control.as_mut());
+                    trial_open = false;
+                }
                 health::Verdict::Bad(why) => {
                     if let Some(action) = bad_boot(&mut boot_info, control.as_mut(), &why) {
                         return Exit::Power(action);
                     }
                 }
+            }
+        }
+        if offline_pending && !trial_open {
+            offline_pending = false;
+            if let Some(c) = control.as_mut() {
+                c.start_offline_update();
             }
         }
         if let Some(c) = control.as_mut() {
@@ -388,6 +403,35 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
         if let Some(why) = sup.take_fatal() {
             return Exit::Fatal(why);
         }
+    }
+}
+
+/// A trial boot of a boot-test image whose release.json names a test hook. `hang-in-trial`
+/// stops PID 1 for good with the watchdog armed: the hardware must reset the machine and the
+/// boot counter must take it back to the previous slot (boot-tests/tests/update.rs).
+fn test_hook_in_trial() {
+    let hook = match update::run::read_release(std::path::Path::new(update::run::RELEASE_FILE)) {
+        Ok(r) => r.test_hook,
+        Err(_) => None,
+    };
+    match hook.as_deref() {
+        None => {}
+        Some(update::run::HOOK_HANG_IN_TRIAL) => {
+            error!(
+                "test",
+                "test hook {}: PID 1 hangs here, the watchdog must reset the machine",
+                update::run::HOOK_HANG_IN_TRIAL
+            );
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            }
+        }
+        Some(other) => warn!(
+            "test",
+            "{}: unknown test hook {other:?} ignored (known: {})",
+            update::run::RELEASE_FILE,
+            update::run::HOOK_HANG_IN_TRIAL
+        ),
     }
 }
 

@@ -146,10 +146,24 @@ pub fn command(a: Args) -> Result<()> {
 /// A bundle of the image built in `dir` (as `cargo xtask bundle --from-image`), signed with
 /// the test-only key: the boot tests' updates.
 pub fn from_image(version: &str, dir: &Path, out: &Path) -> Result<()> {
+    from_image_with(version, dir, out, None, None)
+}
+
+/// [`from_image`] signed with `key` instead of the test-only key, and/or for another
+/// `compatible` id: the boot tests' bundles that must be refused.
+pub fn from_image_with(
+    version: &str,
+    dir: &Path,
+    out: &Path,
+    key: Option<&Path>,
+    compatible: Option<&str>,
+) -> Result<()> {
     command(Args {
         version: Some(version.into()),
         from_image: Some(dir.into()),
         out: Some(out.into()),
+        key: key.map(Path::to_path_buf),
+        compatible: compatible.map(String::from),
         ..Args::default()
     })
 }

@@ -71,6 +71,9 @@ pub struct Options {
     /// Public keys the image trusts for update bundles (`--update-key FILE`); default the
     /// repository's test-only key, with a warning.
     pub update_keys: Vec<PathBuf>,
+    /// A fault for the boot tests, written into `release.json` (`test_hook`, docs/update.md):
+    /// set only by `cargo xtask boot-test`, never by a command-line option.
+    pub test_hook: Option<String>,
 }
 
 pub struct Image {
@@ -252,6 +255,7 @@ pub fn build(opts: &Options) -> Result<Image> {
         &appliance.name,
         &appliance.version,
         &appliance.compatible,
+        opts.test_hook.as_deref(),
     )?;
     install_update_keys(&stage, &opts.update_keys)?;
 
@@ -499,12 +503,23 @@ fn downloaded_package(name: &str) -> Result<PathBuf> {
 /// `/etc/sysctr/release.json`: name, version and `compatible` of this image; the update
 /// helper refuses bundles for another `compatible` and (without --allow-downgrade) versions
 /// that are not newer.
-fn write_release(stage: &Path, name: &str, version: &str, compatible: &str) -> Result<()> {
-    let text = serde_json::to_string_pretty(&serde_json::json!({
+fn write_release(
+    stage: &Path,
+    name: &str,
+    version: &str,
+    compatible: &str,
+    test_hook: Option<&str>,
+) -> Result<()> {
+    let mut release = serde_json::json!({
         "name": name,
         "version": version,
         "compatible": compatible,
-    }))?;
+    });
+    if let Some(hook) = test_hook {
+        eprintln!("xtask: image: TEST IMAGE: release.json carries test_hook {hook:?}");
+        release["test_hook"] = hook.into();
+    }
+    let text = serde_json::to_string_pretty(&release)?;
     rootfs::assemble::write_text(&stage.join("etc/sysctr/release.json"), &(text + "\n"))
 }
 

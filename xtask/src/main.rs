@@ -35,6 +35,9 @@ enum Command {
     Run(qemu::RunArgs),
     /// Build the test images and run the QEMU boot tests (boot-tests/).
     BootTest(qemu::BootTestArgs),
+    /// Kill QEMU at random moments of updates and trial boots; every next boot must have its
+    /// health set Ready on a good slot. The table goes to bench/RESULTS.md.
+    Powercut(qemu::PowercutArgs),
     /// Build a signed update bundle, or extract and check a bundle's manifest.
     Bundle(bundle::Args),
     /// Fuzz the control-socket request decoder (cargo fuzz).
@@ -64,6 +67,7 @@ fn run(command: Command) -> Result<()> {
         Command::Image(a) => image::command(&a),
         Command::Run(a) => qemu::command(&a),
         Command::BootTest(a) => qemu::boot_test(&a.cargo_test_args),
+        Command::Powercut(a) => qemu::powercut(&a),
         Command::Bundle(a) => bundle::command(a),
         Command::Fuzz(a) => fuzz::run_fuzz(a.seconds),
         Command::Test(a) => test::command(&a),
@@ -108,6 +112,8 @@ mod tests {
         assert!(parse(&["bench", "--runs", "0"]).is_err());
         assert!(parse(&["test", "--boot"]).is_err());
         assert!(parse(&["fuzz", "soon"]).is_err());
+        assert!(parse(&["powercut"]).is_err(), "--runs is required");
+        assert!(parse(&["powercut", "--runs", "0"]).is_err());
         assert!(parse(&["bundle", "--sign"]).is_err());
     }
 
@@ -137,6 +143,8 @@ mod tests {
                 "2200",
             ],
             &["boot-test"],
+            &["powercut", "--runs", "100"],
+            &["powercut", "--runs", "3", "--seed", "42"],
             &["boot-test", "boot_every", "--nocapture"],
             &["boot-test", "--", "--ignored"],
             &["boot-test", "--ignored"],

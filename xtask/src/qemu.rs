@@ -245,7 +245,43 @@ fn refresh_disk(run_disk: &Path, built: &Path, fresh: bool) -> Result<()> {
 /// services, and the development image, and runs `boot-tests/` against them (SYSCTR_KERNEL,
 /// SYSCTR_DISK; SYSCTR_DEV_KERNEL, SYSCTR_DEV_DISK).
 pub fn boot_test(args: &[String]) -> Result<()> {
+    boot_test_with(args, &[])
+}
+
+/// `cargo xtask powercut --runs N [--seed S]`.
+#[derive(clap::Args, Debug)]
+pub struct PowercutArgs {
+    /// How many power cuts (odd runs during an install, even runs during the trial boot).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub runs: u64,
+    /// Seed of the random cut moments (printed by every run), to replay a sequence.
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+/// The boot tests' power-cut test with `--runs` cuts, its table written to bench/RESULTS.md.
+pub fn powercut(a: &PowercutArgs) -> Result<()> {
+    let table = workspace_root().join("bench").join("RESULTS.md");
+    let mut env = vec![
+        ("SYSCTR_POWERCUT_RUNS", a.runs.to_string()),
+        ("SYSCTR_POWERCUT_TABLE", table.display().to_string()),
+    ];
+    if let Some(s) = a.seed {
+        env.push(("SYSCTR_POWERCUT_SEED", s.to_string()));
+    }
+    boot_test_with(
+        &[
+            "--exact".into(),
+            "power_cut_during_install_and_trial".into(),
+            "--nocapture".into(),
+        ],
+        &env,
+    )
+}
+
+fn boot_test_with(args: &[String], env: &[(&str, String)]) -> Result<()> {
     ensure_debian_packages(QEMU_PACKAGES)?;
+    ensure_debian_packages(&["dosfstools", "mtools"])?;
     let root = workspace_root();
     let opts = image::Options {
         dev: false,
@@ -264,18 +300,22 @@ pub fn boot_test(args: &[String]) -> Result<()> {
         out: Some(root.join("build").join("image-test-dev")),
         ..Default::default()
     })?;
-    // Updates for the test image: a good 0.2.0, and a 0.3.0 whose manifest has a crash-looping
-    // service in the health set (the rollback).
+    // Updates for the test image: a good 0.2.0; a 0.3.0 whose manifest has a crash-looping
+    // service in the health set (the rollback); a 0.4.0 whose PID 1 hangs on its trial boot
+    // (the `hang-in-trial` test hook, with a 10 s watchdog: the hardware reset).
     let bundles = root.join("build").join("bundles-test");
     fs::create_dir_all(&bundles)?;
     let mut bundle_env = Vec::new();
-    for (version, extra, var) in [
-        ("0.2.0", None, "SYSCTR_BUNDLE_GOOD"),
+    let mut good_dir = None;
+    for (version, extra, hang, var) in [
+        ("0.2.0", None, false, "SYSCTR_BUNDLE_GOOD"),
         (
             "0.3.0",
             Some(root.join("boot-tests/unhealthy-services.json")),
+            false,
             "SYSCTR_BUNDLE_BAD",
         ),
+        ("0.4.0", None, true, "SYSCTR_BUNDLE_HANG"),
     ] {
         let mut o = image::Options {
             version: Some(version.into()),
@@ -287,13 +327,59 @@ pub fn boot_test(args: &[String]) -> Result<()> {
             o.extra_services.push(extra);
             o.alt_manifests.clear();
         }
+        if hang {
+            o.test_hook = Some("hang-in-trial".into());
+            o.cmdline_extra = "sysctr.watchdog=10".into();
+        }
         let up = image::build(&o)?;
+        let dir = up.kernel.parent().expect("image dir").to_path_buf();
         let out = bundles.join(format!("{version}.bundle"));
-        crate::bundle::from_image(version, up.kernel.parent().expect("image dir"), &out)?;
+        crate::bundle::from_image(version, &dir, &out)?;
+        bundle_env.push((var, out));
+        if version == "0.2.0" {
+            good_dir = Some(dir);
+        }
+    }
+    // Bundles every installer must refuse before it writes a byte: signed with a key the
+    // image does not trust, for another appliance, and the factory 0.1.0 again (older than
+    // the 0.2.0 the test runs by then).
+    let good_dir = good_dir.expect("the good image was built");
+    let untrusted = bundles.join("untrusted.key");
+    write_untrusted_key(&untrusted)?;
+    let image_dir = img.kernel.parent().expect("image dir");
+    for (name, from, version, key, compatible, var) in [
+        (
+            "untrusted-key",
+            good_dir.as_path(),
+            "0.2.0",
+            Some(untrusted.as_path()),
+            None,
+            "SYSCTR_BUNDLE_UNTRUSTED",
+        ),
+        (
+            "other-compatible",
+            good_dir.as_path(),
+            "0.2.0",
+            None,
+            Some("another-appliance"),
+            "SYSCTR_BUNDLE_INCOMPATIBLE",
+        ),
+        (
+            "downgrade",
+            image_dir,
+            "0.1.0",
+            None,
+            None,
+            "SYSCTR_BUNDLE_DOWNGRADE",
+        ),
+    ] {
+        let out = bundles.join(format!("{name}.bundle"));
+        crate::bundle::from_image_with(version, from, &out, key, compatible)?;
         bundle_env.push((var, out));
     }
     run(Command::new(env!("CARGO"))
         .envs(bundle_env)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .current_dir(&root)
         .args(["test", "-p", "sysctr-boot-tests", "--"])
         .args(["--test-threads", "1"])
@@ -305,4 +391,17 @@ pub fn boot_test(args: &[String]) -> Result<()> {
         .env("SYSCTR_DEV_DISK", &dev.disk)
         .env("SYSCTR_OVMF_CODE", OVMF_CODE)
         .env("SYSCTR_OVMF_VARS", OVMF_VARS))
+}
+
+/// A fresh minisign key pair no image trusts (the secret key at `path`, unencrypted): the
+/// boot tests' bundle with a valid signature by the wrong key.
+fn write_untrusted_key(path: &Path) -> Result<()> {
+    let kp = minisign::KeyPair::generate_unencrypted_keypair()
+        .map_err(|e| anyhow::anyhow!("generate a minisign key pair: {e}"))?;
+    let text = kp
+        .sk
+        .to_box(Some("sysctr boot tests: an untrusted key"))
+        .map_err(|e| anyhow::anyhow!("encode the secret key: {e}"))?
+        .to_string();
+    fs::write(path, text).with_context(|| format!("write {}", path.display()))
 }

@@ -4,12 +4,15 @@
 //!
 //! Usage: `bench-guest [--runs N] [--service NAME] [--socket PATH] [--ps-only]`; with
 //! `--ps-only` just PID 1's memory and the `ps` latency (for a boot with many services).
+//! `bench-guest --raw-write PARTNAME` copies stdin to the partition with that GPT name and
+//! fsyncs it (the baseline of the update figures: the same bytes an install writes).
 //!
 //! Output is one line per figure, for xtask to tabulate:
 //!   sample SERIES MICROSECONDS
 //!   error SERIES MESSAGE
 //!   mem FIELD KIB                  PID 1's /proc/1/status and smaps_rollup
 //!   info TEXT
+//!   sample raw_write MICROSECONDS  --raw-write: first byte read → fsync done
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -50,6 +53,21 @@ fn parse() -> Result<Args, String> {
 }
 
 fn main() {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().map(String::as_str) == Some("--raw-write") {
+        let Some(part) = argv.get(1).filter(|_| argv.len() == 2) else {
+            eprintln!("bench-guest: usage: bench-guest --raw-write PARTNAME");
+            std::process::exit(2);
+        };
+        match raw_write(part) {
+            Ok(us) => sample("raw_write", us),
+            Err(e) => {
+                println!("error raw_write {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
     let args = match parse() {
         Ok(a) => a,
         Err(e) => {
@@ -61,6 +79,65 @@ fn main() {
         println!("error run {e}");
         std::process::exit(1);
     }
+}
+
+/// Copies stdin to the partition named `partname` (GPT name, from sysfs), creating its
+/// device node if the container's /dev lacks it, and fsyncs. Returns the microseconds from
+/// the first byte read to the end of the fsync.
+fn raw_write(partname: &str) -> Result<f64, String> {
+    use std::io::{Read, Write};
+    let sys = Path::new("/sys/class/block");
+    let name = std::fs::read_dir(sys)
+        .map_err(|e| format!("{}: {e}", sys.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| {
+            std::fs::read_to_string(sys.join(n).join("uevent"))
+                .is_ok_and(|u| u.lines().any(|l| l == format!("PARTNAME={partname}")))
+        })
+        .ok_or(format!(
+            "no partition named {partname} in {}",
+            sys.display()
+        ))?;
+    let dev = Path::new("/dev").join(&name);
+    if !dev.exists() {
+        let numbers = std::fs::read_to_string(sys.join(&name).join("dev"))
+            .map_err(|e| format!("{name}/dev: {e}"))?;
+        let (major, minor) = numbers
+            .trim()
+            .split_once(':')
+            .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
+            .ok_or(format!("{name}/dev: {numbers:?} is not MAJOR:MINOR"))?;
+        nix::sys::stat::mknod(
+            &dev,
+            nix::sys::stat::SFlag::S_IFBLK,
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+            nix::sys::stat::makedev(major, minor),
+        )
+        .map_err(|e| format!("mknod {}: {e}", dev.display()))?;
+    }
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&dev)
+        .map_err(|e| format!("open {}: {e}", dev.display()))?;
+    let mut input = std::io::stdin().lock();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut started = None;
+    loop {
+        let n = input
+            .read(&mut buf)
+            .map_err(|e| format!("read stdin: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        started.get_or_insert_with(Instant::now);
+        out.write_all(&buf[..n])
+            .map_err(|e| format!("write {}: {e}", dev.display()))?;
+    }
+    out.sync_all()
+        .map_err(|e| format!("fsync {}: {e}", dev.display()))?;
+    let started = started.ok_or("nothing on stdin")?;
+    Ok(started.elapsed().as_secs_f64() * 1e6)
 }
 
 fn sample(series: &str, us: f64) {

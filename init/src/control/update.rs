@@ -128,6 +128,27 @@ impl ControlServer {
         }
     }
 
+    /// Once per boot, when the boot is not (or no longer) a trial: looks for an update disk
+    /// and installs the bundle on it ([`crate::update::offline`]), rebooting into it.
+    pub fn start_offline_update(&mut self) {
+        let booted = self
+            .boot
+            .as_ref()
+            .and_then(|b| b.slot.as_deref())
+            .and_then(|s| match s {
+                "a" => Some(Slot::A),
+                "b" => Some(Slot::B),
+                _ => None,
+            });
+        let Some(booted) = booted else {
+            return;
+        };
+        match self.updates.start_offline(booted) {
+            Ok(what) => crate::info!("update", "offline: {what}"),
+            Err((_, m)) => crate::warn!("update", "offline: not looking for an update disk: {m}"),
+        }
+    }
+
     /// Once per loop turn: the helper's progress to its client.
     pub fn poll_update(&mut self, r: &mut Reactor) {
         for ev in self.updates.poll() {
@@ -145,13 +166,17 @@ impl ControlServer {
         status: &str,
         r: &mut Reactor,
     ) -> (bool, Option<PowerAction>) {
-        let Some(Event::Finished {
-            client,
-            result,
-            reboot,
-        }) = self.updates.exited(pid, status)
-        else {
-            return (false, None);
+        let (client, result, reboot) = match self.updates.exited(pid, status) {
+            Some(Event::Finished {
+                client,
+                result,
+                reboot,
+            }) => (client, result, reboot),
+            Some(Event::Skipped { message }) => {
+                crate::info!("update", "offline: {message}");
+                return (true, None);
+            }
+            _ => return (false, None),
         };
         match result {
             Ok(mut installed) => {

@@ -28,6 +28,7 @@ pub mod slot;
 #[cfg(test)]
 mod tests;
 
+pub mod offline;
 pub use esp::{install_uki, retire_slot};
 pub use slot::{check_fits, check_payloads, write_slot};
 

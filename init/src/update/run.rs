@@ -38,8 +38,19 @@ const MAX_LINE: usize = 64 * 1024;
 pub enum Line {
     Progress(Progress),
     Installed(Installed),
-    Error { kind: ErrorKind, message: String },
+    Error {
+        kind: ErrorKind,
+        message: String,
+    },
+    /// An offline update found nothing to install (no update disk, or a bundle already
+    /// installed): nothing is recorded.
+    Skipped {
+        message: String,
+    },
 }
+
+/// The client id of the install PID 1 starts itself for an offline update disk.
+pub const OFFLINE_CLIENT: u64 = u64::MAX;
 
 /// The image's own identity (`/etc/sysctr/release.json`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,7 +58,14 @@ pub struct Release {
     pub name: String,
     pub version: String,
     pub compatible: String,
+    /// A fault the boot tests inject (docs/update.md, "Test hooks"). Only the boot tests'
+    /// images carry it (`cargo xtask boot-test` builds them); every other build leaves it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_hook: Option<String>,
 }
+
+/// The test hook that makes PID 1 hang on a trial boot, right after it armed the watchdog.
+pub const HOOK_HANG_IN_TRIAL: &str = "hang-in-trial";
 
 pub fn read_release(path: &Path) -> Result<Release, String> {
     let text = fs::read_to_string(path).map_err(|e| format!("read {}: {e}", path.display()))?;
@@ -61,6 +79,8 @@ pub struct HelperArgs {
     pub device: PathBuf,
     pub esp_device: PathBuf,
     pub allow_downgrade: bool,
+    /// Look for the bundle on an update disk ([`super::offline`]) instead of stdin.
+    pub offline: bool,
 }
 
 impl HelperArgs {
@@ -77,6 +97,9 @@ impl HelperArgs {
         if self.allow_downgrade {
             v.push("--allow-downgrade".into());
         }
+        if self.offline {
+            v.push("--offline".into());
+        }
         v
     }
 
@@ -85,6 +108,7 @@ impl HelperArgs {
         let mut device = None;
         let mut esp = None;
         let mut allow_downgrade = false;
+        let mut offline = false;
         let mut it = args.iter();
         while let Some(a) = it.next() {
             let mut val = || it.next().cloned().ok_or(format!("{a} needs a value"));
@@ -100,6 +124,7 @@ impl HelperArgs {
                 "--device" => device = Some(PathBuf::from(val()?)),
                 "--esp" => esp = Some(PathBuf::from(val()?)),
                 "--allow-downgrade" => allow_downgrade = true,
+                "--offline" => offline = true,
                 other => return Err(format!("unknown helper argument {other:?}")),
             }
         }
@@ -108,6 +133,7 @@ impl HelperArgs {
             device: device.ok_or("--device missing")?,
             esp_device: esp.ok_or("--esp missing")?,
             allow_downgrade,
+            offline,
         })
     }
 }
@@ -170,24 +196,57 @@ pub fn helper_main(args: &[String]) -> i32 {
             )
         }
     };
+    // An update disk is found and opened while the helper may still mount.
+    let offline = if a.offline {
+        match super::offline::find(&a.esp_device) {
+            Ok(Some(found)) => Some(found),
+            Ok(None) => {
+                let message = format!(
+                    "no update disk (a FAT or ext4 filesystem with {}/*.bundle)",
+                    super::offline::DIR
+                );
+                emit(&mut out, &Line::Skipped { message });
+                return 0;
+            }
+            Err(e) => return fail(&mut out, ErrorKind::Failed, e),
+        }
+    } else {
+        None
+    };
     if let Err(e) = drop_privileges() {
         return fail(&mut out, ErrorKind::Failed, e);
     }
-    use std::os::fd::AsFd;
-    let mut bundle = match std::io::stdin().as_fd().try_clone_to_owned() {
-        Ok(fd) => File::from(fd),
-        Err(e) => {
-            return fail(
-                &mut out,
-                ErrorKind::Failed,
-                format!("no bundle on stdin: {e}"),
-            )
-        }
-    };
     let policy = Policy {
         compatible: release.compatible,
         current_version: release.version,
         allow_downgrade: a.allow_downgrade,
+    };
+    use std::os::fd::AsFd;
+    let mut bundle = match offline {
+        Some((source, mut file)) => {
+            match offline_news(&mut file, &keys, &policy, a.slot) {
+                Ok(()) => {}
+                Err(Refusal::Skip(why)) => {
+                    let message = format!("{source}: {why}");
+                    emit(&mut out, &Line::Skipped { message });
+                    return 0;
+                }
+                Err(Refusal::Error(e)) => {
+                    return fail(&mut out, kind_of(&e), format!("{source}: {e}"))
+                }
+            }
+            file
+        }
+        None => match std::io::stdin().as_fd().try_clone_to_owned() {
+            Ok(fd) => File::from(fd),
+            Err(e) => {
+                return fail(
+                    &mut out,
+                    ErrorKind::Failed,
+                    format!("no bundle on stdin: {e}"),
+                )
+            }
+        },
     };
     let target = Target {
         slot: a.slot,
@@ -203,6 +262,43 @@ pub fn helper_main(args: &[String]) -> i32 {
         }
         Err(e) => fail(&mut out, kind_of(&e), e.to_string()),
     }
+}
+
+enum Refusal {
+    /// Not news: not newer than the running system, or already in the inactive slot.
+    Skip(String),
+    Error(UpdateError),
+}
+
+/// Whether an update disk's bundle is news: its header verified (signature, `compatible`),
+/// newer than the running system and not already in `slot`. Leaves the file at its start.
+fn offline_news(
+    file: &mut File,
+    keys: &[manifest::bundle::signature::TrustedKey],
+    policy: &Policy,
+    slot: Slot,
+) -> Result<(), Refusal> {
+    let verified = match super::verify_header(file, keys, policy) {
+        Ok(v) => v,
+        Err(e @ (UpdateError::SameVersion { .. } | UpdateError::Downgrade { .. })) => {
+            return Err(Refusal::Skip(format!("{e}: not installed")))
+        }
+        Err(e) => return Err(Refusal::Error(e)),
+    };
+    let version = verified.manifest.version;
+    let slots = super::esp::slot_status(Path::new(HELPER_ESP)).map_err(Refusal::Error)?;
+    if let Some(s) = slots
+        .iter()
+        .find(|s| s.slot == slot && s.version.as_deref() == Some(version.as_str()))
+    {
+        return Err(Refusal::Skip(format!(
+            "{version} is already installed in slot {slot} ({:?}): not installed again",
+            s.state
+        )));
+    }
+    use std::io::Seek;
+    file.rewind()
+        .map_err(|e| Refusal::Error(super::io_err("rewind", Path::new("bundle"))(e)))
 }
 
 /// A mount namespace of the helper's own, with the ESP mounted on [`HELPER_ESP`], owned by
@@ -278,6 +374,10 @@ pub enum Event {
         result: Result<Installed, (ErrorKind, String)>,
         reboot: bool,
     },
+    /// An offline update had nothing to install.
+    Skipped {
+        message: String,
+    },
 }
 
 impl Runner {
@@ -294,6 +394,23 @@ impl Runner {
         &mut self,
         client: u64,
         bundle: OwnedFd,
+        booted: Slot,
+        allow_downgrade: bool,
+        reboot: bool,
+    ) -> Result<String, (ErrorKind, String)> {
+        self.spawn(client, Some(bundle), booted, allow_downgrade, reboot)
+    }
+
+    /// Starts the helper looking for an update disk ([`super::offline`]); it reboots into
+    /// what it installed.
+    pub fn start_offline(&mut self, booted: Slot) -> Result<String, (ErrorKind, String)> {
+        self.spawn(OFFLINE_CLIENT, None, booted, false, true)
+    }
+
+    fn spawn(
+        &mut self,
+        client: u64,
+        bundle: Option<OwnedFd>,
         booted: Slot,
         allow_downgrade: bool,
         reboot: bool,
@@ -323,6 +440,7 @@ impl Runner {
             device: device.clone(),
             esp_device,
             allow_downgrade,
+            offline: bundle.is_none(),
         };
         let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| (ErrorKind::Failed, format!("pipe: {e}")))?;
@@ -333,7 +451,7 @@ impl Runner {
         };
         let child = std::process::Command::new(&exe)
             .args(args.to_args())
-            .stdin(std::process::Stdio::from(bundle))
+            .stdin(bundle.map_or_else(std::process::Stdio::null, std::process::Stdio::from))
             .stdout(std::process::Stdio::from(wr))
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -356,7 +474,12 @@ impl Runner {
             version: None,
         });
         Ok(format!(
-            "installing into slot {target} ({}), helper pid {pid}",
+            "{} slot {target} ({}), helper pid {pid}",
+            if client == OFFLINE_CLIENT {
+                "looking for an update disk to install into"
+            } else {
+                "installing into"
+            },
             device.display()
         ))
     }
@@ -407,6 +530,9 @@ impl Runner {
         let mut events = self.poll();
         let r = self.running.take()?;
         let _ = events.drain(..);
+        if let Some(Line::Skipped { message }) = r.result {
+            return Some(Event::Skipped { message });
+        }
         let result = match r.result {
             Some(Line::Installed(i)) => Ok(i),
             Some(Line::Error { kind, message }) => Err((kind, message)),
@@ -472,8 +598,15 @@ mod tests {
             device: "/dev/nvme0n1p3".into(),
             esp_device: "/dev/nvme0n1p1".into(),
             allow_downgrade: true,
+            offline: false,
         };
         assert_eq!(HelperArgs::parse(&a.to_args()).unwrap(), a);
+        let offline = HelperArgs {
+            offline: true,
+            allow_downgrade: false,
+            ..a.clone()
+        };
+        assert_eq!(HelperArgs::parse(&offline.to_args()).unwrap(), offline);
         assert!(HelperArgs::parse(&["--slot".into(), "c".into()]).is_err());
         assert!(HelperArgs::parse(&["--device".into()]).is_err());
         assert!(HelperArgs::parse(&["--bogus".into()])
@@ -510,5 +643,10 @@ mod tests {
         };
         let text = serde_json::to_string(&l).unwrap();
         assert_eq!(serde_json::from_str::<Line>(&text).unwrap(), l);
+        let s = Line::Skipped {
+            message: "no update disk".into(),
+        };
+        let text = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<Line>(&text).unwrap(), s);
     }
 }

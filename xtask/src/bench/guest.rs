@@ -57,6 +57,10 @@ pub(super) fn guest(o: &Options, scratch: &Scratch) -> Result<Section> {
             "## Guest (QEMU): PID 1 memory and `sysctr ps` by service count\n\nNot measured: {e:#}\n"
         )?,
     }
+    match super::update::section(o, scratch, &bench_img, &bench_image_options()?, &mut fig) {
+        Ok(s) => t.push_str(&s),
+        Err(e) => writeln!(t, "## Guest (QEMU): updates\n\nNot measured: {e:#}\n")?,
+    }
     Ok(Section::new(t, fig))
 }
 
@@ -65,6 +69,11 @@ pub(super) fn guest(o: &Options, scratch: &Scratch) -> Result<Section> {
 /// Its alternative manifests `bench-<N>` add sleeping services up to N services in all,
 /// for the memory and `ps` figures at scale (booted with `sysctr.manifest=`).
 pub(super) fn bench_image() -> Result<image::Image> {
+    image::build(&bench_image_options()?)
+}
+
+/// How [`bench_image`] is built (the update figures build newer versions of it).
+pub(super) fn bench_image_options() -> Result<image::Options> {
     let root = workspace_root();
     let dir = root.join("build/bench");
     fs::create_dir_all(&dir)?;
@@ -87,7 +96,7 @@ pub(super) fn bench_image() -> Result<image::Image> {
         )?;
         alt_manifests.push((format!("bench-{n}"), file));
     }
-    image::build(&image::Options {
+    Ok(image::Options {
         extra_containers: vec![root.join("bench/container")],
         extra_services: vec![root.join("bench/container/target.json")],
         alt_manifests,

@@ -20,6 +20,7 @@ mod results;
 mod scratch;
 mod start;
 mod stats;
+mod update;
 mod v2;
 mod vm;
 

@@ -100,10 +100,33 @@ pub(super) fn run_section(doc: &mut Doc, name: &str, f: impl FnOnce() -> Result<
     }
 }
 
+/// Sections of bench/RESULTS.md written by another command, kept when the bench rewrites
+/// the file: `cargo xtask powercut`'s table (boot-tests/tests/powercut.rs).
+const KEPT_SECTIONS: &[&str] = &["## Guest (QEMU): power cuts during an update"];
+
+/// The [`KEPT_SECTIONS`] of `old`, each up to the next `## ` heading.
+fn kept_sections(old: &str) -> String {
+    let mut kept = String::new();
+    for title in KEPT_SECTIONS {
+        if let Some(start) = old.find(title) {
+            let body = &old[start + title.len()..];
+            let end = body
+                .find("\n## ")
+                .map_or(old.len(), |i| start + title.len() + i + 1);
+            kept.push('\n');
+            kept.push_str(old[start..end].trim_end());
+            kept.push('\n');
+        }
+    }
+    kept
+}
+
 /// The results document: the markdown (printed as it grows) and the JSON record.
 pub(super) struct Doc {
     path: PathBuf,
     text: String,
+    /// [`KEPT_SECTIONS`] of the file as it was, carried over at its end.
+    kept: String,
     command: String,
     sections: Vec<SectionRecord>,
 }
@@ -115,6 +138,7 @@ impl Doc {
         let d = Doc {
             path: path.to_path_buf(),
             text: header,
+            kept: kept_sections(&fs::read_to_string(path).unwrap_or_default()),
             command,
             sections: Vec::new(),
         };
@@ -167,7 +191,8 @@ impl Doc {
             let _ = fs::create_dir_all(dir);
         }
         let json = serde_json::to_string_pretty(&self.json()).expect("JSON of plain data");
-        for (path, text) in [(self.path.clone(), &self.text), (self.json_path(), &json)] {
+        let markdown = format!("{}{}", self.text, self.kept);
+        for (path, text) in [(self.path.clone(), &markdown), (self.json_path(), &json)] {
             if let Err(e) = fs::write(&path, text) {
                 eprintln!("xtask: bench: cannot write {}: {e}", path.display());
             }
@@ -178,6 +203,24 @@ impl Doc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_power_cut_table_survives_a_bench_rewrite() {
+        let old = "# sysctr benchmarks\n\n## Host: x\n\nold\n\n\
+                   ## Guest (QEMU): power cuts during an update\n\n| run |\n|---|\n| 1 |\n\n\
+                   ## Not measured\n\nnothing\n";
+        assert_eq!(
+            kept_sections(old),
+            "\n## Guest (QEMU): power cuts during an update\n\n| run |\n|---|\n| 1 |\n"
+        );
+        // Last in the file: kept to its end.
+        let last = "# b\n\n## Guest (QEMU): power cuts during an update\n\n| 2 |\n";
+        assert_eq!(
+            kept_sections(last),
+            "\n## Guest (QEMU): power cuts during an update\n\n| 2 |\n"
+        );
+        assert_eq!(kept_sections("# b\n\n## Host: x\n"), "");
+    }
 
     #[test]
     fn a_section_lands_in_both_files_and_a_failure_keeps_its_error() {

@@ -238,6 +238,34 @@ impl Vm {
         Ok(out)
     }
 
+    /// Runs `command` as root over ssh with the file `input` on stdin (an update bundle);
+    /// one try, at most 15 minutes. Returns its stdout.
+    pub fn ssh_file(&self, command: &str, input: &Path) -> Result<String> {
+        let file = fs::File::open(input).with_context(|| format!("open {}", input.display()))?;
+        let out = Command::new("timeout")
+            .arg("900")
+            .arg("ssh")
+            .arg("-i")
+            .arg(&self.key)
+            .args(["-p", &self.port.to_string()])
+            .args(["-o", "StrictHostKeyChecking=no"])
+            .args(["-o", "UserKnownHostsFile=/dev/null"])
+            .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=10"])
+            .args(["-o", "LogLevel=ERROR", "root@127.0.0.1", command])
+            .stdin(file)
+            .output()
+            .context("start ssh")?;
+        if !out.status.success() {
+            bail!(
+                "ssh {command:?} < {}: {}: {}",
+                input.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// [`Vm::ssh`], retried every second until the guest's sshd lets us in (90 s).
     pub fn ssh_retry(&self, command: &str) -> Result<String> {
         let deadline = Instant::now() + Duration::from_secs(90);

@@ -1,0 +1,244 @@
+//! Power cuts during an update (issue 12): QEMU is killed at a random moment of an install
+//! (the bundle streaming into the inactive slot over ssh) or of the trial boot that follows
+//! it, and the next boot must have every service of the health set Ready on a good slot (a
+//! trial there is waited for until the health gate blesses it). `cargo xtask boot-test` runs a few cuts;
+//! `cargo xtask powercut --runs N` runs N and writes the table to bench/RESULTS.md
+//! (SYSCTR_POWERCUT_RUNS, SYSCTR_POWERCUT_TABLE, SYSCTR_POWERCUT_SEED).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use sysctr_boot_tests::*;
+
+/// Longest random delay before a cut: an install under TCG streams 12 MB in well under
+/// this, and a trial boot is blessed within it, so cuts cover each phase to its end.
+const INSTALL_WINDOW_MS: u64 = 20_000;
+const TRIAL_WINDOW_MS: u64 = 60_000;
+
+struct Rng(u64);
+
+impl Rng {
+    /// xorshift64*: the seed is printed, so a failing sequence can be replayed.
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1)
+    }
+}
+
+fn env_u64(var: &str) -> Option<u64> {
+    std::env::var(var).ok().map(|v| {
+        v.parse()
+            .unwrap_or_else(|_| panic!("{var}={v:?}: expected a number"))
+    })
+}
+
+fn status(vm: &Vm) -> serde_json::Value {
+    let out = vm.ssh("sysctr update status --json");
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+fn booted_state(st: &serde_json::Value) -> (String, String) {
+    let booted = st["booted"].as_str().unwrap_or("?").to_string();
+    let state = st["slots"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["slot"] == booted.as_str()))
+        .and_then(|s| s["state"].as_str())
+        .unwrap_or("?")
+        .to_string();
+    (booted, state)
+}
+
+/// The test image's health set: the system services and every test service that does not
+/// opt out with `"health": false` (the crash-looper, the memory hog, … do).
+fn health_set() -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_str(include_str!("../test-services.json"))
+        .expect("boot-tests/test-services.json");
+    let mut names: Vec<String> = SYSTEM_SERVICES.iter().map(|s| s.to_string()).collect();
+    names.extend(
+        v["services"]
+            .as_array()
+            .expect("test-services.json: services")
+            .iter()
+            .filter(|s| s["health"] != false && s["kind"] != "onboot")
+            .filter_map(|s| s["name"].as_str().map(String::from)),
+    );
+    names
+}
+
+/// Boots and waits until every service of the health set is Ready on a good slot: a trial
+/// boot must be blessed. Returns (slot, how long it took).
+fn boot_to_good(image: &ImagePaths, scratch: &Scratch) -> (Vm, String, Duration) {
+    let vm = Vm::boot(image, scratch, &BootOptions::default());
+    let names = health_set();
+    // Polled with tolerant ssh calls: under a loaded host a boot may be reset (watchdog)
+    // and start again, which is allowed; only the deadline ends the wait.
+    let deadline = Instant::now() + 2 * BOOT_TIMEOUT;
+    let mut last = String::new();
+    let (slot, state) = loop {
+        if Instant::now() > deadline {
+            panic!(
+                "after a power cut no boot had the health set {names:?} Ready on a good slot \
+                 within {}s (last: {last})\n{}",
+                (2 * BOOT_TIMEOUT).as_secs(),
+                vm.tail(60)
+            );
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        let (code, out, err) = vm.ssh_raw("sysctr ps --json", Duration::from_secs(30));
+        if code != Some(0) {
+            last = format!("ssh: {code:?} {}", err.trim());
+            continue;
+        }
+        let ps: Vec<serde_json::Value> = match serde_json::from_str(out.trim()) {
+            Ok(serde_json::Value::Array(a)) => a,
+            _ => {
+                last = format!("ps: {out}");
+                continue;
+            }
+        };
+        let waiting: Vec<&String> = names
+            .iter()
+            .filter(|n| !service(&ps, n).is_some_and(|s| s["state"] == "ready"))
+            .collect();
+        if !waiting.is_empty() {
+            last = format!("not Ready yet: {waiting:?}");
+            continue;
+        }
+        let (code, out, _) = vm.ssh_raw("sysctr update status --json", Duration::from_secs(30));
+        let Some(st) = (code == Some(0))
+            .then(|| serde_json::from_str::<serde_json::Value>(out.trim()).ok())
+            .flatten()
+        else {
+            last = format!("update status: {out}");
+            continue;
+        };
+        let (slot, state) = booted_state(&st);
+        if state == "good" {
+            break (slot, state);
+        }
+        last = format!("slot {slot} is {state}");
+    };
+    assert_eq!(state, "good");
+    let took = vm.started.elapsed();
+    (vm, slot, took)
+}
+
+#[test]
+fn power_cut_during_install_and_trial() {
+    let image = ImagePaths::from_env();
+    let bundle = PathBuf::from(std::env::var_os("SYSCTR_BUNDLE_GOOD").unwrap_or_else(|| {
+        panic!("SYSCTR_BUNDLE_GOOD is not set: run the boot tests with `cargo xtask boot-test`")
+    }));
+    let runs = env_u64("SYSCTR_POWERCUT_RUNS").unwrap_or(2);
+    let seed = env_u64("SYSCTR_POWERCUT_SEED").unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+            | 1
+    });
+    eprintln!("power cut: {runs} runs, seed {seed} (SYSCTR_POWERCUT_SEED={seed} replays them)");
+    let mut rng = Rng(seed);
+    let scratch = Scratch::new("powercut", &image);
+    let (mut vm, _, _) = boot_to_good(&image, &scratch);
+    let mut rows = Vec::new();
+    for run in 1..=runs {
+        // Odd runs cut the install, even runs the trial boot after it.
+        let trial = run % 2 == 0;
+        let window = if trial {
+            TRIAL_WINDOW_MS
+        } else {
+            INSTALL_WINDOW_MS
+        };
+        let delay = Duration::from_millis(rng.below(window));
+        let from = booted_state(&status(&vm)).0;
+        // --allow-downgrade: every run installs the same bundle again into the other slot.
+        let command = if trial {
+            "sysctr update --allow-downgrade --reboot -"
+        } else {
+            "sysctr update --allow-downgrade -"
+        };
+        let mut ssh = vm.ssh_input_spawn(command, &bundle);
+        let phase = if trial {
+            let st = ssh.wait().expect("wait ssh");
+            assert!(
+                st.success(),
+                "run {run}: the install failed ({st})\n{}",
+                vm.tail(40)
+            );
+            let mark = vm.serial().len();
+            std::thread::sleep(delay);
+            let after = vm.serial()[mark..].to_string();
+            vm.power_cut();
+            if after.contains("blessed the boot entry") {
+                "trial boot, after its blessing"
+            } else if after.contains("sysctr.slot=") {
+                "trial boot"
+            } else {
+                "reboot into the trial"
+            }
+        } else {
+            std::thread::sleep(delay);
+            let done = matches!(ssh.try_wait(), Ok(Some(_)));
+            vm.power_cut();
+            if done {
+                "install (just after it)"
+            } else {
+                "install"
+            }
+        };
+        let _ = ssh.kill();
+        let _ = ssh.wait();
+        drop(vm);
+        let (next, slot, took) = boot_to_good(&image, &scratch);
+        eprintln!(
+            "power cut {run}/{runs}: {phase} at {:.1} s (from slot {from}) → slot {slot} good, all ready in {:.0} s",
+            delay.as_secs_f64(),
+            took.as_secs_f64()
+        );
+        rows.push(format!(
+            "| {run} | {phase} | {:.1} | {from} | {slot} | yes | {:.0} |",
+            delay.as_secs_f64(),
+            took.as_secs_f64()
+        ));
+        vm = next;
+    }
+    let _ = vm.ssh_raw("sysctr poweroff", Duration::from_secs(20));
+    vm.wait_exit(Duration::from_secs(120));
+    if let Some(path) = std::env::var_os("SYSCTR_POWERCUT_TABLE") {
+        let table = format!(
+            "## Guest (QEMU): power cuts during an update\n\n\
+             `cargo xtask powercut --runs {runs}` (seed {seed}): QEMU killed (SIGKILL) at a \
+             random moment of an install of a {} byte bundle (odd runs, within {} s of its \
+             start) or of the trial boot after it (even runs, within {} s of the install's \
+             end). Every next boot had every health-set service Ready on a good slot. TCG.\n\n\
+             | run | cut during | at (s) | from slot | next boot's slot | health set Ready, slot good | boot to good (s) |\n\
+             |---|---|---|---|---|---|---|\n{}\n",
+            std::fs::metadata(&bundle).map(|m| m.len()).unwrap_or(0),
+            INSTALL_WINDOW_MS / 1000,
+            TRIAL_WINDOW_MS / 1000,
+            rows.join("\n")
+        );
+        write_section(&PathBuf::from(path), &table);
+    }
+}
+
+/// Replaces (or appends) this test's section in the results file, leaving the rest.
+fn write_section(path: &std::path::Path, table: &str) {
+    let title = table.lines().next().unwrap();
+    let old = std::fs::read_to_string(path).unwrap_or_default();
+    let text = match old.find(title) {
+        Some(start) => {
+            let rest = &old[start + title.len()..];
+            let end = rest
+                .find("\n## ")
+                .map(|i| start + title.len() + i + 1)
+                .unwrap_or(old.len());
+            format!("{}{table}{}", &old[..start], &old[end..])
+        }
+        None => format!("{old}\n{table}"),
+    };
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    eprintln!("power cut: table written to {}", path.display());
+}
