@@ -193,7 +193,7 @@ fn power_cut_during_install_and_trial() {
         drop(vm);
         let (next, slot, took) = boot_to_good(&image, &scratch);
         eprintln!(
-            "power cut {run}/{runs}: {phase} at {:.1} s (from slot {from}) → slot {slot} good, all ready in {:.0} s",
+            "power cut {run}/{runs}: {phase} at {:.1} s (from slot {from}) → slot {slot} good, health set Ready in {:.0} s",
             delay.as_secs_f64(),
             took.as_secs_f64()
         );
