@@ -124,6 +124,20 @@ impl Scratch {
         part
     }
 
+    /// Writes a (changed) copy of the state partition from [`Scratch::state_partition`]
+    /// back into the disk.
+    pub fn put_state_partition(&self, part: &Path) {
+        let st = Command::new("dd")
+            .arg(format!("if={}", part.display()))
+            .arg(format!("of={}", self.disk.display()))
+            .arg("bs=1M")
+            .arg(format!("seek={}", rootfs::disk::STATE_START >> 20))
+            .args(["conv=notrunc", "status=none"])
+            .status()
+            .expect("dd");
+        assert!(st.success(), "dd the state partition back");
+    }
+
     pub fn public_key(&self) -> String {
         std::fs::read_to_string(self.key.with_extension("pub"))
             .expect("public key")

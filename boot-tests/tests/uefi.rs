@@ -311,6 +311,57 @@ fn damaged_state_partition_is_never_formatted() {
     );
 }
 
+/// A state partition with a fixable inconsistency (a wrong link count, the filesystem marked
+/// not clean, as after a crash) is repaired by PID 1's `e2fsck -p` before /var is mounted,
+/// and boot goes on with /var persistent and the data intact.
+#[test]
+fn fixable_state_damage_is_repaired_before_mounting() {
+    let image = ImagePaths::from_env();
+    let scratch = Scratch::new("fsck-state", &image);
+    let mut vm = Vm::boot(&image, &scratch, &BootOptions::default());
+    vm.wait_ssh(BOOT_TIMEOUT);
+    vm.ssh("echo precious-$((6*7)) > /var/lib/ssh/keep-me && sync");
+    poweroff(&mut vm);
+    drop(vm);
+    let part = scratch.state_partition();
+    let debugfs = |req: &str| {
+        let out = Command::new("debugfs")
+            .args(["-w", "-R", req])
+            .arg(&part)
+            .output()
+            .expect("debugfs");
+        assert!(
+            out.status.success() && !String::from_utf8_lossy(&out.stderr).contains("error"),
+            "debugfs {req}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    debugfs("sif /lib/sysctr/ssh/keep-me links_count 7");
+    debugfs("ssv state 0");
+    scratch.put_state_partition(&part);
+    let mut vm = Vm::boot(&image, &scratch, &BootOptions::default());
+    vm.wait_for("ref count is 7, should be 1", BOOT_TIMEOUT);
+    vm.wait_for("e2fsck repaired", BOOT_TIMEOUT);
+    vm.wait_for("(persistent)", BOOT_TIMEOUT);
+    vm.wait_ssh(BOOT_TIMEOUT);
+    assert_eq!(vm.ssh("cat /var/lib/ssh/keep-me").trim(), "precious-42");
+    poweroff(&mut vm);
+    drop(vm);
+    // What PID 1 left is consistent, as a forced full check on the host says.
+    let part = scratch.state_partition();
+    let fsck = Command::new("e2fsck")
+        .arg("-fn")
+        .arg(&part)
+        .output()
+        .expect("e2fsck");
+    assert_eq!(
+        fsck.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
+}
+
 /// The health gate: a trial entry (here slot B's UKI booting the same root with a manifest
 /// whose health-set service crash-loops) is marked bad as soon as that service fails, and the
 /// machine reboots into slot A by itself; the reason is kept on the state partition and

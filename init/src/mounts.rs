@@ -111,6 +111,45 @@ pub fn find_partition(sys_block: &Path, dev: &Path, name: &str) -> Option<PathBu
     })
 }
 
+/// Where the image puts e2fsck (a static build: the OS root has no shared libraries).
+pub const E2FSCK: &str = "/sbin/e2fsck";
+
+/// What `e2fsck -p` (preen: repair what is safe without asking) said about the state
+/// partition, from its exit code (a bit mask, e2fsck(8)), and so what PID 1 does with /var.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsckVerdict {
+    /// No errors: mount.
+    Clean,
+    /// Errors found and corrected (1, or 2 "reboot": only a mounted root needs that): mount.
+    Repaired,
+    /// Errors left that preen mode may not fix without losing data (4): do NOT mount it
+    /// read-write; an operator runs `e2fsck -fy` (or restores) first.
+    Uncorrected,
+    /// e2fsck itself could not do its work (8 operational error, 16 usage, 32 cancelled,
+    /// 128 library error): the filesystem was not judged; mount it, with a warning (the
+    /// kernel's ext4 still refuses a superblock it cannot use).
+    NotChecked,
+}
+
+impl FsckVerdict {
+    pub fn from_exit_code(code: i32) -> FsckVerdict {
+        if code & 4 != 0 {
+            FsckVerdict::Uncorrected
+        } else if code & !3 != 0 {
+            FsckVerdict::NotChecked
+        } else if code != 0 {
+            FsckVerdict::Repaired
+        } else {
+            FsckVerdict::Clean
+        }
+    }
+
+    /// Whether /var may be mounted read-write from the partition.
+    pub fn mountable(self) -> bool {
+        self != FsckVerdict::Uncorrected
+    }
+}
+
 /// Whether the device holds only zeros where a filesystem keeps its metadata: the first
 /// 16 MiB (superblock, group descriptors and, for small ext4, the first backup superblock at
 /// 8 MiB), and the last MiB. Only such a partition may be formatted: one whose primary
@@ -295,6 +334,26 @@ mod tests {
         );
         // a name that is only a prefix of another does not match
         assert_eq!(find_partition(&sys, dev, "SYSCTR"), None);
+    }
+
+    #[test]
+    fn fsck_exit_codes_decide_whether_var_is_mounted() {
+        use FsckVerdict::*;
+        assert_eq!(FsckVerdict::from_exit_code(0), Clean);
+        assert_eq!(FsckVerdict::from_exit_code(1), Repaired);
+        assert_eq!(FsckVerdict::from_exit_code(2), Repaired);
+        assert_eq!(FsckVerdict::from_exit_code(3), Repaired);
+        // uncorrected errors win over every other bit
+        for code in [4, 5, 6, 12, 36, 132] {
+            assert_eq!(FsckVerdict::from_exit_code(code), Uncorrected, "{code}");
+            assert!(!FsckVerdict::from_exit_code(code).mountable());
+        }
+        for code in [8, 9, 16, 32, 128, 131] {
+            assert_eq!(FsckVerdict::from_exit_code(code), NotChecked, "{code}");
+            assert!(FsckVerdict::from_exit_code(code).mountable());
+        }
+        // a negative code (killed by a signal, as the caller maps it) is not "clean"
+        assert_eq!(FsckVerdict::from_exit_code(-1), Uncorrected);
     }
 
     #[test]

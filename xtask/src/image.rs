@@ -23,10 +23,15 @@ pub const IMAGE_PACKAGES: &[&str] = &[
     "busybox-static",
     "squashfs-tools",
     "e2fsprogs",
+    // /sbin/e2fsck in the OS root: PID 1 checks the state partition before mounting it.
+    "e2fsck-static",
     "gdisk",
     "dropbear-bin",
     "cryptsetup-bin",
 ];
+
+/// The static e2fsck of Debian's e2fsck-static, installed as /sbin/e2fsck.
+const E2FSCK_STATIC: &str = "/sbin/e2fsck.static";
 
 /// The appliance file `cargo xtask image` builds without `--appliance`.
 pub fn default_appliance() -> PathBuf {
@@ -258,6 +263,16 @@ pub fn build(opts: &Options) -> Result<Image> {
         opts.test_hook.as_deref(),
     )?;
     install_update_keys(&stage, &opts.update_keys)?;
+    // PID 1's `e2fsck -p` of the state partition before it mounts /var. Debian's static
+    // build: the OS root has no shared libraries, and the dynamic e2fsck would bring libc
+    // and four e2fsprogs libraries (about 3 MB against 1.9 MB, 0.7 MB compressed).
+    copy_file(
+        Path::new(E2FSCK_STATIC),
+        &stage.join("sbin/e2fsck"),
+        Some(0o755),
+    )
+    .with_context(|| format!("{E2FSCK_STATIC} (Debian package e2fsck-static)"))?;
+    sizes.push(("e2fsck".into(), fs::metadata(E2FSCK_STATIC)?.len()));
 
     // Read-only root.
     let squash = out.join("root.squashfs");
