@@ -6,6 +6,10 @@
 //! prints on the console (its level is below the console log level) is not written to the
 //! console a second time: the console shows it once, with the kernel's timestamp.
 //!
+//! Once /var is on the state partition, every line also goes to this boot's `init.log`
+//! there ([`open_file`], see `bootlogs`); the lines written before that are held in memory
+//! (up to [`EARLY_BYTES`]) and written first.
+//!
 //! Writes are best-effort and never block for long: the console is opened non-blocking,
 //! and a failed write is dropped rather than allowed to stall the event loop.
 
@@ -51,10 +55,63 @@ struct Sinks {
     kmsg_unlimited: bool,
     /// In test mode the log also goes to stderr, which the test harness captures.
     stderr: bool,
+    /// This boot's `init.log` on the state partition.
+    file: Option<crate::logs::RotatingFile>,
+    /// Lines written before the file is open (None once it is, or once there is none).
+    early: Option<Vec<String>>,
+    early_bytes: usize,
 }
 
+/// How much of the log before /var is mounted is held for `init.log`.
+pub const EARLY_BYTES: usize = 256 << 10;
+
 thread_local! {
-    static SINKS: RefCell<Sinks> = const { RefCell::new(Sinks { level: Level::Info, console: None, kmsg: None, kmsg_unlimited: false, stderr: true }) };
+    static SINKS: RefCell<Sinks> = const { RefCell::new(Sinks { level: Level::Info, console: None, kmsg: None, kmsg_unlimited: false, stderr: true, file: None, early: Some(Vec::new()), early_bytes: 0 }) };
+}
+
+/// A line as `init.log` stores it: `<ts_ms> <stdout|stderr> LEVEL [scope] message`, the
+/// format of the services' log files (warnings and errors count as stderr).
+fn file_line(level: Level, line: &str) -> String {
+    let stream = if level <= Level::Warn {
+        "stderr"
+    } else {
+        "stdout"
+    };
+    let text = line.strip_prefix("sysctr: ").unwrap_or(line);
+    format!("{} {stream} {text}", crate::logs::now_ms())
+}
+
+/// From now on every line also goes to `path` (this boot's `init.log`), the early ones
+/// first.
+pub fn open_file(path: std::path::PathBuf) {
+    let early = SINKS.with(|s| {
+        let mut s = s.borrow_mut();
+        s.early_bytes = 0;
+        s.early.take().unwrap_or_default()
+    });
+    // Opened outside the borrow: a refusal is logged, which borrows the sinks again.
+    let mut f = crate::logs::RotatingFile::new(path);
+    for l in &early {
+        f.write_line(l);
+    }
+    SINKS.with(|s| s.borrow_mut().file = Some(f));
+}
+
+/// There is no `init.log` this boot: forget the early lines.
+pub fn no_file() {
+    SINKS.with(|s| {
+        let mut s = s.borrow_mut();
+        s.early = None;
+        s.early_bytes = 0;
+    });
+}
+
+/// Syncs and closes `init.log` (at shutdown, before /var is unmounted).
+pub fn close_file() {
+    let f = SINKS.with(|s| s.borrow_mut().file.take());
+    if let Some(mut f) = f {
+        f.sync();
+    }
 }
 
 /// Opens /dev/console and /dev/kmsg. Called again after /dev is mounted, since at the very
@@ -132,6 +189,17 @@ pub fn write(level: Level, scope: &str, msg: std::fmt::Arguments<'_>) {
         }
         let line = format!("sysctr: {} [{}] {}\n", level.tag(), scope, msg);
         emit(&mut s, level as u8, &line);
+        if s.file.is_some() || s.early.is_some() {
+            let stored = file_line(level, &line);
+            if let Some(f) = s.file.as_mut() {
+                f.write_line(&stored);
+            } else if s.early_bytes + stored.len() <= EARLY_BYTES {
+                s.early_bytes += stored.len();
+                if let Some(e) = s.early.as_mut() {
+                    e.push(stored);
+                }
+            }
+        }
     });
 }
 

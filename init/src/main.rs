@@ -7,6 +7,7 @@
 
 mod boot;
 mod bootconfig;
+mod bootlogs;
 mod bootslot;
 mod cgroups;
 mod config;
@@ -231,6 +232,24 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
         cfg.control_gid = control::sysctr_gid();
     }
 
+    // This boot's log directory on the state partition (`sysctr logs --boot`).
+    let boot_log_dir = cfg.log_dir.as_deref().and_then(|root| {
+        match bootlogs::start(root, &bootlogs::kernel_boot_id(), logs::now_ms()) {
+            Ok(dir) => Some(dir),
+            Err(e) => {
+                warn!("logs", "{e}; logs are kept in memory only this boot");
+                None
+            }
+        }
+    });
+    match &boot_log_dir {
+        Some(dir) => {
+            log::open_file(dir.join(bootlogs::INIT_LOG));
+            info!("logs", "this boot's logs: {}", dir.display());
+        }
+        None => log::no_file(),
+    }
+
     let loaded = match manifest::load_file(&cfg.manifest) {
         Ok(l) => l,
         Err(e) => {
@@ -271,7 +290,9 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
         runtime,
         &cfg.run_dir,
         &cfg.cgroup_prefix,
-        cfg.log_dir.clone(),
+        boot_log_dir
+            .as_ref()
+            .map(|d| d.join(bootlogs::SERVICES_DIR)),
     ));
     world.reactor = Some(r);
     let (Some(sup), Some(r)) = (world.sup.as_mut(), world.reactor.as_mut()) else {
@@ -291,6 +312,7 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
         };
     if let Some(c) = control.as_mut() {
         c.boot = boot_info.clone();
+        c.log_root = boot_log_dir.as_ref().and(cfg.log_dir.clone());
     }
     sup.schedule(r);
     if cfg.panic_after_boot {

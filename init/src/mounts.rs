@@ -143,11 +143,6 @@ impl FsckVerdict {
             FsckVerdict::Clean
         }
     }
-
-    /// Whether /var may be mounted read-write from the partition.
-    pub fn mountable(self) -> bool {
-        self != FsckVerdict::Uncorrected
-    }
 }
 
 /// Whether the device holds only zeros where a filesystem keeps its metadata: the first
@@ -346,11 +341,9 @@ mod tests {
         // uncorrected errors win over every other bit
         for code in [4, 5, 6, 12, 36, 132] {
             assert_eq!(FsckVerdict::from_exit_code(code), Uncorrected, "{code}");
-            assert!(!FsckVerdict::from_exit_code(code).mountable());
         }
         for code in [8, 9, 16, 32, 128, 131] {
             assert_eq!(FsckVerdict::from_exit_code(code), NotChecked, "{code}");
-            assert!(FsckVerdict::from_exit_code(code).mountable());
         }
         // a negative code (killed by a signal, as the caller maps it) is not "clean"
         assert_eq!(FsckVerdict::from_exit_code(-1), Uncorrected);

@@ -54,6 +54,7 @@ pub fn run(plan: Plan, reason: &str, sup: Option<&mut Supervisor>, r: Option<&mu
     if let Some(sup) = sup {
         sup.close_log_files();
     }
+    crate::log::close_file();
     crate::cgroups::remove_prefix(&cgroup_prefix);
     for m in &test_mounts {
         let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);

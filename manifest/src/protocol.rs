@@ -60,6 +60,19 @@ pub enum Op {
         #[serde(default)]
         follow: bool,
     },
+    /// Log lines kept on the state partition for this boot (0) or an earlier one (-1 the
+    /// previous, …): a service's, or PID 1's own when `service` is absent. Not followed.
+    BootLogs {
+        #[serde(default)]
+        boot: i64,
+        #[serde(default)]
+        service: Option<String>,
+        /// Last N lines only.
+        #[serde(default)]
+        lines: Option<usize>,
+    },
+    /// The boots whose logs the state partition keeps, oldest first.
+    ListBoots {},
     /// The kernel log (/dev/kmsg).
     KernelLog {
         #[serde(default)]
@@ -101,6 +114,8 @@ impl Op {
                 | Op::Ps {}
                 | Op::Inspect { .. }
                 | Op::Logs { .. }
+                | Op::BootLogs { .. }
+                | Op::ListBoots {}
                 | Op::KernelLog { .. }
                 | Op::Events {}
         )
@@ -263,6 +278,21 @@ pub enum ErrorKind {
     Failed,
 }
 
+/// A boot whose logs are kept on the state partition (`sysctr logs --list-boots`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PastBoot {
+    /// 0 for this boot, -1 for the one before, … (what `--boot` takes).
+    pub index: i64,
+    /// The boot's number on this state partition, counting up from 1.
+    pub seq: u64,
+    /// The kernel's boot id (/proc/sys/kernel/random/boot_id).
+    pub boot_id: String,
+    /// When PID 1 started logging that boot (milliseconds since the Unix epoch).
+    pub started_ms: u64,
+    /// The services with a log file in that boot, sorted.
+    pub services: Vec<String>,
+}
+
 /// Which slot and boot-loader entry the running system booted, from the kernel command line
 /// (`sysctr.slot=`) and systemd-boot's EFI variables.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -325,6 +355,9 @@ pub enum Response {
     },
     Log {
         entry: LogEntry,
+    },
+    Boots {
+        boots: Vec<PastBoot>,
     },
     Event {
         event: Event,

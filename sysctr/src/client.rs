@@ -89,6 +89,7 @@ pub fn reply_name(resp: &Response) -> &'static str {
         Response::Services { .. } => "services",
         Response::Inspect { .. } => "inspect",
         Response::Log { .. } => "log",
+        Response::Boots { .. } => "boots",
         Response::Event { .. } => "event",
         Response::Ok { .. } => "ok",
         Response::ExecStarted { .. } => "exec_started",

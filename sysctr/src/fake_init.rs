@@ -288,6 +288,9 @@ fn logs_stream_until_end() {
         },
         since: None,
         kernel: false,
+        boot: None,
+        init: false,
+        list_boots: false,
         service: Some("ssh".into()),
     };
     let mut out = Vec::new();
@@ -423,4 +426,91 @@ fn exec_tty_connects_stdin_and_stdout_to_a_pty() {
     assert_eq!(status, ExitStatus::Code(3));
     let text = String::from_utf8_lossy(&out);
     assert!(text.contains("got:hello\r\n"), "{text:?}");
+}
+
+#[test]
+fn logs_of_the_previous_boot_and_the_boot_list() {
+    use manifest::protocol::PastBoot;
+    let init = FakeInit::serve(|req, _, conn| {
+        assert_eq!(
+            req.op,
+            Op::BootLogs {
+                boot: -1,
+                service: None,
+                lines: Some(5),
+            }
+        );
+        let _ = protocol::write_frame(
+            conn,
+            &Response::Log {
+                entry: LogEntry {
+                    ts_ms: 1_795_395_723_000,
+                    stream: Stream::Stdout,
+                    line: "INFO [init] sysctr 0.1.0 starting (PID 1)".into(),
+                },
+            },
+        );
+        let _ = protocol::write_frame(conn, &Response::End);
+    });
+    let mut args = logs::Args {
+        common: logs::Common {
+            follow: false,
+            lines: Some(5),
+            raw: false,
+            json: false,
+        },
+        since: None,
+        kernel: false,
+        boot: Some(-1),
+        init: true,
+        list_boots: false,
+        service: None,
+    };
+    let mut out = Vec::new();
+    assert_eq!(logs::run(&args, &init.client(), &mut out).unwrap(), 0);
+    init.join();
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "2026-11-23T01:02:03.000Z stdout INFO [init] sysctr 0.1.0 starting (PID 1)\n"
+    );
+
+    let init = FakeInit::serve(|req, _, conn| {
+        assert_eq!(req.op, Op::ListBoots {});
+        let boots = vec![
+            PastBoot {
+                index: -1,
+                seq: 4,
+                boot_id: "0b9e\x1b[2J".into(),
+                started_ms: 1_795_395_723_000,
+                services: vec!["net".into(), "ssh".into()],
+            },
+            PastBoot {
+                index: 0,
+                seq: 5,
+                boot_id: "77aa".into(),
+                started_ms: 1_795_395_724_000,
+                services: vec![],
+            },
+        ];
+        let _ = protocol::write_frame(conn, &Response::Boots { boots });
+    });
+    args.boot = None;
+    args.init = false;
+    args.list_boots = true;
+    let mut out = Vec::new();
+    assert_eq!(logs::run(&args, &init.client(), &mut out).unwrap(), 0);
+    init.join();
+    let text = String::from_utf8(out).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(lines[0].starts_with(" BOOT   SEQ  STARTED"), "{text}");
+    assert!(
+        lines[1].starts_with("   -1     4  2026-11-23T01:02:03.000Z"),
+        "{text}"
+    );
+    assert!(
+        lines[1].ends_with("net,ssh") && !text.contains('\x1b'),
+        "{text}"
+    );
+    assert!(lines[2].starts_with("    0     5"), "{text}");
 }

@@ -42,6 +42,8 @@ pub fn op_name(op: &Op) -> &'static str {
         Op::Ps {} => "ps",
         Op::Inspect { .. } => "inspect",
         Op::Logs { .. } => "logs",
+        Op::BootLogs { .. } => "boot_logs",
+        Op::ListBoots {} => "list_boots",
         Op::KernelLog { .. } => "kernel_log",
         Op::Events {} => "events",
         Op::Start { .. } => "start",

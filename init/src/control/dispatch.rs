@@ -117,6 +117,28 @@ impl ControlServer {
                     self.finish(id, &Response::End, r);
                 }
             }
+            Op::BootLogs {
+                boot,
+                service,
+                lines,
+            } => {
+                let root = self
+                    .log_root
+                    .as_deref()
+                    .ok_or(crate::bootlogs::BootLogError::NotPersistent)?;
+                for entry in crate::bootlogs::read(root, boot, service.as_deref(), lines)? {
+                    self.send(id, &Response::Log { entry }, r);
+                }
+                self.finish(id, &Response::End, r);
+            }
+            Op::ListBoots {} => {
+                let root = self
+                    .log_root
+                    .as_deref()
+                    .ok_or(crate::bootlogs::BootLogError::NotPersistent)?;
+                let boots = crate::bootlogs::list(root)?;
+                self.finish(id, &Response::Boots { boots }, r);
+            }
             Op::KernelLog { lines, follow } => {
                 let mut f = kmsg::open_kmsg().map_err(ApiError::Kmsg)?;
                 let entries = kmsg::read_kmsg(&mut f);

@@ -71,6 +71,8 @@ pub struct ControlServer {
     pub boot: Option<manifest::protocol::BootInfo>,
     /// The update helper, when one runs.
     updates: crate::update::run::Runner,
+    /// Where the boots' logs are kept (`/var/log/sysctr`), when /var persists.
+    pub log_root: Option<std::path::PathBuf>,
 }
 
 impl ControlServer {
@@ -103,6 +105,7 @@ impl ControlServer {
             init_boot_ms,
             refusals: Refusals::default(),
             boot: None,
+            log_root: None,
             updates: Default::default(),
         })
     }

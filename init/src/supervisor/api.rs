@@ -4,6 +4,7 @@
 
 use super::machine::{AfterStop, Input};
 use super::{PidOwner, Supervisor};
+use crate::bootlogs::BootLogError;
 use crate::reactor::Reactor;
 use crate::runtime::{RuntimeError, Stdio};
 use manifest::protocol::{ErrorKind, ServiceStatus, State};
@@ -43,6 +44,8 @@ pub enum ApiError {
     WatchKmsg(#[source] nix::Error),
     #[error(transparent)]
     Exec(RuntimeError),
+    #[error(transparent)]
+    BootLogs(#[from] crate::bootlogs::BootLogError),
 }
 
 impl ApiError {
@@ -63,6 +66,15 @@ impl ApiError {
             | ApiError::NotRunning { .. }
             | ApiError::NeverRuns { .. } => ErrorKind::Conflict,
             ApiError::Kmsg(_) | ApiError::WatchKmsg(_) | ApiError::Exec(_) => ErrorKind::Failed,
+            ApiError::BootLogs(e) => match e {
+                BootLogError::NoSuchBoot { .. } | BootLogError::BadName { .. } => {
+                    ErrorKind::BadRequest
+                }
+                BootLogError::NoLog { .. } => ErrorKind::UnknownService,
+                BootLogError::NotPersistent
+                | BootLogError::Unsafe { .. }
+                | BootLogError::Io { .. } => ErrorKind::Failed,
+            },
         }
     }
 }

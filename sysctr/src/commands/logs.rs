@@ -19,10 +19,28 @@ Examples:
   sysctr logs -f -n 20 network
   sysctr logs --since 10m ntpd
   sysctr logs --since 2026-11-23T01:00:00Z --raw ssh
-  sysctr logs --kernel -n 50")]
+  sysctr logs --kernel -n 50
+  sysctr logs --list-boots
+  sysctr logs --boot -1 ssh      (the previous boot's, from the state partition)
+  sysctr logs --boot -1 --init   (PID 1's own log of the previous boot)")]
 pub struct Args {
     #[command(flatten)]
     pub common: Common,
+
+    /// The log kept on the state partition for this boot (0) or an earlier one (-1 the
+    /// previous, -2 …); see --list-boots.
+    #[arg(long, value_name = "N", allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i64).range(..=0),
+          conflicts_with_all = ["kernel", "follow", "since"])]
+    pub boot: Option<i64>,
+
+    /// PID 1's own log, from the state partition (this boot's unless --boot).
+    #[arg(long, conflicts_with_all = ["kernel", "service", "follow", "since"])]
+    pub init: bool,
+
+    /// List the boots whose logs the state partition keeps.
+    #[arg(long, conflicts_with_all = ["kernel", "service", "init", "boot", "follow", "since"])]
+    pub list_boots: bool,
 
     /// Only lines at or after this time: a duration ago (10m, 2h, 1h30m), a UTC time
     /// (2026-11-23T01:02:03Z) or milliseconds since the Unix epoch.
@@ -34,7 +52,7 @@ pub struct Args {
     pub kernel: bool,
 
     /// The service whose log to show.
-    #[arg(required_unless_present = "kernel")]
+    #[arg(required_unless_present_any = ["kernel", "init", "list_boots"])]
     pub service: Option<String>,
 }
 
@@ -76,6 +94,21 @@ pub fn run(args: &Args, client: &Client, out: &mut dyn Write) -> anyhow::Result<
         .unwrap_or(0);
     let since_ms = args.since.map(|s| s.resolve(now_ms));
     let c = &args.common;
+    if args.list_boots {
+        return list_boots(client, c, out);
+    }
+    if args.boot.is_some() || args.init {
+        let op = Op::BootLogs {
+            boot: args.boot.unwrap_or(0),
+            service: if args.init {
+                None
+            } else {
+                args.service.clone()
+            },
+            lines: c.lines,
+        };
+        return print_stream(client, op, c, None, out);
+    }
     let op = match &args.service {
         Some(service) if !args.kernel => Op::Logs {
             service: service.clone(),
@@ -123,6 +156,43 @@ fn print_stream(
         }
         Ok(())
     })?;
+    Ok(0)
+}
+
+fn list_boots(client: &Client, style: &Common, out: &mut dyn Write) -> anyhow::Result<i32> {
+    let boots = match client.call(&Request::new(Op::ListBoots {}))? {
+        Response::Boots { boots } => boots,
+        other => return Err(crate::client::ClientError::unexpected("boots", other).into()),
+    };
+    let w = |out: &mut dyn Write, text: String| {
+        writeln!(out, "{text}").context("writing to standard output")
+    };
+    if style.json {
+        for b in &boots {
+            w(out, serde_json::to_string(b)?)?;
+        }
+        return Ok(0);
+    }
+    w(
+        out,
+        format!(
+            "{:>5} {:>5}  {:<24}  {:<36}  SERVICES",
+            "BOOT", "SEQ", "STARTED", "BOOT ID"
+        ),
+    )?;
+    for b in &boots {
+        w(
+            out,
+            format!(
+                "{:>5} {:>5}  {:<24}  {:<36}  {}",
+                b.index,
+                b.seq,
+                format::timestamp_ms(b.started_ms),
+                format::sanitize(&b.boot_id),
+                format::sanitize(&b.services.join(","))
+            ),
+        )?;
+    }
     Ok(0)
 }
 

@@ -191,4 +191,30 @@ mod tests {
                 .is_ok()
         );
     }
+
+    #[test]
+    fn logs_of_an_earlier_boot() {
+        let parse = |args: &[&str]| {
+            let mut v = vec!["sysctr", "logs"];
+            v.extend_from_slice(args);
+            Cli::try_parse_from(v)
+        };
+        let Command::Logs(a) = parse(&["--boot", "-1", "ssh"]).unwrap().command else {
+            panic!("not logs")
+        };
+        assert_eq!((a.boot, a.service.as_deref()), (Some(-1), Some("ssh")));
+        assert!(parse(&["--boot", "-1", "--init"]).is_ok());
+        assert!(parse(&["--init"]).is_ok());
+        assert!(parse(&["--list-boots"]).is_ok());
+        // a later boot, or one that is not a number, is refused by the parser
+        assert!(parse(&["--boot", "1", "ssh"]).is_err());
+        assert!(parse(&["--boot", "last", "ssh"]).is_err());
+        // an earlier boot is not followed, nor time-filtered, nor the kernel's
+        assert!(parse(&["--boot", "-1", "-f", "ssh"]).is_err());
+        assert!(parse(&["--boot", "-1", "--since", "10m", "ssh"]).is_err());
+        assert!(parse(&["--boot", "-1", "--kernel"]).is_err());
+        assert!(parse(&["--init", "ssh"]).is_err());
+        assert!(parse(&["--list-boots", "ssh"]).is_err());
+        assert!(parse(&["--boot", "-1"]).is_err());
+    }
 }
