@@ -369,3 +369,73 @@ fn fifty_log_followers_do_not_slow_supervision() {
     );
     assert!(after["restarts"].as_u64().unwrap() >= before + 2);
 }
+
+/// Finding 17 of issue 16: the previous run's service logs and PID 1's own log are read
+/// back after init starts again on the same log directory; bad boots, unknown services and
+/// a symlink planted among the kept files are refused with a message naming them.
+#[test]
+fn logs_of_the_previous_boot_after_init_starts_again() {
+    let keep = tempfile::tempdir().unwrap();
+    let log_dir = keep.path().join("sysctr");
+    let log_arg = log_dir.to_str().unwrap().to_string();
+    let talker = |line: &str| sh("talker", &format!("echo {line}; exec sleep 1000"));
+
+    let mut first = Init::start_with(
+        vec![talker("said-in-the-first-run")],
+        &["--log-dir", &log_arg],
+    );
+    first.wait_state("talker", "ready", SECS(20));
+    assert!(wait_until(SECS(10), || first
+        .cli_ok(&["logs", "talker"])
+        .contains("said-in-the-first-run")));
+    first.cli_ok(&["reboot"]);
+    first.wait_exit(SECS(30));
+    drop(first);
+
+    let second = Init::start_with(
+        vec![talker("said-in-the-second-run")],
+        &["--log-dir", &log_arg],
+    );
+    second.wait_state("talker", "ready", SECS(20));
+    assert!(wait_until(SECS(10), || second
+        .cli_ok(&["logs", "--boot", "0", "talker"])
+        .contains("said-in-the-second-run")));
+    let prev = second.cli_ok(&["logs", "--boot", "-1", "talker"]);
+    assert!(prev.contains("said-in-the-first-run"), "{prev}");
+    assert!(!prev.contains("said-in-the-second-run"), "{prev}");
+    // PID 1's own log of the first run, from its start to its shutdown.
+    let pid1 = second.cli_ok(&["logs", "--boot", "-1", "--init", "--raw"]);
+    assert!(pid1.contains("starting (test mode)"), "{pid1}");
+    assert!(pid1.contains("[shutdown] Reboot"), "{pid1}");
+    let boots: Vec<serde_json::Value> = second
+        .cli_ok(&["logs", "--list-boots", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(boots.len(), 2, "{boots:?}");
+    assert_eq!(
+        (boots[0]["index"].as_i64(), boots[1]["index"].as_i64()),
+        (Some(-1), Some(0))
+    );
+    assert_eq!(boots[0]["services"], json!(["talker"]));
+
+    let refused = |args: &[&str], want: &str| {
+        let out = second.cli(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    };
+    refused(&["logs", "--boot", "-2", "talker"], "boot -2 is not kept");
+    refused(
+        &["logs", "--boot", "-1", "ghost"],
+        "has no log of service ghost",
+    );
+    refused(
+        &["logs", "--boot", "-1", "../../etc/shadow"],
+        "is not a service name",
+    );
+    // A symlink planted in the kept files is not followed.
+    let planted = log_dir.join("boots/1/services/evil.log");
+    std::os::unix::fs::symlink("/etc/shadow", &planted).unwrap();
+    refused(&["logs", "--boot", "-1", "evil"], "a symlink is refused");
+}

@@ -40,13 +40,16 @@ enum Command {
     Powercut(qemu::PowercutArgs),
     /// Build a signed update bundle, or extract and check a bundle's manifest.
     Bundle(bundle::Args),
-    /// Fuzz the control-socket request decoder (cargo fuzz).
+    /// Fuzz what PID 1 parses from outside: requests, framing, manifest, bundle heads.
     Fuzz(fuzz::FuzzArgs),
     /// Run every test: unit, host integration (root), QEMU boot tests.
     Test(test::TestArgs),
     /// Measure start, restart, memory, ps, boot and size against runc and crun; write
     /// bench/RESULTS.md and bench/results.json.
     Bench(bench::BenchArgs),
+    /// Crash/restart and start/stop cycles against the real init; PID 1's descriptors and
+    /// RSS must stay flat (a section of bench/RESULTS.md).
+    Soak(bench::soak::SoakArgs),
 }
 
 fn main() {
@@ -69,9 +72,10 @@ fn run(command: Command) -> Result<()> {
         Command::BootTest(a) => qemu::boot_test(&a.cargo_test_args),
         Command::Powercut(a) => qemu::powercut(&a),
         Command::Bundle(a) => bundle::command(a),
-        Command::Fuzz(a) => fuzz::run_fuzz(a.seconds),
+        Command::Fuzz(a) => fuzz::run_fuzz(&a),
         Command::Test(a) => test::command(&a),
         Command::Bench(a) => bench::command(&a),
+        Command::Soak(a) => bench::soak::command(&a),
     }
 }
 

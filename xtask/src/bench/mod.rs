@@ -18,6 +18,7 @@ mod memory;
 mod profile;
 mod results;
 mod scratch;
+pub mod soak;
 mod start;
 mod stats;
 mod update;
@@ -130,6 +131,10 @@ pub fn command(args: &BenchArgs) -> Result<()> {
     let bins = build::static_binaries()?;
     let scratch = Scratch::new()?;
     let started = Instant::now();
+    // `cargo xtask soak` writes a section of its own; a bench run keeps it.
+    let soak_section = fs::read_to_string(&o.out)
+        .ok()
+        .and_then(|t| soak::section_in(&t));
     let mut doc = Doc::new(
         &o.out,
         header()?,
@@ -158,6 +163,9 @@ pub fn command(args: &BenchArgs) -> Result<()> {
             "guest: boot and image",
             "## Guest (QEMU) and image size\n\nSkipped (`--no-guest`).\n",
         );
+    }
+    if let Some(s) = &soak_section {
+        doc.text(s);
     }
     doc.text(NOT_MEASURED);
     doc.text(&format!(

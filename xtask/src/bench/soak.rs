@@ -1,0 +1,317 @@
+//! `cargo xtask soak [--cycles N] [--out FILE]`: the real static init as PID 1 of a
+//! namespace, driven through N crash/restart cycles (a service that exits at once, restart
+//! policy `always` without backoff) and N start/stop cycles (a sleeper stopped and started
+//! over the control socket), N = 1000 by default. PID 1's open descriptors and resident
+//! memory are read before and after each phase (after a warm-up, so one-time allocations
+//! are not counted); the section "Soak" of `bench/RESULTS.md` is replaced with the figures,
+//! and the command fails when either grows (issue 16). `cargo xtask bench` keeps the
+//! section when it rewrites the file.
+
+use super::{sleep_service, HostInit, Scratch};
+use crate::build;
+use crate::util::{ensure_debian_packages, workspace_root};
+use anyhow::{bail, Context, Result};
+use manifest::protocol::{Op, PowerAction, ServiceStatus};
+use serde_json::json;
+use std::fmt::Write as _;
+use std::fs;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// The heading that starts the soak's section of the results file.
+pub const HEADING: &str = "## Soak";
+/// Cycles run before the "before" reading: the first starts allocate what stays.
+const WARM_UP: u32 = 20;
+/// Resident memory may move this much (allocator slack, page cache of libraries) and
+/// still count as flat; a leak of even 200 bytes a cycle is well past it after 1000.
+const RSS_SLACK_KIB: i64 = 192;
+
+/// One reading of PID 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sample {
+    pub fds: usize,
+    pub rss_kib: i64,
+}
+
+/// One phase's figures.
+#[derive(Debug, Clone)]
+pub struct Phase {
+    pub name: &'static str,
+    pub cycles: u32,
+    pub secs: f64,
+    pub before: Sample,
+    pub after: Sample,
+}
+
+impl Phase {
+    /// Whether PID 1 kept its descriptors and its memory.
+    pub fn flat(&self) -> bool {
+        self.after.fds <= self.before.fds
+            && self.after.rss_kib - self.before.rss_kib <= RSS_SLACK_KIB
+    }
+}
+
+/// `cargo xtask soak`'s options.
+#[derive(clap::Args, Debug)]
+pub struct SoakArgs {
+    /// Cycles in each phase.
+    #[arg(long, value_name = "N", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    cycles: u32,
+    /// The results file whose "Soak" section is replaced (default bench/RESULTS.md).
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+}
+
+pub fn command(args: &SoakArgs) -> Result<()> {
+    let cycles = args.cycles;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| workspace_root().join("bench/RESULTS.md"));
+    if !nix::unistd::geteuid().is_root() {
+        bail!("soak needs root (namespaces, cgroups)");
+    }
+    ensure_debian_packages(&["busybox-static", "util-linux"])?;
+    let bins = build::static_binaries()?;
+    let scratch = Scratch::new()?;
+    let started = Instant::now();
+    let phases = run(&bins, &scratch, cycles)?;
+    let section = render(&phases, cycles, started.elapsed().as_secs_f64());
+    print!("{section}");
+    let old = fs::read_to_string(&out).unwrap_or_default();
+    fs::write(&out, replace_section(&old, &section))
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    eprintln!("xtask: soak: results in {}", out.display());
+    let grew: Vec<&str> = phases
+        .iter()
+        .filter(|p| !p.flat())
+        .map(|p| p.name)
+        .collect();
+    if !grew.is_empty() {
+        bail!("PID 1 grew during: {}", grew.join(", "));
+    }
+    Ok(())
+}
+
+fn sample(init: &HostInit) -> Result<Sample> {
+    let pid = init.host_pid()?;
+    let fds = fs::read_dir(format!("/proc/{pid}/fd"))
+        .with_context(|| format!("cannot list /proc/{pid}/fd"))?
+        .count();
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let rss_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("no VmRSS in /proc/<init>/status")?;
+    Ok(Sample { fds, rss_kib })
+}
+
+fn restarts(init: &HostInit, name: &str) -> Result<u32> {
+    Ok(init.status(name)?.restarts)
+}
+
+fn run(bins: &build::Binaries, scratch: &Scratch, cycles: u32) -> Result<Vec<Phase>> {
+    let crasher = json!({
+        "name": "crasher",
+        "root": scratch.rootfs.display().to_string(),
+        "args": ["/bin/sh", "-c", "exit 3"],
+        "restart": {
+            "policy": "always",
+            "backoff_initial_ms": 0,
+            "backoff_max_ms": 0,
+            "crash_loop_restarts": 10000,
+            "crash_loop_window_secs": 1
+        }
+    });
+    let cycler = sleep_service("cycler", &scratch.rootfs);
+    let init = HostInit::start(bins, scratch, "soak", vec![crasher, cycler])?;
+    let running = |s: &[ServiceStatus]| s.iter().any(|s| s.name == "cycler" && s.pid.is_some());
+    init.wait("cycler running", Duration::from_secs(30), running)?;
+    // Generous: a cycle takes tens of milliseconds on the host, more on a loaded machine.
+    let budget = Duration::from_secs(60) + Duration::from_millis(500) * cycles;
+
+    // Crash/restart: PID 1 reaps, cleans up and starts the crasher again, by itself.
+    let warm = restarts(&init, "crasher")? + WARM_UP;
+    init.wait("crasher warm-up", budget, |ps| {
+        ps.iter().any(|s| s.name == "crasher" && s.restarts >= warm)
+    })?;
+    let before = sample(&init)?;
+    let from = restarts(&init, "crasher")?;
+    let t = Instant::now();
+    init.wait("crash/restart cycles", budget, |ps| {
+        ps.iter()
+            .any(|s| s.name == "crasher" && s.restarts >= from + cycles)
+    })?;
+    let secs = t.elapsed().as_secs_f64();
+    let after = sample(&init)?;
+    let crash = Phase {
+        name: "crash/restart",
+        cycles,
+        secs,
+        before,
+        after,
+    };
+    init.stop("crasher")?;
+
+    // Start/stop over the control socket.
+    let cycle = |init: &HostInit| -> Result<()> {
+        init.stop("cycler")?;
+        init.ok(Op::Start {
+            service: "cycler".into(),
+        })?;
+        init.wait("cycler started", Duration::from_secs(30), running)?;
+        Ok(())
+    };
+    for _ in 0..WARM_UP {
+        cycle(&init)?;
+    }
+    let before = sample(&init)?;
+    let t = Instant::now();
+    for i in 0..cycles {
+        cycle(&init).with_context(|| format!("start/stop cycle {i}"))?;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let after = sample(&init)?;
+    let start_stop = Phase {
+        name: "start/stop",
+        cycles,
+        secs,
+        before,
+        after,
+    };
+    // The orderly way out: PID 1 honours only the control socket's power request.
+    let _ = init.call(Op::Power {
+        action: PowerAction::Poweroff,
+    });
+    Ok(vec![crash, start_stop])
+}
+
+fn render(phases: &[Phase], cycles: u32, total_secs: f64) -> String {
+    let mut s = format!(
+        "{HEADING}\n\n`cargo xtask soak` ({cycles} cycles a phase, after {WARM_UP} warm-up \
+         cycles): the static init as PID 1 of a namespace on the host. PID 1's open \
+         descriptors (/proc/PID/fd) and VmRSS, before and after; flat means no more \
+         descriptors and at most {RSS_SLACK_KIB} KiB more memory.\n\n\
+         | phase | cycles | time (s) | ms/cycle | descriptors before → after | VmRSS KiB before → after | |\n\
+         |---|---:|---:|---:|---:|---:|---|\n"
+    );
+    for p in phases {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.1} | {:.1} | {} → {} | {} → {} ({:+}) | {} |",
+            p.name,
+            p.cycles,
+            p.secs,
+            p.secs * 1000.0 / f64::from(p.cycles.max(1)),
+            p.before.fds,
+            p.after.fds,
+            p.before.rss_kib,
+            p.after.rss_kib,
+            p.after.rss_kib - p.before.rss_kib,
+            if p.flat() { "flat" } else { "**grew**" }
+        );
+    }
+    let date =
+        crate::util::output(std::process::Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))
+            .map(|d| d.trim().to_string())
+            .unwrap_or_default();
+    let _ = writeln!(s, "\nRun {date}, {total_secs:.0} s in all.");
+    s
+}
+
+/// The soak section of a results file, if it has one: from its heading to the next
+/// second-level heading or the closing rule.
+pub fn section_in(doc: &str) -> Option<String> {
+    let start = find_heading(doc)?;
+    let end = section_end(doc, start);
+    Some(doc[start..end].trim_end().to_string() + "\n")
+}
+
+fn find_heading(doc: &str) -> Option<usize> {
+    let mut at = 0;
+    for line in doc.split_inclusive('\n') {
+        if line.trim_end() == HEADING {
+            return Some(at);
+        }
+        at += line.len();
+    }
+    None
+}
+
+fn section_end(doc: &str, start: usize) -> usize {
+    let mut at = start;
+    for (i, line) in doc[start..].split_inclusive('\n').enumerate() {
+        if i > 0 && (line.starts_with("## ") || line.trim_end() == "---") {
+            return at;
+        }
+        at += line.len();
+    }
+    doc.len()
+}
+
+/// `doc` with its soak section replaced by `section` (or, without one, `section` put
+/// before "## Not measured" or the closing rule, or at the end).
+pub fn replace_section(doc: &str, section: &str) -> String {
+    let section = section.trim_end().to_string() + "\n";
+    if let Some(start) = find_heading(doc) {
+        let end = section_end(doc, start);
+        let rest = &doc[end..];
+        let sep = if rest.is_empty() { "" } else { "\n" };
+        return format!("{}{section}{sep}{rest}", &doc[..start]);
+    }
+    for marker in ["## Not measured", "\n---\n"] {
+        if let Some(i) = doc.find(marker) {
+            let i = if marker.starts_with('\n') { i + 1 } else { i };
+            return format!("{}{section}\n{}", &doc[..i], &doc[i..]);
+        }
+    }
+    if doc.is_empty() {
+        section
+    } else {
+        format!("{}\n\n{section}", doc.trim_end())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_soak_section_is_replaced_in_place_and_kept() {
+        let doc = "# r\n\n## Host\n\nx\n\n## Not measured, and why\n\n- y\n\n---\nWhole run.\n";
+        let one = replace_section(doc, "## Soak\n\nfirst\n");
+        assert!(
+            one.contains("x\n\n## Soak\n\nfirst\n\n## Not measured"),
+            "{one}"
+        );
+        let two = replace_section(&one, "## Soak\n\nsecond\n");
+        assert_eq!(two, one.replace("first", "second"));
+        assert_eq!(section_in(&two).unwrap(), "## Soak\n\nsecond\n");
+        // last section before the closing rule
+        let doc = "# r\n\n## Soak\n\nold\n\n---\nWhole run.\n";
+        assert_eq!(
+            replace_section(doc, "## Soak\n\nnew"),
+            "# r\n\n## Soak\n\nnew\n\n---\nWhole run.\n"
+        );
+        assert_eq!(section_in("# r\n\n## Host\n"), None);
+        assert_eq!(replace_section("", "## Soak\n"), "## Soak\n");
+    }
+
+    #[test]
+    fn growth_is_not_flat() {
+        let s = |fds, rss_kib| Sample { fds, rss_kib };
+        let p = |before, after| Phase {
+            name: "p",
+            cycles: 1000,
+            secs: 1.0,
+            before,
+            after,
+        };
+        assert!(p(s(12, 4000), s(12, 4000)).flat());
+        assert!(p(s(12, 4000), s(11, 4100)).flat());
+        assert!(!p(s(12, 4000), s(13, 4000)).flat());
+        assert!(!p(s(12, 4000), s(12, 4000 + RSS_SLACK_KIB + 1)).flat());
+    }
+}
