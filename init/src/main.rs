@@ -314,6 +314,7 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
         c.boot = boot_info.clone();
         c.log_root = boot_log_dir.as_ref().and(cfg.log_dir.clone());
     }
+    sup.begin_turn();
     sup.schedule(r);
     if cfg.panic_after_boot {
         panic!("injected panic after boot (--panic-after-boot)");
@@ -323,7 +324,15 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
     let mut offline_pending = !cfg.test_mode;
     let mut trial_open = gate.is_some();
     loop {
-        let (ready, timers) = r.wait(Duration::from_secs(1));
+        // Starts left over from the last turn (its start budget was spent) go on as soon as
+        // what is ready has been served.
+        let wait = if sup.has_deferred() {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(1)
+        };
+        let (ready, timers) = r.wait(wait);
+        sup.begin_turn();
         for (_, source, flags) in ready {
             match source {
                 Source::Signals => {

@@ -150,6 +150,8 @@ pub struct Recording {
     /// Cgroups that are not empty when removed.
     pub busy_cgroups: std::collections::HashSet<String>,
     pub next_pid: i32,
+    /// How long each start takes (a hung start that runs into its timeout, say).
+    pub start_delay: std::time::Duration,
 }
 
 #[cfg(test)]
@@ -172,6 +174,7 @@ impl Effects for Recording {
         _stdio: Stdio,
     ) -> Result<i32, RuntimeError> {
         self.record(Call::Create(name.into()));
+        std::thread::sleep(self.start_delay);
         match self.fail_starts.pop_front().flatten() {
             Some(e) => Err(e),
             None => Ok(self.pid()),

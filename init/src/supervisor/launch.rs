@@ -45,7 +45,10 @@ impl Supervisor {
     /// Carries out [`super::machine::Effect::Launch`]; the outcome is the machine's next input.
     pub(super) fn launch(&mut self, i: usize, r: &mut Reactor) -> Input {
         let t0 = boot_us();
-        match self.create(i, r) {
+        let began = std::time::Instant::now();
+        let created = self.create(i, r);
+        self.spent_on_start(began.elapsed());
+        match created {
             Ok(pid) => {
                 let t1 = boot_us();
                 let s = &mut self.services[i];

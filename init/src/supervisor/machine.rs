@@ -80,6 +80,9 @@ pub enum Input {
     Shutdown,
     /// A timer fired.
     Timer { timer: TimerKind, run: u64 },
+    /// The start was not made: this turn of the event loop had spent its start budget.
+    /// Back to Backoff, to start at the next turn; not counted as a restart.
+    Deferred,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,6 +202,14 @@ impl Machine {
             }
             Input::StartFailed { error } if self.state == State::Starting => {
                 self.start_failed(error, now, &mut fx)
+            }
+            Input::Deferred if self.state == State::Starting && self.pid.is_none() => {
+                self.set(
+                    State::Backoff,
+                    "start deferred: this turn of the loop spent its start budget",
+                    &mut fx,
+                );
+                fx.push(self.arm(Duration::ZERO, TimerKind::Restart));
             }
             Input::CheckPassed if self.state == State::Running => self.ready(now, &mut fx),
             Input::CheckPending if self.state == State::Running => {

@@ -32,6 +32,32 @@ fn policy(kind: Kind, check: Check, restart: RestartPolicy) -> Policy {
     }
 }
 
+#[test]
+fn a_deferred_start_waits_in_backoff_without_counting_a_restart() {
+    let mut m = service(Check::Started, RestartPolicy::Always);
+    let now = Instant::now();
+    let fx = m.step(Input::Launch, now);
+    assert!(fx.contains(&Effect::Launch));
+    let fx = m.step(Input::Deferred, now);
+    assert_eq!(states(&fx), vec![State::Backoff]);
+    assert_eq!(armed(&fx, TimerKind::Restart), Some(Duration::ZERO));
+    assert_eq!(m.restarts(), 0);
+    let run = m.run();
+    let fx = m.step(
+        Input::Timer {
+            timer: TimerKind::Restart,
+            run,
+        },
+        now,
+    );
+    assert!(fx.contains(&Effect::Launch), "{fx:?}");
+    assert_eq!(m.state(), State::Starting);
+    // Deferred means nothing once the start was made.
+    let fx = m.step(Input::Started { pid: 7 }, now);
+    assert!(!fx.is_empty());
+    assert!(m.step(Input::Deferred, now).is_empty());
+}
+
 fn service(check: Check, restart: RestartPolicy) -> Machine {
     Machine::new(policy(Kind::Service, check, restart))
 }

@@ -40,7 +40,7 @@ use manifest::{Kind, OnFailure, Readiness, Service};
 use schedule::{Gate, Onboot};
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub use api::ApiError;
 
@@ -154,7 +154,22 @@ pub struct Supervisor {
     boot_reported: bool,
     /// Console lines for notify datagrams from outside a service's cgroup.
     notify_refusals: crate::ratelimit::RateLimit,
+    /// Time spent starting containers since this turn of the event loop began
+    /// ([`Supervisor::begin_turn`]), and how much it may spend before the rest waits for
+    /// the next turn.
+    turn_spent: Duration,
+    turn_budget: Duration,
+    /// Starts were left for the next turn: the loop must not sleep.
+    deferred: bool,
 }
+
+/// How long one turn of the event loop may spend starting containers (issue 16, finding
+/// 4). A start is synchronous and may take up to the start timeout when it hangs; with N
+/// such starts in one pass PID 1 would serve nothing (control socket, reaping, watchdog)
+/// for N × the timeout. Past this budget the remaining starts, and the service timers due
+/// (restarts after backoff, probes), wait for the next turn, after the loop has served
+/// what is ready: at most one start timeout passes between two turns.
+pub const TURN_BUDGET: Duration = Duration::from_secs(1);
 
 impl Supervisor {
     pub fn new(
@@ -219,7 +234,36 @@ impl Supervisor {
                 5,
                 std::time::Duration::from_secs(10),
             ),
+            turn_spent: Duration::ZERO,
+            turn_budget: TURN_BUDGET,
+            deferred: false,
         }
+    }
+
+    /// A new turn of the event loop: its start budget begins now.
+    pub fn begin_turn(&mut self) {
+        self.turn_spent = Duration::ZERO;
+    }
+
+    /// Whether this turn has spent its start budget (on container starts: nothing else
+    /// counts, so the shutdown loop, which starts nothing, is never held back).
+    fn over_budget(&self) -> bool {
+        self.turn_spent >= self.turn_budget
+    }
+
+    /// Counts a container start's time against this turn's budget.
+    pub(super) fn spent_on_start(&mut self, took: Duration) {
+        self.turn_spent = self.turn_spent.saturating_add(took);
+    }
+
+    /// Whether starts or timers were left for the next turn (the loop then polls at once).
+    pub fn has_deferred(&self) -> bool {
+        self.deferred
+    }
+
+    #[cfg(test)]
+    pub fn set_turn_budget(&mut self, budget: Duration) {
+        self.turn_budget = budget;
     }
 
     pub fn find(&self, name: &str) -> Option<usize> {
@@ -256,6 +300,11 @@ impl Supervisor {
     fn apply(&mut self, i: usize, effect: Effect, r: &mut Reactor) -> Option<Input> {
         match effect {
             Effect::State { state, detail } => self.announce(i, state, detail),
+            // Every start goes through here: from the schedule, a restart (also one without
+            // backoff, straight from an exit or a failed start), an operator's start.
+            Effect::Launch if self.over_budget() && !self.shutting_down => {
+                return Some(Input::Deferred)
+            }
             Effect::Launch => return Some(self.launch(i, r)),
             Effect::Signal { pid, signal } => self.fx.kill(pid, signal),
             Effect::Arm { after, timer, run } => r.after(
@@ -348,9 +397,11 @@ impl Supervisor {
         }
     }
 
-    /// Runs [`Supervisor::schedule`] if something changed since it last ran.
+    /// Runs [`Supervisor::schedule`] if something changed since it last ran, or starts
+    /// were left for this turn.
     pub fn schedule_if_needed(&mut self, r: &mut Reactor) {
-        if self.reschedule {
+        if self.reschedule || self.deferred {
+            self.deferred = false;
             self.schedule(r);
         }
     }
@@ -360,7 +411,12 @@ impl Supervisor {
             return; // the shutdown path is next or running; nothing more starts
         }
         // Onboot tasks one at a time, in order; one that fails to start finishes at once.
-        while let Some(i) = self.onboot.next() {
+        loop {
+            if self.onboot.launchable() && self.over_budget() {
+                self.deferred = true;
+                return;
+            }
+            let Some(i) = self.onboot.next() else { break };
             self.step(i, Input::Launch, r);
         }
         if !self.onboot.finished() {
@@ -377,6 +433,10 @@ impl Supervisor {
                     .map(|d| (self.services[d].kind, self.services[d].state()))
             };
             match schedule::gate(&def.depends_on, lookup) {
+                Gate::Go if self.over_budget() => {
+                    self.deferred = true;
+                    break;
+                }
                 Gate::Go => {
                     self.step(i, Input::Launch, r);
                     // A container start takes PID 1 a while (tens of ms), and readiness
@@ -452,6 +512,13 @@ impl Supervisor {
 
     pub fn on_timer(&mut self, t: Timer, r: &mut Reactor) {
         let Timer::Service { svc, run, kind } = t;
+        if self.over_budget() && !self.shutting_down {
+            // Due, but this turn's budget went on starts: first the loop serves what is
+            // ready, then the next turn takes the timer.
+            r.after(Duration::ZERO, t);
+            self.deferred = true;
+            return;
+        }
         if svc < self.services.len() {
             self.step(svc, Input::Timer { timer: kind, run }, r);
             self.schedule_if_needed(r);

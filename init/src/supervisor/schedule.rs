@@ -31,6 +31,11 @@ impl Onboot {
         self.running
     }
 
+    /// Whether [`Onboot::next`] would give a task now.
+    pub fn launchable(&self) -> bool {
+        self.running.is_none() && !self.queue.is_empty()
+    }
+
     /// Task `i` finished (or failed to start).
     pub fn done(&mut self, i: usize) {
         if self.running == Some(i) {
@@ -114,7 +119,9 @@ mod tests {
     fn onboot_tasks_run_one_at_a_time_in_order() {
         let mut o = Onboot::new([3, 1]);
         assert!(!o.finished());
+        assert!(o.launchable());
         assert_eq!(o.next(), Some(3));
+        assert!(!o.launchable());
         assert_eq!(o.next(), None, "one at a time");
         o.done(1); // not the running one: nothing changes
         assert_eq!(o.next(), None);

@@ -69,11 +69,86 @@ impl World {
         let end = Instant::now() + within;
         while Instant::now() < end {
             let (_, timers) = self.r.wait(Duration::from_millis(5));
+            self.sup.begin_turn();
             for t in timers {
                 self.sup.on_timer(t, &mut self.r);
             }
         }
     }
+
+    fn creates(&self) -> usize {
+        self.calls
+            .borrow()
+            .iter()
+            .filter(|c| matches!(c, Call::Create(_)))
+            .count()
+    }
+}
+
+/// Finding 4 of issue 16: starts that hang (here each takes 40 ms against a 30 ms budget)
+/// are not all run in one turn of the loop: one turn spends its budget, the rest wait for
+/// the next turns, so the loop serves the control socket and the reaper in between.
+#[test]
+fn slow_starts_are_spread_over_turns_of_the_loop() {
+    let mut fx = fake();
+    fx.start_delay = Duration::from_millis(40);
+    let mut w = world(
+        json!([
+            svc("a", json!({})),
+            svc("b", json!({})),
+            svc("c", json!({}))
+        ]),
+        fx,
+    );
+    w.sup.set_turn_budget(Duration::from_millis(30));
+    w.sup.begin_turn();
+    w.sup.schedule(&mut w.r);
+    assert_eq!(w.creates(), 1, "the first start spent the turn's budget");
+    assert!(w.sup.has_deferred());
+    assert_eq!(w.state("b"), State::Pending);
+    // Within the same turn nothing more starts.
+    w.sup.schedule_if_needed(&mut w.r);
+    assert_eq!(w.creates(), 1);
+    for n in 2..=3 {
+        w.sup.begin_turn();
+        w.sup.schedule_if_needed(&mut w.r);
+        assert_eq!(w.creates(), n);
+    }
+    assert!(!w.sup.has_deferred());
+    for name in ["a", "b", "c"] {
+        assert_eq!(w.state(name), State::Ready, "{name}");
+    }
+}
+
+/// A restart due while the turn's budget is spent waits for the next turn (its timer is
+/// armed again at once), instead of adding one more start to the turn.
+#[test]
+fn a_restart_due_after_the_budget_waits_for_the_next_turn() {
+    let mut fx = fake();
+    fx.start_delay = Duration::from_millis(40);
+    let mut w = world(
+        json!([svc(
+            "crashy",
+            json!({"restart": {"policy": "always", "backoff_initial_ms": 0, "backoff_max_ms": 0}})
+        )]),
+        fx,
+    );
+    w.sup.set_turn_budget(Duration::from_millis(30));
+    w.sup.begin_turn();
+    w.sup.schedule(&mut w.r);
+    assert_eq!(w.creates(), 1);
+    let pid = w.pid("crashy");
+    w.sup.on_exit(pid, ExitStatus::Code(1), &mut w.r);
+    // The backoff timer is due at once, but this turn spent its budget on the first start.
+    let (_, timers) = w.r.wait(Duration::from_millis(50));
+    assert!(!timers.is_empty());
+    for t in timers {
+        w.sup.on_timer(t, &mut w.r);
+    }
+    assert_eq!(w.creates(), 1, "no second start in the same turn");
+    assert!(w.sup.has_deferred());
+    w.run_timers(Duration::from_millis(200));
+    assert!(w.creates() >= 2, "the restart ran in a later turn");
 }
 
 #[test]
