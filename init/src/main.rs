@@ -5,6 +5,7 @@
 
 #![deny(unsafe_code)]
 
+mod applied;
 mod boot;
 mod bootconfig;
 mod bootslot;
@@ -13,6 +14,7 @@ mod config;
 mod control;
 mod fatal;
 mod health;
+mod images;
 mod log;
 mod logs;
 mod mounts;
@@ -263,13 +265,32 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
         Duration::from_secs(cfg.start_timeout_secs),
         cfg.test_mode,
     );
-    world.sup = Some(Supervisor::new(
+    // The applied set comes after the image's manifest, checked against it.
+    let applied = cfg
+        .state_dir
+        .as_deref()
+        .map(|d| applied::AppliedSet::new(loaded.clone(), d));
+    let mut supervisor = Supervisor::new(
         loaded,
         runtime,
         &cfg.run_dir,
         &cfg.cgroup_prefix,
         cfg.log_dir.clone(),
-    ));
+    );
+    supervisor.set_state_dir(cfg.state_dir.clone());
+    if let Some(set) = &applied {
+        if let Some(joined) = set.load_at_boot() {
+            info!(
+                "apply",
+                "{}: {} applied services, {} rejected",
+                set.file().display(),
+                joined.services.len(),
+                joined.rejected.len()
+            );
+            supervisor.add_applied_at_boot(joined, &set.file().display().to_string());
+        }
+    }
+    world.sup = Some(supervisor);
     world.reactor = Some(r);
     let (Some(sup), Some(r)) = (world.sup.as_mut(), world.reactor.as_mut()) else {
         return Exit::Fatal(Fatal::Internal("world not set"));
@@ -288,6 +309,7 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
         };
     if let Some(c) = control.as_mut() {
         c.boot = boot_info.clone();
+        c.applied = applied;
     }
     sup.schedule(r);
     if cfg.panic_after_boot {

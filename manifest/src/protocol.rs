@@ -90,6 +90,17 @@ pub enum Op {
     Power {
         action: PowerAction,
     },
+    /// Replace the applied set (services on the state partition) with the manifest `text`
+    /// (a manifest file's content). `dry_run` only validates and returns the plan.
+    Apply {
+        text: String,
+        #[serde(default)]
+        dry_run: bool,
+    },
+    /// Remove one applied service (stop it, drop it from the applied set).
+    Rm {
+        service: String,
+    },
 }
 
 impl Op {
@@ -341,6 +352,11 @@ pub enum Response {
     Error {
         kind: ErrorKind,
         message: String,
+    },
+    /// The outcome of an apply or rm: the plan and whether it was carried out.
+    Applied {
+        plan: crate::applied::Plan,
+        dry_run: bool,
     },
     /// The end of a stream.
     End,

@@ -49,6 +49,8 @@ pub fn op_name(op: &Op) -> &'static str {
         Op::Restart { .. } => "restart",
         Op::Exec { .. } => "exec",
         Op::Power { .. } => "power",
+        Op::Apply { .. } => "apply",
+        Op::Rm { .. } => "rm",
     }
 }
 

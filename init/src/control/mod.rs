@@ -71,6 +71,8 @@ pub struct ControlServer {
     pub boot: Option<manifest::protocol::BootInfo>,
     /// The update helper, when one runs.
     updates: crate::update::run::Runner,
+    /// The applied set on the state partition (None without one: apply is refused).
+    pub applied: Option<crate::applied::AppliedSet>,
 }
 
 impl ControlServer {
@@ -104,6 +106,7 @@ impl ControlServer {
             refusals: Refusals::default(),
             boot: None,
             updates: Default::default(),
+            applied: None,
         })
     }
 

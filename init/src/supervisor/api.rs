@@ -43,6 +43,14 @@ pub enum ApiError {
     WatchKmsg(#[source] nix::Error),
     #[error(transparent)]
     Exec(RuntimeError),
+    #[error("this system has no state partition for applied services (/var/lib/sysctr)")]
+    NoStateDir,
+    #[error("nothing applied; the request was refused:\n{0}")]
+    ApplyInvalid(String),
+    #[error("{0:?} is a service of the image's manifest; system services cannot be removed")]
+    SystemService(String),
+    #[error("nothing applied; the applied set in force is unchanged: {0}")]
+    ApplyWrite(String),
 }
 
 impl ApiError {
@@ -54,15 +62,21 @@ impl ApiError {
             | ApiError::Truncated
             | ApiError::ExecStdio { .. }
             | ApiError::ExecEnv { .. }
-            | ApiError::ExecRequest(_) => ErrorKind::BadRequest,
+            | ApiError::ExecRequest(_)
+            | ApiError::ApplyInvalid(_) => ErrorKind::BadRequest,
             ApiError::TooLarge { .. } => ErrorKind::TooLarge,
             ApiError::Refused(_) => ErrorKind::PermissionDenied,
             ApiError::UnknownService(_) => ErrorKind::UnknownService,
             ApiError::Rejected { .. }
             | ApiError::Already { .. }
             | ApiError::NotRunning { .. }
-            | ApiError::NeverRuns { .. } => ErrorKind::Conflict,
-            ApiError::Kmsg(_) | ApiError::WatchKmsg(_) | ApiError::Exec(_) => ErrorKind::Failed,
+            | ApiError::NeverRuns { .. }
+            | ApiError::SystemService(_) => ErrorKind::Conflict,
+            ApiError::Kmsg(_)
+            | ApiError::WatchKmsg(_)
+            | ApiError::Exec(_)
+            | ApiError::NoStateDir
+            | ApiError::ApplyWrite(_) => ErrorKind::Failed,
         }
     }
 }
@@ -109,7 +123,7 @@ impl Supervisor {
             ..Default::default()
         };
         for s in &self.services {
-            if s.def.as_ref().is_some_and(|d| !d.health) {
+            if s.removed || s.def.as_ref().is_some_and(|d| !d.health) {
                 continue;
             }
             let m = &s.machine;
@@ -136,7 +150,10 @@ impl Supervisor {
     }
 
     pub fn list(&self) -> Vec<ServiceStatus> {
-        (0..self.services.len()).map(|i| self.status(i)).collect()
+        (0..self.services.len())
+            .filter(|&i| !self.services[i].removed)
+            .map(|i| self.status(i))
+            .collect()
     }
 
     pub fn cgroup_dir(&self, i: usize) -> String {
