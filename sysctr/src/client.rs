@@ -94,6 +94,7 @@ pub fn reply_name(resp: &Response) -> &'static str {
         Response::ExecStarted { .. } => "exec_started",
         Response::ExecExited { .. } => "exec_exited",
         Response::Error { .. } => "error",
+        Response::Applied { .. } => "applied",
         Response::End => "end",
     }
 }
