@@ -11,6 +11,7 @@ pub mod dedup;
 pub mod digest;
 pub mod error;
 pub mod layout;
+#[cfg(feature = "registry")]
 pub mod registry;
 pub mod store;
 pub mod unpack;
@@ -36,6 +37,7 @@ pub enum ImageRef {
     /// `docker-archive:FILE[:NAME:TAG]`: the output of `docker save`.
     DockerArchive { file: PathBuf, tag: Option<String> },
     /// `docker://HOST[:PORT]/NAME[:TAG|@DIGEST]`: pulled from a registry over plain HTTP.
+    #[cfg(feature = "registry")]
     Registry(registry::Reference),
 }
 
@@ -64,6 +66,7 @@ impl ImageRef {
             let (file, tag) = split(rest);
             return Ok(ImageRef::DockerArchive { file, tag });
         }
+        #[cfg(feature = "registry")]
         if s.starts_with("docker://") {
             return registry::Reference::parse(s).map(ImageRef::Registry);
         }
@@ -98,6 +101,7 @@ impl fmt::Display for ImageRef {
             ImageRef::Layout { dir, tag } => ("oci", dir, tag),
             ImageRef::OciArchive { file, tag } => ("oci-archive", file, tag),
             ImageRef::DockerArchive { file, tag } => ("docker-archive", file, tag),
+            #[cfg(feature = "registry")]
             ImageRef::Registry(r) => return write!(f, "{r}"),
         };
         write!(f, "{transport}:{}", path.display())?;
@@ -140,6 +144,7 @@ fn import_named(image: &ImageRef, name: String, out: &Path) -> Result<Imported> 
         }
         ImageRef::OciArchive { file, tag } => (Source::index_tar(&name, file)?, tag, false),
         ImageRef::DockerArchive { file, tag } => (Source::index_tar(&name, file)?, tag, true),
+        #[cfg(feature = "registry")]
         ImageRef::Registry(r) => return import_from_registry(r, out),
     };
     let resolved = store::resolve(source, &name, tag.as_deref(), prefer_docker)?;
@@ -181,6 +186,7 @@ fn import_named(image: &ImageRef, name: String, out: &Path) -> Result<Imported> 
 }
 
 /// Pulls into a layout beside `out`, imports that, and removes it.
+#[cfg(feature = "registry")]
 fn import_from_registry(r: &registry::Reference, out: &Path) -> Result<Imported> {
     let pulled = sibling(out, "pull")?;
     remove_tree(&pulled);
