@@ -6,6 +6,7 @@
 //! directory and renamed into place only when every layer is in, so a bad image leaves no
 //! half-written output. `unpack` holds the rules for what a layer may write.
 
+pub mod chain;
 pub mod config;
 pub mod dedup;
 pub mod digest;
@@ -242,7 +243,7 @@ fn prepare_output(out: &Path) -> Result<PathBuf> {
 }
 
 /// Removes a tree even where a layer made directories read-only.
-fn remove_tree(dir: &Path) {
+pub fn remove_tree(dir: &Path) {
     fn open_up(dir: &Path) {
         let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o755));
         if let Ok(entries) = fs::read_dir(dir) {
@@ -269,7 +270,9 @@ enum Compression {
     Zstd,
 }
 
-fn apply_layer(
+/// Unpacks one layer of `source` through `unpacker`, checking its blob digest and size and
+/// its uncompressed diff_id.
+pub fn apply_layer(
     source: &Source,
     image: &str,
     layer: &Layer,
