@@ -62,6 +62,10 @@ fn main() {
         // PID 1's update helper: this binary, started by PID 1 for one install.
         std::process::exit(update::run::helper_main(&args));
     }
+    if args.first().map(String::as_str) == Some(images::helper::HELPER_FLAG) {
+        // PID 1's image helper: this binary, started by PID 1 for one import or removal.
+        std::process::exit(images::helper::helper_main(&args));
+    }
     let pid1 = nix::unistd::getpid().as_raw() == 1;
     let test_mode = args.iter().any(|a| a == "--test-mode");
     if !pid1 && !test_mode {
@@ -373,9 +377,13 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
 
         if let Some(c) = control.as_mut() {
             c.poll_update(r);
+            c.poll_images();
         }
         for (pid, status) in reaper::take() {
             if let Some(c) = control.as_mut() {
+                if c.image_exited(pid, &format!("{status:?}"), r) {
+                    continue;
+                }
                 let (was_helper, reboot) = c.update_exited(pid, &format!("{status:?}"), r);
                 if was_helper {
                     if let Some(action) = reboot {

@@ -101,6 +101,30 @@ pub enum Op {
     Rm {
         service: String,
     },
+    /// Import an `oci-archive` or `docker save` tar, passed as one file descriptor with
+    /// this frame, into the image store as `image` (`NAME:TAG`).
+    ImageImport {
+        image: String,
+    },
+    /// The images in the store.
+    ImageLs {},
+    /// Remove an image no applied service names; layers no other image needs are removed.
+    ImageRm {
+        image: String,
+    },
+}
+
+/// One image of the store, as `image ls` and `image import` show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageInfo {
+    /// `NAME:TAG`.
+    pub image: String,
+    /// The image manifest's digest.
+    pub id: String,
+    pub layers: usize,
+    /// Applied services that name it.
+    #[serde(default)]
+    pub used_by: Vec<String>,
 }
 
 impl Op {
@@ -114,6 +138,7 @@ impl Op {
                 | Op::Logs { .. }
                 | Op::KernelLog { .. }
                 | Op::Events {}
+                | Op::ImageLs {}
         )
     }
 }
@@ -357,6 +382,17 @@ pub enum Response {
     Applied {
         plan: crate::applied::Plan,
         dry_run: bool,
+    },
+    Images {
+        images: Vec<ImageInfo>,
+    },
+    /// An import finished: how many layers it unpacked and how many it found shared.
+    ImageImported {
+        image: ImageInfo,
+        unpacked: usize,
+        shared: usize,
+        #[serde(default)]
+        warnings: Vec<String>,
     },
     /// The end of a stream.
     End,

@@ -75,6 +75,9 @@ pub fn import_archive(
         let chain = chain_id(parent.as_ref(), &layer.diff_id);
         let dir = layers.join(chain.hex());
         if dir.is_dir() {
+            // Already unpacked from a blob with this diff_id; this image's blob is still
+            // checked, so a tampered archive is refused even where nothing is unpacked.
+            verify_shared(&resolved.source, image, layer)?;
             stored.shared += 1;
         } else {
             let partial = layers.join(format!(".{}.partial", chain.hex()));
@@ -117,6 +120,32 @@ pub fn import_archive(
         });
     }
     Ok(stored)
+}
+
+/// Checks a layer blob that is not unpacked: against its digest and size, or (an old docker
+/// save's uncompressed `layer.tar`, which has no descriptor) against its diff_id.
+fn verify_shared(source: &Source, image: &str, layer: &store::Layer) -> Result<()> {
+    let blob = &layer.blob;
+    if blob.digest.is_some() || blob.size.is_some() {
+        return store::verify_blob(source, image, blob);
+    }
+    let mut r = super::digest::HashingReader::new(store::open(source, image, blob)?);
+    let read_err = |e: std::io::Error| OciError::Layer {
+        image: image.into(),
+        digest: blob.label(),
+        message: e.to_string(),
+    };
+    std::io::copy(&mut r, &mut std::io::sink()).map_err(read_err)?;
+    let (got, _) = r.finish().map_err(read_err)?;
+    if got != layer.diff_id {
+        return Err(OciError::DiffIdMismatch {
+            image: image.into(),
+            digest: blob.label(),
+            expected: layer.diff_id.to_string(),
+            actual: got.to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// Copies the tree `src` to `dst` (which must not exist): directories anew (mode 0755, so

@@ -95,6 +95,8 @@ pub fn reply_name(resp: &Response) -> &'static str {
         Response::ExecExited { .. } => "exec_exited",
         Response::Error { .. } => "error",
         Response::Applied { .. } => "applied",
+        Response::Images { .. } => "images",
+        Response::ImageImported { .. } => "image_imported",
         Response::End => "end",
     }
 }

@@ -38,7 +38,7 @@ impl ControlServer {
             return None;
         }
         let c = self.clients.get_mut(&id)?;
-        // Descriptors are for an exec only; any others are closed here.
+        // Descriptors are for an exec or an image import only; any others are closed here.
         let fds = std::mem::take(&mut c.fds);
         let peer = c.peer.clone();
         if let Err(why) = authorize(&peer, self.control_gid, &req.op) {
@@ -197,6 +197,9 @@ impl ControlServer {
                 let new: Vec<_> = current.into_iter().filter(|s| s.name != service).collect();
                 self.apply(id, new, false, sup, r)?;
             }
+            Op::ImageLs {} => self.image_ls(id, sup, r)?,
+            Op::ImageImport { image } => self.image_import(id, image, fds)?,
+            Op::ImageRm { image } => self.image_rm(id, image, sup)?,
             Op::Power { action } => {
                 let message = format!("{action:?} requested").to_lowercase();
                 self.finish(id, &Response::Ok { message }, r);

@@ -13,6 +13,7 @@
 pub mod auth;
 mod conn;
 mod dispatch;
+mod images;
 mod kmsg;
 mod update;
 
@@ -73,6 +74,8 @@ pub struct ControlServer {
     updates: crate::update::run::Runner,
     /// The applied set on the state partition (None without one: apply is refused).
     pub applied: Option<crate::applied::AppliedSet>,
+    /// The image helper, when one runs.
+    images: crate::images::runner::Runner,
 }
 
 impl ControlServer {
@@ -107,6 +110,7 @@ impl ControlServer {
             boot: None,
             updates: Default::default(),
             applied: None,
+            images: Default::default(),
         })
     }
 

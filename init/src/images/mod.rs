@@ -7,6 +7,11 @@
 //! diff_id), so a layer is unpacked once and shared by every image built on the same
 //! layers. An image's root is the directory of its top chain.
 
+pub mod helper;
+pub mod runner;
+#[cfg(test)]
+mod tests;
+
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs;
@@ -19,9 +24,6 @@ pub struct Image {
     pub id: String,
     /// Chain ids (hex), bottom layer first; the last one is the root.
     pub chain: Vec<String>,
-    /// Unpacked bytes of the image's layers (as counted at import).
-    #[serde(default)]
-    pub bytes: u64,
 }
 
 /// The refs file: `NAME:TAG` → image.
@@ -38,23 +40,39 @@ impl Store {
         }
     }
 
+    /// The store whose directory is `dir` itself (the helper's `--store`).
+    pub fn at(dir: &Path) -> Store {
+        Store {
+            dir: dir.to_path_buf(),
+        }
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
+    pub fn layers_dir(&self) -> PathBuf {
+        self.dir.join("layers")
+    }
+
     /// The refs in force; an unreadable or malformed file reads as empty (and says so).
     pub fn refs(&self) -> Refs {
-        let path = self.dir.join("refs.json");
+        self.refs_checked().unwrap_or_else(|e| {
+            crate::error!("images", "{e}; the store reads as empty");
+            Refs::new()
+        })
+    }
+
+    /// The refs in force; none yet is empty, a malformed file an error (an import must not
+    /// write over refs it cannot read).
+    pub fn refs_checked(&self) -> Result<Refs, String> {
+        let path = self.dir.join(REFS_FILE);
         match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                crate::error!(
-                    "images",
-                    "{}: {e}; the store reads as empty",
-                    path.display()
-                );
-                Refs::new()
-            }),
-            Err(_) => Refs::new(),
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Refs::new()),
+            Err(e) => Err(format!("{}: {e}", path.display())),
         }
     }
 
@@ -66,7 +84,16 @@ impl Store {
     pub fn root_of(&self, image: &str) -> Option<PathBuf> {
         let refs = self.refs();
         let top = refs.get(image)?.chain.last()?.clone();
-        let root = self.dir.join("layers").join(top);
+        let root = self.layers_dir().join(top);
         root.is_dir().then_some(root)
     }
+}
+
+const REFS_FILE: &str = "refs.json";
+
+/// Writes the refs whole (temp file, fsync, rename, fsync of the directory).
+pub fn write_refs(store_dir: &Path, refs: &Refs) -> Result<(), String> {
+    let mut text = serde_json::to_vec_pretty(refs).map_err(|e| e.to_string())?;
+    text.push(b'\n');
+    crate::applied::write_atomic(store_dir, REFS_FILE, &text).map_err(|e| e.to_string())
 }

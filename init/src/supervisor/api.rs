@@ -51,6 +51,16 @@ pub enum ApiError {
     SystemService(String),
     #[error("nothing applied; the applied set in force is unchanged: {0}")]
     ApplyWrite(String),
+    #[error("{0}")]
+    ImageRequest(String),
+    #[error("no image {0:?} in the store")]
+    UnknownImage(String),
+    #[error("image {image:?} is used by the applied service {service:?} (sysctr rm it first)")]
+    ImageInUse { image: String, service: String },
+    #[error("{0}")]
+    ImageBusy(String),
+    #[error("{0}")]
+    ImageFailed(String),
 }
 
 impl ApiError {
@@ -63,7 +73,8 @@ impl ApiError {
             | ApiError::ExecStdio { .. }
             | ApiError::ExecEnv { .. }
             | ApiError::ExecRequest(_)
-            | ApiError::ApplyInvalid(_) => ErrorKind::BadRequest,
+            | ApiError::ApplyInvalid(_)
+            | ApiError::ImageRequest(_) => ErrorKind::BadRequest,
             ApiError::TooLarge { .. } => ErrorKind::TooLarge,
             ApiError::Refused(_) => ErrorKind::PermissionDenied,
             ApiError::UnknownService(_) => ErrorKind::UnknownService,
@@ -71,12 +82,16 @@ impl ApiError {
             | ApiError::Already { .. }
             | ApiError::NotRunning { .. }
             | ApiError::NeverRuns { .. }
-            | ApiError::SystemService(_) => ErrorKind::Conflict,
+            | ApiError::SystemService(_)
+            | ApiError::ImageInUse { .. }
+            | ApiError::ImageBusy(_) => ErrorKind::Conflict,
+            ApiError::UnknownImage(_) => ErrorKind::UnknownService,
             ApiError::Kmsg(_)
             | ApiError::WatchKmsg(_)
             | ApiError::Exec(_)
             | ApiError::NoStateDir
-            | ApiError::ApplyWrite(_) => ErrorKind::Failed,
+            | ApiError::ApplyWrite(_)
+            | ApiError::ImageFailed(_) => ErrorKind::Failed,
         }
     }
 }

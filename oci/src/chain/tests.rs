@@ -150,3 +150,25 @@ fn chain_ids_follow_containerd() {
         crate::digest::Digest::of(format!("{p} {d}").as_bytes())
     );
 }
+
+#[test]
+fn a_tampered_blob_of_a_layer_already_unpacked_is_still_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let layers = t.path().join("layers");
+    let a = archive(t.path(), "a", &[base()], "1");
+    import_archive(&a, "a:1", None, &layers).unwrap();
+    let layout = t.path().join("a.layout");
+    let hex = crate::digest::Digest::of(&LayerBlob::gzip(&base()).unwrap().data)
+        .hex()
+        .to_string();
+    let blob = layout.join("blobs/sha256").join(&hex);
+    let mut data = fs::read(&blob).unwrap();
+    let n = data.len();
+    data[n - 9] ^= 0x01;
+    fs::write(&blob, data).unwrap();
+    let mut b = tar::Builder::new(fs::File::create(&a).unwrap());
+    b.append_dir_all(".", &layout).unwrap();
+    b.finish().unwrap();
+    let e = import_archive(&a, "a:2", None, &layers).unwrap_err().to_string();
+    assert!(e.contains("a:2") && e.contains(&hex), "{e}");
+}

@@ -5,6 +5,7 @@ pub mod apply;
 pub mod completions;
 pub mod events;
 pub mod exec;
+pub mod image;
 pub mod inspect;
 pub mod lifecycle;
 pub mod logs;
@@ -91,6 +92,8 @@ pub enum Command {
     Apply(apply::Args),
     /// Stop an applied service and remove it from the applied set.
     Rm(apply::RmArgs),
+    /// The image store on the state partition: import, ls, rm.
+    Image(image::Args),
     /// Boot the other good slot next time.
     Rollback(update::RollbackArgs),
     /// The versions of this client and of the running init.
@@ -127,6 +130,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<i32> {
         Command::Update(args) => update::run(&args, &client, out),
         Command::Apply(args) => apply::run(&args, &client, out),
         Command::Rm(args) => apply::run_rm(&args, &client, out),
+        Command::Image(args) => image::run(&args, &client, out),
         Command::Rollback(args) => update::run_rollback(&args, &client, out),
         Command::Version(args) => version::run(&args, &client, out),
         Command::Completions(args) => completions::run(&args, out),
