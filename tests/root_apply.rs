@@ -275,3 +275,132 @@ fn without_a_state_directory_apply_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no state partition"), "{err}");
 }
+
+/// An oci-archive of the busybox test root as one layer (its config runs a shell loop).
+fn busybox_archive(dir: &Path) -> PathBuf {
+    let mut layer = tar::Builder::new(Vec::new());
+    layer.follow_symlinks(false);
+    layer.append_dir_all(".", rootfs()).unwrap();
+    let layer = layer.into_inner().unwrap();
+    let layout = dir.join("layout");
+    let w = oci::layout::LayoutWriter::create(&layout).unwrap();
+    let blob = oci::layout::LayerBlob::tar(&layer);
+    let desc = w
+        .add_image(&[blob], json!({"Cmd": ["/bin/sh"]}), "amd64")
+        .unwrap();
+    w.write_index(&[oci::layout::tagged(desc, "1")]).unwrap();
+    let file = dir.join("busybox.tar");
+    let mut b = tar::Builder::new(std::fs::File::create(&file).unwrap());
+    b.append_dir_all(".", &layout).unwrap();
+    b.finish().unwrap();
+    file
+}
+
+fn image_app(name: &str, env: &str) -> Value {
+    json!({"name": name, "image": "busybox:1", "args": ["/bin/sh", "-c", "while true; do sleep 1; done"],
+           "env": [env], "stop": {"timeout_secs": 2}})
+}
+
+#[test]
+fn an_imported_image_runs_an_applied_service_and_is_removed_when_unused() {
+    let state = tempfile::tempdir().unwrap();
+    let init = start(state.path());
+    let work = tempfile::tempdir().unwrap();
+    let archive = busybox_archive(work.path());
+    // Over stdin, as over ssh.
+    let out = Command::new(cli_bin())
+        .env("SYSCTR_SOCKET", init.socket())
+        .args(["image", "import", "-", "busybox:1"])
+        .stdin(std::fs::File::open(&archive).unwrap())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        init.log()
+    );
+    assert!(
+        text.contains("imported busybox:1") && text.contains("1 unpacked"),
+        "{text}"
+    );
+    // The same archive as a second name shares its layer.
+    let again = init.cli_ok(&[
+        "image",
+        "import",
+        archive.to_str().unwrap(),
+        "busybox:again",
+    ]);
+    assert!(
+        again.contains("0 unpacked, 1 already in the store"),
+        "{again}"
+    );
+    // A broken archive is refused and changes nothing.
+    let junk = work.path().join("junk.tar");
+    std::fs::write(&junk, b"this is not a tar").unwrap();
+    let out = init.cli(&["image", "import", junk.to_str().unwrap(), "junk:1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("junk:1 not imported"));
+
+    apply_ok(
+        &init,
+        &set(vec![image_app("boxed", "V=1"), app("plain", "V=1")]),
+        &[],
+    );
+    init.wait_state("boxed", "ready", T);
+    let plain = pid(&init, "plain").unwrap();
+    let ls: Value = serde_json::from_str(&init.cli_ok(&["image", "ls", "--json"])).unwrap();
+    let names: Vec<&str> = ls
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["image"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["busybox:1", "busybox:again"]);
+    assert_eq!(ls[0]["used_by"], json!(["boxed"]));
+    // In use: refused.
+    let out = init.cli(&["image", "rm", "busybox:1"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("used by the applied service \"boxed\""));
+    // Changing its env restarts only it.
+    let boxed = pid(&init, "boxed").unwrap();
+    apply_ok(
+        &init,
+        &set(vec![image_app("boxed", "V=2"), app("plain", "V=1")]),
+        &[],
+    );
+    init.wait_service("boxed", T, "restarted", |s| {
+        s["state"] == "ready" && s["pid"].as_i64() != Some(boxed)
+    });
+    assert_eq!(pid(&init, "plain"), Some(plain));
+    init.cli_ok(&["rm", "boxed"]);
+    wait_until(T, || init.service("boxed").is_null());
+    let layers = state.path().join("images/layers");
+    assert_eq!(std::fs::read_dir(&layers).unwrap().count(), 1);
+    init.cli_ok(&["image", "rm", "busybox:1"]);
+    // The layer is still needed by busybox:again; removing that one collects it.
+    assert_eq!(std::fs::read_dir(&layers).unwrap().count(), 1);
+    init.cli_ok(&["image", "rm", "busybox:again"]);
+    assert_eq!(std::fs::read_dir(&layers).unwrap().count(), 0);
+    assert_eq!(
+        init.cli_ok(&["image", "ls"]),
+        "IMAGE  ID                   LAYERS  USED BY\n"
+    );
+}
+
+#[test]
+fn a_writable_root_keeps_its_writes_in_the_upper_dir_on_the_state_partition() {
+    let state = tempfile::tempdir().unwrap();
+    let init = start(state.path());
+    let rw = with(
+        sh("rw", "echo hello > /written; while true; do sleep 1; done"),
+        json!({"readonly_root": false}),
+    );
+    apply_ok(&init, &set(vec![rw]), &[]);
+    init.wait_state("rw", "ready", T);
+    let upper = state.path().join("overlay/rw/upper/written");
+    assert!(wait_until(T, || upper.exists()), "{}", init.log());
+    assert_eq!(std::fs::read_to_string(&upper).unwrap(), "hello\n");
+    // The lower root is untouched.
+    assert!(!rootfs().join("written").exists());
+}

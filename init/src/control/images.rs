@@ -18,7 +18,12 @@ impl ControlServer {
             .ok_or(ApiError::NoStateDir)
     }
 
-    pub(super) fn image_ls(&mut self, id: u64, sup: &Supervisor, r: &mut Reactor) -> Result<(), ApiError> {
+    pub(super) fn image_ls(
+        &mut self,
+        id: u64,
+        sup: &Supervisor,
+        r: &mut Reactor,
+    ) -> Result<(), ApiError> {
         let refs = self.store()?.refs();
         let applied = sup.applied_services();
         let images = refs
@@ -62,13 +67,21 @@ impl ControlServer {
         Ok(())
     }
 
-    pub(super) fn image_rm(&mut self, id: u64, image: String, sup: &Supervisor) -> Result<(), ApiError> {
+    pub(super) fn image_rm(
+        &mut self,
+        id: u64,
+        image: String,
+        sup: &Supervisor,
+    ) -> Result<(), ApiError> {
         let store = self.store()?;
         if !store.refs().contains_key(&image) {
             return Err(ApiError::UnknownImage(image));
         }
         if let Some(svc) = crate::applied::AppliedSet::uses_image(&sup.applied_services(), &image) {
-            return Err(ApiError::ImageInUse { image, service: svc });
+            return Err(ApiError::ImageInUse {
+                image,
+                service: svc,
+            });
         }
         let dir = store.dir().to_path_buf();
         let pid = self
@@ -119,7 +132,11 @@ impl ControlServer {
                 self.finish(f.client, &resp, r);
             }
             Outcome::Removed { collected } => {
-                crate::info!("images", "removed {} ({collected} unused layers removed)", f.image);
+                crate::info!(
+                    "images",
+                    "removed {} ({collected} unused layers removed)",
+                    f.image
+                );
                 let message = format!("{} removed ({collected} unused layers removed)", f.image);
                 self.finish(f.client, &Response::Ok { message }, r);
             }

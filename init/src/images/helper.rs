@@ -179,7 +179,10 @@ pub fn run(a: &HelperArgs, input: &mut dyn Read) -> Result<Outcome, String> {
 }
 
 fn collect(store: &Store, refs: &super::Refs) -> Result<usize, String> {
-    let keep: BTreeSet<String> = refs.values().flat_map(|i| i.chain.iter().cloned()).collect();
+    let keep: BTreeSet<String> = refs
+        .values()
+        .flat_map(|i| i.chain.iter().cloned())
+        .collect();
     oci::chain::collect(&store.layers_dir(), &keep)
         .map(|r| r.len())
         .map_err(|e| format!("collect unused layers: {e}"))

@@ -7,7 +7,7 @@ use super::helper::{Action, HelperArgs, Outcome};
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Bound on the helper output PID 1 keeps (invariant 12).
 const MAX_OUTPUT: usize = 256 * 1024;
@@ -59,13 +59,10 @@ impl Runner {
             store: store_dir.to_path_buf(),
             image: image.to_string(),
         };
-        let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| format!("pipe: {e}"))?;
-        let exe = if Path::new("/sbin/init").exists() && std::process::id() == 1 {
-            PathBuf::from("/sbin/init")
-        } else {
-            std::env::current_exe().map_err(|e| e.to_string())?
-        };
+        let (rd, wr) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+        // This very binary (on the machine /sbin/init, on the read-only root: invariant 8).
+        let exe = std::env::current_exe().map_err(|e| format!("find init's own binary: {e}"))?;
         let stdin = match input {
             Some(fd) => std::process::Stdio::from(fd),
             None => std::process::Stdio::null(),

@@ -47,19 +47,36 @@ fn import_then_rm_keeps_refs_and_layers_in_step() {
     };
     assert_eq!(unpacked, 1);
     assert!(store.has("app:1"));
-    assert_eq!(fs::read(store.root_of("app:1").unwrap().join("bin/x")).unwrap(), b"one");
+    assert_eq!(
+        fs::read(store.root_of("app:1").unwrap().join("bin/x")).unwrap(),
+        b"one"
+    );
     // The same tag again with other content: the old layer is collected.
     let mut input = fs::File::open(&b).unwrap();
     let out = run(&args(Action::Import, store.dir(), "app:1"), &mut input).unwrap();
-    assert!(matches!(out, Outcome::Imported { collected: 1, .. }), "{out:?}");
-    assert_eq!(fs::read(store.root_of("app:1").unwrap().join("bin/x")).unwrap(), b"twotwo");
+    assert!(
+        matches!(out, Outcome::Imported { collected: 1, .. }),
+        "{out:?}"
+    );
+    assert_eq!(
+        fs::read(store.root_of("app:1").unwrap().join("bin/x")).unwrap(),
+        b"twotwo"
+    );
     // Nothing left in tmp/.
     assert_eq!(fs::read_dir(store.dir().join("tmp")).unwrap().count(), 0);
-    let out = run(&args(Action::Rm, store.dir(), "app:1"), &mut std::io::empty()).unwrap();
+    let out = run(
+        &args(Action::Rm, store.dir(), "app:1"),
+        &mut std::io::empty(),
+    )
+    .unwrap();
     assert_eq!(out, Outcome::Removed { collected: 1 });
     assert!(!store.has("app:1"));
     assert_eq!(fs::read_dir(store.layers_dir()).unwrap().count(), 0);
-    let e = run(&args(Action::Rm, store.dir(), "app:1"), &mut std::io::empty()).unwrap_err();
+    let e = run(
+        &args(Action::Rm, store.dir(), "app:1"),
+        &mut std::io::empty(),
+    )
+    .unwrap_err();
     assert!(e.contains("no image \"app:1\""), "{e}");
 }
 
@@ -88,7 +105,11 @@ fn a_bad_archive_changes_nothing() {
 
 #[test]
 fn helper_arguments_round_trip_and_refuse_junk() {
-    let a = args(Action::Import, Path::new("/var/lib/sysctr/images"), "web:1.0");
+    let a = args(
+        Action::Import,
+        Path::new("/var/lib/sysctr/images"),
+        "web:1.0",
+    );
     assert_eq!(HelperArgs::parse(&a.to_args()).unwrap(), a);
     assert!(HelperArgs::parse(&["import".into(), "--store".into(), "/s".into()]).is_err());
     let bad = HelperArgs::parse(&[

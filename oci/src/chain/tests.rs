@@ -169,6 +169,8 @@ fn a_tampered_blob_of_a_layer_already_unpacked_is_still_refused() {
     let mut b = tar::Builder::new(fs::File::create(&a).unwrap());
     b.append_dir_all(".", &layout).unwrap();
     b.finish().unwrap();
-    let e = import_archive(&a, "a:2", None, &layers).unwrap_err().to_string();
+    let e = import_archive(&a, "a:2", None, &layers)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("a:2") && e.contains(&hex), "{e}");
 }

@@ -149,10 +149,19 @@ fn ls(a: &LsArgs, client: &Client, out: &mut dyn Write) -> anyhow::Result<i32> {
 }
 
 fn table(images: &[ImageInfo]) -> String {
-    let w = images.iter().map(|i| i.image.len()).max().unwrap_or(0).max(5);
+    let w = images
+        .iter()
+        .map(|i| i.image.len())
+        .max()
+        .unwrap_or(0)
+        .max(5);
     let mut s = format!("{:<w$}  {:<19}  {:>6}  USED BY\n", "IMAGE", "ID", "LAYERS");
     for i in images {
-        let id: String = i.id.trim_start_matches("sha256:").chars().take(12).collect();
+        let id: String =
+            i.id.trim_start_matches("sha256:")
+                .chars()
+                .take(12)
+                .collect();
         let used = if i.used_by.is_empty() {
             "-".to_string()
         } else {
