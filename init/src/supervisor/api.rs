@@ -138,7 +138,9 @@ impl Supervisor {
             ..Default::default()
         };
         for s in &self.services {
-            if s.removed || s.def.as_ref().is_some_and(|d| !d.health) {
+            // Applied services live on the state partition: going back to the other slot
+            // would not change them, so they do not decide a trial boot.
+            if s.removed || s.applied || s.def.as_ref().is_some_and(|d| !d.health) {
                 continue;
             }
             let m = &s.machine;
