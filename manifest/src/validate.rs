@@ -458,6 +458,11 @@ fn check_service(svc: &Service, problems: &mut Vec<Problem>) {
                 problems.push(Problem::new(n, "image", why));
             }
         }
+        None if svc.root.is_empty() => problems.push(Problem::new(
+            n,
+            "root",
+            "required field is missing (or name an \"image\" of the store instead)",
+        )),
         None => absolute(problems, n, "root", &svc.root),
     }
     if svc.root.starts_with('/') && normalize(&svc.root) == "/" {
