@@ -69,6 +69,9 @@ pub struct Config {
     pub control_gid: Option<u32>,
     /// How long one container create+start (or exec) may take before it is abandoned.
     pub start_timeout_secs: u64,
+    /// PID 1's state on the persistent partition (`/var/lib/sysctr`): the applied set and
+    /// the image store. None in test mode without `--state-dir`.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Config {
@@ -93,6 +96,7 @@ impl Config {
             panic_after_boot: false,
             control_gid: None,
             start_timeout_secs: 30,
+            state_dir: Some(PathBuf::from("/var/lib/sysctr")),
         };
         let problems = cfg.apply_cmdline(cmdline);
         (cfg, problems)
@@ -128,11 +132,12 @@ impl Config {
     }
 
     /// Test mode: `init --test-mode --manifest M --run-dir D [--cgroup-prefix P]
-    /// [--log-dir L] [--log debug] [--fatal halt] [--fail-step NAME] [--panic-after-boot]`.
+    /// [--log-dir L] [--state-dir S] [--log debug] [--fatal halt] [--fail-step NAME] [--panic-after-boot]`.
     pub fn from_args(args: &[String]) -> Result<Config, ConfigError> {
         let mut cfg = Config::from_cmdline("");
         cfg.test_mode = true;
         cfg.log_dir = None;
+        cfg.state_dir = None;
         cfg.cgroup_prefix = format!("sysctr-test-{}", std::process::id());
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -148,6 +153,7 @@ impl Config {
                 "--run-dir" => cfg.run_dir = val()?.into(),
                 "--cgroup-prefix" => cfg.cgroup_prefix = val()?,
                 "--log-dir" => cfg.log_dir = Some(val()?.into()),
+                "--state-dir" => cfg.state_dir = Some(val()?.into()),
                 "--log" => {
                     let v = val()?;
                     cfg.log_level = Level::parse(&v).ok_or(ConfigError::bad(flag, &v, LEVELS))?

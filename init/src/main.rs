@@ -5,6 +5,7 @@
 
 #![deny(unsafe_code)]
 
+mod applied;
 mod boot;
 mod bootconfig;
 mod bootlogs;
@@ -14,6 +15,7 @@ mod config;
 mod control;
 mod fatal;
 mod health;
+mod images;
 mod log;
 mod logs;
 mod mounts;
@@ -60,6 +62,10 @@ fn main() {
     if args.first().map(String::as_str) == Some(update::run::HELPER_FLAG) {
         // PID 1's update helper: this binary, started by PID 1 for one install.
         std::process::exit(update::run::helper_main(&args));
+    }
+    if args.first().map(String::as_str) == Some(images::helper::HELPER_FLAG) {
+        // PID 1's image helper: this binary, started by PID 1 for one import or removal.
+        std::process::exit(images::helper::helper_main(&args));
     }
     let pid1 = nix::unistd::getpid().as_raw() == 1;
     let test_mode = args.iter().any(|a| a == "--test-mode");
@@ -285,7 +291,12 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
         Duration::from_secs(cfg.start_timeout_secs),
         cfg.test_mode,
     );
-    world.sup = Some(Supervisor::new(
+    // The applied set comes after the image's manifest, checked against it.
+    let applied = cfg
+        .state_dir
+        .as_deref()
+        .map(|d| applied::AppliedSet::new(loaded.clone(), d));
+    let mut supervisor = Supervisor::new(
         loaded,
         runtime,
         &cfg.run_dir,
@@ -293,7 +304,21 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
         boot_log_dir
             .as_ref()
             .map(|d| d.join(bootlogs::SERVICES_DIR)),
-    ));
+    );
+    supervisor.set_state_dir(cfg.state_dir.clone());
+    if let Some(set) = &applied {
+        if let Some(joined) = set.load_at_boot() {
+            info!(
+                "apply",
+                "{}: {} applied services, {} rejected",
+                set.file().display(),
+                joined.services.len(),
+                joined.rejected.len()
+            );
+            supervisor.add_applied_at_boot(joined, &set.file().display().to_string());
+        }
+    }
+    world.sup = Some(supervisor);
     world.reactor = Some(r);
     let (Some(sup), Some(r)) = (world.sup.as_mut(), world.reactor.as_mut()) else {
         return Exit::Fatal(Fatal::Internal("world not set"));
@@ -313,6 +338,7 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
     if let Some(c) = control.as_mut() {
         c.boot = boot_info.clone();
         c.log_root = boot_log_dir.as_ref().and(cfg.log_dir.clone());
+        c.applied = applied;
     }
     sup.begin_turn();
     sup.schedule(r);
@@ -388,9 +414,13 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
 
         if let Some(c) = control.as_mut() {
             c.poll_update(r);
+            c.poll_images();
         }
         for (pid, status) in reaper::take() {
             if let Some(c) = control.as_mut() {
+                if c.image_exited(pid, &format!("{status:?}"), r) {
+                    continue;
+                }
                 let (was_helper, reboot) = c.update_exited(pid, &format!("{status:?}"), r);
                 if was_helper {
                     if let Some(action) = reboot {

@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod applied;
 pub mod bundle;
 pub mod load;
 pub mod protocol;

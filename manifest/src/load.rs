@@ -90,6 +90,16 @@ pub fn load_file(path: &Path) -> Result<Loaded, LoadError> {
 
 /// Parses and validates manifest text; `path` is used only in messages.
 pub fn load_str(text: &str, path: &str) -> Result<Loaded, LoadError> {
+    load_str_beside(text, path, &BTreeSet::new())
+}
+
+/// [`load_str`] for a file whose services may also depend on `outside` (the image's
+/// manifest, for the applied set).
+pub fn load_str_beside(
+    text: &str,
+    path: &str,
+    outside: &BTreeSet<String>,
+) -> Result<Loaded, LoadError> {
     let value: Value = serde_json::from_str(text).map_err(|e| LoadError::Syntax {
         path: path.to_string(),
         line: e.line(),
@@ -161,7 +171,7 @@ pub fn load_str(text: &str, path: &str) -> Result<Loaded, LoadError> {
 
     let mut services = Vec::new();
     let mut rejected = Vec::new();
-    let mut unparsed_names = BTreeSet::new();
+    let mut unparsed_names = outside.clone();
     let mut early: Vec<Problem> = Vec::new();
     for (index, entry) in entries.into_iter().enumerate() {
         let name = entry

@@ -103,6 +103,41 @@ pub enum Op {
     Power {
         action: PowerAction,
     },
+    /// Replace the applied set (services on the state partition) with the manifest `text`
+    /// (a manifest file's content). `dry_run` only validates and returns the plan.
+    Apply {
+        text: String,
+        #[serde(default)]
+        dry_run: bool,
+    },
+    /// Remove one applied service (stop it, drop it from the applied set).
+    Rm {
+        service: String,
+    },
+    /// Import an `oci-archive` or `docker save` tar, passed as one file descriptor with
+    /// this frame, into the image store as `image` (`NAME:TAG`).
+    ImageImport {
+        image: String,
+    },
+    /// The images in the store.
+    ImageLs {},
+    /// Remove an image no applied service names; layers no other image needs are removed.
+    ImageRm {
+        image: String,
+    },
+}
+
+/// One image of the store, as `image ls` and `image import` show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageInfo {
+    /// `NAME:TAG`.
+    pub image: String,
+    /// The image manifest's digest.
+    pub id: String,
+    pub layers: usize,
+    /// Applied services that name it.
+    #[serde(default)]
+    pub used_by: Vec<String>,
 }
 
 impl Op {
@@ -118,6 +153,7 @@ impl Op {
                 | Op::ListBoots {}
                 | Op::KernelLog { .. }
                 | Op::Events {}
+                | Op::ImageLs {}
         )
     }
 }
@@ -374,6 +410,22 @@ pub enum Response {
     Error {
         kind: ErrorKind,
         message: String,
+    },
+    /// The outcome of an apply or rm: the plan and whether it was carried out.
+    Applied {
+        plan: crate::applied::Plan,
+        dry_run: bool,
+    },
+    Images {
+        images: Vec<ImageInfo>,
+    },
+    /// An import finished: how many layers it unpacked and how many it found shared.
+    ImageImported {
+        image: ImageInfo,
+        unpacked: usize,
+        shared: usize,
+        #[serde(default)]
+        warnings: Vec<String>,
     },
     /// The end of a stream.
     End,

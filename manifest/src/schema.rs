@@ -32,8 +32,14 @@ pub struct Service {
     pub name: String,
     #[serde(default)]
     pub kind: Kind,
-    /// Absolute path of the container's root filesystem on the OS root.
+    /// Absolute path of the container's root filesystem on the OS root. Empty (left out)
+    /// for a service that names an `image` instead.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub root: String,
+    /// `NAME:TAG` of an image in the store on the state partition (`sysctr image import`),
+    /// instead of a `root`. Only for services applied at run time (`sysctr apply`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     /// Command and arguments; `args[0]` is resolved inside the container.
     pub args: Vec<String>,
     /// Environment as `KEY=VALUE` strings.

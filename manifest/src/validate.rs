@@ -106,6 +106,40 @@ pub fn validate(manifest: &Manifest) -> Vec<Problem> {
     validate_with(manifest, &BTreeSet::new())
 }
 
+/// An image reference of the store: `NAME:TAG`, NAME of `[a-z0-9][a-z0-9_.-/]*` (at most
+/// 128 bytes), TAG of `[A-Za-z0-9_][A-Za-z0-9_.-]*` (at most 128 bytes).
+pub fn check_image_ref(image: &str) -> Result<(), String> {
+    let Some((name, tag)) = image.rsplit_once(':') else {
+        return Err(format!("{image:?} must be NAME:TAG"));
+    };
+    let name_ok = !name.is_empty()
+        && name.len() <= 128
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && !name.contains("..")
+        && !name.ends_with('/')
+        && !name.contains("//")
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-/".contains(&b));
+    if !name_ok {
+        return Err(format!(
+            "{image:?}: image name {name:?} must be 1-128 characters of a-z, 0-9, '_', '.', '-', '/', starting with a letter or digit"
+        ));
+    }
+    let tag_ok = !tag.is_empty()
+        && tag.len() <= 128
+        && (tag.as_bytes()[0].is_ascii_alphanumeric() || tag.as_bytes()[0] == b'_')
+        && tag
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    if !tag_ok {
+        return Err(format!(
+            "{image:?}: tag {tag:?} must be 1-128 characters of A-Z, a-z, 0-9, '_', '.', '-'"
+        ));
+    }
+    Ok(())
+}
+
 fn valid_name(name: &str) -> bool {
     let b = name.as_bytes();
     !b.is_empty()
@@ -411,7 +445,26 @@ fn check_service(svc: &Service, problems: &mut Vec<Problem>) {
             "must be 1-63 characters of a-z, 0-9, '_', '.', '-', starting with a letter or digit",
         ));
     }
-    absolute(problems, n, "root", &svc.root);
+    match &svc.image {
+        Some(image) => {
+            if !svc.root.is_empty() {
+                problems.push(Problem::new(
+                    n,
+                    "image",
+                    "give either \"root\" or \"image\", not both",
+                ));
+            }
+            if let Err(why) = check_image_ref(image) {
+                problems.push(Problem::new(n, "image", why));
+            }
+        }
+        None if svc.root.is_empty() => problems.push(Problem::new(
+            n,
+            "root",
+            "required field is missing (or name an \"image\" of the store instead)",
+        )),
+        None => absolute(problems, n, "root", &svc.root),
+    }
     if svc.root.starts_with('/') && normalize(&svc.root) == "/" {
         problems.push(Problem::new(
             n,

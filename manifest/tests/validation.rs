@@ -145,7 +145,7 @@ fn unknown_field_and_missing_field() {
     );
     assert_eq!(
         problems(&l, "b"),
-        ["m.json: service \"b\": root: required field is missing"]
+        ["m.json: service \"b\": root: required field is missing (or name an \"image\" of the store instead)"]
     );
 }
 

@@ -15,4 +15,5 @@ pub mod appliance;
 pub mod assemble;
 pub mod disk;
 pub mod jsonc;
-pub mod oci;
+/// OCI image import lives in its own crate (`oci/`), shared with PID 1's image store.
+pub use ::oci;

@@ -95,6 +95,9 @@ pub fn reply_name(resp: &Response) -> &'static str {
         Response::ExecStarted { .. } => "exec_started",
         Response::ExecExited { .. } => "exec_exited",
         Response::Error { .. } => "error",
+        Response::Applied { .. } => "applied",
+        Response::Images { .. } => "images",
+        Response::ImageImported { .. } => "image_imported",
         Response::End => "end",
     }
 }

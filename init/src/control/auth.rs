@@ -51,6 +51,11 @@ pub fn op_name(op: &Op) -> &'static str {
         Op::Restart { .. } => "restart",
         Op::Exec { .. } => "exec",
         Op::Power { .. } => "power",
+        Op::Apply { .. } => "apply",
+        Op::Rm { .. } => "rm",
+        Op::ImageImport { .. } => "image_import",
+        Op::ImageLs {} => "image_ls",
+        Op::ImageRm { .. } => "image_rm",
     }
 }
 

@@ -33,6 +33,8 @@ pub enum Mode {
     Exec,
     /// Waiting for an update helper's progress and result (`update`).
     Update,
+    /// Waiting for the image helper's result (`image_import`, `image_rm`).
+    Image,
     /// Reply queued; close when it is written.
     Closing,
 }

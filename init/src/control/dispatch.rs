@@ -38,7 +38,7 @@ impl ControlServer {
             return None;
         }
         let c = self.clients.get_mut(&id)?;
-        // Descriptors are for an exec only; any others are closed here.
+        // Descriptors are for an exec or an image import only; any others are closed here.
         let fds = std::mem::take(&mut c.fds);
         let peer = c.peer.clone();
         if let Err(why) = authorize(&peer, self.control_gid, &req.op) {
@@ -201,6 +201,27 @@ impl ControlServer {
                 self.set_mode(id, Mode::Exec);
                 self.send(id, &Response::ExecStarted { pid }, r)
             }
+            Op::Apply { text, dry_run } => {
+                let set = self.applied.as_ref().ok_or(ApiError::NoStateDir)?;
+                let new = set
+                    .check(&text)
+                    .map_err(|e| ApiError::ApplyInvalid(e.to_string()))?;
+                self.apply(id, new, dry_run, sup, r)?;
+            }
+            Op::Rm { service } => {
+                if sup.is_system_service(&service) {
+                    return Err(ApiError::SystemService(service));
+                }
+                let current = sup.applied_services();
+                if !current.iter().any(|s| s.name == service) {
+                    return Err(ApiError::UnknownService(service));
+                }
+                let new: Vec<_> = current.into_iter().filter(|s| s.name != service).collect();
+                self.apply(id, new, false, sup, r)?;
+            }
+            Op::ImageLs {} => self.image_ls(id, sup, r)?,
+            Op::ImageImport { image } => self.image_import(id, image, fds)?,
+            Op::ImageRm { image } => self.image_rm(id, image, sup)?,
             Op::Power { action } => {
                 let message = format!("{action:?} requested").to_lowercase();
                 self.finish(id, &Response::Ok { message }, r);
@@ -208,5 +229,36 @@ impl ControlServer {
             }
         }
         Ok(None)
+    }
+
+    /// Plans the change from the applied set in force to `new`, writes `new` to the state
+    /// partition (unless `dry_run`) and then carries the plan out. A failed write changes
+    /// nothing, on disk or running.
+    fn apply(
+        &mut self,
+        id: u64,
+        new: Vec<manifest::Service>,
+        dry_run: bool,
+        sup: &mut Supervisor,
+        r: &mut Reactor,
+    ) -> Result<(), ApiError> {
+        let set = self.applied.as_ref().ok_or(ApiError::NoStateDir)?;
+        let plan = manifest::applied::plan(&sup.applied_services(), &new);
+        if !dry_run {
+            set.write(&new)
+                .map_err(|e| ApiError::ApplyWrite(e.to_string()))?;
+            crate::info!(
+                "apply",
+                "{}: add {:?}, change {:?}, remove {:?}, {} unchanged",
+                set.file().display(),
+                plan.add,
+                plan.change,
+                plan.remove,
+                plan.unchanged.len()
+            );
+            sup.apply_plan(&new, &plan, r);
+        }
+        self.finish(id, &Response::Applied { plan, dry_run }, r);
+        Ok(())
     }
 }

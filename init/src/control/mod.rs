@@ -13,6 +13,7 @@
 pub mod auth;
 mod conn;
 mod dispatch;
+mod images;
 mod kmsg;
 mod update;
 
@@ -73,6 +74,10 @@ pub struct ControlServer {
     updates: crate::update::run::Runner,
     /// Where the boots' logs are kept (`/var/log/sysctr`), when /var persists.
     pub log_root: Option<std::path::PathBuf>,
+    /// The applied set on the state partition (None without one: apply is refused).
+    pub applied: Option<crate::applied::AppliedSet>,
+    /// The image helper, when one runs.
+    images: crate::images::runner::Runner,
 }
 
 impl ControlServer {
@@ -107,6 +112,8 @@ impl ControlServer {
             boot: None,
             log_root: None,
             updates: Default::default(),
+            applied: None,
+            images: Default::default(),
         })
     }
 

@@ -46,6 +46,24 @@ pub enum ApiError {
     Exec(RuntimeError),
     #[error(transparent)]
     BootLogs(#[from] crate::bootlogs::BootLogError),
+    #[error("this system has no state partition for applied services (/var/lib/sysctr)")]
+    NoStateDir,
+    #[error("nothing applied; the request was refused:\n{0}")]
+    ApplyInvalid(String),
+    #[error("{0:?} is a service of the image's manifest; system services cannot be removed")]
+    SystemService(String),
+    #[error("nothing applied; the applied set in force is unchanged: {0}")]
+    ApplyWrite(String),
+    #[error("{0}")]
+    ImageRequest(String),
+    #[error("no image {0:?} in the store")]
+    UnknownImage(String),
+    #[error("image {image:?} is used by the applied service {service:?} (sysctr rm it first)")]
+    ImageInUse { image: String, service: String },
+    #[error("{0}")]
+    ImageBusy(String),
+    #[error("{0}")]
+    ImageFailed(String),
 }
 
 impl ApiError {
@@ -57,15 +75,26 @@ impl ApiError {
             | ApiError::Truncated
             | ApiError::ExecStdio { .. }
             | ApiError::ExecEnv { .. }
-            | ApiError::ExecRequest(_) => ErrorKind::BadRequest,
+            | ApiError::ExecRequest(_)
+            | ApiError::ApplyInvalid(_)
+            | ApiError::ImageRequest(_) => ErrorKind::BadRequest,
             ApiError::TooLarge { .. } => ErrorKind::TooLarge,
             ApiError::Refused(_) => ErrorKind::PermissionDenied,
             ApiError::UnknownService(_) => ErrorKind::UnknownService,
             ApiError::Rejected { .. }
             | ApiError::Already { .. }
             | ApiError::NotRunning { .. }
-            | ApiError::NeverRuns { .. } => ErrorKind::Conflict,
-            ApiError::Kmsg(_) | ApiError::WatchKmsg(_) | ApiError::Exec(_) => ErrorKind::Failed,
+            | ApiError::NeverRuns { .. }
+            | ApiError::SystemService(_)
+            | ApiError::ImageInUse { .. }
+            | ApiError::ImageBusy(_) => ErrorKind::Conflict,
+            ApiError::UnknownImage(_) => ErrorKind::UnknownService,
+            ApiError::Kmsg(_)
+            | ApiError::WatchKmsg(_)
+            | ApiError::Exec(_)
+            | ApiError::NoStateDir
+            | ApiError::ApplyWrite(_)
+            | ApiError::ImageFailed(_) => ErrorKind::Failed,
             ApiError::BootLogs(e) => match e {
                 BootLogError::NoSuchBoot { .. } | BootLogError::BadName { .. } => {
                     ErrorKind::BadRequest
@@ -121,7 +150,9 @@ impl Supervisor {
             ..Default::default()
         };
         for s in &self.services {
-            if s.def.as_ref().is_some_and(|d| !d.health) {
+            // Applied services live on the state partition: going back to the other slot
+            // would not change them, so they do not decide a trial boot.
+            if s.removed || s.applied || s.def.as_ref().is_some_and(|d| !d.health) {
                 continue;
             }
             let m = &s.machine;
@@ -148,7 +179,10 @@ impl Supervisor {
     }
 
     pub fn list(&self) -> Vec<ServiceStatus> {
-        (0..self.services.len()).map(|i| self.status(i)).collect()
+        (0..self.services.len())
+            .filter(|&i| !self.services[i].removed)
+            .map(|i| self.status(i))
+            .collect()
     }
 
     pub fn cgroup_dir(&self, i: usize) -> String {

@@ -47,6 +47,17 @@ pub trait Effects {
     fn cgroup_path(&self, name: &str) -> String;
     /// The service's cgroup directory (v1: the memory controller's).
     fn cgroup_dir(&self, name: &str) -> PathBuf;
+    /// Mounts an overlay of `lower` (read-only) and `upper` (its changes) at `target`,
+    /// creating `upper`, `work` and `target` as needed: a writable root.
+    fn mount_overlay(
+        &mut self,
+        lower: &Path,
+        upper: &Path,
+        work: &Path,
+        target: &Path,
+    ) -> Result<(), String>;
+    /// Detaches what is mounted at `target` (a writable root of an ended run), if anything.
+    fn unmount(&mut self, target: &Path);
 }
 
 /// The real system: libcontainer, cgroupfs and /proc.
@@ -123,6 +134,40 @@ impl Effects for Live {
     fn cgroup_dir(&self, name: &str) -> PathBuf {
         cgroups::dir(&self.cgroup_prefix, name, "memory")
     }
+    fn mount_overlay(
+        &mut self,
+        lower: &Path,
+        upper: &Path,
+        work: &Path,
+        target: &Path,
+    ) -> Result<(), String> {
+        use nix::mount::{mount, MsFlags};
+        for d in [upper, work, target] {
+            std::fs::create_dir_all(d).map_err(|e| format!("create {}: {e}", d.display()))?;
+        }
+        let opts = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.display(),
+            upper.display(),
+            work.display()
+        );
+        mount(
+            Some("overlay"),
+            target,
+            Some("overlay"),
+            MsFlags::MS_NODEV,
+            Some(opts.as_str()),
+        )
+        .map_err(|e| {
+            format!(
+                "mount the writable root overlay at {}: {e}",
+                target.display()
+            )
+        })
+    }
+    fn unmount(&mut self, target: &Path) {
+        let _ = nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH);
+    }
 }
 
 /// One call the supervisor made, as [`Recording`] saw it.
@@ -135,6 +180,8 @@ pub enum Call {
     Forget(String),
     Kill(i32, i32),
     RemoveCgroup(String),
+    MountOverlay { lower: String, target: String },
+    Unmount(String),
 }
 
 /// A scripted system for unit tests: starts succeed with increasing pids unless a failure
@@ -229,5 +276,21 @@ impl Effects for Recording {
     }
     fn cgroup_dir(&self, name: &str) -> PathBuf {
         PathBuf::from("/sys/fs/cgroup/fake").join(name)
+    }
+    fn mount_overlay(
+        &mut self,
+        lower: &Path,
+        _upper: &Path,
+        _work: &Path,
+        target: &Path,
+    ) -> Result<(), String> {
+        self.record(Call::MountOverlay {
+            lower: lower.display().to_string(),
+            target: target.display().to_string(),
+        });
+        Ok(())
+    }
+    fn unmount(&mut self, target: &Path) {
+        self.record(Call::Unmount(target.display().to_string()))
     }
 }

@@ -19,6 +19,12 @@ pub enum StartError {
     Rejected,
     #[error("image root {root} does not exist or is not a directory")]
     NoRoot { root: String },
+    #[error("image {image:?} is not in the store (sysctr image ls)")]
+    NoImage { image: String },
+    #[error("a writable root needs the state partition (no /var/lib/sysctr)")]
+    NoStateForOverlay,
+    #[error("{0}")]
+    Overlay(String),
     #[error(transparent)]
     Notify(#[from] NotifyError),
     #[error("create the {stream:?} pipe: {source}")]
@@ -70,11 +76,24 @@ impl Supervisor {
 
     /// Creates the pipes, notify socket, spec and container; returns the pid.
     fn create(&mut self, i: usize, r: &mut Reactor) -> Result<i32, StartError> {
-        let Some(def) = self.services[i].def.clone() else {
+        let Some(mut def) = self.services[i].def.clone() else {
             return Err(StartError::Rejected);
         };
+        if let Some(image) = &def.image {
+            let store = self.state_dir.as_deref().map(crate::images::Store::new);
+            let root = store.and_then(|s| s.root_of(image));
+            let Some(root) = root else {
+                return Err(StartError::NoImage {
+                    image: image.clone(),
+                });
+            };
+            def.root = root.display().to_string();
+        }
         if !self.fx.is_dir(&def.root) {
             return Err(StartError::NoRoot { root: def.root });
+        }
+        if self.services[i].applied && !def.readonly_root {
+            def.root = self.writable_root(&def)?;
         }
         self.close_io(i, r);
         let notify_host = if matches!(def.readiness, Readiness::Notify { .. }) {
@@ -134,6 +153,32 @@ impl Supervisor {
         Ok(self.fx.create_and_start(&def.name, &spec, stdio)?)
     }
 
+    /// An applied service with `readonly_root: false`: its root as an overlay whose upper
+    /// directory is on the state partition (`overlay/<name>/upper`), so what it writes
+    /// survives restarts and reboots and the image's layers stay untouched.
+    fn writable_root(&mut self, def: &manifest::Service) -> Result<String, StartError> {
+        let state = self
+            .state_dir
+            .clone()
+            .ok_or(StartError::NoStateForOverlay)?;
+        let base = state.join("overlay").join(&def.name);
+        let target = self.root_mount(&def.name);
+        self.fx.unmount(&target);
+        self.fx
+            .mount_overlay(
+                std::path::Path::new(&def.root),
+                &base.join("upper"),
+                &base.join("work"),
+                &target,
+            )
+            .map_err(StartError::Overlay)?;
+        Ok(target.display().to_string())
+    }
+
+    fn root_mount(&self, name: &str) -> std::path::PathBuf {
+        self.run_dir.join("roots").join(name)
+    }
+
     fn notify_path(&self, name: &str) -> std::path::PathBuf {
         self.run_dir.join("notify").join(format!("{name}.sock"))
     }
@@ -169,5 +214,14 @@ impl Supervisor {
         }
         self.close_notify(i, r);
         let _ = std::fs::remove_file(self.notify_path(&name));
+        if self.services[i].applied
+            && self.services[i]
+                .def
+                .as_ref()
+                .is_some_and(|d| !d.readonly_root)
+        {
+            let target = self.root_mount(&name);
+            self.fx.unmount(&target);
+        }
     }
 }

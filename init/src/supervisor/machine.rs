@@ -41,6 +41,9 @@ pub enum AfterStop {
     Start,
     /// Killed for failing its readiness check: Failed, with the reason already recorded.
     Fail,
+    /// Its manifest entry was replaced (an apply): back to Pending with a clean restart
+    /// history, so the schedule starts it again once its dependencies are Ready.
+    Pending,
 }
 
 /// The timers a service arms; each carries the run it was armed for.
@@ -157,6 +160,12 @@ impl Machine {
         m.state = State::Failed;
         m.last_error = Some(error);
         m
+    }
+
+    /// Takes a new policy (an applied entry replaced the old one); the run in progress, if
+    /// any, keeps what was already armed for it.
+    pub fn set_policy(&mut self, policy: Policy) {
+        self.policy = policy;
     }
 
     pub fn policy(&self) -> &Policy {
@@ -348,6 +357,14 @@ impl Machine {
                 self.state = State::Pending;
                 self.launch(fx);
             }
+            AfterStop::Pending => {
+                self.restarts.reset();
+                self.set(
+                    State::Pending,
+                    format!("stopped for its new entry ({detail})"),
+                    fx,
+                );
+            }
             AfterStop::Policy => {
                 if was == State::Running && self.policy.check != Check::Started {
                     detail.push_str(" before it became ready");
@@ -413,6 +430,12 @@ impl Machine {
                     fx.push(self.arm(self.policy.stop_timeout, TimerKind::StopKill));
                     let detail = format!("sent {}", self.policy.stop_signal_name);
                     self.set(State::Stopping, detail, fx);
+                }
+            }
+            (None, _) if then == AfterStop::Pending => {
+                self.restarts.reset();
+                if self.state != State::Pending {
+                    self.set(State::Pending, "waiting to start with its new entry", fx);
                 }
             }
             (None, State::Backoff | State::Pending) => {

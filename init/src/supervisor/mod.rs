@@ -18,6 +18,9 @@
 //! | `stopping` | what shutdown needs: reverse-dependency stop, the final SIGKILL |
 
 pub mod api;
+mod applied;
+#[cfg(test)]
+mod applied_tests;
 pub mod effects;
 mod io;
 mod launch;
@@ -76,6 +79,10 @@ pub struct Svc {
     /// A readiness probe process in flight.
     probe_pid: Option<i32>,
     spec: Option<serde_json::Value>,
+    /// From the applied set on the state partition, not the image's manifest.
+    applied: bool,
+    /// Removed by an apply: hidden from lookups and listings; its stop may be in flight.
+    removed: bool,
 }
 
 impl Svc {
@@ -103,6 +110,8 @@ impl Svc {
             notify: None,
             probe_pid: None,
             spec: None,
+            applied: false,
+            removed: false,
         }
     }
     pub fn def(&self) -> Option<&Service> {
@@ -161,6 +170,10 @@ pub struct Supervisor {
     turn_budget: Duration,
     /// Starts were left for the next turn: the loop must not sleep.
     deferred: bool,
+    /// Where services' log files go (for services added by an apply).
+    var_log_dir: Option<PathBuf>,
+    /// PID 1's state on the persistent partition: the image store, writable roots.
+    state_dir: Option<PathBuf>,
 }
 
 /// How long one turn of the event loop may spend starting containers (issue 16, finding
@@ -237,6 +250,49 @@ impl Supervisor {
             turn_spent: Duration::ZERO,
             turn_budget: TURN_BUDGET,
             deferred: false,
+            var_log_dir,
+            state_dir: None,
+        }
+    }
+
+    /// Where the image store and the writable roots' upper directories are.
+    pub fn set_state_dir(&mut self, dir: Option<PathBuf>) {
+        self.state_dir = dir;
+    }
+
+    /// Adds the applied set (from the state partition) at boot, after the image's
+    /// manifest: the good entries as Pending services, the rejected ones as Failed.
+    pub fn add_applied_at_boot(&mut self, joined: manifest::applied::Joined, file: &str) {
+        for def in joined.services {
+            let cap = def.log_buffer_bytes() as usize;
+            let log = self
+                .var_log_dir
+                .as_ref()
+                .map(|d| d.join(format!("{}.log", def.name)));
+            let machine = Machine::new(Policy::from_service(&def));
+            let mut svc = Svc::new(
+                def.name.clone(),
+                def.kind,
+                Some(def),
+                machine,
+                LogBuffer::new(cap, log),
+            );
+            svc.applied = true;
+            self.services.push(svc);
+        }
+        for rej in joined.rejected {
+            let why = rej.describe(file);
+            crate::error!(&rej.name, "rejected: {why}");
+            let machine = Machine::failed(Policy::inert(rej.kind), why);
+            let mut svc = Svc::new(
+                rej.name.clone(),
+                rej.kind,
+                None,
+                machine,
+                LogBuffer::new(4096, None),
+            );
+            svc.applied = true;
+            self.services.push(svc);
         }
     }
 
@@ -267,7 +323,9 @@ impl Supervisor {
     }
 
     pub fn find(&self, name: &str) -> Option<usize> {
-        self.services.iter().position(|s| s.name == name)
+        self.services
+            .iter()
+            .position(|s| s.name == name && !s.removed)
     }
 
     pub fn service(&self, i: usize) -> &Svc {
@@ -424,7 +482,7 @@ impl Supervisor {
         }
         for i in 0..self.services.len() {
             let s = &self.services[i];
-            if s.state() != State::Pending || s.kind != Kind::Service {
+            if s.state() != State::Pending || s.kind != Kind::Service || s.removed {
                 continue;
             }
             let Some(def) = &s.def else { continue };
@@ -477,6 +535,7 @@ impl Supervisor {
         let all: Vec<(&str, Kind, State)> = self
             .services
             .iter()
+            .filter(|s| !s.removed)
             .map(|s| (s.name.as_str(), s.kind, s.state()))
             .collect();
         if let Some(text) = schedule::boot_report(&all, boot_ms()) {

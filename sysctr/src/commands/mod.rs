@@ -1,9 +1,11 @@
 //! The command line: the top-level options and one module per subcommand. Each module
 //! holds its clap `Args` and a `run` that returns the process exit code.
 
+pub mod apply;
 pub mod completions;
 pub mod events;
 pub mod exec;
+pub mod image;
 pub mod inspect;
 pub mod lifecycle;
 pub mod logs;
@@ -85,6 +87,13 @@ pub enum Command {
     /// Install a signed OS update bundle into the inactive slot, or show the slots
     /// (`update status`).
     Update(update::Args),
+    /// Replace the services applied on the state partition with a manifest file; prints
+    /// the plan (add, change, remove, unchanged).
+    Apply(apply::Args),
+    /// Stop an applied service and remove it from the applied set.
+    Rm(apply::RmArgs),
+    /// The image store on the state partition: import, ls, rm.
+    Image(image::Args),
     /// Boot the other good slot next time.
     Rollback(update::RollbackArgs),
     /// The versions of this client and of the running init.
@@ -119,6 +128,9 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<i32> {
         Command::Poweroff(args) => power::run(PowerAction::Poweroff, &args, &client, out),
         Command::Halt(args) => power::run(PowerAction::Halt, &args, &client, out),
         Command::Update(args) => update::run(&args, &client, out),
+        Command::Apply(args) => apply::run(&args, &client, out),
+        Command::Rm(args) => apply::run_rm(&args, &client, out),
+        Command::Image(args) => image::run(&args, &client, out),
         Command::Rollback(args) => update::run_rollback(&args, &client, out),
         Command::Version(args) => version::run(&args, &client, out),
         Command::Completions(args) => completions::run(&args, out),

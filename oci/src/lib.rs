@@ -6,11 +6,13 @@
 //! directory and renamed into place only when every layer is in, so a bad image leaves no
 //! half-written output. `unpack` holds the rules for what a layer may write.
 
+pub mod chain;
 pub mod config;
 pub mod dedup;
 pub mod digest;
 pub mod error;
 pub mod layout;
+#[cfg(feature = "registry")]
 pub mod registry;
 pub mod store;
 pub mod unpack;
@@ -36,6 +38,7 @@ pub enum ImageRef {
     /// `docker-archive:FILE[:NAME:TAG]`: the output of `docker save`.
     DockerArchive { file: PathBuf, tag: Option<String> },
     /// `docker://HOST[:PORT]/NAME[:TAG|@DIGEST]`: pulled from a registry over plain HTTP.
+    #[cfg(feature = "registry")]
     Registry(registry::Reference),
 }
 
@@ -64,6 +67,7 @@ impl ImageRef {
             let (file, tag) = split(rest);
             return Ok(ImageRef::DockerArchive { file, tag });
         }
+        #[cfg(feature = "registry")]
         if s.starts_with("docker://") {
             return registry::Reference::parse(s).map(ImageRef::Registry);
         }
@@ -98,6 +102,7 @@ impl fmt::Display for ImageRef {
             ImageRef::Layout { dir, tag } => ("oci", dir, tag),
             ImageRef::OciArchive { file, tag } => ("oci-archive", file, tag),
             ImageRef::DockerArchive { file, tag } => ("docker-archive", file, tag),
+            #[cfg(feature = "registry")]
             ImageRef::Registry(r) => return write!(f, "{r}"),
         };
         write!(f, "{transport}:{}", path.display())?;
@@ -140,6 +145,7 @@ fn import_named(image: &ImageRef, name: String, out: &Path) -> Result<Imported> 
         }
         ImageRef::OciArchive { file, tag } => (Source::index_tar(&name, file)?, tag, false),
         ImageRef::DockerArchive { file, tag } => (Source::index_tar(&name, file)?, tag, true),
+        #[cfg(feature = "registry")]
         ImageRef::Registry(r) => return import_from_registry(r, out),
     };
     let resolved = store::resolve(source, &name, tag.as_deref(), prefer_docker)?;
@@ -181,6 +187,7 @@ fn import_named(image: &ImageRef, name: String, out: &Path) -> Result<Imported> 
 }
 
 /// Pulls into a layout beside `out`, imports that, and removes it.
+#[cfg(feature = "registry")]
 fn import_from_registry(r: &registry::Reference, out: &Path) -> Result<Imported> {
     let pulled = sibling(out, "pull")?;
     remove_tree(&pulled);
@@ -236,7 +243,7 @@ fn prepare_output(out: &Path) -> Result<PathBuf> {
 }
 
 /// Removes a tree even where a layer made directories read-only.
-fn remove_tree(dir: &Path) {
+pub fn remove_tree(dir: &Path) {
     fn open_up(dir: &Path) {
         let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o755));
         if let Ok(entries) = fs::read_dir(dir) {
@@ -263,7 +270,9 @@ enum Compression {
     Zstd,
 }
 
-fn apply_layer(
+/// Unpacks one layer of `source` through `unpacker`, checking its blob digest and size and
+/// its uncompressed diff_id.
+pub fn apply_layer(
     source: &Source,
     image: &str,
     layer: &Layer,

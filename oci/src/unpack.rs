@@ -55,6 +55,13 @@ impl Unpacker {
         }
     }
 
+    /// Continues on a root that already holds lower layers (a copy of them with writable
+    /// directories): `modes` are those directories' own modes, set by [`Unpacker::finish`].
+    pub fn with_dir_modes(mut self, modes: BTreeMap<PathBuf, u32>) -> Unpacker {
+        self.dir_modes = modes;
+        self
+    }
+
     /// Applies one uncompressed layer tar. `layer` names it in messages (its digest).
     pub fn apply(&mut self, tar: impl Read, layer: &str) -> Result<()> {
         let mut archive = tar::Archive::new(tar);
