@@ -46,7 +46,12 @@ fn services_from_layout_docker_save_and_registry_are_ready() {
         .chain(SERVICES.iter().map(|(n, _)| *n))
         .collect();
     expected.sort_unstable();
-    assert_eq!(names, expected, "{}", serde_json::to_string_pretty(&ps).unwrap());
+    assert_eq!(
+        names,
+        expected,
+        "{}",
+        serde_json::to_string_pretty(&ps).unwrap()
+    );
     vm.wait_for(ALL_READY, Duration::from_secs(30));
 
     for (name, port) in SERVICES {

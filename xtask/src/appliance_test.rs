@@ -70,7 +70,7 @@ pub fn build() -> Result<image::Image> {
             "name": name,
             "namespaces": { "network": "host" },
             "resources": { "memory_max": "32M", "pids_max": 32 },
-            "readiness": { "kind": "tcp", "port": port, "timeout_secs": 60 },
+            "readiness": { "kind": "tcp", "port": port, "timeout_secs": 90 },
             "annotations": { "org.sysctr.test": format!("root from {}", name.trim_start_matches("web-")) },
         });
         if port != 8080 {

@@ -312,15 +312,18 @@ fn truncated_gzip_layer_is_an_error_naming_the_layer() {
 fn tampered_config_is_refused_by_its_digest() {
     let t = tempfile::tempdir().unwrap();
     let b = layout_with_web(&t.path().join("img"));
-    let manifest_blob = t
-        .path()
-        .join("img")
-        .join(Digest::parse(b.desc["digest"].as_str().unwrap()).unwrap().blob_path());
+    let manifest_blob = t.path().join("img").join(
+        Digest::parse(b.desc["digest"].as_str().unwrap())
+            .unwrap()
+            .blob_path(),
+    );
     let manifest: Value = serde_json::from_slice(&fs::read(manifest_blob).unwrap()).unwrap();
     let config = Digest::parse(manifest["config"]["digest"].as_str().unwrap()).unwrap();
     let path = t.path().join("img").join(config.blob_path());
     // Same size, another user: only the digest can tell.
-    let text = fs::read_to_string(&path).unwrap().replace("\"www\"", "\"wwx\"");
+    let text = fs::read_to_string(&path)
+        .unwrap()
+        .replace("\"www\"", "\"wwx\"");
     fs::write(&path, text).unwrap();
     let out = t.path().join("out");
     let err = import(&ImageRef::parse("oci:img", t.path()).unwrap(), &out).unwrap_err();
@@ -343,9 +346,11 @@ fn descriptor_digest_that_is_a_path_is_refused() {
         format!("sha512:{}", "0".repeat(128)),
         format!("sha256:{}", "0".repeat(63)),
     ] {
-        w.write_index(&[json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
-                               "digest": digest, "size": 10})])
-            .unwrap();
+        w.write_index(&[
+            json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                               "digest": digest, "size": 10}),
+        ])
+        .unwrap();
         let out = t.path().join("out");
         let err = import(&ImageRef::parse("oci:img", t.path()).unwrap(), &out).unwrap_err();
         let msg = err.to_string();
@@ -400,7 +405,10 @@ fn zstd_layer_with_a_wrong_diff_id_is_refused() {
     let err = import(&ImageRef::parse("oci:img", t.path()).unwrap(), &out).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, OciError::DiffIdMismatch { .. }), "{msg}");
-    assert!(msg.contains(d.as_str()) && msg.contains(claimed.as_str()), "{msg}");
+    assert!(
+        msg.contains(d.as_str()) && msg.contains(claimed.as_str()),
+        "{msg}"
+    );
     assert!(!out.exists());
     assert!(!t.path().join(".out.partial").exists());
 }
