@@ -43,6 +43,12 @@ impl ImagePaths {
         Self::from_vars("SYSCTR_DEV_KERNEL", "SYSCTR_DEV_DISK")
     }
 
+    /// The OCI appliance (services from an image layout, a `docker save` tar and a
+    /// registry): SYSCTR_APPLIANCE_KERNEL, SYSCTR_APPLIANCE_DISK.
+    pub fn appliance_from_env() -> ImagePaths {
+        Self::from_vars("SYSCTR_APPLIANCE_KERNEL", "SYSCTR_APPLIANCE_DISK")
+    }
+
     fn from_vars(kernel: &str, disk: &str) -> ImagePaths {
         let get = |var: &str| -> PathBuf {
             let v = std::env::var_os(var).unwrap_or_else(|| {

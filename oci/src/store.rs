@@ -534,13 +534,29 @@ struct DockerEntry {
     layers: Vec<String>,
 }
 
+/// A docker reference in its short ("familiar") form, as `docker save` writes RepoTags:
+/// without the default registry `docker.io/` (skopeo writes it, docker does not), without
+/// `library/` for official images, and with `:latest` when no tag is given. So
+/// `docker.io/test/web:1.0`, `test/web:1.0` and `docker.io/library/web` → `web:latest` match.
+fn familiar_tag(r: &str) -> String {
+    let r = r.strip_prefix("docker.io/").unwrap_or(r);
+    let r = r.strip_prefix("library/").unwrap_or(r);
+    let name_end = r.rfind('/').map_or(0, |i| i + 1);
+    if r[name_end..].contains(':') {
+        r.to_string()
+    } else {
+        format!("{r}:latest")
+    }
+}
+
 fn resolve_docker(source: Source, image: &str, tag: Option<&str>) -> Result<Resolved> {
     let data = read_member(&source, image, "manifest.json")?.unwrap_or_default();
     let entries: Vec<DockerEntry> = serde_json::from_slice(&data)
         .map_err(|e| format_err(image, "manifest.json", format!("invalid: {e}")))?;
     let entry = match tag {
         Some(t) => {
-            let want = |rt: &str| rt == t || (!t.contains(':') && rt == format!("{t}:latest"));
+            let t_familiar = familiar_tag(t);
+            let want = |rt: &str| familiar_tag(rt) == t_familiar;
             entries
                 .iter()
                 .find(|e| e.repo_tags.iter().flatten().any(|rt| want(rt)))
@@ -625,6 +641,25 @@ fn resolve_docker(source: Source, image: &str, tag: Option<&str>) -> Result<Reso
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn docker_tags_match_in_their_familiar_form() {
+        for (a, b) in [
+            ("docker.io/test/web:1.0", "test/web:1.0"),
+            ("docker.io/library/web:latest", "web"),
+            ("web:latest", "web"),
+            ("localhost:5000/web", "localhost:5000/web:latest"),
+        ] {
+            assert_eq!(familiar_tag(a), familiar_tag(b), "{a} vs {b}");
+        }
+        for (a, b) in [
+            ("test/web:1.0", "test/web:1.1"),
+            ("other/web:1.0", "test/web:1.0"),
+            ("localhost:5000/web", "web"),
+        ] {
+            assert_ne!(familiar_tag(a), familiar_tag(b), "{a} vs {b}");
+        }
+    }
 
     #[test]
     fn symlink_targets_resolve_inside_the_archive() {

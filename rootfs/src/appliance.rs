@@ -53,12 +53,12 @@ pub enum ApplianceError {
         path: PathBuf,
         problems: Vec<String>,
     },
-    #[error("{}: service {service:?}: {source}", .path.display())]
+    /// The OCI error is part of the message, not a `source`: `{:#}` would print it twice.
+    #[error("{}: service {service:?}: {error}", .path.display())]
     Image {
         path: PathBuf,
         service: String,
-        #[source]
-        source: Box<OciError>,
+        error: Box<OciError>,
     },
 }
 
@@ -601,10 +601,10 @@ pub fn import_images(
         let mut entry = c.entry.clone();
         if let PlannedSource::Image(image) = &c.source {
             let root = containers.join(&c.name).join("rootfs");
-            let got = oci::import(image, &root).map_err(|source| ApplianceError::Image {
+            let got = oci::import(image, &root).map_err(|error| ApplianceError::Image {
                 path: appliance.path.clone(),
                 service: c.name.clone(),
-                source: Box::new(source),
+                error: Box::new(error),
             })?;
             got.defaults.apply_to(&mut entry);
             if !entry.contains_key("args") {

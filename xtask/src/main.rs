@@ -2,6 +2,7 @@
 //! own module with its options (a clap `Args` struct); this file only declares the command
 //! set and dispatches.
 
+mod appliance_test;
 mod bench;
 mod build;
 mod bundle;

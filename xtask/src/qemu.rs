@@ -242,8 +242,9 @@ fn refresh_disk(run_disk: &Path, built: &Path, fresh: bool) -> Result<()> {
 }
 
 /// `cargo xtask boot-test [cargo test args]`: builds the production image plus the test
-/// services, and the development image, and runs `boot-tests/` against them (SYSCTR_KERNEL,
-/// SYSCTR_DISK; SYSCTR_DEV_KERNEL, SYSCTR_DEV_DISK).
+/// services, the development image and the OCI appliance (`appliance_test`), and runs
+/// `boot-tests/` against them (SYSCTR_KERNEL, SYSCTR_DISK; SYSCTR_DEV_KERNEL,
+/// SYSCTR_DEV_DISK; SYSCTR_APPLIANCE_KERNEL, SYSCTR_APPLIANCE_DISK).
 pub fn boot_test(args: &[String]) -> Result<()> {
     boot_test_with(args, &[])
 }
@@ -300,6 +301,7 @@ fn boot_test_with(args: &[String], env: &[(&str, String)]) -> Result<()> {
         out: Some(root.join("build").join("image-test-dev")),
         ..Default::default()
     })?;
+    let appliance = crate::appliance_test::build()?;
     // Updates for the test image: a good 0.2.0; a 0.3.0 whose manifest has a crash-looping
     // service in the health set (the rollback); a 0.4.0 whose PID 1 hangs on its trial boot
     // (the `hang-in-trial` test hook, with a 10 s watchdog: the hardware reset).
@@ -389,6 +391,8 @@ fn boot_test_with(args: &[String], env: &[(&str, String)]) -> Result<()> {
         .env("SYSCTR_ROOTFS", &img.root_squashfs)
         .env("SYSCTR_DEV_KERNEL", &dev.kernel)
         .env("SYSCTR_DEV_DISK", &dev.disk)
+        .env("SYSCTR_APPLIANCE_KERNEL", &appliance.kernel)
+        .env("SYSCTR_APPLIANCE_DISK", &appliance.disk)
         .env("SYSCTR_OVMF_CODE", OVMF_CODE)
         .env("SYSCTR_OVMF_VARS", OVMF_VARS))
 }
