@@ -61,7 +61,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some(update::run::HELPER_FLAG) {
         // PID 1's update helper: this binary, started by PID 1 for one install.
-        std::process::exit(update::run::helper_main(&args));
+        std::process::exit(update::helper::helper_main(&args));
     }
     if args.first().map(String::as_str) == Some(images::helper::HELPER_FLAG) {
         // PID 1's image helper: this binary, started by PID 1 for one import or removal.

@@ -22,6 +22,7 @@
 //! plain file I/O, so the tests run it on temp files.
 
 pub mod esp;
+pub mod helper;
 pub mod keys;
 pub mod run;
 pub mod slot;
