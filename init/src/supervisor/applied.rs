@@ -4,9 +4,8 @@
 //! ones are stopped and hidden. Unchanged services are not touched: same run, same pid.
 //! The plan itself, and every check before it, are in `manifest::applied`.
 
-use super::machine::{AfterStop, Input, Machine, Policy};
+use super::machine::{AfterStop, Input, Policy};
 use super::{Supervisor, Svc};
-use crate::logs::LogBuffer;
 use crate::reactor::Reactor;
 use manifest::applied::Plan;
 use manifest::Service;
@@ -69,19 +68,7 @@ impl Supervisor {
             self.replace_def(i, def, r);
             return;
         }
-        let cap = def.log_buffer_bytes() as usize;
-        let file = self
-            .var_log_dir
-            .as_ref()
-            .map(|d| d.join(format!("{}.log", def.name)));
-        let machine = Machine::new(Policy::from_service(&def));
-        let mut svc = Svc::new(
-            def.name.clone(),
-            def.kind,
-            Some(def),
-            machine,
-            LogBuffer::new(cap, file),
-        );
+        let mut svc = Svc::from_def(def, self.var_log_dir.as_deref());
         svc.applied = true;
         self.services.push(svc);
     }

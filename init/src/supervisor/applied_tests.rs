@@ -6,6 +6,7 @@ use super::effects::{Call, Recording};
 use super::*;
 use manifest::applied::plan;
 use manifest::protocol::ExitStatus;
+use manifest::Service;
 use serde_json::json;
 
 fn loaded(services: serde_json::Value) -> manifest::Loaded {

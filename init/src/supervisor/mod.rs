@@ -15,6 +15,7 @@
 //! | `launch` | what a start creates: notify socket, spec, pipes, the container |
 //! | `io` | the services' output pipes and notify datagrams |
 //! | [`api`] | what the control server may ask, with its typed errors |
+//! | `svc` | one service's record: its entry, its machine, its pipes, logs and timestamps |
 //! | `stopping` | what shutdown needs: reverse-dependency stop, the final SIGKILL |
 
 pub mod api;
@@ -29,23 +30,24 @@ mod policy;
 pub mod restart;
 pub mod schedule;
 mod stopping;
+mod svc;
 #[cfg(test)]
 mod tests;
 
-use crate::logs::{now_ms, LogBuffer};
+use crate::logs::now_ms;
 use crate::reactor::{Reactor, Timer};
-use crate::readiness::notify::NotifySocket;
 use crate::runtime::Runtime;
 use effects::Effects;
-use machine::{Effect, Input, Machine, Policy};
+use machine::{Effect, Input};
 use manifest::protocol::{Event, ExitStatus, LogEntry, State};
-use manifest::{Kind, OnFailure, Readiness, Service};
+use manifest::{Kind, OnFailure, Readiness};
 use schedule::{Gate, Onboot};
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use api::ApiError;
+pub use svc::Svc;
 
 /// Microseconds since boot (CLOCK_BOOTTIME): the boot timeline and start latencies.
 pub fn boot_us() -> u64 {
@@ -57,79 +59,6 @@ pub fn boot_us() -> u64 {
 /// Milliseconds since boot (CLOCK_BOOTTIME).
 pub fn boot_ms() -> u64 {
     boot_us() / 1000
-}
-
-/// One service: its manifest entry, its state machine, and what PID 1 holds for it.
-pub struct Svc {
-    /// None for an entry the manifest loader rejected: it only shows as Failed.
-    def: Option<Service>,
-    name: String,
-    kind: Kind,
-    machine: Machine,
-    started_at_ms: Option<u64>,
-    started_boot_ms: Option<u64>,
-    ready_boot_ms: Option<u64>,
-    started_boot_us: Option<u64>,
-    start_us: Option<u64>,
-    exited_boot_us: Option<u64>,
-    status_text: Option<String>,
-    logs: LogBuffer,
-    pipes: Vec<io::Pipe>,
-    notify: Option<(u64, NotifySocket)>,
-    /// A readiness probe process in flight.
-    probe_pid: Option<i32>,
-    spec: Option<serde_json::Value>,
-    /// From the applied set on the state partition, not the image's manifest.
-    applied: bool,
-    /// Removed by an apply: hidden from lookups and listings; its stop may be in flight.
-    removed: bool,
-}
-
-impl Svc {
-    fn new(
-        name: String,
-        kind: Kind,
-        def: Option<Service>,
-        machine: Machine,
-        logs: LogBuffer,
-    ) -> Svc {
-        Svc {
-            def,
-            name,
-            kind,
-            machine,
-            started_at_ms: None,
-            started_boot_ms: None,
-            ready_boot_ms: None,
-            started_boot_us: None,
-            start_us: None,
-            exited_boot_us: None,
-            status_text: None,
-            logs,
-            pipes: Vec::new(),
-            notify: None,
-            probe_pid: None,
-            spec: None,
-            applied: false,
-            removed: false,
-        }
-    }
-    pub fn def(&self) -> Option<&Service> {
-        self.def.as_ref()
-    }
-    pub fn state(&self) -> State {
-        self.machine.state()
-    }
-    pub fn pid(&self) -> Option<i32> {
-        self.machine.pid()
-    }
-    pub fn logs(&self) -> &LogBuffer {
-        &self.logs
-    }
-    /// The OCI spec of the last start, as JSON.
-    pub fn spec(&self) -> Option<&serde_json::Value> {
-        self.spec.as_ref()
-    }
 }
 
 /// Who a pid that is not a service's main process belongs to.
@@ -204,26 +133,10 @@ impl Supervisor {
     ) -> Supervisor {
         let mut services = Vec::new();
         for def in loaded.manifest.services {
-            let cap = def.log_buffer_bytes() as usize;
-            let file = var_log_dir
-                .as_ref()
-                .map(|d| d.join(format!("{}.log", def.name)));
-            let machine = Machine::new(Policy::from_service(&def));
-            let logs = LogBuffer::new(cap, file);
-            services.push(Svc::new(
-                def.name.clone(),
-                def.kind,
-                Some(def),
-                machine,
-                logs,
-            ));
+            services.push(Svc::from_def(def, var_log_dir.as_deref()));
         }
         for rej in &loaded.rejected {
-            let why = rej.describe(&loaded.path);
-            crate::error!(&rej.name, "rejected: {why}");
-            let machine = Machine::failed(Policy::inert(rej.kind), why);
-            let logs = LogBuffer::new(4096, None);
-            services.push(Svc::new(rej.name.clone(), rej.kind, None, machine, logs));
+            services.push(Svc::rejected(rej, &loaded.path));
         }
         let onboot = Onboot::new(
             services
@@ -264,33 +177,12 @@ impl Supervisor {
     /// manifest: the good entries as Pending services, the rejected ones as Failed.
     pub fn add_applied_at_boot(&mut self, joined: manifest::applied::Joined, file: &str) {
         for def in joined.services {
-            let cap = def.log_buffer_bytes() as usize;
-            let log = self
-                .var_log_dir
-                .as_ref()
-                .map(|d| d.join(format!("{}.log", def.name)));
-            let machine = Machine::new(Policy::from_service(&def));
-            let mut svc = Svc::new(
-                def.name.clone(),
-                def.kind,
-                Some(def),
-                machine,
-                LogBuffer::new(cap, log),
-            );
+            let mut svc = Svc::from_def(def, self.var_log_dir.as_deref());
             svc.applied = true;
             self.services.push(svc);
         }
-        for rej in joined.rejected {
-            let why = rej.describe(file);
-            crate::error!(&rej.name, "rejected: {why}");
-            let machine = Machine::failed(Policy::inert(rej.kind), why);
-            let mut svc = Svc::new(
-                rej.name.clone(),
-                rej.kind,
-                None,
-                machine,
-                LogBuffer::new(4096, None),
-            );
+        for rej in &joined.rejected {
+            let mut svc = Svc::rejected(rej, file);
             svc.applied = true;
             self.services.push(svc);
         }
