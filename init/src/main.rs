@@ -31,6 +31,7 @@ mod spec;
 mod supervisor;
 #[allow(unsafe_code)]
 mod sys;
+mod trial;
 mod update;
 #[allow(unsafe_code)]
 mod watchdog;
@@ -209,7 +210,7 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
         let mut b = bootslot::detect(&cmdline, std::path::Path::new(bootslot::EFIVARS));
         info!("boot", "{}", bootslot::describe(&b));
         if facts.var_persistent {
-            b.previous_failure = bootslot::last_bad(std::path::Path::new(BOOT_HISTORY));
+            b.previous_failure = bootslot::last_bad(std::path::Path::new(trial::BOOT_HISTORY));
             if let Some(f) = &b.previous_failure {
                 warn!("boot", "the last bad boot: {f}");
             }
@@ -233,7 +234,7 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
             Err(e) => warn!("watchdog", "{e}"),
         }
         if gate.is_some() {
-            test_hook_in_trial();
+            trial::test_hook_in_trial();
         }
         cfg.control_gid = control::sysctr_gid();
     }
@@ -441,11 +442,11 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
             match g.step(std::time::Instant::now(), &sup.health()) {
                 health::Verdict::Wait => {}
                 health::Verdict::Bless => {
-                    bless_once(&mut boot_info, control.as_mut());
+                    trial::bless_once(&mut boot_info, control.as_mut());
                     trial_open = false;
                 }
                 health::Verdict::Bad(why) => {
-                    if let Some(action) = bad_boot(&mut boot_info, control.as_mut(), &why) {
+                    if let Some(action) = trial::bad_boot(&mut boot_info, control.as_mut(), &why) {
                         return Exit::Power(action);
                     }
                 }
@@ -464,102 +465,5 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
         if let Some(why) = sup.take_fatal() {
             return Exit::Fatal(why);
         }
-    }
-}
-
-/// A trial boot of a boot-test image whose release.json names a test hook. `hang-in-trial`
-/// stops PID 1 for good with the watchdog armed: the hardware must reset the machine and the
-/// boot counter must take it back to the previous slot (boot-tests/tests/update.rs).
-fn test_hook_in_trial() {
-    let hook = match update::run::read_release(std::path::Path::new(update::run::RELEASE_FILE)) {
-        Ok(r) => r.test_hook,
-        Err(_) => None,
-    };
-    match hook.as_deref() {
-        None => {}
-        Some(update::run::HOOK_HANG_IN_TRIAL) => {
-            error!(
-                "test",
-                "test hook {}: PID 1 hangs here, the watchdog must reset the machine",
-                update::run::HOOK_HANG_IN_TRIAL
-            );
-            loop {
-                std::thread::sleep(std::time::Duration::from_secs(3600));
-            }
-        }
-        Some(other) => warn!(
-            "test",
-            "{}: unknown test hook {other:?} ignored (known: {})",
-            update::run::RELEASE_FILE,
-            update::run::HOOK_HANG_IN_TRIAL
-        ),
-    }
-}
-
-/// The boot history on the state partition (health-gate verdicts).
-const BOOT_HISTORY: &str = "/var/lib/sysctr/boot";
-
-/// The health gate found the trial boot bad: the entry is marked as having no tries left and
-/// the machine reboots into the other slot. Without another good entry it stays up, degraded.
-fn bad_boot(
-    boot_info: &mut Option<manifest::protocol::BootInfo>,
-    control: Option<&mut control::ControlServer>,
-    why: &str,
-) -> Option<PowerAction> {
-    let b = boot_info.as_mut()?;
-    error!("health", "trial boot failed the health gate: {why}");
-    b.health = Some(format!("bad: {why}"));
-    if let Err(e) = bootslot::record(std::path::Path::new(BOOT_HISTORY), b, "bad", why) {
-        warn!("health", "cannot record the verdict: {e}");
-    }
-    let res = bootslot::mark_bad(b);
-    if let Some(c) = control {
-        c.boot = Some(b.clone());
-    }
-    match res {
-        Ok(what) => {
-            error!(
-                "health",
-                "marked the boot entry bad ({what}); rebooting into the other slot"
-            );
-            Some(PowerAction::Reboot)
-        }
-        Err(e) => {
-            error!(
-                "health",
-                "cannot fall back ({e}); staying up on this slot, degraded"
-            );
-            None
-        }
-    }
-}
-
-/// Once the health gate passes, a boot-counted entry is blessed (its counter removed from its
-/// file name on the ESP), so systemd-boot keeps choosing it. Tried once per boot.
-fn bless_once(
-    boot_info: &mut Option<manifest::protocol::BootInfo>,
-    control: Option<&mut control::ControlServer>,
-) {
-    let Some(b) = boot_info.as_mut() else { return };
-    if b.boot_count_path.is_none() {
-        return;
-    }
-    match bootslot::bless(b) {
-        Ok(Some(what)) => {
-            info!("boot", "blessed the boot entry: {what}");
-            b.health = Some("blessed: every service Ready and settled".into());
-            if let Err(e) = bootslot::record(std::path::Path::new(BOOT_HISTORY), b, "blessed", "") {
-                warn!("health", "cannot record the verdict: {e}");
-            }
-        }
-        Ok(None) => {}
-        Err(e) => {
-            error!("boot", "cannot bless the boot entry: {e}");
-            // Not again this boot: the loader's counter decides next time.
-            b.boot_count_path = None;
-        }
-    }
-    if let Some(c) = control {
-        c.boot = Some(b.clone());
     }
 }
