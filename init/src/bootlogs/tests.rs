@@ -1,4 +1,5 @@
-//! Unit tests of the per-boot logs on temp directories: numbering and pruning, reading back, rotation, bad requests, planted symlinks, the read budget.
+//! Unit tests of the per-boot logs on temp directories: numbering and pruning, reading
+//! back, rotation, bad requests, planted symlinks, the read budget.
 
 use super::*;
 
