@@ -42,15 +42,7 @@ impl ControlServer {
             };
             return reply_err(self, ErrorKind::PermissionDenied, m, r);
         }
-        let booted = self
-            .boot
-            .as_ref()
-            .and_then(|b| b.slot.as_deref())
-            .and_then(|s| match s {
-                "a" => Some(Slot::A),
-                "b" => Some(Slot::B),
-                _ => None,
-            });
+        let booted = self.booted_slot();
         match req.op {
             UpdateOp::Update {
                 allow_downgrade,
@@ -128,18 +120,19 @@ impl ControlServer {
         }
     }
 
+    /// The slot this boot runs from, as the boot step found it (none on a boot without slots).
+    fn booted_slot(&self) -> Option<Slot> {
+        match self.boot.as_ref()?.slot.as_deref()? {
+            "a" => Some(Slot::A),
+            "b" => Some(Slot::B),
+            _ => None,
+        }
+    }
+
     /// Once per boot, when the boot is not (or no longer) a trial: looks for an update disk
     /// and installs the bundle on it ([`crate::update::offline`]), rebooting into it.
     pub fn start_offline_update(&mut self) {
-        let booted = self
-            .boot
-            .as_ref()
-            .and_then(|b| b.slot.as_deref())
-            .and_then(|s| match s {
-                "a" => Some(Slot::A),
-                "b" => Some(Slot::B),
-                _ => None,
-            });
+        let booted = self.booted_slot();
         let Some(booted) = booted else {
             return;
         };
