@@ -3,77 +3,16 @@
 //! busybox-static layer). Runs without root. Skips, saying so, when the packages are not
 //! installed (`apt-get install docker-registry skopeo busybox-static`).
 
+use harness::registry::{Registry, DOCKER_REGISTRY};
 use rootfs::oci::layout::{tagged, LayerBlob, LayoutWriter};
 use rootfs::oci::{import, ImageRef};
 use serde_json::{json, Value};
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-const REGISTRY: &str = "/usr/bin/docker-registry";
 const SKOPEO: &str = "/usr/bin/skopeo";
 const BUSYBOX: &str = "/bin/busybox";
-
-/// Kills the registry when the test ends, however it ends.
-struct Registry(Child);
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_registry(dir: &Path) -> (Registry, String) {
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let config = dir.join("config.yml");
-    fs::write(
-        &config,
-        format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
-            dir.join("storage").display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new(REGISTRY)
-        .arg("serve")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(dir.join("registry.log")).unwrap())
-        .spawn()
-        .expect("start docker-registry");
-    let registry = Registry(child);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(mut s) = TcpStream::connect(&addr) {
-            s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n").unwrap();
-            let mut answer = String::new();
-            let _ = s.read_to_string(&mut answer);
-            if answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200") {
-                break;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "docker-registry did not answer on {addr}: {}",
-            fs::read_to_string(dir.join("registry.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    (registry, addr)
-}
 
 /// A layer tar: busybox-static as /bin/busybox, /bin/sh → busybox, and one marker file.
 fn layer(marker: &str) -> Vec<u8> {
@@ -146,7 +85,7 @@ fn skopeo_copy(from: &str, to: &str, all: bool, format: &str) {
 
 #[test]
 fn pull_from_a_loopback_registry_pushed_by_skopeo() {
-    let missing: Vec<&str> = [REGISTRY, SKOPEO, BUSYBOX]
+    let missing: Vec<&str> = [DOCKER_REGISTRY, SKOPEO, BUSYBOX]
         .into_iter()
         .filter(|p| !Path::new(p).exists())
         .collect();
@@ -157,7 +96,8 @@ fn pull_from_a_loopback_registry_pushed_by_skopeo() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
-    let (_registry, addr) = start_registry(t.path());
+    let registry = Registry::start(t.path()).expect("start docker-registry");
+    let addr = &registry.addr;
     let layout = t.path().join("layout");
     build_layout(&layout);
     let src = |tag: &str| format!("oci:{}:{tag}", layout.display());

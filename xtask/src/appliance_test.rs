@@ -10,14 +10,11 @@
 
 use crate::image;
 use crate::util::{ensure_debian_packages, run, workspace_root};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
+use harness::registry::Registry;
 use rootfs::assemble::make_writable;
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 /// umoci builds the layout, skopeo converts and pushes it, docker-registry serves it.
 pub const PACKAGES: &[&str] = &["umoci", "skopeo", "docker-registry", "busybox-static"];
@@ -122,65 +119,4 @@ fn skopeo_copy(from: &str, to: &str) -> Result<()> {
         .arg(from)
         .arg(to))
     .with_context(|| format!("skopeo copy {from} {to}"))
-}
-
-/// Debian's docker-registry serving `dir/storage` on a free loopback port; killed on drop.
-struct Registry {
-    child: Child,
-    addr: String,
-}
-
-impl Registry {
-    fn start(dir: &Path) -> Result<Registry> {
-        fs::create_dir_all(dir)?;
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let addr = format!("127.0.0.1:{port}");
-        let config = dir.join("config.yml");
-        fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
-                dir.join("storage").display()
-            ),
-        )?;
-        let log = dir.join("registry.log");
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log)?)
-            .spawn()
-            .context("cannot start docker-registry (apt-get install docker-registry)")?;
-        let registry = Registry { child, addr };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !registry.answers() {
-            if Instant::now() > deadline {
-                bail!(
-                    "docker-registry did not answer on {} within 30 s: {}",
-                    registry.addr,
-                    fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Ok(registry)
-    }
-
-    /// `GET /v2/` answers 200: the registry is up.
-    fn answers(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect(&self.addr) else {
-            return false;
-        };
-        let mut answer = String::new();
-        s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n").is_ok()
-            && s.read_to_string(&mut answer).is_ok()
-            && (answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"))
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
