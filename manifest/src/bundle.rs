@@ -298,6 +298,33 @@ impl Manifest {
         }
     }
 
+    /// A small valid manifest with made-up digests (two data blocks and their verity hash
+    /// area, two UKIs): the one sample of the unit tests here and of the fuzz seeds
+    /// (`cargo xtask fuzz`, feature `sample`). Nothing in it is signed or real.
+    #[cfg(any(test, feature = "sample"))]
+    pub fn sample() -> Manifest {
+        let data_blocks = 2;
+        let hash_size = verity::area_size(data_blocks, true);
+        Manifest::new(
+            "0.2.0",
+            "sysctr-x86_64",
+            (data_blocks * 4096 + hash_size, "ab".repeat(32)),
+            [(5000, "cd".repeat(32)), (6000, "ce".repeat(32))],
+            Verity {
+                hash_type: 1,
+                algorithm: "sha256".into(),
+                data_block_size: 4096,
+                hash_block_size: 4096,
+                data_blocks,
+                hash_offset: data_blocks * 4096,
+                hash_size,
+                superblock: true,
+                salt: "0011".into(),
+                root_hash: "ef".repeat(32),
+            },
+        )
+    }
+
     /// Parses and validates manifest bytes (after their signature was checked).
     pub fn parse(bytes: &[u8]) -> Result<Manifest, BundleError> {
         let m: Manifest =
@@ -716,32 +743,9 @@ pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
 
-    fn sample() -> Manifest {
-        let data_blocks = 3;
-        let hash_size = verity::area_size(data_blocks, true);
-        Manifest::new(
-            "1.2.0",
-            "sysctr-test",
-            (data_blocks * 4096 + hash_size, "ab".repeat(32)),
-            [(5000, "cd".repeat(32)), (6000, "ce".repeat(32))],
-            Verity {
-                hash_type: 1,
-                algorithm: "sha256".into(),
-                data_block_size: 4096,
-                hash_block_size: 4096,
-                data_blocks,
-                hash_offset: data_blocks * 4096,
-                hash_size,
-                superblock: true,
-                salt: "0011".into(),
-                root_hash: "ef".repeat(32),
-            },
-        )
-    }
-
     #[test]
     fn a_built_manifest_is_valid_and_round_trips() {
-        let m = sample();
+        let m = Manifest::sample();
         m.validate().unwrap();
         assert_eq!(Manifest::parse(&m.to_bytes()).unwrap(), m);
         use crate::protocol_update::Slot;
@@ -828,7 +832,7 @@ mod tests {
             ),
         ];
         for (field, edit) in cases {
-            let mut m = sample();
+            let mut m = Manifest::sample();
             edit(&mut m);
             match m.validate() {
                 Err(BundleError::Invalid { field: f, problem }) => {
@@ -843,7 +847,7 @@ mod tests {
 
     #[test]
     fn head_round_trips_and_every_bad_header_is_refused() {
-        let m = sample().to_bytes();
+        let m = Manifest::sample().to_bytes();
         let sig = b"untrusted comment: x\nAAAA\n";
         let head = encode_head(&m, sig);
         assert_eq!(head.len() as u64 % ALIGN, 0);

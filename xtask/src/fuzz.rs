@@ -11,7 +11,7 @@
 
 use crate::util::{run, workspace_root};
 use anyhow::{bail, Context, Result};
-use manifest::bundle::{self, verity, Verity};
+use manifest::bundle;
 use manifest::protocol::{self, Op, PowerAction, Request};
 use manifest::protocol_update::{UpdateOp, UpdateRequest};
 use std::path::{Path, PathBuf};
@@ -165,7 +165,7 @@ fn seed_all() -> Result<()> {
     write(&manifests, "minimal", MINIMAL_MANIFEST.as_bytes())?;
 
     let bundles = corpus.join("bundle_head");
-    let m = sample_bundle_manifest();
+    let m = bundle::Manifest::sample();
     write(&bundles, "manifest", &m.to_bytes())?;
     let signature = "untrusted comment: fuzz seed\nRWQ\ntrusted comment: seed\nAAAA\n";
     write(
@@ -251,29 +251,6 @@ fn request_frames() -> Vec<Vec<u8>> {
     frames
 }
 
-fn sample_bundle_manifest() -> bundle::Manifest {
-    let data_blocks = 2;
-    let hash_size = verity::area_size(data_blocks, true);
-    bundle::Manifest::new(
-        "0.2.0",
-        "sysctr-x86_64",
-        (data_blocks * 4096 + hash_size, "ab".repeat(32)),
-        [(5000, "cd".repeat(32)), (6000, "ce".repeat(32))],
-        Verity {
-            hash_type: 1,
-            algorithm: "sha256".into(),
-            data_block_size: 4096,
-            hash_block_size: 4096,
-            data_blocks,
-            hash_offset: data_blocks * 4096,
-            hash_size,
-            superblock: true,
-            salt: "0011".into(),
-            root_hash: "ef".repeat(32),
-        },
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,7 +266,7 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
-        let m = sample_bundle_manifest();
+        let m = bundle::Manifest::sample();
         assert_eq!(bundle::Manifest::parse(&m.to_bytes()).unwrap(), m);
         let loaded = manifest::load_str(MINIMAL_MANIFEST, "minimal").unwrap();
         assert!(loaded.rejected.is_empty(), "{:?}", loaded.rejected);
