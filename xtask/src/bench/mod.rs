@@ -12,6 +12,7 @@
 //! the whole command. Everything it creates (namespaces, cgroups, bundles, VMs) is removed.
 
 mod baseline;
+mod compare;
 mod guest;
 mod host_init;
 mod memory;
@@ -61,6 +62,114 @@ pub(super) struct Options {
     guest: bool,
     kvm: bool,
     out: PathBuf,
+    /// `--only`: the keys of the sections to run; the others keep their earlier results.
+    only: Option<Vec<String>>,
+}
+
+/// One section of a run: what `--only` calls it, its name in results.json and the
+/// progress lines, and the RESULTS.md headings it writes (a section that fails writes
+/// `## {name}` instead), by which `--only` finds its earlier text.
+struct SectionDef {
+    key: &'static str,
+    name: &'static str,
+    /// A host section (`--no-host` skips it), else a guest one (`--no-guest`).
+    host: bool,
+    /// Heading prefixes, `## ` included.
+    headings: &'static [&'static str],
+    run: fn(&Options, &Binaries, &Scratch) -> Result<Section>,
+}
+
+/// The sections in the order they run and appear in RESULTS.md.
+const SECTIONS: &[SectionDef] = &[
+    SectionDef {
+        key: "start",
+        name: "host: create+start",
+        host: true,
+        headings: &[
+            "## Host: container create+start",
+            "## Host: restart latency",
+        ],
+        run: start_and_restart,
+    },
+    SectionDef {
+        key: "memory",
+        name: "host: PID 1 memory and sysctr ps",
+        host: true,
+        headings: &["## Host: PID 1 memory", "## Host: `sysctr ps` latency"],
+        run: memory_and_ps,
+    },
+    SectionDef {
+        key: "v2",
+        name: "host: cgroup v2 view, sysctr vs runc vs crun",
+        host: true,
+        headings: &["## Host, cgroup v2 view"],
+        run: v2_comparison,
+    },
+    SectionDef {
+        key: "guest",
+        name: "guest: boot and image",
+        host: false,
+        headings: &[
+            "## Image size by part",
+            "## Guest (QEMU): boot timeline",
+            "## Guest (QEMU): plain-process boot baseline",
+            "## Guest (QEMU): sysctr vs crun vs runc",
+            "## Guest (QEMU): PID 1 memory and `sysctr ps`",
+            "## Guest (QEMU) and image size",
+        ],
+        run: |o, _, scratch| guest(o, scratch),
+    },
+    SectionDef {
+        key: "update",
+        name: "guest: updates",
+        host: false,
+        headings: &["## Guest (QEMU): updates"],
+        run: |o, _, scratch| updates(o, scratch),
+    },
+];
+
+impl SectionDef {
+    /// Whether `heading` (a `## ` line) is one this section writes.
+    fn owns(&self, heading: &str) -> bool {
+        let heading = heading.trim_end();
+        heading == format!("## {}", self.name)
+            || self.headings.iter().any(|h| heading.starts_with(h))
+    }
+
+    /// This section's text in an earlier RESULTS.md: each `## ` block it owns, up to the
+    /// next `## ` heading or the closing rule, in the file's order.
+    fn text_in(&self, doc: &str) -> String {
+        let mut out = String::new();
+        let mut keep = false;
+        for line in doc.split_inclusive('\n') {
+            if line.starts_with("## ") {
+                keep = self.owns(line);
+            } else if line.trim_end() == "---" {
+                keep = false;
+            }
+            if keep {
+                out.push_str(line);
+            }
+        }
+        out
+    }
+
+    /// This section's entry in an earlier results.json.
+    fn record_in(&self, results: Option<&Value>) -> Option<Value> {
+        results?["sections"]
+            .as_array()?
+            .iter()
+            .find(|s| s["name"] == self.name)
+            .cloned()
+    }
+}
+
+/// The `--only` values: each section's key, its name as help.
+fn section_keys() -> Vec<clap::builder::PossibleValue> {
+    SECTIONS
+        .iter()
+        .map(|s| clap::builder::PossibleValue::new(s.key).help(s.name))
+        .collect()
 }
 
 /// `cargo xtask bench`'s options.
@@ -82,6 +191,12 @@ pub struct BenchArgs {
     /// as results.json).
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
+    /// Run only these sections (comma-separated); the others keep their text in RESULTS.md
+    /// and their entries in results.json from the run before.
+    #[arg(long, value_name = "SECTION[,SECTION]", value_delimiter = ',',
+          value_parser = clap::builder::PossibleValuesParser::new(section_keys()),
+          conflicts_with_all = ["no_guest", "no_host"])]
+    only: Vec<String>,
 }
 
 impl BenchArgs {
@@ -95,6 +210,7 @@ impl BenchArgs {
                 .out
                 .clone()
                 .unwrap_or_else(|| workspace_root().join("bench").join("RESULTS.md")),
+            only: (!self.only.is_empty()).then(|| self.only.clone()),
         }
     }
 
@@ -116,6 +232,9 @@ impl BenchArgs {
         if let Some(out) = &self.out {
             w.push_str(&format!(" --out {}", out.display()));
         }
+        if !self.only.is_empty() {
+            w.push_str(&format!(" --only {}", self.only.join(",")));
+        }
         w
     }
 }
@@ -131,41 +250,64 @@ pub fn command(args: &BenchArgs) -> Result<()> {
     let bins = build::static_binaries()?;
     let scratch = Scratch::new()?;
     let started = Instant::now();
-    // `cargo xtask soak` writes a section of its own; a bench run keeps it.
-    let soak_section = fs::read_to_string(&o.out)
+    // The file as it was: `cargo xtask soak`'s section is kept, and with `--only` the
+    // sections not run; the committed results.json (or this one) is compared with.
+    let old_md = fs::read_to_string(&o.out).unwrap_or_default();
+    let soak_section = soak::section_in(&old_md);
+    let json_path = o.out.with_file_name("results.json");
+    let old_json: Option<Value> = fs::read_to_string(&json_path)
         .ok()
-        .and_then(|t| soak::section_in(&t));
-    let mut doc = Doc::new(
-        &o.out,
-        header()?,
-        format!("cargo xtask bench{}", args.words()),
-    );
-
-    if o.host {
-        run_section(&mut doc, "host: create+start", || {
-            start_and_restart(&o, &bins, &scratch)
-        });
-        run_section(&mut doc, "host: PID 1 memory and sysctr ps", || {
-            memory_and_ps(&o, &bins, &scratch)
-        });
-        run_section(
-            &mut doc,
-            "host: cgroup v2 view, sysctr vs runc vs crun",
-            || v2_comparison(&o, &bins, &scratch),
+        .and_then(|t| serde_json::from_str(&t).ok());
+    let baseline = compare::Baseline::load(&json_path, old_json.clone());
+    let mut head = header()?;
+    if let Some(only) = &o.only {
+        let _ = writeln!(
+            head,
+            "\nThis run measured only: {}. The other sections are kept as the file had \
+             them{}.",
+            only.join(", "),
+            old_json
+                .as_ref()
+                .and_then(|j| j["command"].as_str())
+                .map(|c| format!(" (from `{c}`)"))
+                .unwrap_or_default()
         );
-    } else {
-        doc.note("host", "## Host\n\nSkipped (`--no-host`).\n");
     }
-    if o.guest {
-        run_section(&mut doc, "guest: boot and image", || guest(&o, &scratch));
-    } else {
-        doc.note(
-            "guest: boot and image",
-            "## Guest (QEMU) and image size\n\nSkipped (`--no-guest`).\n",
-        );
+    let mut doc = Doc::new(&o.out, head, format!("cargo xtask bench{}", args.words()));
+
+    let mut run: Vec<&str> = Vec::new();
+    for def in SECTIONS {
+        let selected = match &o.only {
+            Some(only) => only.iter().any(|k| k == def.key),
+            None if def.host => o.host,
+            None => o.guest,
+        };
+        if selected {
+            run_section(&mut doc, def.name, || (def.run)(&o, &bins, &scratch));
+            run.push(def.name);
+        } else if o.only.is_some() {
+            doc.keep(&def.text_in(&old_md), def.record_in(old_json.as_ref()));
+        } else {
+            let flag = if def.host { "--no-host" } else { "--no-guest" };
+            doc.note(
+                def.name,
+                &format!("## {}\n\nSkipped (`{flag}`).\n", def.name),
+            );
+        }
     }
     if let Some(s) = &soak_section {
         doc.text(s);
+    }
+    match &baseline {
+        Some(b) => {
+            let rows = compare::compare(&compare::entries(&b.results), &doc.entries(&run), &run);
+            doc.text(&compare::render(&rows, &b.label));
+        }
+        None => doc.text(&format!(
+            "{}\n\nNo committed {} and none before this run: nothing to compare with.\n",
+            compare::HEADING,
+            json_path.display()
+        )),
     }
     doc.text(NOT_MEASURED);
     doc.text(&format!(
@@ -286,5 +428,89 @@ mod tests {
         assert!(t.contains("**error** runc: no cgroup"), "{t}");
         assert!(t.contains("Pss 5000, VmRSS 6000"), "{t}");
         assert!(t.contains("- crun: crun version 1.8.1"), "{t}");
+    }
+
+    #[test]
+    fn every_heading_of_the_committed_results_has_one_owner() {
+        let doc = include_str!("../../../bench/RESULTS.md");
+        let not_sections = [
+            soak::HEADING,
+            "## Not measured",
+            compare::HEADING,
+            "## Guest (QEMU): power cuts during an update",
+        ];
+        for h in doc.lines().filter(|l| l.starts_with("## ")) {
+            if not_sections.iter().any(|n| h.starts_with(n)) {
+                continue;
+            }
+            let owners: Vec<&str> = SECTIONS
+                .iter()
+                .filter(|s| s.owns(h))
+                .map(|s| s.key)
+                .collect();
+            assert_eq!(owners.len(), 1, "{h}: owned by {owners:?}");
+        }
+    }
+
+    #[test]
+    fn only_keeps_a_sections_blocks_and_record() {
+        let old = "# sysctr benchmarks\n\nhead\n\n## Host: container create+start\n\nA\n\n\
+                   ### Where the create+start time goes\n\nA2\n\n## Host: PID 1 memory\n\nM\n\n\
+                   ## Host: restart latency\n\nR\n\n## guest: updates\n\nNot measured: x\n\n\
+                   ## Soak\n\nS\n\n---\nWhole run.\n";
+        let def = |k: &str| SECTIONS.iter().find(|s| s.key == k).unwrap();
+        assert_eq!(
+            def("start").text_in(old),
+            "## Host: container create+start\n\nA\n\n### Where the create+start time goes\n\n\
+             A2\n\n## Host: restart latency\n\nR\n\n"
+        );
+        assert_eq!(def("memory").text_in(old), "## Host: PID 1 memory\n\nM\n\n");
+        // A failed run's heading is the section's name; nothing after the rule is taken.
+        assert_eq!(
+            def("update").text_in(old),
+            "## guest: updates\n\nNot measured: x\n\n"
+        );
+        assert_eq!(def("v2").text_in(old), "");
+        let json = json!({"sections": [
+            {"name": "host: create+start", "status": "measured", "figures": [1]},
+            {"name": "guest: updates", "status": "failed", "figures": []}
+        ]});
+        assert_eq!(
+            def("start").record_in(Some(&json)),
+            Some(json!({"name": "host: create+start", "status": "measured", "figures": [1]}))
+        );
+        assert_eq!(def("v2").record_in(Some(&json)), None);
+        assert_eq!(def("v2").record_in(None), None);
+    }
+
+    #[derive(clap::Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    #[test]
+    fn only_takes_known_sections_and_names_them() {
+        use clap::{CommandFactory, Parser};
+        let a = Cli::try_parse_from(["bench", "--only", "update,start"]).unwrap();
+        assert_eq!(
+            a.bench.options().only,
+            Some(vec!["update".into(), "start".into()])
+        );
+        assert!(a.bench.words().ends_with(" --only update,start"));
+        assert_eq!(
+            Cli::try_parse_from(["bench"]).unwrap().bench.options().only,
+            None
+        );
+        let e = Cli::try_parse_from(["bench", "--only", "start,updates"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("updates"), "{e}");
+        let help = Cli::command().render_long_help().to_string();
+        for s in SECTIONS {
+            assert!(e.contains(s.key), "the error does not name {}: {e}", s.key);
+            assert!(help.contains(s.key) && help.contains(s.name), "{help}");
+        }
+        assert!(Cli::try_parse_from(["bench", "--only", "guest", "--no-guest"]).is_err());
     }
 }

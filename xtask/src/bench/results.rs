@@ -128,7 +128,9 @@ pub(super) struct Doc {
     /// [`KEPT_SECTIONS`] of the file as it was, carried over at its end.
     kept: String,
     command: String,
-    sections: Vec<SectionRecord>,
+    /// The [`SectionRecord`]s as JSON, so a record kept from an earlier results.json
+    /// (`--only`) is carried over as it was.
+    sections: Vec<Value>,
 }
 
 impl Doc {
@@ -165,13 +167,34 @@ impl Doc {
     }
 
     fn push(&mut self, name: &str, status: &'static str, error: Option<String>, s: Section) {
-        self.sections.push(SectionRecord {
+        let record = SectionRecord {
             name: name.to_string(),
             status,
             error,
             figures: s.figures,
-        });
+        };
+        self.sections
+            .push(serde_json::to_value(record).expect("JSON of plain data"));
         self.text(&s.markdown);
+    }
+
+    /// A section not run this time (`--only`), kept as the earlier run left it: its
+    /// markdown and its results.json entry (`record`, None when that file had none).
+    pub(super) fn keep(&mut self, markdown: &str, record: Option<Value>) {
+        if let Some(r) = record {
+            self.sections.push(r);
+        }
+        if !markdown.is_empty() {
+            self.text(markdown);
+        }
+    }
+
+    /// This run's figures, for the comparison: only the sections run this time.
+    pub(super) fn entries(&self, run: &[&str]) -> Vec<super::compare::Entry> {
+        super::compare::entries(&self.json())
+            .into_iter()
+            .filter(|e| run.contains(&e.section.as_str()))
+            .collect()
     }
 
     pub(super) fn json_path(&self) -> PathBuf {
@@ -263,5 +286,34 @@ mod tests {
         assert_eq!(s[1]["error"], "no QEMU");
         assert_eq!(s[1]["figures"], json!([]));
         assert_eq!(s[2]["status"], "skipped");
+    }
+
+    #[test]
+    fn a_kept_section_is_carried_over_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let md = dir.path().join("RESULTS.md");
+        let mut doc = Doc::new(&md, "# head\n".into(), "cargo xtask bench --only b".into());
+        let old = json!({"name": "a", "status": "measured", "figures": [
+            {"name": "x", "unit": "ms", "value": 1.0}]});
+        doc.keep("## A\n\nold text\n", Some(old.clone()));
+        run_section(&mut doc, "b", || {
+            let mut f = Figures::default();
+            f.value("y", "KiB", 3.0);
+            Ok(Section::new("## B\n\nnew\n".into(), f))
+        });
+        // A section the old file did not have: nothing to carry.
+        doc.keep("", None);
+        let text = fs::read_to_string(&md).unwrap();
+        assert_eq!(text, "# head\n\n## A\n\nold text\n\n## B\n\nnew\n");
+        let v: Value =
+            serde_json::from_str(&fs::read_to_string(dir.path().join("results.json")).unwrap())
+                .unwrap();
+        assert_eq!(v["sections"].as_array().unwrap().len(), 2);
+        assert_eq!(v["sections"][0], old);
+        assert_eq!(v["sections"][1]["name"], "b");
+        // Only the sections run are compared.
+        let e = doc.entries(&["b"]);
+        assert_eq!(e.len(), 1);
+        assert_eq!((e[0].name.as_str(), e[0].value), ("y", 3.0));
     }
 }

@@ -27,10 +27,34 @@ const WARM_UP: u32 = 20;
 const RSS_SLACK_KIB: i64 = 192;
 
 /// One reading of PID 1.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sample {
     pub fds: usize,
     pub rss_kib: i64,
+    /// Each open descriptor: its number and what it is (readlink of /proc/PID/fd/N, with
+    /// the unix socket's path or the pidfd's pid where /proc says so).
+    pub open: Vec<(u32, String)>,
+}
+
+impl Sample {
+    /// The descriptors open after and not before (`+`), and before and not after (`-`),
+    /// matched by number and target, so a descriptor number reused for another file shows
+    /// as one of each.
+    pub fn diff(before: &Sample, after: &Sample) -> Vec<String> {
+        let mut changed = Vec::new();
+        for (sign, from, to) in [('-', before, after), ('+', after, before)] {
+            for e in &from.open {
+                if !to.open.contains(e) {
+                    changed.push((e.0, sign == '+', sign, &e.1));
+                }
+            }
+        }
+        changed.sort();
+        changed
+            .into_iter()
+            .map(|(fd, _, sign, target)| format!("{sign} fd {fd} → {target}"))
+            .collect()
+    }
 }
 
 /// One phase's figures.
@@ -96,16 +120,61 @@ pub fn command(args: &SoakArgs) -> Result<()> {
 
 fn sample(init: &HostInit) -> Result<Sample> {
     let pid = init.host_pid()?;
-    let fds = fs::read_dir(format!("/proc/{pid}/fd"))
-        .with_context(|| format!("cannot list /proc/{pid}/fd"))?
-        .count();
+    let open = open_descriptors(pid)?;
+    let fds = open.len();
     let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
     let rss_kib = status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .context("no VmRSS in /proc/<init>/status")?;
-    Ok(Sample { fds, rss_kib })
+    Ok(Sample { fds, rss_kib, open })
+}
+
+/// `pid`'s open descriptors, by number, each with what it refers to.
+fn open_descriptors(pid: i32) -> Result<Vec<(u32, String)>> {
+    let dir = format!("/proc/{pid}/fd");
+    let unix = fs::read_to_string(format!("/proc/{pid}/net/unix")).unwrap_or_default();
+    let mut open = Vec::new();
+    for e in fs::read_dir(&dir).with_context(|| format!("cannot list {dir}"))? {
+        let e = e?;
+        let Some(fd) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        // A descriptor closed between the listing and the readlink is not open any more.
+        let Ok(target) = fs::read_link(e.path()) else {
+            continue;
+        };
+        let mut target = target.display().to_string();
+        if let Some(inode) = target
+            .strip_prefix("socket:[")
+            .and_then(|t| t.strip_suffix(']'))
+        {
+            // /proc/net/unix: Num RefCount Protocol Flags Type St Inode [Path]
+            if let Some(l) = unix
+                .lines()
+                .find(|l| l.split_whitespace().nth(6) == Some(inode))
+            {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let kind = match f.get(4).copied() {
+                    Some("0001") => "stream",
+                    Some("0002") => "dgram",
+                    Some("0005") => "seqpacket",
+                    _ => "unix",
+                };
+                let _ = write!(target, " (unix {kind} {})", f.get(7).unwrap_or(&"unnamed"));
+            }
+        }
+        if target.contains("pidfd") {
+            let info = fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap_or_default();
+            if let Some(p) = info.lines().find_map(|l| l.strip_prefix("Pid:")) {
+                let _ = write!(target, " (pid {})", p.trim());
+            }
+        }
+        open.push((fd, target));
+    }
+    open.sort();
+    Ok(open)
 }
 
 fn restarts(init: &HostInit, name: &str) -> Result<u32> {
@@ -213,6 +282,18 @@ fn render(phases: &[Phase], cycles: u32, total_secs: f64) -> String {
             if p.flat() { "flat" } else { "**grew**" }
         );
     }
+    for p in phases {
+        let diff = Sample::diff(&p.before, &p.after);
+        if !diff.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nDescriptors of PID 1 that changed during {} (`-` closed, `+` opened and \
+                 still open):\n\n```\n{}\n```",
+                p.name,
+                diff.join("\n")
+            );
+        }
+    }
     let date =
         crate::util::output(std::process::Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))
             .map(|d| d.trim().to_string())
@@ -301,7 +382,11 @@ mod tests {
 
     #[test]
     fn growth_is_not_flat() {
-        let s = |fds, rss_kib| Sample { fds, rss_kib };
+        let s = |fds, rss_kib| Sample {
+            fds,
+            rss_kib,
+            open: Vec::new(),
+        };
         let p = |before, after| Phase {
             name: "p",
             cycles: 1000,
@@ -313,5 +398,34 @@ mod tests {
         assert!(p(s(12, 4000), s(11, 4100)).flat());
         assert!(!p(s(12, 4000), s(13, 4000)).flat());
         assert!(!p(s(12, 4000), s(12, 4000 + RSS_SLACK_KIB + 1)).flat());
+    }
+
+    #[test]
+    fn the_descriptor_diff_names_what_was_opened_and_closed() {
+        let s = |open: &[(u32, &str)]| Sample {
+            fds: open.len(),
+            rss_kib: 0,
+            open: open.iter().map(|(n, t)| (*n, t.to_string())).collect(),
+        };
+        let before = s(&[
+            (0, "/dev/null"),
+            (3, "anon_inode:[eventpoll]"),
+            (7, "pipe:[10]"),
+        ]);
+        let after = s(&[
+            (0, "/dev/null"),
+            (3, "anon_inode:[eventpoll]"),
+            (7, "pipe:[11]"),
+            (11, "socket:[99] (unix stream /run/x.sock)"),
+        ]);
+        assert_eq!(
+            Sample::diff(&before, &after),
+            [
+                "- fd 7 → pipe:[10]",
+                "+ fd 7 → pipe:[11]",
+                "+ fd 11 → socket:[99] (unix stream /run/x.sock)"
+            ]
+        );
+        assert!(Sample::diff(&after, &after).is_empty());
     }
 }
