@@ -228,25 +228,42 @@ impl HostInit {
     }
 }
 
+/// How long a poweroff request may take: init stops the services (the bench's stop within
+/// a few seconds), deletes their containers and cgroups, and its namespace ends.
+const POWEROFF_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl Drop for HostInit {
     fn drop(&mut self) {
-        // SIGTERM takes init's orderly shutdown path (services stopped, containers deleted,
-        // cgroups removed); SIGKILL the namespace if that does not finish in time.
+        // PID 1 honours no signal from the host or its namespace (issue 16), so it is asked
+        // the way `sysctr poweroff` asks: over the control socket. Its orderly shutdown stops
+        // the services, deletes the containers and removes the cgroups; in test mode its
+        // reboot(2) ends the namespace, and unshare exits.
         let inner = self.host_pid().ok();
-        if let Some(p) = inner {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(p),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
+        let asked = match self.call(Op::Power {
+            action: PowerAction::Poweroff,
+        }) {
+            Ok(Response::Ok { .. }) => "a poweroff request".to_string(),
+            Ok(other) => format!("a poweroff request, answered {other:?}"),
+            // Going down may close the socket before the answer is written; a dead init
+            // has no socket: either way the wait below tells.
+            Err(e) => format!("a poweroff request that failed ({e:#})"),
+        };
+        let t = Instant::now();
+        while t.elapsed() < POWEROFF_TIMEOUT {
             if matches!(self.outer.try_wait(), Ok(Some(_))) {
                 break;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         if !matches!(self.outer.try_wait(), Ok(Some(_))) {
+            eprintln!(
+                "xtask: bench: init in {} (host pid {}) has not exited {:?} after {asked}; \
+                 killing it with SIGKILL (its log: {})",
+                self.dir.display(),
+                inner.map_or("unknown".into(), |p| p.to_string()),
+                POWEROFF_TIMEOUT,
+                self.dir.join("init.log").display()
+            );
             if let Some(p) = inner {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(p),

@@ -33,7 +33,7 @@ use crate::util::{ensure_debian_packages, output, workspace_root};
 use anyhow::{bail, Context, Result};
 use guest::*;
 use host_init::*;
-use manifest::protocol::{Op, Response, ServiceStatus, State};
+use manifest::protocol::{Op, PowerAction, Response, ServiceStatus, State};
 use memory::*;
 use profile::*;
 use results::*;

@@ -3,15 +3,19 @@
 //! policy `always` without backoff) and N start/stop cycles (a sleeper stopped and started
 //! over the control socket), N = 1000 by default. PID 1's open descriptors and resident
 //! memory are read before and after each phase (after a warm-up, so one-time allocations
-//! are not counted); the section "Soak" of `bench/RESULTS.md` is replaced with the figures,
-//! and the command fails when either grows (issue 16). `cargo xtask bench` keeps the
+//! are not counted), and in the start/stop phase after every cycle too; a reading waits
+//! until init has closed the connection of the request it just answered (init closes it
+//! right after writing the reply, and the soak may read /proc in between: that was the
+//! "11 → 12" of the first run). The section "Soak" of `bench/RESULTS.md` is replaced with
+//! the figures and the descriptors that changed, and the command fails when either grows
+//! (issue 16). `cargo xtask bench` keeps the
 //! section when it rewrites the file.
 
 use super::{sleep_service, HostInit, Scratch};
 use crate::build;
 use crate::util::{ensure_debian_packages, workspace_root};
 use anyhow::{bail, Context, Result};
-use manifest::protocol::{Op, PowerAction, ServiceStatus};
+use manifest::protocol::{Op, ServiceStatus};
 use serde_json::json;
 use std::fmt::Write as _;
 use std::fs;
@@ -65,6 +69,16 @@ pub struct Phase {
     pub secs: f64,
     pub before: Sample,
     pub after: Sample,
+    /// Readings taken after each cycle (start/stop only) that found more descriptors than
+    /// `before`: the cycle, and what differed from `before` then. Tells a descriptor that
+    /// stays from one open only for a moment.
+    pub above: Vec<(u32, Vec<String>)>,
+    /// How many such readings there were.
+    pub readings: u32,
+    /// Readings whose first try found the connection of the request just answered still
+    /// open (closed by init a moment later), and the longest wait for that close.
+    pub caught_open: u32,
+    pub longest_close: Duration,
 }
 
 impl Phase {
@@ -118,6 +132,36 @@ pub fn command(args: &SoakArgs) -> Result<()> {
     Ok(())
 }
 
+/// /proc/net/unix's Flags of a listening socket (`__SO_ACCEPTCON`).
+const LISTENING: &str = "00010000";
+/// How long a reading waits for PID 1 to close the connection of the request just answered.
+const SETTLE: Duration = Duration::from_secs(1);
+
+/// PID 1's end of control connections open in `s` (accepted, not the listener): the soak's
+/// readings come right after a request, whose connection init closes just after writing
+/// the reply, so a reading can run before that close.
+fn control_connections(s: &Sample, socket: &str) -> usize {
+    let conn = format!("(unix stream {socket})");
+    s.open.iter().filter(|(_, t)| t.ends_with(&conn)).count()
+}
+
+/// A reading once PID 1 has closed the connections of the requests it answered (at most
+/// [`SETTLE`]; a connection open longer is counted, and the diff shows it). Also says
+/// whether the first reading caught one still open, and how long the close took.
+fn settled(init: &HostInit) -> Result<(Sample, Option<Duration>)> {
+    let socket = init.socket().display().to_string();
+    let t = Instant::now();
+    let mut caught = false;
+    loop {
+        let s = sample(init)?;
+        if control_connections(&s, &socket) == 0 || t.elapsed() > SETTLE {
+            return Ok((s, caught.then(|| t.elapsed())));
+        }
+        caught = true;
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 fn sample(init: &HostInit) -> Result<Sample> {
     let pid = init.host_pid()?;
     let open = open_descriptors(pid)?;
@@ -156,10 +200,11 @@ fn open_descriptors(pid: i32) -> Result<Vec<(u32, String)>> {
                 .find(|l| l.split_whitespace().nth(6) == Some(inode))
             {
                 let f: Vec<&str> = l.split_whitespace().collect();
-                let kind = match f.get(4).copied() {
-                    Some("0001") => "stream",
-                    Some("0002") => "dgram",
-                    Some("0005") => "seqpacket",
+                let kind = match (f.get(4).copied(), f.get(3).copied()) {
+                    (Some("0001"), Some(LISTENING)) => "stream listening",
+                    (Some("0001"), _) => "stream",
+                    (Some("0002"), _) => "dgram",
+                    (Some("0005"), _) => "seqpacket",
                     _ => "unix",
                 };
                 let _ = write!(target, " (unix {kind} {})", f.get(7).unwrap_or(&"unnamed"));
@@ -206,7 +251,7 @@ fn run(bins: &build::Binaries, scratch: &Scratch, cycles: u32) -> Result<Vec<Pha
     init.wait("crasher warm-up", budget, |ps| {
         ps.iter().any(|s| s.name == "crasher" && s.restarts >= warm)
     })?;
-    let before = sample(&init)?;
+    let (before, _) = settled(&init)?;
     let from = restarts(&init, "crasher")?;
     let t = Instant::now();
     init.wait("crash/restart cycles", budget, |ps| {
@@ -214,13 +259,17 @@ fn run(bins: &build::Binaries, scratch: &Scratch, cycles: u32) -> Result<Vec<Pha
             .any(|s| s.name == "crasher" && s.restarts >= from + cycles)
     })?;
     let secs = t.elapsed().as_secs_f64();
-    let after = sample(&init)?;
+    let (after, _) = settled(&init)?;
     let crash = Phase {
         name: "crash/restart",
         cycles,
         secs,
         before,
         after,
+        above: Vec::new(),
+        readings: 0,
+        caught_open: 0,
+        longest_close: Duration::ZERO,
     };
     init.stop("crasher")?;
 
@@ -236,24 +285,38 @@ fn run(bins: &build::Binaries, scratch: &Scratch, cycles: u32) -> Result<Vec<Pha
     for _ in 0..WARM_UP {
         cycle(&init)?;
     }
-    let before = sample(&init)?;
+    let (before, _) = settled(&init)?;
     let t = Instant::now();
+    let mut above = Vec::new();
+    let mut reading = Duration::ZERO;
+    let (mut caught_open, mut longest_close) = (0, Duration::ZERO);
     for i in 0..cycles {
         cycle(&init).with_context(|| format!("start/stop cycle {i}"))?;
+        let r = Instant::now();
+        let (now, caught) = settled(&init)?;
+        if let Some(d) = caught {
+            caught_open += 1;
+            longest_close = longest_close.max(d);
+        }
+        if now.fds > before.fds {
+            above.push((i, Sample::diff(&before, &now)));
+        }
+        reading += r.elapsed();
     }
-    let secs = t.elapsed().as_secs_f64();
-    let after = sample(&init)?;
+    let secs = (t.elapsed() - reading).as_secs_f64();
+    let (after, _) = settled(&init)?;
     let start_stop = Phase {
         name: "start/stop",
         cycles,
         secs,
         before,
         after,
+        above,
+        readings: cycles,
+        caught_open,
+        longest_close,
     };
-    // The orderly way out: PID 1 honours only the control socket's power request.
-    let _ = init.call(Op::Power {
-        action: PowerAction::Poweroff,
-    });
+    // Dropping `init` asks it to power off, over the control socket.
     Ok(vec![crash, start_stop])
 }
 
@@ -292,6 +355,29 @@ fn render(phases: &[Phase], cycles: u32, total_secs: f64) -> String {
                 p.name,
                 diff.join("\n")
             );
+        }
+        if p.readings > 0 {
+            let _ = writeln!(
+                s,
+                "\n{}: PID 1 read after every cycle. {} of the {} readings came before init \
+                 had closed its end of the cycle's last request (it closes it right after \
+                 writing the reply, which the soak may read first), so they were read again \
+                 once it had (at most {} ms later); then {} readings found more descriptors \
+                 than before{}",
+                p.name,
+                p.caught_open,
+                p.readings,
+                p.longest_close.as_millis(),
+                p.above.len(),
+                if p.above.is_empty() {
+                    "."
+                } else {
+                    "; the first ones:"
+                }
+            );
+            for (cycle, diff) in p.above.iter().take(3) {
+                let _ = writeln!(s, "\nafter cycle {cycle}:\n\n```\n{}\n```", diff.join("\n"));
+            }
         }
     }
     let date =
@@ -393,6 +479,10 @@ mod tests {
             secs: 1.0,
             before,
             after,
+            above: Vec::new(),
+            readings: 0,
+            caught_open: 0,
+            longest_close: Duration::ZERO,
         };
         assert!(p(s(12, 4000), s(12, 4000)).flat());
         assert!(p(s(12, 4000), s(11, 4100)).flat());
@@ -427,5 +517,27 @@ mod tests {
             ]
         );
         assert!(Sample::diff(&after, &after).is_empty());
+    }
+
+    #[test]
+    fn only_accepted_control_connections_delay_a_reading() {
+        let sock = "/run/x/control.sock";
+        let s = |open: &[&str]| Sample {
+            fds: open.len(),
+            rss_kib: 0,
+            open: open
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (i as u32, t.to_string()))
+                .collect(),
+        };
+        let listener = "socket:[1] (unix stream listening /run/x/control.sock)";
+        let conn = "socket:[2] (unix stream /run/x/control.sock)";
+        let other = "socket:[3] (unix stream /run/x/other.sock)";
+        assert_eq!(
+            control_connections(&s(&[listener, other, "pipe:[4]"]), sock),
+            0
+        );
+        assert_eq!(control_connections(&s(&[listener, conn]), sock), 1);
     }
 }
