@@ -342,3 +342,106 @@ fn a_panic_in_a_forked_child_does_not_run_pid1s_shutdown() {
     assert!(!log.contains("reached shutdown"), "{log}");
     assert_eq!(init.service("bystander")["state"], "ready", "{log}");
 }
+
+/// PID 1's open descriptors, once it has closed every control connection it answered
+/// (the listener stays): the count `cargo xtask soak` compares.
+fn settled_fds(init: &Init) -> Vec<String> {
+    let pid = init.host_pid();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let unix = std::fs::read_to_string(format!("/proc/{pid}/net/unix")).unwrap();
+        let mut fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read_link(e.path()).ok())
+            .map(|t| t.display().to_string())
+            .collect();
+        fds.sort();
+        let connections = fds.iter().filter(|t| {
+            let Some(inode) = t.strip_prefix("socket:[").and_then(|t| t.strip_suffix(']')) else {
+                return false;
+            };
+            unix.lines().any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.get(6) == Some(&inode) && f.get(3) != Some(&"00010000") && f.len() > 7
+            })
+        });
+        if connections.count() == 0 || std::time::Instant::now() > deadline {
+            return fds;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// The soak's start/stop phase in small (issue 16): a client that keeps its end open gets
+/// EOF right after its reply (PID 1 closes, it does not wait for the client), and start/stop
+/// cycles over the control socket leave PID 1 with the descriptors it had.
+#[test]
+fn replies_close_their_connection_and_start_stop_leaves_no_descriptor() {
+    use std::io::{Read, Write};
+    let mut svc = sh("cycler", "exec sleep 1000");
+    svc["stop"] = json!({"signal": "SIGKILL", "timeout_secs": 2});
+    let init = Init::start(vec![svc]);
+    init.wait_state("cycler", "ready", SECS(20));
+
+    let mut s = std::os::unix::net::UnixStream::connect(init.socket()).unwrap();
+    s.write_all(&encode(&Request::new(Op::Ps {}))).unwrap();
+    let body = read_frame(&mut s, 1 << 20).unwrap().expect("a reply to ps");
+    assert!(matches!(
+        serde_json::from_slice(&body).unwrap(),
+        Response::Services { .. }
+    ));
+    s.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .unwrap();
+    let mut rest = [0u8; 16];
+    assert_eq!(
+        s.read(&mut rest)
+            .expect("EOF from PID 1 within 2 s, not a timeout"),
+        0,
+        "PID 1 sent more after its reply"
+    );
+    drop(s);
+
+    let cycle = || {
+        for op in [
+            Op::Stop {
+                service: "cycler".into(),
+            },
+            Op::Start {
+                service: "cycler".into(),
+            },
+        ] {
+            let stop = matches!(op, Op::Stop { .. });
+            assert!(
+                matches!(request(&init, op), Response::Ok { .. }),
+                "stop/start refused"
+            );
+            let want = if stop { "exited" } else { "ready" };
+            init.wait_service("cycler", SECS(20), want, |s| {
+                s["state"] == want && s["pid"].is_null() == stop
+            });
+        }
+    };
+    for _ in 0..5 {
+        cycle();
+    }
+    let before = settled_fds(&init);
+    for _ in 0..50 {
+        cycle();
+    }
+    let after = settled_fds(&init);
+    // Pipes are new each run; count them, and compare everything else by name.
+    let kinds = |v: &[String]| -> Vec<String> {
+        v.iter()
+            .map(|t| match t.split_once(":[") {
+                Some((kind, _)) => kind.to_string(),
+                None => t.clone(),
+            })
+            .collect()
+    };
+    assert_eq!(
+        kinds(&after),
+        kinds(&before),
+        "PID 1's descriptors after 50 start/stop cycles ({after:?}) differ from before ({before:?})"
+    );
+}
