@@ -259,20 +259,21 @@ pub fn command(args: &BenchArgs) -> Result<()> {
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok());
     let baseline = compare::Baseline::load(&json_path, old_json.clone());
-    let mut head = header()?;
-    if let Some(only) = &o.only {
-        let _ = writeln!(
-            head,
-            "\nThis run measured only: {}. The other sections are kept as the file had \
-             them{}.",
+    let head = match &o.only {
+        // The kept sections were measured in the run the old header describes: keep it,
+        // and say what this run measured again.
+        Some(only) => format!(
+            "{}\n- Rerun of {} by `cargo xtask bench{}`: {}, commit {}, load average at \
+             start {}.\n",
+            old_header(&old_md).unwrap_or(header()?).trim_end(),
             only.join(", "),
-            old_json
-                .as_ref()
-                .and_then(|j| j["command"].as_str())
-                .map(|c| format!(" (from `{c}`)"))
-                .unwrap_or_default()
-        );
-    }
+            args.words(),
+            now_utc()?,
+            short_commit(),
+            loadavg()
+        ),
+        None => header()?,
+    };
     let mut doc = Doc::new(&o.out, head, format!("cargo xtask bench{}", args.words()));
 
     let mut run: Vec<&str> = Vec::new();
@@ -286,7 +287,13 @@ pub fn command(args: &BenchArgs) -> Result<()> {
             run_section(&mut doc, def.name, || (def.run)(&o, &bins, &scratch));
             run.push(def.name);
         } else if o.only.is_some() {
-            doc.keep(&def.text_in(&old_md), def.record_in(old_json.as_ref()));
+            let text = def.text_in(&old_md);
+            let text = if text.trim().is_empty() {
+                String::new()
+            } else {
+                text.trim_end().to_string() + "\n"
+            };
+            doc.keep(&text, def.record_in(old_json.as_ref()));
         } else {
             let flag = if def.host { "--no-host" } else { "--no-guest" };
             doc.note(
@@ -335,6 +342,38 @@ pub(super) const NOT_MEASURED: &str = "\
   benchmark image's privileged `bench` container reads `/proc/1/smaps_rollup` instead.
 ";
 
+fn now_utc() -> Result<String> {
+    Ok(
+        output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))?
+            .trim()
+            .to_string(),
+    )
+}
+
+fn short_commit() -> String {
+    output(Command::new("git").current_dir(workspace_root()).args([
+        "rev-parse",
+        "--short",
+        "HEAD",
+    ]))
+    .map(|s| s.trim().to_string())
+    .unwrap_or_else(|_| "unknown".into())
+}
+
+fn loadavg() -> String {
+    let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+/// The header of an earlier results file: what comes before its first `## ` section.
+fn old_header(doc: &str) -> Option<String> {
+    if !doc.starts_with("# ") {
+        return None;
+    }
+    let end = doc.find("\n## ").map_or(doc.len(), |i| i + 1);
+    Some(doc[..end].to_string())
+}
+
 fn header() -> Result<String> {
     let cpu = fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
@@ -346,22 +385,9 @@ fn header() -> Result<String> {
         .map(|n| n.get())
         .unwrap_or(0);
     let kernel = output(Command::new("uname").arg("-r"))?.trim().to_string();
-    let date = output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))?
-        .trim()
-        .to_string();
-    let commit = output(Command::new("git").current_dir(workspace_root()).args([
-        "rev-parse",
-        "--short",
-        "HEAD",
-    ]))
-    .map(|s| s.trim().to_string())
-    .unwrap_or_else(|_| "unknown".into());
-    let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let load = load
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ");
+    let date = now_utc()?;
+    let commit = short_commit();
+    let load = loadavg();
     let runc = first_line(Command::new("runc").arg("--version"));
     let crun = first_line(Command::new("crun").arg("--version"));
     let cgroups = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
