@@ -351,18 +351,21 @@ fn now_utc() -> Result<String> {
 }
 
 fn short_commit() -> String {
-    output(Command::new("git").current_dir(workspace_root()).args([
-        "rev-parse",
-        "--short",
-        "HEAD",
-    ]))
+    output(
+        Command::new("git")
+            .current_dir(workspace_root())
+            .args(["rev-parse", "--short", "HEAD"]),
+    )
     .map(|s| s.trim().to_string())
     .unwrap_or_else(|_| "unknown".into())
 }
 
 fn loadavg() -> String {
     let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    load.split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The header of an earlier results file: what comes before its first `## ` section.
@@ -538,5 +541,21 @@ mod tests {
             assert!(help.contains(s.key) && help.contains(s.name), "{help}");
         }
         assert!(Cli::try_parse_from(["bench", "--only", "guest", "--no-guest"]).is_err());
+    }
+
+    #[test]
+    fn the_old_header_is_what_comes_before_the_first_section() {
+        let doc = "# sysctr benchmarks\n\n| date | d |\n\nnotes\n\n## Host: x\n\nbody\n";
+        assert_eq!(
+            old_header(doc).as_deref(),
+            Some("# sysctr benchmarks\n\n| date | d |\n\nnotes\n\n")
+        );
+        assert_eq!(
+            old_header("# only a header\n").as_deref(),
+            Some("# only a header\n")
+        );
+        // Not a results file (or none): the header is made afresh.
+        assert_eq!(old_header(""), None);
+        assert_eq!(old_header("## Soak\n"), None);
     }
 }
