@@ -59,14 +59,16 @@ impl Baseline {
     /// file as it is before this run overwrites it (`before`); None when there is neither.
     /// The reason there is none is printed.
     pub(super) fn load(json_path: &Path, before: Option<Value>) -> Option<Baseline> {
-        if let Some(b) = committed(json_path) {
+        let root = crate::util::workspace_root();
+        let shown = json_path.strip_prefix(&root).unwrap_or(json_path);
+        if let Some(b) = committed(json_path, shown) {
             return Some(b);
         }
         match before {
             Some(results) => Some(Baseline {
                 label: format!(
                     "{} as it was before this run (not committed)",
-                    json_path.display()
+                    shown.display()
                 ),
                 results,
             }),
@@ -81,7 +83,8 @@ impl Baseline {
     }
 }
 
-fn committed(json_path: &Path) -> Option<Baseline> {
+/// `shown`: the path as the label names it (relative to the workspace where it is inside).
+fn committed(json_path: &Path, shown: &Path) -> Option<Baseline> {
     let dir = json_path.parent()?;
     let dir = if dir.as_os_str().is_empty() {
         Path::new(".")
@@ -113,7 +116,7 @@ fn committed(json_path: &Path) -> Option<Baseline> {
     };
     let head = git(&["rev-parse", "--short", "HEAD"]).unwrap_or_default();
     Some(Baseline {
-        label: format!("committed {} (HEAD {})", json_path.display(), head.trim()),
+        label: format!("committed {} (HEAD {})", shown.display(), head.trim()),
         results,
     })
 }

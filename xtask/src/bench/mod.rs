@@ -263,7 +263,7 @@ pub fn command(args: &BenchArgs) -> Result<()> {
         // The kept sections were measured in the run the old header describes: keep it,
         // and say what this run measured again.
         Some(only) => format!(
-            "{}\n- Rerun of {} by `cargo xtask bench{}`: {}, commit {}, load average at \
+            "{}\n\n- Rerun of {} by `cargo xtask bench{}`: {}, commit {}, load average at \
              start {}.\n",
             old_header(&old_md).unwrap_or(header()?).trim_end(),
             only.join(", "),
