@@ -10,8 +10,18 @@ use std::path::{Path, PathBuf};
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// Controllers services need: limits in the manifest are written to them.
 const CONTROLLERS: &[&str] = &["cpu", "memory", "pids"];
-/// Enabled when the kernel has them; their absence is not an error.
-const OPTIONAL_CONTROLLERS: &[&str] = &["io"];
+/// Enabled when the kernel has them; their absence is not an error. `cpuset` is in the node
+/// kernel only (kernel-config/node), for a container engine or kubelet in a delegated subtree.
+const OPTIONAL_CONTROLLERS: &[&str] = &["io", "cpuset"];
+
+/// The leaf PID 1 moves itself into (`/sys/fs/cgroup/<prefix>.init`). cgroup v2 lets a
+/// non-root cgroup with controllers enabled for its children hold no processes; with init in
+/// a leaf of its own, every service cgroup (`<prefix>/<name>`) can be handed whole to the
+/// program inside it, which does the same (moves itself into a leaf) and delegates the rest,
+/// as the node image's container engine does (docs/cluster.md).
+pub fn init_leaf(prefix: &str) -> String {
+    format!("{prefix}.init")
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
@@ -38,11 +48,22 @@ pub enum CgroupError {
     Missing(Vec<&'static str>),
 }
 
-/// Enables the controllers for children of the root and creates the services' subtree.
+/// Moves PID 1 into its leaf, enables the controllers for children of the root and creates
+/// the services' subtree.
 pub fn setup_v2(root: &Path, prefix: &str) -> Result<(), CgroupError> {
     let list = root.join("cgroup.controllers");
     let available = fs::read_to_string(&list).map_err(|source| CgroupError::Read {
         path: list.display().to_string(),
+        source,
+    })?;
+    let leaf = root.join(init_leaf(prefix));
+    fs::create_dir_all(&leaf).map_err(|source| CgroupError::Create {
+        path: leaf.display().to_string(),
+        source,
+    })?;
+    let procs = leaf.join("cgroup.procs");
+    fs::write(&procs, std::process::id().to_string()).map_err(|source| CgroupError::Create {
+        path: procs.display().to_string(),
         source,
     })?;
     let has = |c: &str| available.split_whitespace().any(|a| a == c);
@@ -208,13 +229,19 @@ mod tests {
         )
         .unwrap();
         setup_v2(dir.path(), "sysctr").unwrap();
+        // cpuset is enabled when the kernel has it (the node kernel)
         assert_eq!(
             fs::read_to_string(dir.path().join("cgroup.subtree_control")).unwrap(),
-            "+cpu +memory +pids +io"
+            "+cpu +memory +pids +io +cpuset"
         );
         assert_eq!(
             fs::read_to_string(dir.path().join("sysctr/cgroup.subtree_control")).unwrap(),
-            "+cpu +memory +pids +io"
+            "+cpu +memory +pids +io +cpuset"
+        );
+        // init moved itself into its own leaf, out of the delegatable tree
+        assert_eq!(
+            fs::read_to_string(dir.path().join("sysctr.init/cgroup.procs")).unwrap(),
+            std::process::id().to_string()
         );
         fs::write(dir.path().join("cgroup.controllers"), "memory pids\n").unwrap();
         assert_eq!(

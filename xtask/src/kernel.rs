@@ -44,17 +44,7 @@ pub fn cache_dir() -> PathBuf {
 
 /// The kernel config fragments, sorted by file name.
 pub fn fragments() -> Result<Vec<PathBuf>> {
-    let dir = workspace_root().join("kernel-config");
-    let mut frags: Vec<PathBuf> = fs::read_dir(&dir)
-        .with_context(|| format!("cannot read {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "config"))
-        .collect();
-    frags.sort();
-    if frags.is_empty() {
-        bail!("no *.config fragments in {}", dir.display());
-    }
-    Ok(frags)
+    fragments_in(&workspace_root().join("kernel-config"))
 }
 
 /// The newest Debian linux-source tarball and its package version.
@@ -120,7 +110,11 @@ pub fn build() -> Result<PathBuf> {
     build_with(&[])
 }
 
-/// [`build`] with more fragments after those in `kernel-config/` (an appliance's).
+/// [`build`] with more fragments after those in `kernel-config/` (an appliance's, e.g. the
+/// node's `kernel-config/node/engine.config`); a later fragment may override an option an
+/// earlier one sets. A kernel with extra fragments has its own cache key and its own build
+/// tree and lock (`build/<version>-<fragment names>`), so building it neither waits for nor
+/// dirties the default kernel's incremental tree.
 pub fn build_with(extra: &[PathBuf]) -> Result<PathBuf> {
     if let Some(path) = std::env::var_os("SYSCTR_BZIMAGE") {
         let path = PathBuf::from(path);
@@ -130,11 +124,43 @@ pub fn build_with(extra: &[PathBuf]) -> Result<PathBuf> {
         eprintln!("xtask: kernel: using SYSCTR_BZIMAGE={}", path.display());
         return Ok(path);
     }
-    ensure_debian_packages(KERNEL_PACKAGES)?;
     let mut frags = fragments()?;
     frags.extend(extra.iter().cloned());
+    let variant: Vec<String> = extra
+        .iter()
+        .map(|f| {
+            f.file_stem()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "extra".into())
+        })
+        .collect();
+    if variant.is_empty() {
+        build_fragments(&frags, None)
+    } else {
+        build_fragments(&frags, Some(&variant.join("+")))
+    }
+}
+
+/// The `*.config` fragments of one directory, sorted by file name (at least one).
+pub fn fragments_in(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut frags: Vec<PathBuf> = fs::read_dir(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "config"))
+        .collect();
+    frags.sort();
+    if frags.is_empty() {
+        bail!("no *.config fragments in {}", dir.display());
+    }
+    Ok(frags)
+}
+
+/// Configures, checks and builds one kernel from `frags` (in merge order). `variant` names
+/// a build tree and lock of its own; `None` is the default kernel's.
+fn build_fragments(frags: &[PathBuf], variant: Option<&str>) -> Result<PathBuf> {
+    ensure_debian_packages(KERNEL_PACKAGES)?;
     let (tarball, version) = source_tarball()?;
-    let key = cache_key(&version, &frags)?;
+    let key = cache_key(&version, frags)?;
     let cache = cache_dir();
     let out_dir = cache.join(&key);
     let bzimage = out_dir.join("bzImage");
@@ -143,7 +169,11 @@ pub fn build_with(extra: &[PathBuf]) -> Result<PathBuf> {
         return Ok(bzimage);
     }
     fs::create_dir_all(&cache)?;
-    let lock = fs::File::create(cache.join("lock"))?;
+    let lock_name = match variant {
+        None => "lock".to_string(),
+        Some(v) => format!("lock-{v}"),
+    };
+    let lock = fs::File::create(cache.join(lock_name))?;
     eprintln!("xtask: kernel: waiting for the kernel cache lock");
     lock.lock().context("cannot lock the kernel cache")?;
     if bzimage.exists() {
@@ -158,17 +188,33 @@ pub fn build_with(extra: &[PathBuf]) -> Result<PathBuf> {
     let src = cache.join("src").join(version.replace(' ', "_"));
     let tree = src.join(&stem);
     if !src.join(".extracted").exists() {
-        eprintln!("xtask: kernel: extracting {}", tarball.display());
-        let _ = fs::remove_dir_all(&src);
-        fs::create_dir_all(&src)?;
-        run(Command::new("tar")
-            .arg("-xf")
-            .arg(&tarball)
-            .arg("-C")
-            .arg(&src))?;
-        fs::write(src.join(".extracted"), "")?;
+        // The source tree is shared by every variant: a variant extracts it under the
+        // default kernel's lock.
+        let _shared = match variant {
+            None => None,
+            Some(_) => {
+                let l = fs::File::create(cache.join("lock"))?;
+                l.lock().context("cannot lock the kernel cache")?;
+                Some(l)
+            }
+        };
+        if !src.join(".extracted").exists() {
+            eprintln!("xtask: kernel: extracting {}", tarball.display());
+            let _ = fs::remove_dir_all(&src);
+            fs::create_dir_all(&src)?;
+            run(Command::new("tar")
+                .arg("-xf")
+                .arg(&tarball)
+                .arg("-C")
+                .arg(&src))?;
+            fs::write(src.join(".extracted"), "")?;
+        }
     }
-    let obj = cache.join("build").join(version.replace(' ', "_"));
+    let tree_name = match variant {
+        None => version.replace(' ', "_"),
+        Some(v) => format!("{}-{v}", version.replace(' ', "_")),
+    };
+    let obj = cache.join("build").join(tree_name);
     fs::create_dir_all(&obj)?;
     let make = |args: &[&str]| {
         let mut cmd = Command::new("nice");
@@ -189,10 +235,10 @@ pub fn build_with(extra: &[PathBuf]) -> Result<PathBuf> {
         .args(["-m", "-O"])
         .arg(&obj)
         .arg(obj.join(".config"))
-        .args(&frags)
+        .args(frags)
         .stdout(Stdio::null()))?;
     run(make(&["olddefconfig"]).stdout(Stdio::null()))?;
-    check_config(&obj.join(".config"), &frags)?;
+    check_config(&obj.join(".config"), frags)?;
 
     let jobs = format!(
         "-j{}",
@@ -269,7 +315,9 @@ fn build_with_progress(cmd: &mut Command, log_path: &Path) -> Result<()> {
 }
 
 /// Every `CONFIG_X=v` in a fragment must be exactly that in the final config, and every
-/// `# CONFIG_X is not set` must not be enabled. Fails naming each option that did not stick.
+/// `# CONFIG_X is not set` must not be enabled. When several fragments name one option the
+/// last one wins, as in merge_config.sh (the node fragments turn on what a base fragment
+/// turns off). Fails naming each option that did not stick.
 pub fn check_config(final_config: &Path, frags: &[PathBuf]) -> Result<()> {
     let text = fs::read_to_string(final_config)?;
     let mut have: BTreeMap<String, String> = BTreeMap::new();
@@ -280,7 +328,8 @@ pub fn check_config(final_config: &Path, frags: &[PathBuf]) -> Result<()> {
             }
         }
     }
-    let mut missing = Vec::new();
+    // option -> (wanted value, None for "is not set"; the fragment that asked last)
+    let mut wanted: BTreeMap<String, (Option<String>, String)> = BTreeMap::new();
     for frag in frags {
         let name = frag.file_name().unwrap().to_string_lossy().into_owned();
         for line in fs::read_to_string(frag)?.lines() {
@@ -289,19 +338,24 @@ pub fn check_config(final_config: &Path, frags: &[PathBuf]) -> Result<()> {
                 .strip_prefix("# ")
                 .and_then(|l| l.strip_suffix(" is not set"))
             {
-                if matches!(have.get(opt).map(String::as_str), Some("y" | "m")) {
-                    missing.push(format!("{opt} (asked off in {name}, is on)"));
-                }
+                wanted.insert(opt.to_string(), (None, name.clone()));
             } else if let Some((k, v)) = line.split_once('=') {
-                if !k.starts_with("CONFIG_") {
-                    continue;
-                }
-                match have.get(k) {
-                    Some(got) if got == v => {}
-                    Some(got) => missing.push(format!("{k}={v} (from {name}; got {got})")),
-                    None => missing.push(format!("{k}={v} (from {name}; not set)")),
+                if k.starts_with("CONFIG_") {
+                    wanted.insert(k.to_string(), (Some(v.to_string()), name.clone()));
                 }
             }
+        }
+    }
+    let mut missing = Vec::new();
+    for (opt, (want, name)) in &wanted {
+        match (want, have.get(opt)) {
+            (None, Some(got)) if got == "y" || got == "m" => {
+                missing.push(format!("{opt} (asked off in {name}, is on)"))
+            }
+            (None, _) => {}
+            (Some(v), Some(got)) if got == v => {}
+            (Some(v), Some(got)) => missing.push(format!("{opt}={v} (from {name}; got {got})")),
+            (Some(v), None) => missing.push(format!("{opt}={v} (from {name}; not set)")),
         }
     }
     if !missing.is_empty() {

@@ -6,6 +6,7 @@ mod appliance_test;
 mod bench;
 mod build;
 mod bundle;
+mod cluster;
 mod fuzz;
 mod image;
 mod kernel;

@@ -1,0 +1,153 @@
+#!/bin/sh
+# The node's container engine: containerd, then dockerd on top of it, then the swarm role.
+#
+# Runs as the container's PID 1 in a privileged container sharing the host network and uts
+# namespaces, with a private cgroup namespace whose root is this service's cgroup
+# (/sys/fs/cgroup/sysctr/docker on the host). cgroup v2 allows processes only in leaves of a
+# tree with controllers enabled, so this script first moves itself into the leaf `engine`,
+# then enables the controllers for the subtree: runc then creates each container's cgroup
+# under /docker (dockerd, cgroupfs driver) or /k8s.io (a kubelet through CRI).
+#
+# Swarm settings (all optional), from QEMU fw_cfg opt/sysctr/swarm and then the kernel
+# command line (a later word overrides an earlier one), as whitespace-separated words:
+#   sysctr.swarm.role=manager|worker   manager: `docker swarm init` if not in a swarm yet;
+#                                      worker: `docker swarm join` (retried until it works)
+#   sysctr.swarm.manager=ADDR[:PORT]   a manager to join (worker; port 2377 by default)
+#   sysctr.swarm.token=SWMTKN-...      the join token (worker); keep it out of /proc/cmdline
+#                                      (every container can read that): use fw_cfg
+#   sysctr.swarm.advertise=ADDR        the address other nodes reach this one at (default:
+#                                      the static address from the boot config, else the
+#                                      first global IPv4 address)
+# A node already in a swarm (state in /var/lib/docker/swarm) rejoins by itself at boot.
+set -u
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+API=/run/docker-api
+SOCK=$API/docker.sock
+export DOCKER_HOST=unix://$SOCK
+rm -f "$API/ready" "$API/swarm"
+
+log() { echo "docker: $*"; }
+
+# --- cgroup delegation -----------------------------------------------------------------------
+CG=/sys/fs/cgroup
+if [ -w "$CG/cgroup.subtree_control" ]; then
+    mkdir -p "$CG/engine"
+    echo $$ > "$CG/engine/cgroup.procs" || { log "cannot move into $CG/engine"; exit 1; }
+    enable=""
+    for c in $(cat "$CG/cgroup.controllers"); do enable="$enable +$c"; done
+    if [ -n "$enable" ]; then
+        echo "$enable" > "$CG/cgroup.subtree_control" \
+            || { log "cannot enable$enable for the engine's subtree"; exit 1; }
+    fi
+    log "cgroup subtree delegated, controllers:$enable"
+else
+    log "$CG is not writable: the service must be privileged with its own cgroup namespace"
+    exit 1
+fi
+
+# --- swarm settings --------------------------------------------------------------------------
+ROLE="" MANAGER="" TOKEN="" ADVERTISE=""
+read_words() {
+    for w in $1; do
+        case "$w" in
+        sysctr.swarm.role=*) ROLE=${w#*=} ;;
+        sysctr.swarm.manager=*) MANAGER=${w#*=} ;;
+        sysctr.swarm.token=*) TOKEN=${w#*=} ;;
+        sysctr.swarm.advertise=*) ADVERTISE=${w#*=} ;;
+        sysctr.swarm.*) log "unknown swarm setting ${w%%=*} (role, manager, token, advertise)" ;;
+        esac
+    done
+}
+FWCFG=/sys/firmware/qemu_fw_cfg/by_name/opt/sysctr/swarm/raw
+[ -r "$FWCFG" ] && read_words "$(cat "$FWCFG")"
+read_words "$(cat /proc/cmdline)"
+case "$ROLE" in
+"" | manager | worker) ;;
+*) log "sysctr.swarm.role=$ROLE: expected manager or worker; not joining a swarm"; ROLE="" ;;
+esac
+if [ "$ROLE" = worker ] && { [ -z "$MANAGER" ] || [ -z "$TOKEN" ]; }; then
+    log "sysctr.swarm.role=worker needs sysctr.swarm.manager and sysctr.swarm.token; not joining"
+    ROLE=""
+fi
+case "$MANAGER" in *:*) ;; ?*) MANAGER=$MANAGER:2377 ;; esac
+if [ -z "$ADVERTISE" ] && [ -r /run/bootconfig/network.env ]; then
+    ADVERTISE=$(sed -n 's/^ADDRESS=//p' /run/bootconfig/network.env | tr -d "'\"" | cut -d/ -f1)
+fi
+if [ -z "$ADVERTISE" ]; then
+    ADVERTISE=$(ip -4 -o addr show scope global | awk '{print $4; exit}' | cut -d/ -f1)
+fi
+
+# --- the daemons -------------------------------------------------------------------------
+CONTAINERD_PID="" DOCKERD_PID=""
+stop() {
+    log "stopping"
+    [ -n "$DOCKERD_PID" ] && kill -TERM "$DOCKERD_PID" 2>/dev/null && wait "$DOCKERD_PID"
+    [ -n "$CONTAINERD_PID" ] && kill -TERM "$CONTAINERD_PID" 2>/dev/null && wait "$CONTAINERD_PID"
+    exit 0
+}
+trap stop TERM INT
+
+containerd --config /etc/containerd/config.toml &
+CONTAINERD_PID=$!
+n=0
+until [ -S /run/containerd/containerd.sock ]; do
+    n=$((n + 1))
+    kill -0 "$CONTAINERD_PID" 2>/dev/null || { log "containerd exited"; exit 1; }
+    [ "$n" -ge 1200 ] && { log "containerd did not open its socket in 600 s"; exit 1; }
+    sleep 0.5
+done
+log "containerd up (CRI and API on /run/containerd/containerd.sock)"
+
+dockerd --containerd=/run/containerd/containerd.sock -H "unix://$SOCK" \
+    --data-root /var/lib/docker --exec-opt native.cgroupdriver=cgroupfs \
+    --storage-driver overlay2 --userland-proxy=false &
+DOCKERD_PID=$!
+n=0
+until docker version >/dev/null 2>&1; do
+    n=$((n + 1))
+    kill -0 "$DOCKERD_PID" 2>/dev/null || { log "dockerd exited"; kill "$CONTAINERD_PID"; exit 1; }
+    [ "$n" -ge 1200 ] && { log "dockerd did not answer in 600 s"; kill "$CONTAINERD_PID"; exit 1; }
+    sleep 0.5
+done
+log "dockerd up ($SOCK)"
+touch "$API/ready"
+
+# --- swarm role (in the background: a worker may wait for its manager) ------------------------
+swarm_state() { docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null; }
+join_swarm() {
+    state=$(swarm_state)
+    if [ "$state" = active ] || [ "$state" = pending ]; then
+        log "swarm: already a member ($state); docker rejoins by itself"
+        echo "$state" > "$API/swarm"
+        return 0
+    fi
+    case "$ROLE" in
+    "") log "swarm: no sysctr.swarm.role: not joining"; return 0 ;;
+    manager)
+        until docker swarm init --advertise-addr "$ADVERTISE" --listen-addr "$ADVERTISE:2377"; do
+            log "swarm: init failed; retrying in 5 s"
+            sleep 5
+        done
+        log "swarm: initialised, manager at $ADVERTISE:2377"
+        ;;
+    worker)
+        until docker swarm join --token "$TOKEN" --advertise-addr "$ADVERTISE" "$MANAGER" 2>&1; do
+            log "swarm: join $MANAGER failed; retrying in 5 s"
+            sleep 5
+        done
+        log "swarm: joined $MANAGER as a worker"
+        ;;
+    esac
+    swarm_state > "$API/swarm"
+}
+join_swarm &
+
+# Whichever daemon exits first ends the service (init restarts it); TERM stops both.
+while kill -0 "$DOCKERD_PID" 2>/dev/null && kill -0 "$CONTAINERD_PID" 2>/dev/null; do
+    sleep 5 &
+    wait $!
+done
+log "a daemon exited; stopping the other"
+kill -TERM "$DOCKERD_PID" "$CONTAINERD_PID" 2>/dev/null
+wait
+exit 1
