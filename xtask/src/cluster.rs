@@ -955,3 +955,85 @@ fn web_image_tar(dir: &Path) -> Result<PathBuf> {
         .arg("."))?;
     Ok(tar)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn options_default_to_three_nodes_of_one_gib() {
+        let o = parse(&[], false).unwrap();
+        assert_eq!((o.nodes, o.memory_mb, o.cpus, o.state_gib), (3, 1024, 1, 4));
+        assert_eq!(o.netns, "sysctr-cluster");
+        assert_eq!(o.kvm, None);
+        let o = parse(&args(&["--nodes", "5", "--tcg", "--memory", "768"]), false).unwrap();
+        assert_eq!((o.nodes, o.memory_mb, o.kvm), (5, 768, Some(false)));
+    }
+
+    #[test]
+    fn bad_options_name_the_option_and_the_range() {
+        let err = |a: &[&str], test: bool| format!("{:#}", parse(&args(a), test).unwrap_err());
+        assert!(err(&["--nodes", "0"], false).contains("--nodes 0: expected 1 to 9"));
+        assert!(err(&["--nodes", "10"], false).contains("--nodes 10: expected 1 to 9"));
+        assert!(err(&["--nodes", "x"], false).contains("--nodes x"));
+        assert!(err(&["--nodes"], false).contains("--nodes needs a value"));
+        // the test always runs 3 nodes
+        assert!(err(&["--nodes", "2"], true).contains("unknown option \"--nodes\""));
+        assert!(err(&["--memory", "2048"], false).contains("expected 256 to 1024"));
+        assert!(err(&["--cpus", "0"], false).contains("--cpus 0"));
+        assert!(err(&["--state-gib", "0"], false).contains("--state-gib 0"));
+        assert!(err(&["--netns", "a/b"], false).contains("--netns \"a/b\""));
+        assert!(err(&["--netns", ""], false).contains("--netns \"\""));
+        assert!(err(&["--bogus"], false).contains("unknown option \"--bogus\""));
+    }
+
+    #[test]
+    fn a_zombie_or_missing_process_counts_as_exited() {
+        let mut child = Command::new("true").spawn().unwrap();
+        // not reaped yet: a zombie once it has exited
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while exited(&child).unwrap().is_none() {
+            assert!(Instant::now() < deadline, "true did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.wait().unwrap();
+        assert!(exited(&child).unwrap().is_some());
+        let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
+        assert_eq!(exited(&sleeper).unwrap(), None);
+        sleeper.kill().unwrap();
+        sleeper.wait().unwrap();
+    }
+
+    #[test]
+    fn the_node_fragment_only_adds_to_the_default_kernel() {
+        // kernel-config/node/ is a subdirectory: the default kernel's fragment list (and so
+        // its cache hash) does not include it.
+        let base = kernel::fragments().unwrap();
+        assert!(base.iter().all(|f| !f.starts_with(node_fragments_dir())));
+        let node = kernel::fragments_in(&node_fragments_dir()).unwrap();
+        assert!(!node.is_empty());
+        // every option in it carries a comment line above it (kernel-config/README.md)
+        for f in node {
+            let text = fs::read_to_string(&f).unwrap();
+            let lines: Vec<&str> = text.lines().collect();
+            for (i, l) in lines.iter().enumerate() {
+                if l.starts_with("CONFIG_") {
+                    let above = lines[..i]
+                        .iter()
+                        .rev()
+                        .find(|p| !p.starts_with("CONFIG_"))
+                        .unwrap();
+                    assert!(
+                        above.starts_with('#'),
+                        "{}: {l} has no comment",
+                        f.display()
+                    );
+                }
+            }
+        }
+    }
+}

@@ -369,3 +369,73 @@ pub fn check_config(final_config: &Path, frags: &[PathBuf]) -> Result<()> {
     eprintln!("xtask: kernel: every requested option is set");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("xtask-kernel-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_later_fragment_overrides_an_earlier_one() {
+        let dir = scratch("override");
+        let base = dir.join("net.config");
+        let node = dir.join("engine.config");
+        fs::write(
+            &base,
+            "# off here\n# CONFIG_NETFILTER is not set\nCONFIG_NET=y\n",
+        )
+        .unwrap();
+        fs::write(&node, "# on for the node\nCONFIG_NETFILTER=y\n").unwrap();
+        let config = dir.join(".config");
+        fs::write(&config, "CONFIG_NET=y\nCONFIG_NETFILTER=y\n").unwrap();
+        check_config(&config, &[base.clone(), node.clone()]).unwrap();
+        // The base alone asks it off: the same final config fails, naming option and file.
+        let err = check_config(&config, &[base.clone()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("CONFIG_NETFILTER (asked off in net.config, is on)"),
+            "{err}"
+        );
+        // The other order: the base's "off" wins and the check names the override's loss.
+        fs::write(&config, "CONFIG_NET=y\n").unwrap();
+        check_config(&config, &[node.clone(), base.clone()]).unwrap();
+        let err = check_config(&config, &[base, node])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("CONFIG_NETFILTER=y (from engine.config; not set)"),
+            "{err}"
+        );
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_value_that_did_not_stick_is_named() {
+        let dir = scratch("value");
+        let frag = dir.join("power.config");
+        fs::write(&frag, "CONFIG_SIG=30\n").unwrap();
+        let config = dir.join(".config");
+        fs::write(&config, "CONFIG_SIG=10\n").unwrap();
+        let err = check_config(&config, &[frag]).unwrap_err().to_string();
+        assert!(
+            err.contains("CONFIG_SIG=30 (from power.config; got 10)"),
+            "{err}"
+        );
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_empty_fragment_directory_is_an_error() {
+        let dir = scratch("empty");
+        let err = fragments_in(&dir).unwrap_err().to_string();
+        assert!(err.contains("no *.config fragments in"), "{err}");
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
