@@ -132,6 +132,9 @@ join_swarm() {
         ;;
     worker)
         until docker swarm join --token "$TOKEN" --advertise-addr "$ADVERTISE" "$MANAGER" 2>&1; do
+            # A join that timed out may still have gone through.
+            state=$(swarm_state)
+            if [ "$state" = active ] || [ "$state" = pending ]; then break; fi
             log "swarm: join $MANAGER failed; retrying in 5 s"
             sleep 5
         done
