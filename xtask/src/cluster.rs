@@ -42,13 +42,17 @@ const MAX_NODES: usize = 9;
 /// The most memory a node may have: 3 nodes must fit beside everything else on the machine.
 const MAX_MEMORY_MB: u32 = 1024;
 
-/// The node kernel: the base fragments plus `kernel-config/node/`.
-pub fn node_kernel() -> Result<PathBuf> {
-    kernel::build_with(&[node_fragments_dir()])
+/// The node appliance: the default image's containers, the engine, the node kernel fragment.
+pub fn node_appliance() -> PathBuf {
+    workspace_root()
+        .join("examples")
+        .join("node.appliance.json")
 }
 
-fn node_fragments_dir() -> PathBuf {
-    workspace_root().join("kernel-config").join("node")
+/// The node kernel: the base fragments plus the node appliance's (`kernel-config/node/`).
+pub fn node_kernel() -> Result<PathBuf> {
+    let appliance = rootfs::appliance::load(&node_appliance())?;
+    kernel::build_with(&appliance.kernel_fragments())
 }
 
 #[derive(Debug, Clone)]
@@ -56,8 +60,9 @@ struct ClusterOptions {
     nodes: usize,
     memory_mb: u32,
     cpus: u32,
-    /// None: KVM when /dev/kvm opens, else TCG.
-    kvm: Option<bool>,
+    /// KVM instead of TCG (TCG is the default, as for `cargo xtask run`: /dev/kvm may open
+    /// and still not run a guest, e.g. nested under another hypervisor).
+    kvm: bool,
     state_gib: u64,
     netns: String,
     /// Reuse build/image-node as it is (the kernel still comes from the node kernel cache).
@@ -70,7 +75,7 @@ impl Default for ClusterOptions {
             nodes: 3,
             memory_mb: MAX_MEMORY_MB,
             cpus: 1,
-            kvm: None,
+            kvm: false,
             state_gib: 4,
             netns: "sysctr-cluster".into(),
             no_build: false,
@@ -83,7 +88,7 @@ options:
   --nodes N          how many nodes (1-9; default 3; cluster-test always uses 3)
   --memory MB        memory per node (default and most: 1024)
   --cpus N           vCPUs per node (default 1)
-  --kvm | --tcg      accelerator (default: KVM when /dev/kvm is usable, else TCG)
+  --kvm | --tcg      accelerator (default TCG)
   --state-gib N      size of each node's state partition (default 4; sparse)
   --netns NAME       the network namespace to build (default sysctr-cluster)
   --no-build         reuse the node image in build/image-node as it is
@@ -127,8 +132,8 @@ fn parse(args: &[String], test: bool) -> Result<ClusterOptions> {
                     .with_context(|| format!("--cpus {v}: expected 1 to 4"))?;
             }
             "--no-build" => o.no_build = true,
-            "--kvm" => o.kvm = Some(true),
-            "--tcg" => o.kvm = Some(false),
+            "--kvm" => o.kvm = true,
+            "--tcg" => o.kvm = false,
             "--state-gib" => {
                 let v = val()?;
                 o.state_gib = v
@@ -431,7 +436,7 @@ impl Cluster {
         let pubkey = fs::read_to_string(key.with_extension("pub"))?
             .trim()
             .to_string();
-        let kvm = o.kvm.unwrap_or_else(kvm_usable);
+        let kvm = o.kvm;
         if kvm && !kvm_usable() {
             bail!("--kvm: /dev/kvm cannot be opened");
         }
@@ -864,15 +869,10 @@ impl Drop for Cluster {
     }
 }
 
-/// The node image: default image + engine containers + docker CLI for ssh + node kernel.
+/// The node image (`examples/node.appliance.json`, built into build/image-node).
 fn build_node_image() -> Result<image::Image> {
-    let root = workspace_root();
-    let sc = root.join("system-containers");
     let img = image::build(&image::Options {
-        out: Some(root.join("build").join("image-node")),
-        extra_containers: vec![sc.join("docker-prepare"), sc.join("docker")],
-        container_layers: vec![("ssh".into(), sc.join("docker").join("ssh"))],
-        kernel_fragments: vec![node_fragments_dir()],
+        appliance: Some(node_appliance()),
         ..Default::default()
     })?;
     let kernel = fs::metadata(&img.kernel)?.len();
@@ -960,6 +960,10 @@ fn web_image_tar(dir: &Path) -> Result<PathBuf> {
 mod tests {
     use super::*;
 
+    fn node_fragments_dir() -> PathBuf {
+        workspace_root().join("kernel-config").join("node")
+    }
+
     fn args(a: &[&str]) -> Vec<String> {
         a.iter().map(|s| s.to_string()).collect()
     }
@@ -969,9 +973,10 @@ mod tests {
         let o = parse(&[], false).unwrap();
         assert_eq!((o.nodes, o.memory_mb, o.cpus, o.state_gib), (3, 1024, 1, 4));
         assert_eq!(o.netns, "sysctr-cluster");
-        assert_eq!(o.kvm, None);
+        assert!(!o.kvm);
         let o = parse(&args(&["--nodes", "5", "--tcg", "--memory", "768"]), false).unwrap();
-        assert_eq!((o.nodes, o.memory_mb, o.kvm), (5, 768, Some(false)));
+        assert_eq!((o.nodes, o.memory_mb, o.kvm), (5, 768, false));
+        assert!(parse(&args(&["--kvm"]), true).unwrap().kvm);
     }
 
     #[test]
@@ -1011,11 +1016,23 @@ mod tests {
     #[test]
     fn the_node_fragment_only_adds_to_the_default_kernel() {
         // kernel-config/node/ is a subdirectory: the default kernel's fragment list (and so
-        // its cache hash) does not include it.
+        // its cache hash) does not include it; the node appliance names every fragment in it.
         let base = kernel::fragments().unwrap();
         assert!(base.iter().all(|f| !f.starts_with(node_fragments_dir())));
         let node = kernel::fragments_in(&node_fragments_dir()).unwrap();
-        assert!(!node.is_empty());
+        let appliance = rootfs::appliance::load(&node_appliance()).unwrap();
+        let named: Vec<PathBuf> = appliance
+            .kernel_fragments()
+            .iter()
+            .map(|f| fs::canonicalize(f).unwrap())
+            .collect();
+        for f in &node {
+            assert!(
+                named.contains(&fs::canonicalize(f).unwrap()),
+                "{}",
+                f.display()
+            );
+        }
         // every option in it carries a comment line above it (kernel-config/README.md)
         for f in node {
             let text = fs::read_to_string(&f).unwrap();
