@@ -528,7 +528,9 @@ impl Cluster {
             .append(true)
             .open(&node.console)?;
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.netns, "qemu-system-x86_64"])
+        // SYSCTR_QEMU: another QEMU binary (or a link to it under another name).
+        let qemu = std::env::var("SYSCTR_QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into());
+        cmd.args(["netns", "exec", &self.netns, &qemu])
             .args(["-machine", "q35", "-nodefaults", "-display", "none"])
             .args(["-m", &self.memory_mb.to_string()])
             .args(["-smp", &self.cpus.to_string()]);
