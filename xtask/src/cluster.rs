@@ -29,8 +29,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Host tools: `ip` (netns, bridge, taps), ssh + ssh-keygen, busybox (wget, the test image).
-pub const CLUSTER_PACKAGES: &[&str] = &["iproute2", "openssh-client", "busybox-static"];
+/// Host tools: `ip` (netns, bridge, taps), ssh + ssh-keygen, curl (the routing mesh check;
+/// the host's busybox wget crashes on a refused connection), busybox (the test image).
+pub const CLUSTER_PACKAGES: &[&str] = &["iproute2", "openssh-client", "curl", "busybox-static"];
 
 /// The first three octets of the private subnet; the host side of the bridge is `.1`, node
 /// `i` (1-based) is `.(10 + i)`.
@@ -799,27 +800,17 @@ impl Cluster {
     }
 
     /// Fetches the published port of every node 6 times from the host side of the namespace
-    /// (busybox wget inside it). Each answer is the replica's hostname (`nodeX-SLOT`).
+    /// (curl inside it). Each answer is the replica's hostname (`nodeX-SLOT`).
     fn mesh_answers(&self, nodes: &[Node]) -> Result<Vec<(String, Vec<String>)>> {
         let mut all = Vec::new();
         for node in nodes {
             let mut answers = Vec::new();
             for _ in 0..6 {
                 let out = Command::new("ip")
-                    .args([
-                        "netns",
-                        "exec",
-                        &self.netns,
-                        "busybox",
-                        "wget",
-                        "-q",
-                        "-T",
-                        "5",
-                    ])
-                    .args(["-O", "-"])
+                    .args(["netns", "exec", &self.netns, "curl", "-sS", "-m", "5"])
                     .arg(format!("http://{}:{WEB_PORT}/", node.addr))
                     .output()
-                    .context("cannot run busybox wget")?;
+                    .context("cannot run curl")?;
                 let body = String::from_utf8_lossy(&out.stdout).trim().to_string();
                 if !out.status.success() || !body.starts_with("node") {
                     bail!(
