@@ -7,13 +7,17 @@
 //! 1. `sysctr/config.json` on the ESP — a person writes the image to a stick and edits it;
 //! 2. QEMU's fw_cfg `opt/sysctr/config` — what `cargo xtask run` and the tests pass;
 //! 3. the kernel command line: `sysctr.hostname=NAME`, `sysctr.ip=dhcp` or
-//!    `sysctr.ip=ADDRESS/PREFIX[,GATEWAY[,DNS…]]`.
+//!    `sysctr.ip=ADDRESS/PREFIX[,GATEWAY[,DNS…]]`, `sysctr.swarm.{role,manager,advertise}=`
+//!    (never the join token: see [`swarm`]).
 //!
 //! A malformed source is reported (file, field) and skipped; the others still apply.
 
 use serde::Deserialize;
 use std::fs;
 use std::path::Path;
+
+pub mod swarm;
+pub use swarm::Swarm;
 
 /// Where QEMU's `-fw_cfg name=opt/sysctr/config,file=…` appears in sysfs.
 pub const FW_CFG_PATH: &str = "/sys/firmware/qemu_fw_cfg/by_name/opt/sysctr/config/raw";
@@ -30,6 +34,9 @@ pub struct BootConfig {
     pub authorized_keys: Option<Vec<String>>,
     #[serde(default)]
     pub network: Option<Network>,
+    /// How a node image joins a Docker Swarm (docs/cluster.md); merged field by field.
+    #[serde(default)]
+    pub swarm: Option<Swarm>,
 }
 
 impl BootConfig {
@@ -44,12 +51,28 @@ impl BootConfig {
         if later.network.is_some() {
             self.network = later.network;
         }
+        if let Some(s) = later.swarm {
+            self.swarm.get_or_insert_with(Swarm::default).merge(s);
+        }
+    }
+
+    /// Once every source is merged: a swarm that fails the checks across its fields (a
+    /// worker without a token, …) is dropped, and the reason returned for the console. The
+    /// node then joins no swarm; the rest of the boot config still applies.
+    pub fn drop_invalid_swarm(&mut self) -> Option<String> {
+        let err = self.swarm.as_ref()?.check().err()?;
+        self.swarm = None;
+        Some(err)
     }
 
     /// The simple keys of the kernel command line; a malformed `sysctr.ip=` is an error.
     pub fn from_cmdline(cmdline: &str) -> Result<BootConfig, BootConfigError> {
         let mut cfg = BootConfig::default();
+        let mut swarm = Swarm::default();
         for word in cmdline.split_whitespace() {
+            if swarm.set_from_cmdline(word)? {
+                continue;
+            }
             if let Some(h) = word.strip_prefix("sysctr.hostname=") {
                 cfg.hostname = Some(h.to_string());
             } else if let Some(ip) = word.strip_prefix("sysctr.ip=") {
@@ -72,6 +95,9 @@ impl BootConfig {
                     }
                 });
             }
+        }
+        if swarm != Swarm::default() {
+            cfg.swarm = Some(swarm);
         }
         Ok(cfg)
     }
@@ -136,7 +162,8 @@ pub fn parse(bytes: &[u8], path: &str) -> Result<BootConfig, BootConfigError> {
     })
 }
 
-/// Writes the files containers consume: `hostname`, `authorized_keys`, `network.env`.
+/// Writes the files containers consume: `hostname`, `authorized_keys`, `network.env` and,
+/// with a swarm, `swarm.env` (mode 600: it holds the join token).
 pub fn write_out(cfg: &BootConfig, dir: &Path) -> Result<(), BootConfigError> {
     let put = |name: &str, text: String, mode: u32| {
         let path = dir.join(name);
@@ -172,7 +199,11 @@ pub fn write_out(cfg: &BootConfig, dir: &Path) -> Result<(), BootConfigError> {
             dns.join(" ")
         ),
     };
-    put("network.env", env, 0o644)
+    put("network.env", env, 0o644)?;
+    if let Some(s) = &cfg.swarm {
+        put("swarm.env", s.env(), 0o600)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -8,16 +8,16 @@
 # then enables the controllers for the subtree: runc then creates each container's cgroup
 # under /docker (dockerd, cgroupfs driver) or /k8s.io (a kubelet through CRI).
 #
-# Swarm settings (all optional), from QEMU fw_cfg opt/sysctr/swarm and then the kernel
-# command line (a later word overrides an earlier one), as whitespace-separated words:
-#   sysctr.swarm.role=manager|worker   manager: `docker swarm init` if not in a swarm yet;
-#                                      worker: `docker swarm join` (retried until it works)
-#   sysctr.swarm.manager=ADDR[:PORT]   a manager to join (worker; port 2377 by default)
-#   sysctr.swarm.token=SWMTKN-...      the join token (worker); keep it out of /proc/cmdline
-#                                      (every container can read that): use fw_cfg
-#   sysctr.swarm.advertise=ADDR        the address other nodes reach this one at (default:
-#                                      the static address from the boot config, else the
-#                                      first global IPv4 address)
+# Swarm settings (all optional) come from the boot config's `swarm` object, which init has
+# merged from its sources (ESP sysctr/config.json, fw_cfg opt/sysctr/config, kernel command
+# line words sysctr.swarm.role/manager/advertise), checked, and written to
+# /run/bootconfig/swarm.env (init/src/bootconfig/swarm.rs, docs/cluster.md):
+#   ROLE=manager|worker   manager: `docker swarm init` if not in a swarm yet;
+#                         worker: `docker swarm join` (retried until it works)
+#   MANAGER=HOST:PORT     the manager a worker joins
+#   TOKEN=SWMTKN-1-...    the worker's join token
+#   ADVERTISE=ADDR        the address other nodes reach this one at (default: the static
+#                         address from the boot config, else the first global IPv4 address)
 # A node already in a swarm (state in /var/lib/docker/swarm) rejoins by itself at boot.
 set -u
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
@@ -47,29 +47,17 @@ fi
 
 # --- swarm settings --------------------------------------------------------------------------
 ROLE="" MANAGER="" TOKEN="" ADVERTISE=""
-read_words() {
-    for w in $1; do
-        case "$w" in
-        sysctr.swarm.role=*) ROLE=${w#*=} ;;
-        sysctr.swarm.manager=*) MANAGER=${w#*=} ;;
-        sysctr.swarm.token=*) TOKEN=${w#*=} ;;
-        sysctr.swarm.advertise=*) ADVERTISE=${w#*=} ;;
-        sysctr.swarm.*) log "unknown swarm setting ${w%%=*} (role, manager, token, advertise)" ;;
+SWARM_ENV=/run/bootconfig/swarm.env
+if [ -r "$SWARM_ENV" ]; then
+    while IFS='=' read -r key value; do
+        case "$key" in
+        ROLE) ROLE=$value ;;
+        MANAGER) MANAGER=$value ;;
+        TOKEN) TOKEN=$value ;;
+        ADVERTISE) ADVERTISE=$value ;;
         esac
-    done
-}
-FWCFG=/sys/firmware/qemu_fw_cfg/by_name/opt/sysctr/swarm/raw
-[ -r "$FWCFG" ] && read_words "$(cat "$FWCFG")"
-read_words "$(cat /proc/cmdline)"
-case "$ROLE" in
-"" | manager | worker) ;;
-*) log "sysctr.swarm.role=$ROLE: expected manager or worker; not joining a swarm"; ROLE="" ;;
-esac
-if [ "$ROLE" = worker ] && { [ -z "$MANAGER" ] || [ -z "$TOKEN" ]; }; then
-    log "sysctr.swarm.role=worker needs sysctr.swarm.manager and sysctr.swarm.token; not joining"
-    ROLE=""
+    done < "$SWARM_ENV"
 fi
-case "$MANAGER" in *:*) ;; ?*) MANAGER=$MANAGER:2377 ;; esac
 if [ -z "$ADVERTISE" ] && [ -r /run/bootconfig/network.env ]; then
     ADVERTISE=$(sed -n 's/^ADDRESS=//p' /run/bootconfig/network.env | tr -d "'\"" | cut -d/ -f1)
 fi
@@ -124,7 +112,8 @@ join_swarm() {
     case "$ROLE" in
     "") log "swarm: no sysctr.swarm.role: not joining"; return 0 ;;
     manager)
-        until docker swarm init --advertise-addr "$ADVERTISE" --listen-addr "$ADVERTISE:2377"; do
+        case "$ADVERTISE" in *:*) LISTEN="[$ADVERTISE]:2377" ;; *) LISTEN="$ADVERTISE:2377" ;; esac
+        until docker swarm init --advertise-addr "$ADVERTISE" --listen-addr "$LISTEN"; do
             log "swarm: init failed; retrying in 5 s"
             sleep 5
         done

@@ -13,9 +13,10 @@
 //! come from a tar built here from the host's busybox-static and `docker import`ed on every
 //! node over ssh, never from a registry.
 //!
-//! Swarm settings reach a node through QEMU fw_cfg `opt/sysctr/swarm` (the join token is a
-//! secret: the kernel command line is readable by every container, fw_cfg sysfs is masked
-//! for unprivileged ones). See `system-containers/docker/engine.sh` and docs/cluster.md.
+//! Swarm settings reach a node in the `swarm` object of its boot config (QEMU fw_cfg
+//! `opt/sysctr/config`; the join token is a secret: the kernel command line is readable by
+//! every container, fw_cfg sysfs is masked for unprivileged ones). See
+//! `init/src/bootconfig/swarm.rs`, `system-containers/docker/engine.sh` and docs/cluster.md.
 
 use crate::image;
 use crate::kernel;
@@ -36,7 +37,9 @@ pub const CLUSTER_PACKAGES: &[&str] = &["iproute2", "openssh-client", "curl", "b
 /// The first three octets of the private subnet; the host side of the bridge is `.1`, node
 /// `i` (1-based) is `.(10 + i)`.
 const SUBNET: &str = "10.77.0";
-/// The routing mesh port the test service publishes.
+/// The routing mesh port the test service publishes, and the port its replicas listen on
+/// (the same: a task whose target port differs needs the REDIRECT target in the node kernel,
+/// which kernel-config/node/engine.config has; the test does not depend on it).
 const WEB_PORT: u16 = 8080;
 /// The most nodes `--nodes` accepts (addresses .11 to .19, MACs and tap names stay short).
 const MAX_NODES: usize = 9;
@@ -240,8 +243,8 @@ pub fn test_command(args: &[String]) -> Result<()> {
         &format!(
             "docker service create --detach --name web --replicas 3 --no-resolve-image \
              --hostname '{{{{.Node.Hostname}}}}-{{{{.Task.Slot}}}}' \
-             --publish published={WEB_PORT},target=80 sysctr/web:1 \
-             /bin/sh -c 'hostname > /www/index.html; exec httpd -f -p 80 -h /www'"
+             --publish published={WEB_PORT},target={WEB_PORT} sysctr/web:1 \
+             /bin/sh -c 'hostname > /www/index.html; exec httpd -f -p {WEB_PORT} -h /www'"
         ),
     )?;
     let placed = cluster.wait_until(
@@ -365,7 +368,6 @@ struct Node {
     console: PathBuf,
     monitor: PathBuf,
     bootconfig: PathBuf,
-    swarm: PathBuf,
     tap: String,
 }
 
@@ -373,6 +375,7 @@ struct Cluster {
     netns: String,
     dir: PathBuf,
     key: PathBuf,
+    pubkey: String,
     kernel: PathBuf,
     cmdline: String,
     kvm: bool,
@@ -437,6 +440,7 @@ impl Cluster {
         let pubkey = fs::read_to_string(key.with_extension("pub"))?
             .trim()
             .to_string();
+        let pubkey = pubkey.as_str();
         let kvm = o.kvm;
         if kvm && !kvm_usable() {
             bail!("--kvm: /dev/kvm cannot be opened");
@@ -451,26 +455,16 @@ impl Cluster {
                 console: dir.join(format!("{name}.console.log")),
                 monitor: dir.join(format!("{name}.monitor")),
                 bootconfig: dir.join(format!("{name}.bootconfig.json")),
-                swarm: dir.join(format!("{name}.swarm")),
                 tap: format!("sctap{}", i + 1),
                 name,
             };
-            let cfg = serde_json::json!({
-                "hostname": node.name,
-                "authorized_keys": [pubkey],
-                "network": { "mode": "static", "address": format!("{}/24", node.addr), "dns": [] },
-            });
-            fs::write(&node.bootconfig, serde_json::to_string_pretty(&cfg)?)?;
-            // Role words for the manager now; workers get theirs once the token exists.
-            let role = if i == 0 {
-                format!(
-                    "sysctr.swarm.role=manager sysctr.swarm.advertise={}\n",
-                    node.addr
-                )
+            // The manager's role now; workers get theirs once the join token exists.
+            let swarm = if i == 0 {
+                serde_json::json!({ "role": "manager", "advertise": node.addr })
             } else {
-                format!("sysctr.swarm.advertise={}\n", node.addr)
+                serde_json::Value::Null
             };
-            fs::write(&node.swarm, role)?;
+            write_bootconfig(&node, pubkey, swarm)?;
             node_disk(&disk, &node.disk, o.state_gib)?;
             nodes.push(node);
         }
@@ -478,6 +472,7 @@ impl Cluster {
             netns: o.netns.clone(),
             dir,
             key,
+            pubkey: pubkey.to_string(),
             kernel,
             cmdline,
             kvm,
@@ -566,12 +561,7 @@ impl Cluster {
                 "name=opt/sysctr/config,file={}",
                 node.bootconfig.display()
             ))
-            .arg("-fw_cfg")
-            .arg(format!(
-                "name=opt/sysctr/swarm,file={}",
-                node.swarm.display()
-            ))
-            .arg("-serial")
+.arg("-serial")
             .arg("stdio")
             .arg("-monitor")
             .arg(format!(
@@ -646,13 +636,13 @@ impl Cluster {
         }
         for i in 1..self.nodes.len() {
             let node = self.nodes[i].clone();
-            fs::write(
-                &node.swarm,
-                format!(
-                    "sysctr.swarm.role=worker sysctr.swarm.manager={}:2377 sysctr.swarm.token={token} sysctr.swarm.advertise={}\n",
-                    manager.addr, node.addr
-                ),
-            )?;
+            let swarm = serde_json::json!({
+                "role": "worker",
+                "manager": format!("{}:2377", manager.addr),
+                "token": token,
+                "advertise": node.addr,
+            });
+            write_bootconfig(&node, &self.pubkey, swarm)?;
             self.boot(i)?;
         }
         let names: Vec<String> = self.nodes.iter().map(|n| n.name.clone()).collect();
@@ -860,6 +850,19 @@ impl Drop for Cluster {
             self.netns
         );
     }
+}
+
+/// A node's boot config (fw_cfg `opt/sysctr/config`): its name, the test's ssh key, its
+/// static address and its `swarm` object (init/src/bootconfig/swarm.rs).
+fn write_bootconfig(node: &Node, pubkey: &str, swarm: serde_json::Value) -> Result<()> {
+    let cfg = serde_json::json!({
+        "hostname": node.name,
+        "authorized_keys": [pubkey],
+        "network": { "mode": "static", "address": format!("{}/24", node.addr), "dns": [] },
+        "swarm": swarm,
+    });
+    fs::write(&node.bootconfig, serde_json::to_string_pretty(&cfg)?)
+        .with_context(|| format!("cannot write {}", node.bootconfig.display()))
 }
 
 /// The node image (`examples/node.appliance.json`, built into build/image-node).

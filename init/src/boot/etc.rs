@@ -41,6 +41,9 @@ pub(super) fn read_bootconfig() -> Result<(), StepError> {
         Ok(_) => {}
         Err(e) => crate::error!("bootconfig", "{e}; this source is ignored"),
     }
+    if let Some(e) = cfg.drop_invalid_swarm() {
+        crate::error!("bootconfig", "{e}; this node joins no swarm");
+    }
     crate::info!(
         "bootconfig",
         "from {}",
