@@ -110,7 +110,7 @@ join_swarm() {
         return 0
     fi
     case "$ROLE" in
-    "") log "swarm: no sysctr.swarm.role: not joining"; return 0 ;;
+    "") log "swarm: no swarm role in the boot config: not joining"; return 0 ;;
     manager)
         case "$ADVERTISE" in *:*) LISTEN="[$ADVERTISE]:2377" ;; *) LISTEN="$ADVERTISE:2377" ;; esac
         until docker swarm init --advertise-addr "$ADVERTISE" --listen-addr "$LISTEN"; do
