@@ -169,14 +169,18 @@ pub fn oom_kills(prefix: &str, name: &str) -> Option<u64> {
 }
 
 /// Removes the service's cgroup directories if they are empty. True when none is left; a
-/// cgroup that still holds processes stays (rmdir fails with EBUSY).
+/// cgroup that still holds processes stays (rmdir fails with EBUSY). On cgroup v2 the
+/// cgroups a service made below its own (a delegated subtree: the node's engine makes
+/// `engine/` and one per container) go first, deepest first: left behind, they would keep
+/// the service's cgroup, its controllers enabled for children, from ever holding the next
+/// start's process (EBUSY writing cgroup.procs).
 pub fn remove(prefix: &str, name: &str) -> bool {
     let gone = |p: PathBuf| match fs::remove_dir(&p) {
         Ok(()) => true,
         Err(e) => e.kind() == std::io::ErrorKind::NotFound,
     };
     if is_v2() {
-        gone(dir(prefix, name, ""))
+        remove_tree(&dir(prefix, name, ""))
     } else {
         fs::read_dir(CGROUP_ROOT)
             .map(|entries| {
@@ -188,6 +192,23 @@ pub fn remove(prefix: &str, name: &str) -> bool {
                 results.into_iter().all(|g| g)
             })
             .unwrap_or(true)
+    }
+}
+
+/// Removes the cgroup `dir` and every cgroup below it, deepest first. True when `dir` is
+/// gone (or never was); a cgroup still holding processes stays, and so do its ancestors.
+fn remove_tree(dir: &Path) -> bool {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            // DirEntry::file_type does not follow symlinks (cgroupfs has none anyway).
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_tree(&e.path());
+            }
+        }
+    }
+    match fs::remove_dir(dir) {
+        Ok(()) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
     }
 }
 
@@ -205,20 +226,38 @@ pub fn remove_prefix(prefix: &str) {
     };
     for root in roots {
         let dir = root.join(prefix);
-        if let Ok(entries) = fs::read_dir(&dir) {
-            for e in entries.flatten() {
-                if e.path().is_dir() {
-                    let _ = fs::remove_dir(e.path());
-                }
-            }
-        }
-        let _ = fs::remove_dir(&dir);
+        remove_tree(&dir);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_delegated_subtree_is_removed_deepest_first() {
+        // cgroupfs lets an empty cgroup be rmdir'ed with its control files in it; a plain
+        // directory stands in for an empty cgroup, a file in it for one that holds processes.
+        let root = tempfile::tempdir().unwrap();
+        let svc = root.path().join("sysctr/docker");
+        fs::create_dir_all(svc.join("engine")).unwrap();
+        fs::create_dir_all(svc.join("docker/4f2a/sub")).unwrap();
+        assert!(remove_tree(&svc));
+        assert!(!svc.exists());
+        assert!(
+            root.path().join("sysctr").exists(),
+            "only the service's cgroup goes"
+        );
+        // a busy leaf keeps itself and its ancestors; its empty siblings still go
+        fs::create_dir_all(svc.join("engine")).unwrap();
+        fs::create_dir_all(svc.join("docker/busy")).unwrap();
+        fs::write(svc.join("docker/busy/cgroup.procs"), "42\n").unwrap();
+        assert!(!remove_tree(&svc));
+        assert!(svc.join("docker/busy").exists());
+        assert!(!svc.join("engine").exists());
+        // one that is not there is gone already
+        assert!(remove_tree(&root.path().join("sysctr/never")));
+    }
 
     #[test]
     fn enables_controllers_in_a_fake_cgroupfs() {

@@ -81,7 +81,7 @@ n=0
 until [ -S /run/containerd/containerd.sock ]; do
     n=$((n + 1))
     kill -0 "$CONTAINERD_PID" 2>/dev/null || { log "containerd exited"; exit 1; }
-    [ "$n" -ge 1200 ] && { log "containerd did not open its socket in 600 s"; exit 1; }
+    [ "$n" -ge 3600 ] && { log "containerd did not open its socket in 1800 s"; exit 1; }
     sleep 0.5
 done
 log "containerd up (CRI and API on /run/containerd/containerd.sock)"
@@ -94,7 +94,7 @@ n=0
 until docker version >/dev/null 2>&1; do
     n=$((n + 1))
     kill -0 "$DOCKERD_PID" 2>/dev/null || { log "dockerd exited"; kill "$CONTAINERD_PID"; exit 1; }
-    [ "$n" -ge 1200 ] && { log "dockerd did not answer in 600 s"; kill "$CONTAINERD_PID"; exit 1; }
+    [ "$n" -ge 3600 ] && { log "dockerd did not answer in 1800 s"; kill "$CONTAINERD_PID"; exit 1; }
     sleep 0.5
 done
 log "dockerd up ($SOCK)"

@@ -309,7 +309,7 @@ pub fn test_command(args: &[String]) -> Result<()> {
     cluster.boot(2)?;
     cluster.wait_until(
         &format!("{} to rejoin the swarm", victim.name),
-        Duration::from_secs(300 * slow),
+        Duration::from_secs(450 * slow),
         || {
             let ready = cluster.ready_nodes(&manager)?;
             Ok(ready.contains(&victim.name).then_some(()))
@@ -561,7 +561,7 @@ impl Cluster {
                 "name=opt/sysctr/config,file={}",
                 node.bootconfig.display()
             ))
-.arg("-serial")
+            .arg("-serial")
             .arg("stdio")
             .arg("-monitor")
             .arg(format!(
@@ -618,7 +618,7 @@ impl Cluster {
         self.boot(0)?;
         self.wait_until(
             &format!("{} to initialise the swarm", manager.name),
-            Duration::from_secs(240 * slow),
+            Duration::from_secs(450 * slow),
             || {
                 let out = self.ssh(
                     &manager,
@@ -648,7 +648,7 @@ impl Cluster {
         let names: Vec<String> = self.nodes.iter().map(|n| n.name.clone()).collect();
         self.wait_until(
             &format!("{} nodes Ready in the swarm", names.len()),
-            Duration::from_secs(300 * slow),
+            Duration::from_secs(450 * slow),
             || {
                 let ready = self.ready_nodes(&manager)?;
                 Ok(names.iter().all(|n| ready.contains(n)).then_some(()))

@@ -396,7 +396,7 @@ mod tests {
         fs::write(&config, "CONFIG_NET=y\nCONFIG_NETFILTER=y\n").unwrap();
         check_config(&config, &[base.clone(), node.clone()]).unwrap();
         // The base alone asks it off: the same final config fails, naming option and file.
-        let err = check_config(&config, &[base.clone()])
+        let err = check_config(&config, std::slice::from_ref(&base))
             .unwrap_err()
             .to_string();
         assert!(

@@ -175,7 +175,7 @@ impl Swarm {
             out.push_str(&format!("MANAGER={m}\n"));
         }
         if let Some(t) = &self.token {
-            out.push_str(&format!("TOKEN={}\n", t.0));
+            out.push_str(&format!("TOKEN={}\n", t.expose()));
         }
         if let Some(a) = &self.advertise {
             out.push_str(&format!("ADVERTISE={a}\n"));
