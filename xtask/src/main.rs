@@ -33,6 +33,12 @@ enum Command {
     Kernel,
     /// Build kernel, binaries, containers and the disk image; print sizes.
     Image(image::ImageArgs),
+    /// Boot N node images on a private network (a network namespace with a bridge and
+    /// taps) and form a Docker Swarm; `cluster kernel` / `cluster image` only build.
+    Cluster(cluster::ClusterArgs),
+    /// 3 nodes: a swarm, a 3-replica service through the routing mesh from every node, a
+    /// node powered off (its replicas rescheduled within a printed bound) and back.
+    ClusterTest(cluster::ClusterTestArgs),
     /// Build the development image and boot it in QEMU on this terminal.
     Run(qemu::RunArgs),
     /// Build the test images and run the QEMU boot tests (boot-tests/).
@@ -70,6 +76,8 @@ fn run(command: Command) -> Result<()> {
         }),
         Command::Kernel => kernel::build().map(|k| println!("{}", k.display())),
         Command::Image(a) => image::command(&a),
+        Command::Cluster(a) => cluster::command(&a),
+        Command::ClusterTest(a) => cluster::test_command(&a),
         Command::Run(a) => qemu::command(&a),
         Command::BootTest(a) => qemu::boot_test(&a.cargo_test_args),
         Command::Powercut(a) => qemu::powercut(&a),
@@ -121,6 +129,12 @@ mod tests {
         assert!(parse(&["powercut"]).is_err(), "--runs is required");
         assert!(parse(&["powercut", "--runs", "0"]).is_err());
         assert!(parse(&["bundle", "--sign"]).is_err());
+        assert!(parse(&["cluster", "--nodes", "0"]).is_err());
+        assert!(parse(&["cluster", "kernal"]).is_err());
+        assert!(
+            parse(&["cluster-test", "--nodes", "3"]).is_err(),
+            "always 3 nodes"
+        );
     }
 
     #[test]
@@ -149,6 +163,12 @@ mod tests {
                 "2200",
             ],
             &["boot-test"],
+            &["cluster", "--nodes", "1"],
+            &["cluster", "kernel"],
+            &["cluster", "image"],
+            &["cluster", "--no-build", "--kvm", "--memory", "768"],
+            &["cluster-test"],
+            &["cluster-test", "--tcg", "--netns", "ci"],
             &["powercut", "--runs", "100"],
             &["powercut", "--runs", "3", "--seed", "42"],
             &["boot-test", "boot_every", "--nocapture"],
