@@ -17,7 +17,7 @@ use std::fs;
 use std::path::Path;
 
 pub mod swarm;
-pub use swarm::Swarm;
+pub use swarm::{Swarm, SwarmValueError};
 
 /// Where QEMU's `-fw_cfg name=opt/sysctr/config,file=…` appears in sysfs.
 pub const FW_CFG_PATH: &str = "/sys/firmware/qemu_fw_cfg/by_name/opt/sysctr/config/raw";
@@ -59,7 +59,7 @@ impl BootConfig {
     /// Once every source is merged: a swarm that fails the checks across its fields (a
     /// worker without a token, …) is dropped, and the reason returned for the console. The
     /// node then joins no swarm; the rest of the boot config still applies.
-    pub fn drop_invalid_swarm(&mut self) -> Option<String> {
+    pub fn drop_invalid_swarm(&mut self) -> Option<BootConfigError> {
         let err = self.swarm.as_ref()?.check().err()?;
         self.swarm = None;
         Some(err)
@@ -129,12 +129,51 @@ pub enum BootConfigError {
         #[source]
         source: serde_json::Error,
     },
+    /// A bad `sysctr.swarm.KEY=VALUE` word; the value itself is in `reason`.
+    #[error("kernel command line: sysctr.swarm.{key}: {reason}")]
+    SwarmCmdline {
+        key: &'static str,
+        #[source]
+        reason: SwarmValueError,
+    },
+    #[error(
+        "kernel command line: sysctr.swarm.token: a join token may not be on the kernel command line (every container can read /proc/cmdline); put it in the boot config's swarm.token (ESP sysctr/config.json or fw_cfg opt/sysctr/config)"
+    )]
+    SwarmTokenOnCmdline,
+    #[error(
+        "kernel command line: sysctr.swarm.{key}: unknown swarm setting (expected role, manager or advertise)"
+    )]
+    SwarmUnknownSetting { key: String },
+    /// The checks across the merged swarm fields (swarm::Swarm::check).
+    #[error(
+        "swarm.role: missing (expected \"manager\", which initialises a swarm, or \"worker\", which joins one)"
+    )]
+    SwarmNoRole,
+    #[error(
+        "swarm: role worker needs {} (the manager's ADDR[:PORT] and `docker swarm join-token -q worker`)",
+        fields(missing)
+    )]
+    SwarmWorkerNeeds { missing: Vec<&'static str> },
+    #[error(
+        "swarm: role manager initialises a swarm; {} only apply to role worker",
+        fields(extra)
+    )]
+    SwarmManagerGiven { extra: Vec<&'static str> },
     #[error("write {path}: {source}")]
     Write {
         path: String,
         #[source]
         source: std::io::Error,
     },
+}
+
+/// `swarm.manager and swarm.token`: the fields a swarm error names.
+fn fields(names: &[&'static str]) -> String {
+    names
+        .iter()
+        .map(|n| format!("swarm.{n}"))
+        .collect::<Vec<_>>()
+        .join(" and ")
 }
 
 /// Reads a boot config file; a missing file is not an error (None). The error of a
