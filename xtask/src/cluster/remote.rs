@@ -21,20 +21,10 @@ impl Cluster {
 
     fn ssh_inner(&self, node: &Node, cmd: &str, input: Option<&Path>) -> Result<String> {
         let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.netns, "ssh", "-i"])
-            .arg(&self.key)
-            .args([
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "LogLevel=ERROR",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "ConnectTimeout=5",
-            ])
+        // The boot tests' ssh options (no host key checks, no prompt, a bounded connect) on
+        // the node's own port 22: the namespace needs no forward.
+        c.args(["netns", "exec", &self.netns, "ssh"])
+            .args(harness::qemu::ssh_options(&self.key, 22))
             .arg(format!("root@{}", node.addr))
             .arg(cmd);
         c.stdin(match input {
