@@ -4,7 +4,9 @@
 //! the limits from the OCI spec; on a host with cgroup v1 (the test machines) the same spec
 //! lands in the v1 hierarchies and the usage is read from there.
 
+use std::collections::hash_map::{Entry, HashMap};
 use std::fs;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
@@ -126,26 +128,76 @@ pub fn dir(prefix: &str, name: &str, v1_controller: &str) -> PathBuf {
     }
 }
 
-fn read_u64(path: &Path) -> Option<u64> {
-    fs::read_to_string(path).ok()?.trim().parse().ok()
+/// A usage figure `sysctr ps` shows for a running service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Usage {
+    /// Current memory use in bytes.
+    Memory,
+    /// CPU time used in microseconds.
+    Cpu,
 }
 
-/// Current memory use in bytes.
-pub fn memory_bytes(prefix: &str, name: &str) -> Option<u64> {
-    if is_v2() {
-        read_u64(&dir(prefix, name, "").join("memory.current"))
-    } else {
-        read_u64(&dir(prefix, name, "memory").join("memory.usage_in_bytes"))
+/// The file that holds `what` for the service's cgroup.
+pub fn usage_path(prefix: &str, name: &str, what: Usage) -> PathBuf {
+    match (what, is_v2()) {
+        (Usage::Memory, true) => dir(prefix, name, "").join("memory.current"),
+        (Usage::Memory, false) => dir(prefix, name, "memory").join("memory.usage_in_bytes"),
+        (Usage::Cpu, true) => dir(prefix, name, "").join("cpu.stat"),
+        (Usage::Cpu, false) => dir(prefix, name, "cpuacct").join("cpuacct.usage"),
     }
 }
 
-/// CPU time used in microseconds.
-pub fn cpu_usec(prefix: &str, name: &str) -> Option<u64> {
-    if is_v2() {
-        let stat = fs::read_to_string(dir(prefix, name, "").join("cpu.stat")).ok()?;
-        parse_cpu_stat(&stat)
-    } else {
-        read_u64(&dir(prefix, name, "cpuacct").join("cpuacct.usage")).map(|ns| ns / 1000)
+/// The figure in the text of [`usage_path`]'s file (v2 `cpu.stat`: its `usage_usec` line;
+/// v1 `cpuacct.usage` counts nanoseconds).
+fn parse_usage(what: Usage, text: &str) -> Option<u64> {
+    match (what, is_v2()) {
+        (Usage::Cpu, true) => parse_cpu_stat(text),
+        (Usage::Cpu, false) => text.trim().parse::<u64>().ok().map(|ns| ns / 1000),
+        (Usage::Memory, _) => text.trim().parse().ok(),
+    }
+}
+
+/// The usage files of running services, each opened on its first read and read again
+/// from offset 0 afterwards (a cgroup file yields fresh contents on every read at 0): a
+/// `ps` at 100 services is then 200 preads, not 200 opens, stats, reads and closes.
+/// [`UsageFiles::forget`] closes a service's files before its cgroup is removed, so a
+/// new run's cgroup of the same name is opened afresh and no removed cgroup stays pinned.
+#[derive(Default)]
+pub struct UsageFiles {
+    open: HashMap<(String, Usage), fs::File>,
+}
+
+impl UsageFiles {
+    /// `what` for service `name`, whose file is at `path` (asked only when not open yet).
+    /// A read that fails closes the file, and the next read opens it again.
+    pub fn read(&mut self, name: &str, what: Usage, path: impl FnOnce() -> PathBuf) -> Option<u64> {
+        let key = (name.to_string(), what);
+        let file = match self.open.entry(key) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(fs::File::open(path()).ok()?),
+        };
+        // v2 cpu.stat is a few hundred bytes; its usage_usec line comes first.
+        let mut buf = [0u8; 1024];
+        let value = file
+            .read_at(&mut buf, 0)
+            .ok()
+            .and_then(|n| std::str::from_utf8(&buf[..n]).ok())
+            .and_then(|text| parse_usage(what, text));
+        if value.is_none() {
+            self.open.remove(&(name.to_string(), what));
+        }
+        value
+    }
+
+    /// Closes the files of service `name` (its cgroup is about to be removed).
+    pub fn forget(&mut self, name: &str) {
+        self.open.retain(|(n, _), _| n != name);
+    }
+
+    /// How many files are open (for tests).
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.open.len()
     }
 }
 
@@ -294,6 +346,52 @@ mod tests {
             fs::read_to_string(dir.path().join("cgroup.subtree_control")).unwrap(),
             "+cpu +memory +pids"
         );
+    }
+
+    #[test]
+    fn usage_files_are_opened_once_and_reread_from_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("memory.current");
+        fs::write(&path, "4096\n").unwrap();
+        let mut files = UsageFiles::default();
+        let opened = std::cell::Cell::new(0);
+        let at = || {
+            opened.set(opened.get() + 1);
+            path.clone()
+        };
+        assert_eq!(files.read("web", Usage::Memory, at), Some(4096));
+        // The same inode with new contents (as a cgroup file changes): no second open.
+        fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap()
+            .write_all_at(b"8192\n", 0)
+            .unwrap();
+        assert_eq!(files.read("web", Usage::Memory, at), Some(8192));
+        assert_eq!(opened.get(), 1, "read again from the open file");
+        // A service's files go when it is forgotten; another service's stay.
+        assert_eq!(files.read("db", Usage::Memory, at), Some(8192));
+        files.forget("web");
+        assert_eq!(files.len(), 1);
+        assert_eq!(files.read("web", Usage::Memory, at), Some(8192));
+        assert_eq!(opened.get(), 3, "opened afresh after forget");
+    }
+
+    #[test]
+    fn a_usage_read_that_fails_closes_the_file_and_the_next_opens_it_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("memory.current");
+        fs::write(&path, "not a number\n").unwrap();
+        let mut files = UsageFiles::default();
+        assert_eq!(files.read("web", Usage::Memory, || path.clone()), None);
+        assert_eq!(files.len(), 0, "a bad read leaves nothing open");
+        let missing = dir.path().join("gone");
+        assert_eq!(files.read("web", Usage::Memory, || missing.clone()), None);
+        assert_eq!(files.len(), 0);
+        fs::write(&path, "12\n").unwrap();
+        assert_eq!(files.read("web", Usage::Memory, || path.clone()), Some(12));
+        assert_eq!(files.len(), 1);
     }
 
     #[test]

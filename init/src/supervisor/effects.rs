@@ -4,9 +4,10 @@
 //! [`crate::runtime`], cgroupfs, /proc); tests use [`Recording`], which records each call
 //! and answers from a script, so the supervisor's glue runs without root.
 
-use crate::cgroups;
+use crate::cgroups::{self, Usage};
 use crate::runtime::{Runtime, RuntimeError, Stdio};
 use oci_spec::runtime::Spec;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -64,6 +65,8 @@ pub trait Effects {
 pub struct Live {
     runtime: Runtime,
     cgroup_prefix: String,
+    /// The usage files `sysctr ps` reads, kept open while the service's cgroup lives.
+    usage: RefCell<cgroups::UsageFiles>,
 }
 
 impl Live {
@@ -71,6 +74,7 @@ impl Live {
         Live {
             runtime,
             cgroup_prefix: cgroup_prefix.to_string(),
+            usage: RefCell::default(),
         }
     }
 }
@@ -94,6 +98,7 @@ impl Effects for Live {
         self.runtime.exec(name, args, env, stdio)
     }
     fn delete(&mut self, name: &str) {
+        self.usage.get_mut().forget(name);
         self.runtime.delete(name)
     }
     fn forget(&mut self, name: &str) {
@@ -108,13 +113,18 @@ impl Effects for Live {
         }
     }
     fn remove_cgroup(&mut self, name: &str) -> bool {
+        self.usage.get_mut().forget(name);
         cgroups::remove(&self.cgroup_prefix, name)
     }
     fn memory_bytes(&self, name: &str) -> Option<u64> {
-        cgroups::memory_bytes(&self.cgroup_prefix, name)
+        self.usage.borrow_mut().read(name, Usage::Memory, || {
+            cgroups::usage_path(&self.cgroup_prefix, name, Usage::Memory)
+        })
     }
     fn cpu_usec(&self, name: &str) -> Option<u64> {
-        cgroups::cpu_usec(&self.cgroup_prefix, name)
+        self.usage.borrow_mut().read(name, Usage::Cpu, || {
+            cgroups::usage_path(&self.cgroup_prefix, name, Usage::Cpu)
+        })
     }
     fn oom_kills(&self, name: &str) -> Option<u64> {
         cgroups::oom_kills(&self.cgroup_prefix, name)
