@@ -1,5 +1,5 @@
 //! Supervision under failure, as root, with the real init: start failures go through the
-//! restart policy, shutdown stops services in parallel, the notify socket works for a
+//! restart policy, shutdown stops services in parallel (each at its own timeout, dependents first), the notify socket works for a
 //! non-root service and only for it, and a flood of control clients locks nobody out.
 
 use serde_json::json;
@@ -97,6 +97,123 @@ fn poweroff_takes_the_longest_stop_timeout_not_the_sum() {
         "c depends on a, so c stops first:\n{log}"
     );
     assert!(log.contains("reached shutdown: poweroff"), "{log}");
+}
+
+/// The milliseconds init reports for stopping the services ("services stopped in N ms").
+fn stopped_in_ms(log: &str) -> u64 {
+    log.split("services stopped in ")
+        .nth(1)
+        .and_then(|rest| rest.split(" ms").next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no 'services stopped in' line:\n{log}"))
+}
+
+#[test]
+fn poweroff_kills_each_stubborn_service_at_its_own_timeout_all_at_once() {
+    // Three independent services that ignore SIGTERM (`sleep` as a pid namespace's init),
+    // with stop timeouts of 1, 2 and 3 s: stopped together, the poweroff takes the longest
+    // (3 s), not the sum (6 s); each is killed at its own timeout.
+    let stubborn = |name: &str, secs: u64| {
+        with(
+            sh(name, "exec sleep 1000"),
+            json!({"stop": {"timeout_secs": secs}}),
+        )
+    };
+    let mut init = Init::start(vec![
+        stubborn("one", 1),
+        stubborn("two", 2),
+        stubborn("three", 3),
+    ]);
+    for s in ["one", "two", "three"] {
+        init.wait_state(s, "ready", SECS(20));
+    }
+    let t = Instant::now();
+    init.cli_ok(&["poweroff"]);
+    init.wait_exit(SECS(30));
+    // wait_exit lets the output readers drain for 100 ms after the exit.
+    let took = t.elapsed().saturating_sub(Duration::from_millis(100));
+    let log = init.log();
+    let stopped = stopped_in_ms(&log);
+    assert!(
+        (3000..3500).contains(&stopped),
+        "services stopped in {stopped} ms, not the longest timeout (3 s) + < 0.5 s:\n{log}"
+    );
+    assert!(
+        took < Duration::from_millis(3500) && took > Duration::from_secs(3),
+        "poweroff took {took:?}: not the longest stop timeout (3 s) + < 0.5 s\n{log}"
+    );
+    let at = |s: &str| {
+        log.find(s)
+            .unwrap_or_else(|| panic!("no {s:?} in the log:\n{log}"))
+    };
+    // All three got their stop signal before the first SIGKILL (one wave, not one by one).
+    let first_kill = at("did not stop in time: SIGKILL");
+    for s in ["one", "two", "three"] {
+        assert!(
+            at(&format!("[{s}] shutdown: sending SIGTERM")) < first_kill,
+            "{s} was signalled only after a SIGKILL:\n{log}"
+        );
+    }
+    assert!(
+        at("[one] did not stop in time: SIGKILL") < at("[two] did not stop in time: SIGKILL"),
+        "one (1 s) is killed before two (2 s):\n{log}"
+    );
+    assert!(
+        at("[two] exited") < at("[three] exited"),
+        "two (2 s) is gone before three (3 s):\n{log}"
+    );
+    assert!(log.contains("reached shutdown: poweroff"), "{log}");
+}
+
+#[test]
+fn poweroff_signals_a_dependency_only_once_its_dependent_is_gone() {
+    // web depends on db. web ignores SIGTERM (1 s timeout, then SIGKILL); db exits on
+    // SIGTERM. db may get its signal only after web has exited, and then has its own
+    // timeout: it exits by itself, no SIGKILL.
+    let mut init = Init::start(vec![
+        with(
+            sh("db", "trap 'exit 0' TERM; sleep 1000 & wait"),
+            json!({"stop": {"timeout_secs": 2}}),
+        ),
+        with(
+            sh("web", "exec sleep 1000"),
+            json!({"depends_on": ["db"], "stop": {"timeout_secs": 1}}),
+        ),
+    ]);
+    for s in ["db", "web"] {
+        init.wait_state(s, "ready", SECS(20));
+    }
+    let t = Instant::now();
+    init.cli_ok(&["poweroff"]);
+    init.wait_exit(SECS(30));
+    let took = t.elapsed();
+    let log = init.log();
+    let at = |s: &str| {
+        log.find(s)
+            .unwrap_or_else(|| panic!("no {s:?} in the log:\n{log}"))
+    };
+    assert!(
+        at("[web] shutdown: sending SIGTERM") < at("[web] did not stop in time: SIGKILL"),
+        "{log}"
+    );
+    assert!(
+        at("[web] exited") < at("[db] shutdown: sending SIGTERM"),
+        "db was signalled while web, which depends on it, still ran:\n{log}"
+    );
+    assert!(
+        at("[db] shutdown: sending SIGTERM") < at("[db] exited: stopped (exit 0"),
+        "db exits by itself on SIGTERM:\n{log}"
+    );
+    assert!(!log.contains("[db] did not stop in time"), "{log}");
+    let stopped = stopped_in_ms(&log);
+    assert!(
+        (1000..1500).contains(&stopped),
+        "web's 1 s timeout, then db at once: {stopped} ms\n{log}"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "poweroff took {took:?}\n{log}"
+    );
 }
 
 #[test]
