@@ -1,6 +1,7 @@
 //! Supervision under failure, as root, with the real init: start failures go through the
-//! restart policy, shutdown stops services in parallel (each at its own timeout, dependents first), the notify socket works for a
-//! non-root service and only for it, and a flood of control clients locks nobody out.
+//! restart policy, shutdown stops services in parallel (dependents first, each killed at
+//! its own timeout), the notify socket works for a non-root service and only for it, and
+//! a flood of control clients locks nobody out.
 
 use serde_json::json;
 use std::os::unix::process::CommandExt;
