@@ -41,6 +41,24 @@ pub fn own_received_fd(fd: RawFd) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
+/// Opens the directory `name` (relative to `at`, or the cwd/absolute without it) without
+/// following a symlink in its last component: ELOOP or ENOTDIR when it is not a directory.
+pub fn open_dir_nofollow(
+    at: Option<std::os::fd::BorrowedFd<'_>>,
+    name: &std::path::Path,
+) -> nix::Result<OwnedFd> {
+    use nix::fcntl::OFlag;
+    let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_RDONLY;
+    let fd = nix::fcntl::openat(
+        at.map(|f| f.as_raw_fd()),
+        name,
+        flags,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    // SAFETY: openat just returned this new descriptor; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// Puts every signal back to its default action and unblocks all of them. Runs in a
 /// container's init process just before exec: PID 1 blocks every signal (they arrive
 /// through its signalfd) and Rust ignores SIGPIPE, and both would otherwise be inherited

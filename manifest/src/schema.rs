@@ -58,6 +58,11 @@ pub struct Service {
     /// Mounts in addition to the defaults (/proc, /dev, /sys read-only, /tmp, /run).
     #[serde(default)]
     pub mounts: Vec<Mount>,
+    /// Host directories PID 1 creates (like `mkdir -p`, mode 0755, owned by root) before it
+    /// creates the container, typically the sources of its bind mounts: absolute, below
+    /// `/run` or `/var`, not one of PID 1's own paths.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_dirs: Vec<String>,
     /// Host device nodes made available inside the container, by absolute path.
     #[serde(default)]
     pub devices: Vec<String>,

@@ -495,6 +495,10 @@ fn check_service(svc: &Service, problems: &mut Vec<Problem>) {
     for (i, m) in svc.mounts.iter().enumerate() {
         check_mount(n, i, m, svc.privileged, problems);
     }
+    count(problems, n, "host_dirs", svc.host_dirs.len());
+    for (i, d) in svc.host_dirs.iter().enumerate() {
+        check_host_dir(n, &format!("host_dirs[{i}]"), d, problems);
+    }
     count(problems, n, "devices", svc.devices.len());
     for (i, d) in svc.devices.iter().enumerate() {
         absolute(problems, n, &format!("devices[{i}]"), d);
@@ -682,6 +686,30 @@ fn check_service(svc: &Service, problems: &mut Vec<Problem>) {
             "readiness",
             "onboot tasks run to completion; readiness applies to services only",
         ));
+    }
+}
+
+/// Where PID 1 may create a service's `host_dirs`: the writable trees of the host.
+pub const HOST_DIR_BASES: &[&str] = &["/run", "/var"];
+
+/// A `host_dirs` entry: absolute, no `..`, strictly below one of [`HOST_DIR_BASES`], and
+/// not at or inside a path of the kernel or PID 1 (the control socket, the state of the
+/// containers, init's logs), nor above one of them.
+fn check_host_dir(n: &str, field: &str, dir: &str, problems: &mut Vec<Problem>) {
+    let before = problems.len();
+    absolute(problems, n, field, dir);
+    if problems.len() > before {
+        return;
+    }
+    let p = normalize(dir);
+    if !HOST_DIR_BASES.iter().any(|b| p != *b && within(&p, b)) {
+        problems.push(Problem::new(
+            n,
+            field,
+            format!("{dir:?} must be below {}", HOST_DIR_BASES.join(" or ")),
+        ));
+    } else if let Some(why) = refused_bind_source(&p, &[]) {
+        problems.push(Problem::new(n, field, format!("{dir:?}: {why}")));
     }
 }
 

@@ -194,3 +194,40 @@ fn the_documented_example_is_valid() {
     assert!(l.rejected.is_empty(), "{:#?}", l.rejected);
     assert_eq!(l.manifest.services.len(), 2);
 }
+
+#[test]
+fn host_dirs_outside_run_and_var_or_on_pid1s_paths_are_refused() {
+    let l = load(
+        r#"{"name": "d", "root": "/c/d", "args": ["/bin/d"], "host_dirs": [
+            "run/net", "/var/../etc", "/etc/x", "/run", "/var/", "/runner/x",
+            "/run/sysctr", "/run/sysctr/containers/x", "/var/log/sysctr/x", "/var/lib/sysctr"]}"#,
+    );
+    assert_eq!(
+        problems(&l, "d"),
+        [
+            r#"m.json: service "d": host_dirs[0]: "run/net" must be an absolute path"#,
+            r#"m.json: service "d": host_dirs[1]: "/var/../etc" must not contain "..""#,
+            r#"m.json: service "d": host_dirs[2]: "/etc/x" must be below /run or /var"#,
+            r#"m.json: service "d": host_dirs[3]: "/run" must be below /run or /var"#,
+            r#"m.json: service "d": host_dirs[4]: "/var/" must be below /run or /var"#,
+            r#"m.json: service "d": host_dirs[5]: "/runner/x" must be below /run or /var"#,
+            r#"m.json: service "d": host_dirs[6]: "/run/sysctr": /run/sysctr contains /run/sysctr/control.sock, which belongs to the kernel or PID 1; mount a directory below it instead"#,
+            r#"m.json: service "d": host_dirs[7]: "/run/sysctr/containers/x": /run/sysctr/containers belongs to the kernel or PID 1 and may not be mounted into a service that is not privileged"#,
+            r#"m.json: service "d": host_dirs[8]: "/var/log/sysctr/x": /var/log/sysctr belongs to the kernel or PID 1 and may not be mounted into a service that is not privileged"#,
+            r#"m.json: service "d": host_dirs[9]: "/var/lib/sysctr": /var/lib/sysctr contains /var/lib/sysctr/boot, which belongs to the kernel or PID 1; mount a directory below it instead"#,
+        ]
+    );
+}
+
+#[test]
+fn host_dirs_below_run_and_var_are_kept() {
+    let l = load(
+        r#"{"name": "d", "root": "/c/d", "args": ["/bin/d"],
+            "host_dirs": ["/run/sysctr/net", "/var/lib/sysctr/ssh", "/var/log/syslog/"]}"#,
+    );
+    assert!(l.rejected.is_empty(), "{:#?}", l.rejected);
+    assert_eq!(
+        l.manifest.services[0].host_dirs,
+        ["/run/sysctr/net", "/var/lib/sysctr/ssh", "/var/log/syslog/"]
+    );
+}

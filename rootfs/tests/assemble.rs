@@ -104,30 +104,27 @@ fn the_default_appliance_assembles_with_the_real_recipes() {
         .iter()
         .map(|s| s["name"].as_str().unwrap())
         .collect();
-    assert_eq!(
-        names,
-        ["prepare", "logging", "network", "ssh", "time", "console"]
-    );
+    assert_eq!(names, ["logging", "network", "ssh", "time", "console"]);
     // The manifest entries are the system containers' service.json files, unchanged.
     let ssh: Value = serde_json::from_str(
         &fs::read_to_string(workspace().join("system-containers/ssh/service.json")).unwrap(),
     )
     .unwrap();
-    assert_eq!(m["services"][3], ssh);
+    assert_eq!(m["services"][2], ssh);
     assert!(stage.join("sbin/init").is_file());
     assert!(stage
         .join("containers/ssh/rootfs/usr/sbin/dropbear")
         .is_file());
     assert!(stage.join("containers/ssh/rootfs/var/log").is_dir());
-    // busybox is in five roots and stored once.
+    // busybox is in four roots and stored once.
     let ino = |c: &str| {
         fs::metadata(stage.join(format!("containers/{c}/rootfs/bin/busybox")))
             .unwrap()
             .ino()
     };
     assert_eq!(ino("logging"), ino("console"));
-    assert!(done.dedup.files_linked >= 4, "{:?}", done.dedup);
-    assert_eq!(done.sizes.len(), 6);
+    assert!(done.dedup.files_linked >= 3, "{:?}", done.dedup);
+    assert_eq!(done.sizes.len(), 5);
 }
 
 #[test]
@@ -143,7 +140,7 @@ fn an_appliance_with_an_image_service_and_files_assembles() {
         &file,
         r#"{
           "name": "web", "version": "1", "compatible": "org.example.web",
-          "system_containers": ["prepare", "logging", "network"],
+          "system_containers": ["logging", "network"],
           "services": [
             { "from": { "image": "oci:img" }, "name": "web", "depends_on": ["network"],
               "readiness": { "kind": "tcp", "port": 8080 } }
@@ -159,7 +156,7 @@ fn an_appliance_with_an_image_service_and_files_assembles() {
     let stage = t.path().join("root");
     assemble_into(&a, t.path(), &stage);
     let m = manifest_of(&stage);
-    let web = &m["services"][3];
+    let web = &m["services"][2];
     assert_eq!(web["root"], "/containers/web/rootfs");
     assert_eq!(web["args"], json!(["busybox", "httpd", "-f", "-p", "8080"]));
     // The image's busybox and the recipes' are one inode.

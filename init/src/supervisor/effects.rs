@@ -5,6 +5,7 @@
 //! and answers from a script, so the supervisor's glue runs without root.
 
 use crate::cgroups::{self, Usage};
+use crate::hostdirs::HostDirError;
 use crate::runtime::{Runtime, RuntimeError, Stdio};
 use oci_spec::runtime::Spec;
 use std::cell::RefCell;
@@ -40,6 +41,8 @@ pub trait Effects {
     fn oom_kills(&self, name: &str) -> Option<u64>;
     /// Whether a host directory exists (the image root, before a start).
     fn is_dir(&self, path: &str) -> bool;
+    /// Creates a service's `host_dirs` on the host (see [`crate::hostdirs`]).
+    fn create_host_dirs(&mut self, dirs: &[String]) -> Result<(), HostDirError>;
     /// Whether `path` exists inside the container whose init is `pid`.
     fn path_exists_in(&self, pid: i32, path: &str) -> bool;
     /// Whether `host:port` accepts a TCP connection in the network namespace of `pid`.
@@ -129,6 +132,9 @@ impl Effects for Live {
     fn oom_kills(&self, name: &str) -> Option<u64> {
         cgroups::oom_kills(&self.cgroup_prefix, name)
     }
+    fn create_host_dirs(&mut self, dirs: &[String]) -> Result<(), HostDirError> {
+        crate::hostdirs::create(Path::new("/"), dirs)
+    }
     fn is_dir(&self, path: &str) -> bool {
         Path::new(path).is_dir()
     }
@@ -192,6 +198,7 @@ pub enum Call {
     RemoveCgroup(String),
     MountOverlay { lower: String, target: String },
     Unmount(String),
+    HostDirs(Vec<String>),
 }
 
 /// A scripted system for unit tests: starts succeed with increasing pids unless a failure
@@ -209,6 +216,8 @@ pub struct Recording {
     pub next_pid: i32,
     /// How long each start takes (a hung start that runs into its timeout, say).
     pub start_delay: std::time::Duration,
+    /// The error of the next `create_host_dirs` (None: the directories are made).
+    pub host_dirs_error: Option<HostDirError>,
 }
 
 #[cfg(test)]
@@ -271,6 +280,13 @@ impl Effects for Recording {
     }
     fn oom_kills(&self, _: &str) -> Option<u64> {
         Some(0)
+    }
+    fn create_host_dirs(&mut self, dirs: &[String]) -> Result<(), HostDirError> {
+        self.record(Call::HostDirs(dirs.to_vec()));
+        match self.host_dirs_error.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
     fn is_dir(&self, path: &str) -> bool {
         self.dirs.borrow().contains(path)

@@ -26,6 +26,8 @@ pub enum StartError {
     #[error("{0}")]
     Overlay(String),
     #[error(transparent)]
+    HostDirs(#[from] crate::hostdirs::HostDirError),
+    #[error(transparent)]
     Notify(#[from] NotifyError),
     #[error("create the {stream:?} pipe: {source}")]
     Pipe {
@@ -91,6 +93,9 @@ impl Supervisor {
         }
         if !self.fx.is_dir(&def.root) {
             return Err(StartError::NoRoot { root: def.root });
+        }
+        if !def.host_dirs.is_empty() {
+            self.fx.create_host_dirs(&def.host_dirs)?;
         }
         if self.services[i].applied && !def.readonly_root {
             def.root = self.writable_root(&def)?;

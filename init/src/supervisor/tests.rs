@@ -221,6 +221,54 @@ fn a_missing_root_is_retried_per_policy_until_it_appears() {
     assert_eq!(w.state("late"), State::Ready);
 }
 
+/// `host_dirs` are made before the container, on every start; a service without any makes
+/// no such call. When they cannot be made, that start fails naming the directory, and
+/// no container is created.
+#[test]
+fn host_dirs_are_made_before_each_create_and_a_failure_fails_that_start() {
+    let mut fx = fake();
+    fx.host_dirs_error = Some(crate::hostdirs::HostDirError::NotDir {
+        path: "/var/log/syslog".into(),
+    });
+    let mut w = world(
+        json!([
+            svc(
+                "logging",
+                json!({"host_dirs": ["/run/sysctr/syslog", "/var/log/syslog"],
+                       "restart": {"backoff_initial_ms": 1}})
+            ),
+            svc("plain", json!({}))
+        ]),
+        fx,
+    );
+    w.sup.schedule(&mut w.r);
+    assert_eq!(w.state("logging"), State::Backoff);
+    assert_eq!(
+        w.sup.status(0).last_error.as_deref(),
+        Some("host_dirs: /var/log/syslog is a symlink or not a directory; refusing to create below it")
+    );
+    w.run_timers(Duration::from_millis(20));
+    assert_eq!(w.state("logging"), State::Ready);
+    let dirs = vec!["/run/sysctr/syslog".to_string(), "/var/log/syslog".into()];
+    let calls: Vec<Call> = w
+        .calls
+        .borrow()
+        .iter()
+        .filter(|c| matches!(c, Call::HostDirs(_) | Call::Create(_)))
+        .cloned()
+        .collect();
+    // The failed start made no container; `plain` has no host_dirs and makes no call.
+    assert_eq!(
+        calls,
+        [
+            Call::HostDirs(dirs.clone()),
+            Call::Create("plain".into()),
+            Call::HostDirs(dirs),
+            Call::Create("logging".into()),
+        ]
+    );
+}
+
 #[test]
 fn a_transient_start_error_is_retried_and_then_runs() {
     let mut fx = fake();

@@ -30,10 +30,7 @@ fn the_default_example_is_todays_image() {
     let plan = a.plan(false).unwrap();
     let names: Vec<&str> = plan.iter().map(|c| c.name.as_str()).collect();
     // The same system containers, in the same order, as CONTAINERS in xtask/src/image.rs.
-    assert_eq!(
-        names,
-        ["prepare", "logging", "network", "ssh", "time", "console"]
-    );
+    assert_eq!(names, ["logging", "network", "ssh", "time", "console"]);
     assert!(plan
         .iter()
         .all(|c| matches!(c.source, PlannedSource::System(_))));
@@ -107,7 +104,7 @@ fn every_semantic_problem_is_reported_by_field() {
         "kernel.fragments[0]:",
         "kernel.fragments[1]: x.txt must end in .config",
         "system_containers[1]: \"nosuch\" is not a system container",
-        "known: console, logging, network, prepare, ssh, time",
+        "known: console, logging, network, ssh, time",
         "system_containers[2]: \"logging\" is listed twice",
         "services[0] (\"w\").root: set by the builder",
         "services[0] (\"w\").from.image:",
@@ -155,7 +152,7 @@ fn import_web(dir: &Path) -> Result<ImportedServices> {
 const WEB: &str = r#"{
   // comments are fine
   "name": "web", "version": "1.0.0", "compatible": "org.example.web",
-  "system_containers": ["prepare", "logging", "network"],
+  "system_containers": ["logging", "network"],
   "services": [
     { "from": { "image": "oci:img:1" }, "name": "web", "depends_on": ["network"],
       "env": ["MODE=test"],
@@ -171,12 +168,12 @@ fn image_services_are_imported_and_completed_from_the_config() {
     let p = write(t.path(), "web.appliance.json", WEB);
     let a = load_with(&p, Some(&workspace().join("system-containers"))).unwrap();
     let plan = a.plan(false).unwrap();
-    assert_eq!(plan.len(), 4);
-    assert_eq!(plan[3].entry["root"], "/containers/web/rootfs");
-    assert!(!plan[3].entry.contains_key("args"));
+    assert_eq!(plan.len(), 3);
+    assert_eq!(plan[2].entry["root"], "/containers/web/rootfs");
+    assert!(!plan[2].entry.contains_key("args"));
     let containers = t.path().join("out/containers");
     let done = import_images(&a, &plan, &containers).unwrap();
-    let web = &done.services[3];
+    let web = &done.services[2];
     assert_eq!(web["args"], json!(["/bin/httpd", "-f"]));
     assert_eq!(web["env"], json!(["PATH=/bin", "MODE=test"]));
     assert_eq!(web["cwd"], "/srv");
@@ -186,7 +183,7 @@ fn image_services_are_imported_and_completed_from_the_config() {
     }
     assert_eq!(done.imported.len(), 1);
     // The system services' entries pass through unchanged.
-    assert_eq!(done.services[0]["name"], "prepare");
+    assert_eq!(done.services[0]["name"], "logging");
 }
 
 #[test]

@@ -146,7 +146,7 @@ mod tests {
             .unwrap();
         let text = describe(&a, &a.plan(false).unwrap());
         assert!(text.starts_with("appliance sysctr 0.1.0 (compatible org.sysctr.default)"));
-        for name in ["prepare", "logging", "network", "ssh", "time", "console"] {
+        for name in ["logging", "network", "ssh", "time", "console"] {
             assert!(
                 text.contains(&format!(
                     "from system container {}",

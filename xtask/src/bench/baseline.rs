@@ -725,11 +725,21 @@ sysctr: all services ready (7 services, 7197 ms since boot)
                     );
                 }
             }
-            if name != "prepare" {
+            assert!(
+                script.contains(&format!("[{name}] ready"))
+                    || script.contains(&format!("ready {name} ")),
+                "{name}: no ready line"
+            );
+            let mkdir = script.replace("\\\n", " ");
+            let mkdir = mkdir
+                .lines()
+                .find(|l| l.starts_with("mkdir -p /run/sysctr/"))
+                .unwrap_or_default();
+            for d in s["host_dirs"].as_array().into_iter().flatten() {
+                let d = d.as_str().unwrap();
                 assert!(
-                    script.contains(&format!("[{name}] ready"))
-                        || script.contains(&format!("ready {name} ")),
-                    "{name}: no ready line"
+                    mkdir.split(' ').any(|w| w == d),
+                    "{name}: host_dirs {d} not made by the script's mkdir -p"
                 );
             }
         }
