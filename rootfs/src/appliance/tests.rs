@@ -36,7 +36,7 @@ fn the_default_example_is_todays_image() {
         .all(|c| matches!(c.source, PlannedSource::System(_))));
     // dev takes console's service.dev.json.
     let dev = a.plan(true).unwrap();
-    assert_eq!(dev[5].entry["args"], json!(["/usr/libexec/dev-console"]));
+    assert_eq!(dev[4].entry["args"], json!(["/usr/libexec/dev-console"]));
     assert_eq!(a.output_dir(), workspace().join("build/sysctr"));
 }
 
