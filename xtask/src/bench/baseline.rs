@@ -730,15 +730,19 @@ sysctr: all services ready (7 services, 7197 ms since boot)
                     || script.contains(&format!("ready {name} ")),
                 "{name}: no ready line"
             );
-            let mkdir = script.replace("\\\n", " ");
-            let mkdir = mkdir
-                .lines()
-                .find(|l| l.starts_with("mkdir -p /run/sysctr/"))
-                .unwrap_or_default();
+            // The paths after each `mkdir -p` (the script is one line of words here).
+            let words: Vec<&str> = script.split(' ').collect();
+            let made: Vec<&str> = words
+                .windows(2)
+                .enumerate()
+                .filter(|(_, w)| w == &["mkdir", "-p"])
+                .flat_map(|(i, _)| words[i + 2..].iter().take_while(|w| w.starts_with('/')))
+                .copied()
+                .collect();
             for d in s["host_dirs"].as_array().into_iter().flatten() {
                 let d = d.as_str().unwrap();
                 assert!(
-                    mkdir.split(' ').any(|w| w == d),
+                    made.contains(&d),
                     "{name}: host_dirs {d} not made by the script's mkdir -p"
                 );
             }
