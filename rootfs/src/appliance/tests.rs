@@ -104,7 +104,7 @@ fn every_semantic_problem_is_reported_by_field() {
         "kernel.fragments[0]:",
         "kernel.fragments[1]: x.txt must end in .config",
         "system_containers[1]: \"nosuch\" is not a system container",
-        "known: console, logging, network, ssh, time",
+        "known: console, docker, logging, network, ssh, ssh-node, time",
         "system_containers[2]: \"logging\" is listed twice",
         "services[0] (\"w\").root: set by the builder",
         "services[0] (\"w\").from.image:",

@@ -1,8 +1,8 @@
 //! `cargo xtask cluster` and `cargo xtask cluster-test`: sysctr nodes running Docker Swarm on
 //! a private network the host builds for them, and the end-to-end swarm test.
 //!
-//! The node image is the default image plus the `docker-prepare` and `docker` system
-//! containers, the docker CLI in the ssh container, a kernel with `kernel-config/node/`
+//! The node image is the default image plus the `docker` system container (its directories
+//! from its host_dirs), the docker CLI in the ssh container, a kernel with `kernel-config/node/`
 //! merged in, and a larger state partition (images and containers live there).
 //!
 //! The network: a network namespace of its own (`ip netns add`), with a bridge and one tap
