@@ -14,9 +14,7 @@ pub(super) fn start_and_restart(
 
     // The same OCI spec for runc and crun.
     let spec = init.control().spec(name).map_err(anyhow::Error::msg)?;
-    let peer_prefix = format!("sysctr-bench-{}-peer", std::process::id());
-    let mut peer_spec = spec.clone();
-    peer_spec["linux"]["cgroupsPath"] = json!(format!("/{peer_prefix}/{name}"));
+    let (peer_prefix, peer_spec) = peer_spec(&spec, name);
     let mut peers = vec![
         peer("runc", "runc run -d", &peer_spec, scratch)?,
         peer("crun", "crun run -d", &peer_spec, scratch)?,
@@ -45,20 +43,10 @@ pub(super) fn start_and_restart(
         }
         via_cli.push(elapsed_us(t));
         in_init.push(running_start_us(&init, name)?);
-        init.stop(name)?;
-        settle();
-        let t = Instant::now();
-        init.ok(Op::Start {
-            service: name.into(),
-        })?;
-        via_socket.push(elapsed_us(t));
-        in_init.push(running_start_us(&init, name)?);
-        for p in peers.iter_mut() {
-            p.once();
-        }
-        remove_cgroups(&peer_prefix);
-        settle();
-        fork_exec.push(fork_exec_wait(&truebin, &[])?);
+        let r = round(&init, name, &mut peers, &peer_prefix, &truebin)?;
+        via_socket.push(r.socket_us);
+        in_init.push(r.start_us);
+        fork_exec.push(r.fork_exec_us);
         settle();
         fork_exec_sleep.push(fork_exec_wait(&sleepbin, &["0"])?);
     }
@@ -313,6 +301,55 @@ pub(super) fn profile_start_cycles(
         })
         .unwrap_or_else(|e| format!("perf trace failed: {e:#}\n"));
     Ok((cpu_profile, offcpu, slow_calls))
+}
+
+/// The cgroup prefix the peers run under (beside init's) and `spec` moved into it.
+pub(super) fn peer_spec(spec: &Value, name: &str) -> (String, Value) {
+    let prefix = format!("sysctr-bench-{}-peer", std::process::id());
+    let mut moved = spec.clone();
+    moved["linux"]["cgroupsPath"] = json!(format!("/{prefix}/{name}"));
+    (prefix, moved)
+}
+
+/// One interleaved round's times, in microseconds.
+pub(super) struct Round {
+    /// The `start` request through the socket, as the client sees it.
+    pub socket_us: f64,
+    /// init's own create+start (`start_us`).
+    pub start_us: f64,
+    /// fork+exec+wait of the plain binary.
+    pub fork_exec_us: f64,
+}
+
+/// One round of the comparison: sysctr stop + timed start through the socket, each peer
+/// once (their cgroups under `peer_prefix` removed after), then fork+exec+wait of
+/// `plain`, with a settle pause before each timed step.
+pub(super) fn round(
+    init: &HostInit,
+    name: &str,
+    peers: &mut [Peer],
+    peer_prefix: &str,
+    plain: &Path,
+) -> Result<Round> {
+    init.stop(name)?;
+    settle();
+    let t = Instant::now();
+    init.ok(Op::Start {
+        service: name.into(),
+    })?;
+    let socket_us = elapsed_us(t);
+    let start_us = running_start_us(init, name)?;
+    for p in peers.iter_mut() {
+        p.once();
+    }
+    remove_cgroups(peer_prefix);
+    settle();
+    let fork_exec_us = fork_exec_wait(plain, &[])?;
+    Ok(Round {
+        socket_us,
+        start_us,
+        fork_exec_us,
+    })
 }
 
 pub(super) fn running_start_us(init: &HostInit, name: &str) -> Result<f64> {

@@ -51,9 +51,7 @@ pub(super) fn v2_comparison(o: &Options, bins: &Binaries, scratch: &Scratch) -> 
 
     // From here on this process sees the v2 hierarchy at /sys/fs/cgroup, as init does.
     enter_v2_view()?;
-    let peer_prefix = format!("sysctr-bench-{}-peer", std::process::id());
-    let mut full = spec.clone();
-    full["linux"]["cgroupsPath"] = json!(format!("/{peer_prefix}/{name}"));
+    let (peer_prefix, full) = peer_spec(&spec, name);
     let mut nodev = full.clone();
     if let Some(r) = nodev["linux"]["resources"].as_object_mut() {
         r.remove("devices");
@@ -81,18 +79,9 @@ pub(super) fn v2_comparison(o: &Options, bins: &Binaries, scratch: &Scratch) -> 
         if Instant::now() > deadline {
             break;
         }
-        init.stop(name)?;
-        settle();
-        init.ok(Op::Start {
-            service: name.into(),
-        })?;
-        in_init.push(running_start_us(&init, name)?);
-        for p in peers.iter_mut() {
-            p.once();
-        }
-        remove_cgroups(&peer_prefix);
-        settle();
-        fork_exec.push(fork_exec_wait(&truebin, &[])?);
+        let r = round(&init, name, &mut peers, &peer_prefix, &truebin)?;
+        in_init.push(r.start_us);
+        fork_exec.push(r.fork_exec_us);
     }
     let (cpu_profile, offcpu, slow_calls) = profile_start_cycles(&init, name)?;
     drop(init);
