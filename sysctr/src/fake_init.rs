@@ -10,6 +10,7 @@ use crate::commands::{exec, lifecycle, logs, ps, version};
 use manifest::protocol::{
     self, ErrorKind, ExitStatus, LogEntry, Op, Request, Response, Stream, MAX_REQUEST_BYTES,
 };
+use manifest::protocol_update::{decode_update_request, UpdateRequest};
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 use std::io::{IoSliceMut, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -29,13 +30,31 @@ impl FakeInit {
     pub fn serve(
         answer: impl FnOnce(Request, Vec<OwnedFd>, &mut UnixStream) + Send + 'static,
     ) -> FakeInit {
+        FakeInit::serve_frame(move |body, fds, conn| {
+            answer(protocol::decode_request(&body).unwrap(), fds, conn)
+        })
+    }
+
+    /// [`FakeInit::serve`] for an update request (`sysctr update`, `rollback`).
+    pub fn serve_update(
+        answer: impl FnOnce(UpdateRequest, Vec<OwnedFd>, &mut UnixStream) + Send + 'static,
+    ) -> FakeInit {
+        FakeInit::serve_frame(move |body, fds, conn| {
+            answer(decode_update_request(&body).unwrap(), fds, conn)
+        })
+    }
+
+    /// Serves one connection: `answer` gets the request frame's body undecoded.
+    fn serve_frame(
+        answer: impl FnOnce(Vec<u8>, Vec<OwnedFd>, &mut UnixStream) + Send + 'static,
+    ) -> FakeInit {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("control.sock");
         let listener = UnixListener::bind(&path).unwrap();
         let handle = std::thread::spawn(move || {
             let (mut conn, _) = listener.accept().unwrap();
-            let (req, fds) = receive(&mut conn);
-            answer(req, fds, &mut conn);
+            let (body, fds) = receive(&mut conn);
+            answer(body, fds, &mut conn);
         });
         FakeInit {
             _dir: dir,
@@ -67,7 +86,7 @@ impl FakeInit {
 }
 
 /// Reads one request frame like init does: the first `recvmsg` carries the descriptors.
-fn receive(conn: &mut UnixStream) -> (Request, Vec<OwnedFd>) {
+fn receive(conn: &mut UnixStream) -> (Vec<u8>, Vec<OwnedFd>) {
     let mut buf = vec![0u8; 64 * 1024];
     let mut space = nix::cmsg_space!([std::os::fd::RawFd; 3]);
     let (n, fds) = {
@@ -95,7 +114,7 @@ fn receive(conn: &mut UnixStream) -> (Request, Vec<OwnedFd>) {
     let body = protocol::read_frame(&mut rest, MAX_REQUEST_BYTES)
         .unwrap()
         .unwrap();
-    (protocol::decode_request(&body).unwrap(), fds)
+    (body, fds)
 }
 
 fn run_err(result: anyhow::Result<i32>) -> (i32, String) {

@@ -333,60 +333,13 @@ pub fn run_rollback(
 }
 
 #[cfg(test)]
-#[allow(unsafe_code)]
 mod tests {
     use super::*;
     use crate::client;
-    use manifest::protocol::{self, ErrorKind, MAX_REQUEST_BYTES};
-    use manifest::protocol_update::{decode_update_request, LastUpdate, Slot, SlotStatus};
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-    use std::io::{IoSliceMut, Read, Seek};
-    use std::os::fd::{FromRawFd, OwnedFd};
-    use std::os::unix::net::{UnixListener, UnixStream};
-
-    /// A fake init for update requests: decodes one [`UpdateRequest`] with its descriptors
-    /// and lets the test answer.
-    fn serve(
-        answer: impl FnOnce(UpdateRequest, Vec<OwnedFd>, &mut UnixStream) + Send + 'static,
-    ) -> (tempfile::TempDir, Client, std::thread::JoinHandle<()>) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("control.sock");
-        let listener = UnixListener::bind(&path).unwrap();
-        let handle = std::thread::spawn(move || {
-            let (mut conn, _) = listener.accept().unwrap();
-            let mut buf = vec![0u8; 64 * 1024];
-            let mut space = nix::cmsg_space!([std::os::fd::RawFd; 2]);
-            let (n, fds) = {
-                let mut iov = [IoSliceMut::new(&mut buf)];
-                let msg = recvmsg::<()>(
-                    conn.as_raw_fd(),
-                    &mut iov,
-                    Some(&mut space),
-                    MsgFlags::MSG_CMSG_CLOEXEC,
-                )
-                .unwrap();
-                let mut fds = Vec::new();
-                for c in msg.cmsgs().unwrap() {
-                    if let ControlMessageOwned::ScmRights(raw) = c {
-                        // SAFETY: SCM_RIGHTS just installed these; nothing else owns them.
-                        fds.extend(
-                            raw.into_iter()
-                                .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-                        );
-                    }
-                }
-                (msg.bytes, fds)
-            };
-            let mut rest = (&buf[..n]).chain(&mut conn);
-            let body = protocol::read_frame(&mut rest, MAX_REQUEST_BYTES)
-                .unwrap()
-                .unwrap();
-            let req = decode_update_request(&body).unwrap();
-            answer(req, fds, &mut conn);
-        });
-        let client = Client::new(&path);
-        (dir, client, handle)
-    }
+    use crate::fake_init::FakeInit;
+    use manifest::protocol::{self, ErrorKind};
+    use manifest::protocol_update::{LastUpdate, Slot, SlotStatus};
+    use std::io::{Read, Seek};
 
     fn args(bundle: &str) -> Args {
         Args {
@@ -403,7 +356,7 @@ mod tests {
         let mut bundle = tempfile::tempfile().unwrap();
         bundle.write_all(b"SYSCTRUP and the rest").unwrap();
         bundle.rewind().unwrap();
-        let (_dir, client, handle) = serve(|req, fds, conn| {
+        let fake = FakeInit::serve_update(|req, fds, conn| {
             assert_eq!(
                 req.op,
                 UpdateOp::Update {
@@ -438,11 +391,11 @@ mod tests {
             protocol::write_frame(conn, &UpdateReply::UpdateDone { installed }).unwrap();
         });
         let mut seen = Vec::new();
-        let installed = install(&args("x"), &client, bundle.as_raw_fd(), &mut |p| {
+        let installed = install(&args("x"), &fake.client(), bundle.as_raw_fd(), &mut |p| {
             seen.push(p)
         })
         .unwrap();
-        handle.join().unwrap();
+        fake.join();
         assert_eq!(installed.slot, Slot::B);
         assert_eq!(seen.len(), 2);
         assert_eq!(
@@ -454,7 +407,7 @@ mod tests {
 
     #[test]
     fn a_refusal_is_exit_1_with_init_s_message() {
-        let (_dir, client, handle) = serve(|_, _, conn| {
+        let fake = FakeInit::serve_update(|_, _, conn| {
             let reply = UpdateReply::Error {
                 kind: ErrorKind::Failed,
                 message: "bundle is for \"other\", this system is \"sysctr-x86_64\"".into(),
@@ -462,8 +415,8 @@ mod tests {
             protocol::write_frame(conn, &reply).unwrap();
         });
         let f = tempfile::tempfile().unwrap();
-        let err = install(&args("x"), &client, f.as_raw_fd(), &mut |_| {}).unwrap_err();
-        handle.join().unwrap();
+        let err = install(&args("x"), &fake.client(), f.as_raw_fd(), &mut |_| {}).unwrap_err();
+        fake.join();
         assert_eq!(client::exit_code_for(&err), client::EXIT_REFUSED);
         assert!(format!("{err:#}").contains("this system is"), "{err:#}");
     }
@@ -500,14 +453,14 @@ mod tests {
             }),
         };
         let canned = status.clone();
-        let (_dir, client, handle) = serve(move |req, fds, conn| {
+        let fake = FakeInit::serve_update(move |req, fds, conn| {
             assert_eq!(req.op, UpdateOp::UpdateStatus {});
             assert!(fds.is_empty());
             protocol::write_frame(conn, &UpdateReply::UpdateStatus { status: canned }).unwrap();
         });
         let mut out = Vec::new();
-        run_status(&StatusArgs { json: false }, &client, &mut out).unwrap();
-        handle.join().unwrap();
+        run_status(&StatusArgs { json: false }, &fake.client(), &mut out).unwrap();
+        fake.join();
         let text = String::from_utf8(out).unwrap();
         assert!(
             text.starts_with("SLOT   VERSION   STATE   TRIES LEFT"),
@@ -524,12 +477,12 @@ mod tests {
         );
 
         let canned = status.clone();
-        let (_dir, client, handle) = serve(move |_, _, conn| {
+        let fake = FakeInit::serve_update(move |_, _, conn| {
             protocol::write_frame(conn, &UpdateReply::UpdateStatus { status: canned }).unwrap();
         });
         let mut out = Vec::new();
-        run_status(&StatusArgs { json: true }, &client, &mut out).unwrap();
-        handle.join().unwrap();
+        run_status(&StatusArgs { json: true }, &fake.client(), &mut out).unwrap();
+        fake.join();
         assert_eq!(
             serde_json::from_slice::<UpdateStatus>(&out).unwrap(),
             status
@@ -574,7 +527,7 @@ mod tests {
 
     #[test]
     fn rollback_prints_init_s_answer() {
-        let (_dir, client, handle) = serve(|req, _, conn| {
+        let fake = FakeInit::serve_update(|req, _, conn| {
             assert_eq!(req.op, UpdateOp::Rollback {});
             let reply = UpdateReply::Ok {
                 message: "slot a (1.3.0) boots next time".into(),
@@ -582,8 +535,8 @@ mod tests {
             protocol::write_frame(conn, &reply).unwrap();
         });
         let mut out = Vec::new();
-        run_rollback(&RollbackArgs {}, &client, &mut out).unwrap();
-        handle.join().unwrap();
+        run_rollback(&RollbackArgs {}, &fake.client(), &mut out).unwrap();
+        fake.join();
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "slot a (1.3.0) boots next time\n"
