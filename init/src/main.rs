@@ -15,6 +15,7 @@ mod config;
 mod control;
 mod fatal;
 mod health;
+mod helper_proc;
 mod hostdirs;
 mod images;
 mod log;

@@ -1,12 +1,11 @@
-//! PID 1's side of the image helper: starts it (its own binary, as the update installer
-//! does) with the archive as stdin and a pipe as stdout, at most one at a time, keeps its
+//! PID 1's side of the image helper: starts it ([`crate::helper_proc`], as the update
+//! installer does) with the archive as stdin and a pipe as stdout, at most one at a time, keeps its
 //! output (bounded), and hands the result to the control client that asked once the
 //! reaper reports the helper's exit. PID 1 never waits for it.
 
 use super::helper::{Action, HelperArgs, Outcome};
-use std::fs::File;
-use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd};
+use crate::helper_proc::Helper;
+use std::os::fd::OwnedFd;
 use std::path::Path;
 
 /// Bound on the helper output PID 1 keeps (invariant 12).
@@ -22,7 +21,7 @@ struct Running {
     client: u64,
     image: String,
     action: Action,
-    output: File,
+    output: Helper,
     pending: Vec<u8>,
 }
 
@@ -59,35 +58,15 @@ impl Runner {
             store: store_dir.to_path_buf(),
             image: image.to_string(),
         };
-        let (rd, wr) =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-        // This very binary (on the machine /sbin/init, on the read-only root: invariant 8).
-        let exe = std::env::current_exe().map_err(|e| format!("find init's own binary: {e}"))?;
-        let stdin = match input {
-            Some(fd) => std::process::Stdio::from(fd),
-            None => std::process::Stdio::null(),
-        };
-        let child = std::process::Command::new(&exe)
-            .args(args.to_args())
-            .stdin(stdin)
-            .stdout(std::process::Stdio::from(wr))
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .map_err(|e| format!("start the image helper {}: {e}", exe.display()))?;
-        let pid = child.id() as i32;
-        // The reaper owns the exit (invariant 2): the handle is dropped without waiting.
-        drop(child);
-        let output = File::from(rd);
-        let _ = nix::fcntl::fcntl(
-            output.as_raw_fd(),
-            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-        );
+        let helper =
+            crate::helper_proc::spawn("image", args.to_args(), input).map_err(|e| e.to_string())?;
+        let pid = helper.pid;
         self.running = Some(Running {
             pid,
             client,
             image: image.to_string(),
             action,
-            output,
+            output: helper,
             pending: Vec::new(),
         });
         Ok(pid)
@@ -98,15 +77,12 @@ impl Runner {
         let Some(r) = self.running.as_mut() else {
             return;
         };
-        let mut buf = [0u8; 8192];
-        while let Ok(n) = r.output.read(&mut buf) {
-            if n == 0 {
-                break;
+        let pending = &mut r.pending;
+        r.output.read_available(|chunk| {
+            if pending.len() + chunk.len() <= MAX_OUTPUT {
+                pending.extend_from_slice(chunk);
             }
-            if r.pending.len() + n <= MAX_OUTPUT {
-                r.pending.extend_from_slice(&buf[..n]);
-            }
-        }
+        });
     }
 
     /// The reaper saw `pid` exit: if it is the helper, its result.

@@ -16,8 +16,8 @@ use manifest::protocol::ErrorKind;
 use manifest::protocol_update::{Installed, LastUpdate, Progress, Slot, UpdateResult};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
-use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::io::Write;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 /// The flag that makes the init binary an update helper.
@@ -147,7 +147,7 @@ struct Running {
     pid: i32,
     /// The control client waiting for progress and the result.
     client: u64,
-    output: File,
+    output: crate::helper_proc::Helper,
     pending: Vec<u8>,
     reboot: bool,
     result: Option<Line>,
@@ -234,32 +234,13 @@ impl Runner {
             allow_downgrade,
             offline: bundle.is_none(),
         };
-        let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| (ErrorKind::Failed, format!("pipe: {e}")))?;
-        let exe = if Path::new("/sbin/init").exists() {
-            PathBuf::from("/sbin/init")
-        } else {
-            std::env::current_exe().map_err(|e| (ErrorKind::Failed, e.to_string()))?
-        };
-        let child = std::process::Command::new(&exe)
-            .args(args.to_args())
-            .stdin(bundle.map_or_else(std::process::Stdio::null, std::process::Stdio::from))
-            .stdout(std::process::Stdio::from(wr))
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .map_err(|e| (ErrorKind::Failed, format!("start {}: {e}", exe.display())))?;
-        let pid = child.id() as i32;
-        // The reaper owns the exit (invariant 2): the handle is dropped without waiting.
-        drop(child);
-        let output = File::from(rd);
-        let _ = nix::fcntl::fcntl(
-            output.as_raw_fd(),
-            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-        );
+        let helper = crate::helper_proc::spawn("update", args.to_args(), bundle)
+            .map_err(|e| (ErrorKind::Failed, e.to_string()))?;
+        let pid = helper.pid;
         self.running = Some(Running {
             pid,
             client,
-            output,
+            output: helper,
             pending: Vec::new(),
             reboot,
             result: None,
@@ -281,19 +262,13 @@ impl Runner {
         let Some(r) = self.running.as_mut() else {
             return Vec::new();
         };
-        let mut buf = [0u8; 8192];
-        loop {
-            match r.output.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    r.pending.extend_from_slice(&buf[..n]);
-                    if r.pending.len() > MAX_LINE * 4 {
-                        r.pending.clear();
-                    }
-                }
-                Err(_) => break,
+        let pending = &mut r.pending;
+        r.output.read_available(|chunk| {
+            pending.extend_from_slice(chunk);
+            if pending.len() > MAX_LINE * 4 {
+                pending.clear();
             }
-        }
+        });
         let mut events = Vec::new();
         while let Some(i) = r.pending.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = r.pending.drain(..=i).collect();
