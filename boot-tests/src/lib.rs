@@ -6,22 +6,14 @@
 //! When they are unset every test fails with a message saying so; it never passes silently.
 //! Every wait is bounded, and failures carry the tail of the serial log.
 
-pub use harness::qemu::{ssh_options, DiskBus, Nic};
 use harness::qemu::{BootPath, Machine};
+pub use harness::qemu::{DiskBus, Nic, ALL_READY, BOOT_COMPLETE, REACHED_SHUTDOWN};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-
-/// Marker init prints when every service is Ready.
-pub const ALL_READY: &str = "sysctr: all services ready";
-/// Marker init prints when every service has settled, Ready or not (the test image carries
-/// services that fail on purpose, so it never prints ALL_READY).
-pub const BOOT_COMPLETE: &str = "sysctr: boot complete";
-/// Marker init prints right before reboot(2).
-pub const REACHED_SHUTDOWN: &str = "sysctr: reached shutdown";
 
 /// TCG on 2 shared cores: generous, but bounded.
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
@@ -349,12 +341,7 @@ impl Vm {
 
     /// Runs a command over ssh; returns (exit status, stdout, stderr). Bounded by `timeout`.
     pub fn ssh_raw(&self, command: &str, timeout: Duration) -> (Option<i32>, String, String) {
-        let mut child = Command::new("timeout")
-            .arg(timeout.as_secs().max(1).to_string())
-            .arg("ssh")
-            .args(ssh_options(&self.key, self.ssh_port))
-            .arg("root@127.0.0.1")
-            .arg(command)
+        let mut child = harness::qemu::ssh(&self.key, self.ssh_port, command, Some(timeout))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -376,12 +363,7 @@ impl Vm {
         timeout: Duration,
     ) -> (Option<i32>, String, String) {
         let file = std::fs::File::open(input).expect("open the input file");
-        let out = Command::new("timeout")
-            .arg(timeout.as_secs().max(1).to_string())
-            .arg("ssh")
-            .args(ssh_options(&self.key, self.ssh_port))
-            .arg("root@127.0.0.1")
-            .arg(command)
+        let out = harness::qemu::ssh(&self.key, self.ssh_port, command, Some(timeout))
             .stdin(file)
             .output()
             .expect("start ssh");
@@ -396,10 +378,7 @@ impl Vm {
     /// is discarded): for what must be cut short, like an install at a power cut.
     pub fn ssh_input_spawn(&self, command: &str, input: &Path) -> Child {
         let file = std::fs::File::open(input).expect("open the input file");
-        Command::new("ssh")
-            .args(ssh_options(&self.key, self.ssh_port))
-            .arg("root@127.0.0.1")
-            .arg(command)
+        harness::qemu::ssh(&self.key, self.ssh_port, command, None)
             .stdin(file)
             .stdout(Stdio::null())
             .stderr(Stdio::null())

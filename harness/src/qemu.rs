@@ -12,6 +12,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Marker init prints on the console when every service is Ready.
+pub const ALL_READY: &str = "sysctr: all services ready";
+/// Marker init prints when every service has settled, Ready or not (an image carrying
+/// services that fail on purpose never prints [`ALL_READY`]).
+pub const BOOT_COMPLETE: &str = "sysctr: boot complete";
+/// Marker init prints right before reboot(2).
+pub const REACHED_SHUTDOWN: &str = "sysctr: reached shutdown";
 
 /// The Debian packages a machine needs on the host.
 pub const QEMU_PACKAGES: &[&str] = &["qemu-system-x86", "openssh-client", "ovmf"];
@@ -271,6 +280,24 @@ pub fn ssh_options(key: &Path, port: u16) -> Vec<String> {
     v
 }
 
+/// `ssh root@127.0.0.1 command` on the forwarded `port` with `key` ([`ssh_options`]), the
+/// whole run bounded by coreutils' `timeout` (whole seconds, at least one) when `timeout`
+/// is given. Standard input and output are the caller's to set.
+pub fn ssh(key: &Path, port: u16, command: &str, timeout: Option<Duration>) -> Command {
+    let mut cmd = match timeout {
+        Some(t) => {
+            let mut c = Command::new("timeout");
+            c.arg(t.as_secs().max(1).to_string()).arg("ssh");
+            c
+        }
+        None => Command::new("ssh"),
+    };
+    cmd.args(ssh_options(key, port))
+        .arg("root@127.0.0.1")
+        .arg(command);
+    cmd
+}
+
 /// Copies what `stream` (QEMU's stdout or stderr: the serial console) prints into `serial`
 /// and appends it to the file `log`, carriage returns dropped, until the stream ends.
 pub fn pump(mut stream: Box<dyn Read + Send>, serial: Arc<Mutex<String>>, log: PathBuf) {
@@ -300,6 +327,30 @@ pub fn pump(mut stream: Box<dyn Read + Send>, serial: Arc<Mutex<String>>, log: P
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ssh_is_bounded_by_timeout_in_whole_seconds_when_asked() {
+        let args = |c: &Command| -> Vec<String> {
+            c.get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect()
+        };
+        let c = ssh(
+            Path::new("/k"),
+            2222,
+            "true",
+            Some(Duration::from_millis(300)),
+        );
+        assert_eq!(c.get_program(), "timeout");
+        let a = args(&c);
+        assert_eq!(a[..2], ["1", "ssh"]);
+        assert!(a.windows(2).any(|w| w == ["-p", "2222"]), "{a:?}");
+        assert!(a.windows(2).any(|w| w == ["-i", "/k"]), "{a:?}");
+        assert_eq!(a[a.len() - 2..], ["root@127.0.0.1", "true"]);
+        let c = ssh(Path::new("/k"), 2222, "true", None);
+        assert_eq!(c.get_program(), "ssh");
+        assert_eq!(args(&c)[0], "-i");
+    }
 
     fn line(m: &Machine) -> String {
         let cmd = m.command();

@@ -12,8 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub use harness::qemu::{
-    free_port, ssh_options, BootPath, DiskBus, Machine, Nic, BASE_CMDLINE, OVMF_CODE, OVMF_VARS,
-    QEMU_PACKAGES,
+    free_port, BootPath, DiskBus, Machine, Nic, BASE_CMDLINE, OVMF_CODE, OVMF_VARS, QEMU_PACKAGES,
 };
 
 /// A fresh copy of OVMF's variable store for one VM.

@@ -12,7 +12,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// init's boot markers: every service settled, Ready or not.
-pub const SYSCTR_MARKERS: &[&str] = &["sysctr: all services ready", "sysctr: boot complete"];
+pub const SYSCTR_MARKERS: &[&str] = &[harness::qemu::ALL_READY, harness::qemu::BOOT_COMPLETE];
+
+/// Bound on one command over ssh (an install of a bundle included).
+const SSH_TIMEOUT: Duration = Duration::from_secs(900);
 
 /// How a guest boots (see [`Vm::boot`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -206,11 +209,7 @@ impl Vm {
     /// Runs `command` as root over ssh (busybox sh in the ssh container, or in the
     /// baseline's chroot), with `input` on stdin; one try, at most 15 minutes.
     pub fn ssh(&self, command: &str, input: Option<&str>) -> Result<String> {
-        let mut child = Command::new("timeout")
-            .arg("900")
-            .arg("ssh")
-            .args(qemu::ssh_options(&self.key, self.port))
-            .args(["root@127.0.0.1", command])
+        let mut child = harness::qemu::ssh(&self.key, self.port, command, Some(SSH_TIMEOUT))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -242,16 +241,7 @@ impl Vm {
     /// one try, at most 15 minutes. Returns its stdout.
     pub fn ssh_file(&self, command: &str, input: &Path) -> Result<String> {
         let file = fs::File::open(input).with_context(|| format!("open {}", input.display()))?;
-        let out = Command::new("timeout")
-            .arg("900")
-            .arg("ssh")
-            .arg("-i")
-            .arg(&self.key)
-            .args(["-p", &self.port.to_string()])
-            .args(["-o", "StrictHostKeyChecking=no"])
-            .args(["-o", "UserKnownHostsFile=/dev/null"])
-            .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=10"])
-            .args(["-o", "LogLevel=ERROR", "root@127.0.0.1", command])
+        let out = harness::qemu::ssh(&self.key, self.port, command, Some(SSH_TIMEOUT))
             .stdin(file)
             .output()
             .context("start ssh")?;
