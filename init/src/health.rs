@@ -33,10 +33,26 @@ impl Default for GateConfig {
     }
 }
 
+/// A health-gate value on the kernel command line that is not taken (the default is kept).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GateConfigError {
+    #[error("{word}: expected whole seconds up to {}; keeping the default", max.as_secs())]
+    BadValue { word: String, max: Duration },
+    #[error(
+        "health settle time {}s is not shorter than the deadline {}s; using the defaults",
+        settle.as_secs(),
+        deadline.as_secs()
+    )]
+    SettleNotBeforeDeadline {
+        settle: Duration,
+        deadline: Duration,
+    },
+}
+
 impl GateConfig {
     /// `sysctr.health_settle=` and `sysctr.health_deadline=` (seconds, bounded); a bad value
     /// keeps the default and is reported.
-    pub fn from_cmdline(cmdline: &str) -> (GateConfig, Vec<String>) {
+    pub fn from_cmdline(cmdline: &str) -> (GateConfig, Vec<GateConfigError>) {
         let mut cfg = GateConfig::default();
         let mut problems = Vec::new();
         for word in cmdline.split_whitespace() {
@@ -49,18 +65,17 @@ impl GateConfig {
             };
             match key.parse::<u64>() {
                 Ok(secs) if Duration::from_secs(secs) <= max => *slot = Duration::from_secs(secs),
-                _ => problems.push(format!(
-                    "{word}: expected whole seconds up to {}; keeping the default",
-                    max.as_secs()
-                )),
+                _ => problems.push(GateConfigError::BadValue {
+                    word: word.to_string(),
+                    max,
+                }),
             }
         }
         if cfg.settle >= cfg.deadline {
-            problems.push(format!(
-                "health settle time {}s is not shorter than the deadline {}s; using the defaults",
-                cfg.settle.as_secs(),
-                cfg.deadline.as_secs()
-            ));
+            problems.push(GateConfigError::SettleNotBeforeDeadline {
+                settle: cfg.settle,
+                deadline: cfg.deadline,
+            });
             cfg = GateConfig::default();
         }
         (cfg, problems)
@@ -82,7 +97,45 @@ pub struct Health {
 pub enum Verdict {
     Wait,
     Bless,
-    Bad(String),
+    Bad(BadBoot),
+}
+
+/// Why the gate found a trial boot bad.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadBoot {
+    /// A health-set service or task failed for good; `others` more failed with it.
+    #[error("service {service} failed: {why}{}", and_more(*others))]
+    ServiceFailed {
+        service: String,
+        why: String,
+        others: usize,
+    },
+    /// The deadline passed with `waiting` not Ready (empty: Ready, but not settled).
+    #[error(
+        "not every service Ready and settled within {}s (waiting for: {})",
+        deadline.as_secs(),
+        waiting_for(waiting)
+    )]
+    Deadline {
+        deadline: Duration,
+        waiting: Vec<String>,
+    },
+}
+
+fn and_more(others: usize) -> String {
+    if others > 0 {
+        format!(" (and {others} more)")
+    } else {
+        String::new()
+    }
+}
+
+fn waiting_for(waiting: &[String]) -> String {
+    if waiting.is_empty() {
+        "the settle time".to_string()
+    } else {
+        waiting.join(", ")
+    }
 }
 
 #[derive(Debug)]
@@ -117,12 +170,11 @@ impl Gate {
 
     fn decide(&mut self, now: Instant, h: &Health) -> Verdict {
         if let Some((name, why)) = h.failed.first() {
-            let more = if h.failed.len() > 1 {
-                format!(" (and {} more)", h.failed.len() - 1)
-            } else {
-                String::new()
-            };
-            return Verdict::Bad(format!("service {name} failed: {why}{more}"));
+            return Verdict::Bad(BadBoot::ServiceFailed {
+                service: name.clone(),
+                why: why.clone(),
+                others: h.failed.len() - 1,
+            });
         }
         if h.all_ready {
             let since = *self.ready_since.get_or_insert(now);
@@ -134,15 +186,10 @@ impl Gate {
             self.ready_since = None;
         }
         if now.saturating_duration_since(self.started) >= self.cfg.deadline {
-            return Verdict::Bad(format!(
-                "not every service Ready and settled within {}s (waiting for: {})",
-                self.cfg.deadline.as_secs(),
-                if h.waiting.is_empty() {
-                    "the settle time".to_string()
-                } else {
-                    h.waiting.join(", ")
-                }
-            ));
+            return Verdict::Bad(BadBoot::Deadline {
+                deadline: self.cfg.deadline,
+                waiting: h.waiting.clone(),
+            });
         }
         Verdict::Wait
     }
@@ -222,13 +269,21 @@ mod tests {
             ],
             waiting: vec![],
         };
-        match g.step(t0 + Duration::from_secs(1), &h) {
-            Verdict::Bad(why) => {
-                assert!(why.contains("service web failed: crash loop"), "{why}");
-                assert!(why.contains("and 1 more"), "{why}");
+        let Verdict::Bad(bad) = g.step(t0 + Duration::from_secs(1), &h) else {
+            panic!("a failed service must make the boot bad");
+        };
+        assert_eq!(
+            bad,
+            BadBoot::ServiceFailed {
+                service: "web".into(),
+                why: "crash loop: 5 restarts in 60s".into(),
+                others: 1,
             }
-            v => panic!("{v:?}"),
-        }
+        );
+        assert_eq!(
+            bad.to_string(),
+            "service web failed: crash loop: 5 restarts in 60s (and 1 more)"
+        );
     }
 
     #[test]
@@ -243,20 +298,24 @@ mod tests {
             g.step(t0 + Duration::from_secs(59), &waiting(&["never"])),
             Verdict::Wait
         );
-        match g.step(t0 + Duration::from_secs(60), &waiting(&["never"])) {
-            Verdict::Bad(why) => assert!(why.contains("within 60s (waiting for: never)"), "{why}"),
-            v => panic!("{v:?}"),
-        }
+        let Verdict::Bad(bad) = g.step(t0 + Duration::from_secs(60), &waiting(&["never"])) else {
+            panic!("the deadline must make the boot bad");
+        };
+        let why = bad.to_string();
+        assert!(why.contains("within 60s (waiting for: never)"), "{why}");
         // Ready just before the deadline but not settled: still bad at the deadline.
         let mut g = Gate::new(cfg, t0);
         assert_eq!(
             g.step(t0 + Duration::from_secs(55), &ready()),
             Verdict::Wait
         );
-        assert!(matches!(
-            g.step(t0 + Duration::from_secs(60), &ready()),
-            Verdict::Bad(_)
-        ));
+        let Verdict::Bad(bad) = g.step(t0 + Duration::from_secs(60), &ready()) else {
+            panic!("ready but not settled at the deadline must be bad");
+        };
+        assert!(
+            bad.to_string().contains("(waiting for: the settle time)"),
+            "{bad}"
+        );
     }
 
     #[test]
@@ -269,9 +328,25 @@ mod tests {
             "sysctr.health_settle=18446744073709551615 sysctr.health_deadline=x",
         );
         assert_eq!(c, GateConfig::default());
-        assert_eq!(p.len(), 2, "{p:?}");
+        assert_eq!(
+            p,
+            [
+                GateConfigError::BadValue {
+                    word: "sysctr.health_settle=18446744073709551615".into(),
+                    max: MAX_SETTLE,
+                },
+                GateConfigError::BadValue {
+                    word: "sysctr.health_deadline=x".into(),
+                    max: MAX_DEADLINE,
+                },
+            ]
+        );
+        assert!(p[1].to_string().starts_with("sysctr.health_deadline=x: "));
         let (c, p) = GateConfig::from_cmdline("sysctr.health_settle=100 sysctr.health_deadline=50");
         assert_eq!(c, GateConfig::default());
-        assert!(p[0].contains("not shorter than the deadline"), "{p:?}");
+        assert!(
+            p[0].to_string().contains("not shorter than the deadline"),
+            "{p:?}"
+        );
     }
 }

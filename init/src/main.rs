@@ -231,7 +231,12 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
             gate = Some(health::Gate::new(gc, std::time::Instant::now()));
         }
         boot_info = Some(b);
-        match watchdog::timeout_from_cmdline(&cmdline).and_then(watchdog::arm) {
+        // A bad sysctr.watchdog= value must not leave hangs uncaught: the default applies.
+        let timeout = watchdog::timeout_from_cmdline(&cmdline).unwrap_or_else(|e| {
+            warn!("watchdog", "{e}");
+            watchdog::DEFAULT_TIMEOUT
+        });
+        match watchdog::arm(timeout) {
             Ok(what) => info!("watchdog", "{what}"),
             Err(e) => warn!("watchdog", "{e}"),
         }
@@ -448,6 +453,7 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
                     trial_open = false;
                 }
                 health::Verdict::Bad(why) => {
+                    let why = why.to_string();
                     if let Some(action) = trial::bad_boot(&mut boot_info, control.as_mut(), &why) {
                         return Exit::Power(action);
                     }

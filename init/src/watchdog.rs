@@ -23,8 +23,52 @@ static DOG: Mutex<Option<File>> = Mutex::new(None);
 
 nix::ioctl_readwrite!(wdioc_settimeout, b'W', 6, libc::c_int);
 
-/// `sysctr.watchdog=SECS` from the command line; None means the default.
-pub fn timeout_from_cmdline(cmdline: &str) -> Result<Duration, String> {
+#[derive(Debug, thiserror::Error)]
+pub enum WatchdogError {
+    #[error(
+        "sysctr.watchdog={value}: expected 0 (off) or 10..{} seconds; using {}s",
+        MAX_TIMEOUT.as_secs(),
+        DEFAULT_TIMEOUT.as_secs()
+    )]
+    BadTimeout { value: String },
+    #[error("cannot open {device}: {source}")]
+    Open {
+        device: &'static str,
+        source: std::io::Error,
+    },
+}
+
+/// What [`arm`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Armed {
+    /// `sysctr.watchdog=0`.
+    Off,
+    /// No watchdog device: many machines have none.
+    NoDevice,
+    /// Armed with the timeout asked for.
+    Timeout(Duration),
+    /// Armed, but the driver refused the timeout asked for and keeps its own.
+    DriverDefault { wanted: Duration, why: nix::Error },
+}
+
+impl std::fmt::Display for Armed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Armed::Off => write!(f, "off (sysctr.watchdog=0)"),
+            Armed::NoDevice => write!(f, "no {DEVICE}: hangs are not caught by hardware"),
+            Armed::Timeout(t) => write!(f, "{DEVICE} armed, timeout {}s", t.as_secs()),
+            Armed::DriverDefault { wanted, why } => write!(
+                f,
+                "{DEVICE} armed with its default timeout (cannot set {}s: {why})",
+                wanted.as_secs()
+            ),
+        }
+    }
+}
+
+/// `sysctr.watchdog=SECS` from the command line; absent means [`DEFAULT_TIMEOUT`]. A bad
+/// value is an error, and the caller arms with [`DEFAULT_TIMEOUT`] (as the error says).
+pub fn timeout_from_cmdline(cmdline: &str) -> Result<Duration, WatchdogError> {
     match cmdline
         .split_whitespace()
         .find_map(|w| w.strip_prefix("sysctr.watchdog="))
@@ -34,42 +78,42 @@ pub fn timeout_from_cmdline(cmdline: &str) -> Result<Duration, String> {
             Ok(s) if Duration::from_secs(s) <= MAX_TIMEOUT && (s == 0 || s >= 10) => {
                 Ok(Duration::from_secs(s))
             }
-            _ => Err(format!(
-                "sysctr.watchdog={v}: expected 0 (off) or 10..{} seconds; using {}s",
-                MAX_TIMEOUT.as_secs(),
-                DEFAULT_TIMEOUT.as_secs()
-            )),
+            _ => Err(WatchdogError::BadTimeout {
+                value: v.to_string(),
+            }),
         },
     }
 }
 
-/// Opens and arms the watchdog. Returns what was done, or why not (no device is not an error:
-/// many machines have none).
-pub fn arm(timeout: Duration) -> Result<String, String> {
+/// Opens and arms the watchdog. Returns what was done; no device is not an error.
+pub fn arm(timeout: Duration) -> Result<Armed, WatchdogError> {
     if timeout.is_zero() {
-        return Ok("off (sysctr.watchdog=0)".into());
+        return Ok(Armed::Off);
     }
     let f = match File::options().write(true).open(DEVICE) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(format!("no {DEVICE}: hangs are not caught by hardware"))
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Armed::NoDevice),
+        Err(source) => {
+            return Err(WatchdogError::Open {
+                device: DEVICE,
+                source,
+            })
         }
-        Err(e) => return Err(format!("open {DEVICE}: {e}")),
     };
     let mut secs = timeout.as_secs() as libc::c_int;
     // SAFETY: WDIOC_SETTIMEOUT reads and writes one c_int through the pointer we pass.
     #[allow(unsafe_code)]
     let set = unsafe { wdioc_settimeout(f.as_raw_fd(), &mut secs) };
-    let msg = match set {
-        Ok(_) => format!("{DEVICE} armed, timeout {secs}s"),
-        Err(e) => format!(
-            "{DEVICE} armed with its default timeout (cannot set {}s: {e})",
-            timeout.as_secs()
-        ),
+    let armed = match set {
+        Ok(_) => Armed::Timeout(Duration::from_secs(secs.max(0) as u64)),
+        Err(why) => Armed::DriverDefault {
+            wanted: timeout,
+            why,
+        },
     };
     *DOG.lock().unwrap_or_else(|p| p.into_inner()) = Some(f);
     pet();
-    Ok(msg)
+    Ok(armed)
 }
 
 /// Tells the watchdog PID 1 is alive.
@@ -102,7 +146,16 @@ mod tests {
             Duration::from_secs(90)
         );
         for bad in ["5", "601", "x", "18446744073709551616"] {
-            assert!(timeout_from_cmdline(&format!("sysctr.watchdog={bad}")).is_err());
+            let e = timeout_from_cmdline(&format!("sysctr.watchdog={bad}")).unwrap_err();
+            assert!(
+                matches!(&e, WatchdogError::BadTimeout { value } if value == bad),
+                "{e:?}"
+            );
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("sysctr.watchdog={bad}: ")),
+                "{e}"
+            );
         }
     }
 }
