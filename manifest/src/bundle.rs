@@ -12,11 +12,18 @@
 //! `compatible` id and version before it writes one byte, and checks each payload while it
 //! streams past, from a file or from a pipe alike.
 
+mod base64;
+mod head;
 pub mod pe;
+pub mod signature;
 pub mod verity;
+mod version;
+
+pub use base64::base64_decode;
+pub use head::{encode_head, payload_start, read_head, read_padding, read_part, Head};
+pub use version::{check_id, check_version, compare_versions};
 
 use serde::{Deserialize, Serialize};
-use std::cmp::Ordering;
 use std::io::{self, Read, Write};
 
 pub const MAGIC: [u8; 8] = *b"SYSCTRUP";
@@ -125,141 +132,6 @@ fn invalid(field: impl Into<String>, problem: impl Into<String>) -> BundleError 
 
 pub fn align_up(n: u64) -> u64 {
     n.div_ceil(ALIGN) * ALIGN
-}
-
-/// Where the payload area starts for a manifest and signature of these lengths.
-pub fn payload_start(manifest_len: usize, signature_len: usize) -> u64 {
-    align_up((HEADER_LEN + manifest_len + signature_len) as u64)
-}
-
-/// The bytes before the first payload: header, manifest, signature, zero padding.
-pub fn encode_head(manifest: &[u8], signature: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(payload_start(manifest.len(), signature.len()) as usize);
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&FORMAT.to_le_bytes());
-    out.extend_from_slice(&(manifest.len() as u32).to_le_bytes());
-    out.extend_from_slice(&(signature.len() as u32).to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
-    out.extend_from_slice(manifest);
-    out.extend_from_slice(signature);
-    out.resize(payload_start(manifest.len(), signature.len()) as usize, 0);
-    out
-}
-
-/// The unverified front of a bundle, read and checked for shape only.
-#[derive(Debug, Clone)]
-pub struct Head {
-    pub format: u32,
-    /// The exact bytes the signature covers.
-    pub manifest: Vec<u8>,
-    /// A minisign signature file's text.
-    pub signature: String,
-    /// Bytes consumed: the reader is now at the first payload.
-    pub payload_start: u64,
-}
-
-/// Reads exactly `buf.len()` bytes, naming the part when the stream ends first.
-pub fn read_part(
-    r: &mut impl Read,
-    buf: &mut [u8],
-    part: &str,
-    offset: u64,
-) -> Result<(), BundleError> {
-    let mut got = 0;
-    while got < buf.len() {
-        match r.read(&mut buf[got..]) {
-            Ok(0) => {
-                return Err(BundleError::Truncated {
-                    part: part.to_string(),
-                    offset: offset + got as u64,
-                })
-            }
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(error) => {
-                return Err(BundleError::Read {
-                    part: part.to_string(),
-                    error,
-                })
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Reads and checks `len` zero bytes of padding.
-pub fn read_padding(
-    r: &mut impl Read,
-    len: u64,
-    after: &str,
-    offset: u64,
-) -> Result<(), BundleError> {
-    let mut buf = [0u8; ALIGN as usize];
-    let mut done = 0u64;
-    while done < len {
-        let n = (len - done).min(ALIGN) as usize;
-        read_part(
-            r,
-            &mut buf[..n],
-            &format!("padding after the {after}"),
-            offset + done,
-        )?;
-        if let Some(i) = buf[..n].iter().position(|&b| b != 0) {
-            return Err(BundleError::NonZeroPadding {
-                after: after.to_string(),
-                offset: offset + done + i as u64,
-            });
-        }
-        done += n as u64;
-    }
-    Ok(())
-}
-
-/// Reads the header, manifest, signature and padding, leaving `r` at the first payload.
-/// Nothing here is trusted yet: the caller verifies the signature next.
-pub fn read_head(r: &mut impl Read) -> Result<Head, BundleError> {
-    let mut h = [0u8; HEADER_LEN];
-    read_part(r, &mut h, "header", 0)?;
-    if h[..8] != MAGIC {
-        return Err(BundleError::BadMagic {
-            found: String::from_utf8_lossy(&h[..8]).into_owned(),
-        });
-    }
-    let word = |o: usize| u32::from_le_bytes(h[o..o + 4].try_into().unwrap());
-    let (format, manifest_len, signature_len, reserved) = (word(8), word(12), word(16), word(20));
-    if format != FORMAT {
-        return Err(BundleError::UnsupportedFormat { found: format });
-    }
-    if reserved != 0 {
-        return Err(BundleError::Reserved { found: reserved });
-    }
-    for (part, len, max) in [
-        ("manifest", manifest_len, MAX_MANIFEST_BYTES),
-        ("signature", signature_len, MAX_SIGNATURE_BYTES),
-    ] {
-        if len > max {
-            return Err(BundleError::TooLarge {
-                part,
-                len: len.into(),
-                max: max.into(),
-            });
-        }
-    }
-    let mut manifest = vec![0u8; manifest_len as usize];
-    read_part(r, &mut manifest, "manifest", HEADER_LEN as u64)?;
-    let mut signature = vec![0u8; signature_len as usize];
-    let sig_at = (HEADER_LEN + manifest.len()) as u64;
-    read_part(r, &mut signature, "signature", sig_at)?;
-    let signature = String::from_utf8(signature).map_err(|_| BundleError::SignatureNotText)?;
-    let end = sig_at + signature_len as u64;
-    let payload_start = payload_start(manifest.len(), signature.len());
-    read_padding(r, payload_start - end, "signature", end)?;
-    Ok(Head {
-        format,
-        manifest,
-        signature,
-        payload_start,
-    })
 }
 
 impl Manifest {
@@ -477,83 +349,6 @@ impl Manifest {
     }
 }
 
-/// A version or id as the manifest carries it: 1 to 64 of `A-Za-z0-9._-`, starting with a
-/// letter or digit. Both end up in file names on the ESP.
-pub fn check_id(s: &str) -> Result<(), String> {
-    if s.is_empty() || s.len() > MAX_ID_LEN {
-        return Err(format!("{s:?} must be 1 to {MAX_ID_LEN} characters"));
-    }
-    if !s.chars().next().unwrap().is_ascii_alphanumeric() {
-        return Err(format!("{s:?} must start with a letter or digit"));
-    }
-    if let Some(c) = s
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
-    {
-        return Err(format!(
-            "{s:?} has {c:?}; only letters, digits, '.', '-' and '_' are allowed"
-        ));
-    }
-    Ok(())
-}
-
-/// [`check_id`], and it must start with a digit (`1.4.0`, `2026.12.1-rc1`).
-pub fn check_version(s: &str) -> Result<(), String> {
-    check_id(s)?;
-    if !s.starts_with(|c: char| c.is_ascii_digit()) {
-        return Err(format!("{s:?} must start with a digit"));
-    }
-    Ok(())
-}
-
-/// Compares versions the semver way, leniently: the part before the first `-` is compared
-/// component by component (numbers as numbers, missing ones as 0, so `1.2` = `1.2.0`); a
-/// version with a pre-release suffix (`1.2.0-rc1`) is older than the same one without it;
-/// two suffixes compare by their `.`-separated identifiers, numbers before words.
-pub fn compare_versions(a: &str, b: &str) -> Ordering {
-    let (a_core, a_pre) = a.split_once('-').map_or((a, None), |(c, p)| (c, Some(p)));
-    let (b_core, b_pre) = b.split_once('-').map_or((b, None), |(c, p)| (c, Some(p)));
-    let ac: Vec<&str> = a_core.split('.').collect();
-    let bc: Vec<&str> = b_core.split('.').collect();
-    for i in 0..ac.len().max(bc.len()) {
-        let x = ac.get(i).copied().unwrap_or("0");
-        let y = bc.get(i).copied().unwrap_or("0");
-        match compare_ident(x, y) {
-            Ordering::Equal => {}
-            o => return o,
-        }
-    }
-    match (a_pre, b_pre) {
-        (None, None) => Ordering::Equal,
-        (None, Some(_)) => Ordering::Greater,
-        (Some(_), None) => Ordering::Less,
-        (Some(x), Some(y)) => {
-            let xs: Vec<&str> = x.split(['.', '-']).collect();
-            let ys: Vec<&str> = y.split(['.', '-']).collect();
-            for (p, q) in xs.iter().zip(&ys) {
-                match compare_ident(p, q) {
-                    Ordering::Equal => {}
-                    o => return o,
-                }
-            }
-            xs.len().cmp(&ys.len())
-        }
-    }
-}
-
-fn compare_ident(x: &str, y: &str) -> Ordering {
-    let num = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    match (num(x), num(y)) {
-        (true, true) => {
-            let (x, y) = (x.trim_start_matches('0'), y.trim_start_matches('0'));
-            x.len().cmp(&y.len()).then_with(|| x.cmp(y))
-        }
-        (true, false) => Ordering::Less,
-        (false, true) => Ordering::Greater,
-        (false, false) => x.cmp(y),
-    }
-}
-
 pub fn to_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -612,131 +407,6 @@ pub fn write_bundle(
         written = p.offset + p.size;
     }
     Ok(head.len() as u64 + written)
-}
-
-pub mod signature {
-    //! minisign signatures over the manifest bytes, checked against the trusted public keys
-    //! (minisign's `.pub` files). Key ids print as minisign prints them (16 hex digits).
-
-    use minisign_verify::{PublicKey, Signature};
-
-    #[derive(Debug, thiserror::Error)]
-    pub enum SignatureError {
-        #[error("no trusted update keys are installed, so no bundle can be verified")]
-        NoKeys,
-        #[error("public key {source_name}: not a minisign public key: {reason}")]
-        BadKey { source_name: String, reason: String },
-        #[error("bundle signature is not a minisign signature: {reason}")]
-        Malformed { reason: String },
-        #[error("bundle is signed with key {signed_by}, which is not trusted here (trusted: {})", trusted.join(", "))]
-        UnknownKey {
-            signed_by: String,
-            trusted: Vec<String>,
-        },
-        #[error("bundle signature does not match its manifest (key {key_id}): the manifest or the signature was altered")]
-        Invalid { key_id: String },
-    }
-
-    /// A public key trusted to sign bundles.
-    #[derive(Debug, Clone)]
-    pub struct TrustedKey {
-        pub id: String,
-        /// Where it came from, for messages.
-        pub source_name: String,
-        key: PublicKey,
-    }
-
-    impl TrustedKey {
-        /// Parses a minisign public key file's text (or its bare base64 line).
-        pub fn parse(text: &str, source_name: &str) -> Result<TrustedKey, SignatureError> {
-            let bad = |reason: String| SignatureError::BadKey {
-                source_name: source_name.to_string(),
-                reason,
-            };
-            let line = text
-                .lines()
-                .map(str::trim)
-                .find(|l| !l.is_empty() && !l.starts_with("untrusted comment:"))
-                .ok_or_else(|| bad("no key line".into()))?;
-            let key = PublicKey::from_base64(line).map_err(|e| bad(e.to_string()))?;
-            let id = key_id(line).ok_or_else(|| bad("too short".into()))?;
-            Ok(TrustedKey {
-                id,
-                source_name: source_name.to_string(),
-                key,
-            })
-        }
-    }
-
-    /// minisign's key id: bytes 2..10 of the decoded key or signature line, little-endian,
-    /// printed as 16 uppercase hex digits.
-    fn key_id(b64_line: &str) -> Option<String> {
-        let bytes = super::base64_decode(b64_line.trim())?;
-        let id: [u8; 8] = bytes.get(2..10)?.try_into().ok()?;
-        Some(format!("{:016X}", u64::from_le_bytes(id)))
-    }
-
-    /// Checks `signature` (a minisign signature file's text) over `manifest`; returns the id
-    /// of the key that signed it.
-    pub fn verify(
-        manifest: &[u8],
-        signature: &str,
-        keys: &[TrustedKey],
-    ) -> Result<String, SignatureError> {
-        if keys.is_empty() {
-            return Err(SignatureError::NoKeys);
-        }
-        let sig = Signature::decode(signature).map_err(|e| SignatureError::Malformed {
-            reason: e.to_string(),
-        })?;
-        let signed_by =
-            signature
-                .lines()
-                .nth(1)
-                .and_then(key_id)
-                .ok_or_else(|| SignatureError::Malformed {
-                    reason: "no signature line".into(),
-                })?;
-        let key =
-            keys.iter()
-                .find(|k| k.id == signed_by)
-                .ok_or_else(|| SignatureError::UnknownKey {
-                    signed_by: signed_by.clone(),
-                    trusted: keys.iter().map(|k| k.id.clone()).collect(),
-                })?;
-        // Legacy (not prehashed) signatures are accepted too: `minisign -l` makes them, and
-        // for a manifest of a few kilobytes the two are equally sound.
-        key.key
-            .verify(manifest, &sig, true)
-            .map_err(|_| SignatureError::Invalid {
-                key_id: signed_by.clone(),
-            })?;
-        Ok(signed_by)
-    }
-}
-
-/// Standard base64 (padding optional), for reading minisign key and signature lines.
-pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let val = |c: u8| match c {
-        b'A'..=b'Z' => Some(c - b'A'),
-        b'a'..=b'z' => Some(c - b'a' + 26),
-        b'0'..=b'9' => Some(c - b'0' + 52),
-        b'+' => Some(62),
-        b'/' => Some(63),
-        _ => None,
-    };
-    let s = s.trim_end_matches('=').as_bytes();
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0);
-    for &c in s {
-        acc = (acc << 6) | u32::from(val(c)?);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Some(out)
 }
 
 #[cfg(test)]

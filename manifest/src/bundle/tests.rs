@@ -155,7 +155,7 @@ fn head_round_trips_and_every_bad_header_is_refused() {
 
 #[test]
 fn versions_compare_like_semver() {
-    use Ordering::*;
+    use std::cmp::Ordering::*;
     for (a, b, want) in [
         ("1.2.0", "1.2.0", Equal),
         ("1.2", "1.2.0", Equal),
