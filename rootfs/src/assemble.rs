@@ -9,6 +9,11 @@
 //! Debian packages fetched with `apt-get download`, files next to the recipe, and this
 //! workspace's static binaries.
 
+mod files;
+
+pub use files::{copy_file, make_writable, mkdir, tree_size, write_text};
+use files::{inside, read_json, services_in};
+
 use crate::appliance::{self, Appliance, PlannedContainer, PlannedSource};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
@@ -16,7 +21,7 @@ use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// What the recipes need from the build host, so the assembly is testable without it.
@@ -437,94 +442,4 @@ fn shared_libraries(bin: &Path) -> Result<Vec<PathBuf>> {
         }
     }
     Ok(libs)
-}
-
-/// `path` (absolute, as seen in the container) under `root`, refusing `..`.
-fn inside(root: &Path, path: &str) -> Result<PathBuf> {
-    let rel = Path::new(path);
-    if !rel.is_absolute() || rel.components().any(|c| matches!(c, Component::ParentDir)) {
-        bail!("path {path:?} must be absolute without ..");
-    }
-    Ok(root.join(rel.strip_prefix("/")?))
-}
-
-pub fn mkdir(path: &Path) -> Result<()> {
-    fs::create_dir_all(path).with_context(|| format!("cannot create {}", path.display()))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o755))?;
-    Ok(())
-}
-
-pub fn write_text(path: &Path, text: &str) -> Result<()> {
-    if let Some(parent) = path.parent() {
-        mkdir(parent)?;
-    }
-    let _ = fs::remove_file(path);
-    fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o644))?;
-    Ok(())
-}
-
-/// Copies a file with `mode`, or 755/644 by whether the source is executable.
-pub fn copy_file(src: &Path, dest: &Path, mode: Option<u32>) -> Result<()> {
-    if let Some(parent) = dest.parent() {
-        mkdir(parent)?;
-    }
-    let _ = fs::remove_file(dest);
-    fs::copy(src, dest)
-        .with_context(|| format!("cannot copy {} to {}", src.display(), dest.display()))?;
-    let mode = match mode {
-        Some(m) => m,
-        None => {
-            let m = fs::metadata(src)?.permissions().mode();
-            if m & 0o111 != 0 {
-                0o755
-            } else {
-                0o644
-            }
-        }
-    };
-    fs::set_permissions(dest, fs::Permissions::from_mode(mode))?;
-    Ok(())
-}
-
-/// Makes every directory under `dir` writable again, so a stage can be removed.
-pub fn make_writable(dir: &Path) -> Result<()> {
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        if entry.file_type()?.is_dir() {
-            fs::set_permissions(entry.path(), fs::Permissions::from_mode(0o755))?;
-            make_writable(&entry.path())?;
-        }
-    }
-    Ok(())
-}
-
-/// The `"services"` list of a file of extra services (a manifest fragment).
-fn services_in(file: &Path) -> Result<Vec<Value>> {
-    let mut v: Value = read_json(file)?;
-    match v.get_mut("services").map(Value::take) {
-        Some(Value::Array(list)) => Ok(list),
-        _ => bail!("{}: no \"services\" list", file.display()),
-    }
-}
-
-/// Apparent size of the regular files in a tree (symlinks and directories not counted).
-pub fn tree_size(dir: &Path) -> Result<u64> {
-    let mut total = 0;
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        let ft = entry.file_type()?;
-        if ft.is_dir() {
-            total += tree_size(&entry.path())?;
-        } else if ft.is_file() {
-            total += entry.metadata()?.len();
-        }
-    }
-    Ok(total)
-}
-
-fn read_json(path: &Path) -> Result<Value> {
-    let text =
-        fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", path.display()))
 }
