@@ -13,7 +13,7 @@ mod uki;
 use crate::util::workspace_root;
 use anyhow::{bail, Context, Result};
 use manifest::bundle::signature::{self, TrustedKey};
-use manifest::bundle::{self, pe, verity, Manifest, Verity};
+use manifest::bundle::{self, verity, Manifest, Verity};
 use manifest::protocol_update::Slot;
 use sha2::{Digest, Sha256};
 use std::fs::{self, File};

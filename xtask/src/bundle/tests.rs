@@ -1,6 +1,7 @@
 //! Unit tests of `bundle.rs`.
 
 use super::*;
+use manifest::bundle::pe;
 use std::process::Command;
 
 fn have(tool: &str) -> bool {
