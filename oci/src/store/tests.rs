@@ -1,5 +1,6 @@
 //! Unit tests of `store.rs`.
 
+use super::source::join_lexically;
 use super::*;
 
 #[test]
