@@ -8,10 +8,15 @@
 //! Same inputs give a byte-identical disk: every timestamp is SOURCE_DATE_EPOCH, ownership
 //! is root, xattrs are dropped, and the filesystem and partition UUIDs are fixed.
 
-use crate::build::{self, Binaries};
+mod host;
+mod release;
+
+use crate::build;
 use crate::kernel;
 use crate::util::{ensure_debian_packages, run, workspace_root};
 use anyhow::{Context, Result};
+use host::BuildHost;
+use release::{install_update_keys, write_release};
 use rootfs::appliance;
 use rootfs::assemble::{copy_file, make_writable};
 use std::fs;
@@ -457,108 +462,3 @@ is optional; the full format is in rootfs/README.md of the sysctr sources. Examp
 A malformed file is reported on the console at boot, naming the field, and the machine
 boots with the other sources (QEMU fw_cfg, kernel command line) and defaults.
 ";
-
-/// The build machine as the recipes see it: Debian packages, downloaded packages, and the
-/// static binaries just built.
-struct BuildHost<'a> {
-    bins: &'a Binaries,
-}
-
-impl rootfs::assemble::Host for BuildHost<'_> {
-    fn ensure_packages(&self, names: &[&str]) -> Result<()> {
-        ensure_debian_packages(names)
-    }
-
-    fn downloaded_package(&self, name: &str) -> Result<PathBuf> {
-        downloaded_package(name)
-    }
-
-    fn built(&self, name: &str) -> Option<PathBuf> {
-        self.bins.built(name).map(Path::to_path_buf)
-    }
-}
-
-/// `apt-get download` a package into the cache and unpack it (not installed on the host).
-fn downloaded_package(name: &str) -> Result<PathBuf> {
-    let cache = kernel::cache_dir()
-        .parent()
-        .expect("cache has a parent")
-        .join("debs")
-        .join(name);
-    let root = cache.join("root");
-    if cache.join(".unpacked").exists() {
-        return Ok(root);
-    }
-    eprintln!("xtask: image: fetching Debian package {name}");
-    let _ = fs::remove_dir_all(&cache);
-    fs::create_dir_all(&cache)?;
-    if Command::new("apt-get")
-        .arg("download")
-        .arg(name)
-        .current_dir(&cache)
-        .status()
-        .map(|s| !s.success())
-        .unwrap_or(true)
-    {
-        run(Command::new("apt-get").arg("update").arg("-qq"))?;
-        run(Command::new("apt-get")
-            .arg("download")
-            .arg(name)
-            .current_dir(&cache))?;
-    }
-    let deb = fs::read_dir(&cache)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|e| e == "deb"))
-        .with_context(|| format!("apt-get download {name} left no .deb"))?;
-    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
-    fs::write(cache.join(".unpacked"), "")?;
-    Ok(root)
-}
-
-/// `/etc/sysctr/release.json`: name, version and `compatible` of this image; the update
-/// helper refuses bundles for another `compatible` and (without --allow-downgrade) versions
-/// that are not newer.
-fn write_release(
-    stage: &Path,
-    name: &str,
-    version: &str,
-    compatible: &str,
-    test_hook: Option<&str>,
-) -> Result<()> {
-    let mut release = serde_json::json!({
-        "name": name,
-        "version": version,
-        "compatible": compatible,
-    });
-    if let Some(hook) = test_hook {
-        eprintln!("xtask: image: TEST IMAGE: release.json carries test_hook {hook:?}");
-        release["test_hook"] = hook.into();
-    }
-    let text = serde_json::to_string_pretty(&release)?;
-    rootfs::assemble::write_text(&stage.join("etc/sysctr/release.json"), &(text + "\n"))
-}
-
-/// `/etc/sysctr/update-keys/*.pub`: the minisign public keys update bundles must be signed
-/// with. Without `--update-key` the repository's test-only key is trusted, which is for
-/// development images only: its secret half is public.
-fn install_update_keys(stage: &Path, keys: &[PathBuf]) -> Result<()> {
-    let dir = stage.join("etc/sysctr/update-keys");
-    fs::create_dir_all(&dir)?;
-    let keys: Vec<PathBuf> = if keys.is_empty() {
-        eprintln!(
-            "xtask: image: WARNING: the image trusts keys/test-only.pub for updates (its secret \
-             key is in the repository); pass --update-key FILE for a real deployment"
-        );
-        vec![workspace_root().join("keys/test-only.pub")]
-    } else {
-        keys.to_vec()
-    };
-    for (i, k) in keys.iter().enumerate() {
-        let text = fs::read_to_string(k)
-            .with_context(|| format!("cannot read update key {}", k.display()))?;
-        manifest::bundle::signature::TrustedKey::parse(&text, &k.display().to_string())
-            .map_err(|e| anyhow::anyhow!("{}: not a minisign public key: {e}", k.display()))?;
-        rootfs::assemble::write_text(&dir.join(format!("key{i}.pub")), &text)?;
-    }
-    Ok(())
-}
