@@ -143,10 +143,7 @@ fn poweroff_kills_each_stubborn_service_at_its_own_timeout_all_at_once() {
         took < Duration::from_millis(3500) && took > Duration::from_secs(3),
         "poweroff took {took:?}: not the longest stop timeout (3 s) + < 0.5 s\n{log}"
     );
-    let at = |s: &str| {
-        log.find(s)
-            .unwrap_or_else(|| panic!("no {s:?} in the log:\n{log}"))
-    };
+    let at = |s: &str| position_in(&log, s);
     // All three got their stop signal before the first SIGKILL (one wave, not one by one).
     let first_kill = at("did not stop in time: SIGKILL");
     for s in ["one", "two", "three"] {
@@ -189,10 +186,7 @@ fn poweroff_signals_a_dependency_only_once_its_dependent_is_gone() {
     init.wait_exit(SECS(30));
     let took = t.elapsed();
     let log = init.log();
-    let at = |s: &str| {
-        log.find(s)
-            .unwrap_or_else(|| panic!("no {s:?} in the log:\n{log}"))
-    };
+    let at = |s: &str| position_in(&log, s);
     assert!(
         at("[web] shutdown: sending SIGTERM") < at("[web] did not stop in time: SIGKILL"),
         "{log}"
@@ -426,4 +420,11 @@ fn a_client_flood_locks_out_neither_root_nor_supervision() {
         nofile.len() == 2 && nofile[0] == nofile[1] && nofile[0] > 1024,
         "PID 1 raised its descriptor limit: {nofile:?}\n{limits}"
     );
+}
+
+/// Where `text` first stands in init's log (the order of what init did); panics with the
+/// log when it is not there.
+fn position_in(log: &str, text: &str) -> usize {
+    log.find(text)
+        .unwrap_or_else(|| panic!("no {text:?} in the log:\n{log}"))
 }

@@ -227,10 +227,6 @@ pub fn oom_kills(prefix: &str, name: &str) -> Option<u64> {
 /// the service's cgroup, its controllers enabled for children, from ever holding the next
 /// start's process (EBUSY writing cgroup.procs).
 pub fn remove(prefix: &str, name: &str) -> bool {
-    let gone = |p: PathBuf| match fs::remove_dir(&p) {
-        Ok(()) => true,
-        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
-    };
     if is_v2() {
         remove_tree(&dir(prefix, name, ""))
     } else {
@@ -239,7 +235,7 @@ pub fn remove(prefix: &str, name: &str) -> bool {
                 // Every hierarchy is tried, whatever the ones before it gave.
                 let results: Vec<bool> = entries
                     .flatten()
-                    .map(|e| gone(e.path().join(prefix).join(name)))
+                    .map(|e| rmdir_gone(&e.path().join(prefix).join(name)))
                     .collect();
                 results.into_iter().all(|g| g)
             })
@@ -258,6 +254,11 @@ fn remove_tree(dir: &Path) -> bool {
             }
         }
     }
+    rmdir_gone(dir)
+}
+
+/// Removes the (empty) cgroup `dir`: true when it is gone, or never was.
+fn rmdir_gone(dir: &Path) -> bool {
     match fs::remove_dir(dir) {
         Ok(()) => true,
         Err(e) => e.kind() == std::io::ErrorKind::NotFound,

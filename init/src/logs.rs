@@ -57,14 +57,8 @@ fn open_owned_dir(dir: &Path) -> Result<OwnedFd, String> {
         .recursive(true)
         .mode(0o750)
         .create(dir);
-    let fd = nix::fcntl::open(
-        dir,
-        OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_RDONLY,
-        Mode::empty(),
-    )
-    .map_err(|e| format!("cannot open the log directory: {e} (a symlink is refused)"))?;
-    // nix 0.29 returns the new descriptor raw: it is ours to own.
-    let fd = crate::sys::own_received_fd(fd);
+    let fd = crate::sys::open_dir_nofollow(None, dir)
+        .map_err(|e| format!("cannot open the log directory: {e} (a symlink is refused)"))?;
     let st = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(|e| format!("fstat: {e}"))?;
     if st.st_uid != nix::unistd::geteuid().as_raw() {
         return Err(format!(

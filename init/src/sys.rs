@@ -34,7 +34,8 @@ pub fn interface_up(name: &str) -> io::Result<()> {
     Ok(())
 }
 
-/// Takes ownership of a descriptor received with SCM_RIGHTS.
+/// Takes ownership of a descriptor the kernel just gave this process (received with
+/// SCM_RIGHTS, or returned by a nix call that hands back a raw one).
 pub fn own_received_fd(fd: RawFd) -> OwnedFd {
     // SAFETY: the kernel just installed this descriptor in our table for us; nothing else
     // refers to it, so owning (and eventually closing) it is correct.
@@ -55,8 +56,8 @@ pub fn open_dir_nofollow(
         flags,
         nix::sys::stat::Mode::empty(),
     )?;
-    // SAFETY: openat just returned this new descriptor; nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    // nix 0.29 returns the new descriptor raw: it is ours to own.
+    Ok(own_received_fd(fd))
 }
 
 /// Puts every signal back to its default action and unblocks all of them. Runs in a
