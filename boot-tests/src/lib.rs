@@ -8,7 +8,7 @@
 
 mod scratch;
 
-pub use scratch::{ImagePaths, Scratch};
+pub use scratch::{ImagePaths, Scratch, Turn};
 
 use harness::qemu::{BootPath, Machine};
 pub use harness::qemu::{DiskBus, Nic, ALL_READY, BOOT_COMPLETE, REACHED_SHUTDOWN};

@@ -52,21 +52,48 @@ impl ImagePaths {
 /// `cargo test` runs tests in parallel unless told otherwise.
 static ONE_VM_AT_A_TIME: Mutex<()> = Mutex::new(());
 
+/// This test's turn on the machine: while it is held no other test boots a VM.
+pub struct Turn {
+    _held: MutexGuard<'static, ()>,
+}
+
+impl Turn {
+    /// Waits for the other tests' VMs to be gone.
+    pub fn take() -> Turn {
+        Turn {
+            _held: ONE_VM_AT_A_TIME
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        }
+    }
+}
+
 /// A scratch directory for one test: the disk copy, key, boot config, monitor socket.
-/// Holding it also holds the one-VM-at-a-time lock.
+/// Holding it also holds the one-VM-at-a-time lock, unless it was made [`Scratch::beside`]
+/// others under one [`Turn`].
 pub struct Scratch {
     pub dir: PathBuf,
     pub key: PathBuf,
     pub disk: PathBuf,
-    _turn: MutexGuard<'static, ()>,
+    _turn: Option<Turn>,
 }
 
 impl Scratch {
     /// A fresh copy of the image's disk and a fresh ssh key pair.
     pub fn new(name: &str, image: &ImagePaths) -> Scratch {
-        let turn = ONE_VM_AT_A_TIME
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let turn = Turn::take();
+        let mut scratch = Self::create(name, image);
+        scratch._turn = Some(turn);
+        scratch
+    }
+
+    /// A scratch directory for one of several VMs that a test runs side by side during its
+    /// `turn` (a run the caller sized for the machine: nothing else boots meanwhile).
+    pub fn beside(_turn: &Turn, name: &str, image: &ImagePaths) -> Scratch {
+        Self::create(name, image)
+    }
+
+    fn create(name: &str, image: &ImagePaths) -> Scratch {
         let dir = std::env::temp_dir().join(format!("sysctr-boot-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create scratch dir");
@@ -89,7 +116,7 @@ impl Scratch {
             dir,
             key,
             disk,
-            _turn: turn,
+            _turn: None,
         }
     }
 

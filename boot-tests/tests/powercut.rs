@@ -3,7 +3,8 @@
 //! it, and the next boot must have every service of the health set Ready on a good slot (a
 //! trial there is waited for until the health gate blesses it). `cargo xtask boot-test` runs a few cuts;
 //! `cargo xtask powercut --runs N` runs N and writes the table to bench/RESULTS.md
-//! (SYSCTR_POWERCUT_RUNS, SYSCTR_POWERCUT_TABLE, SYSCTR_POWERCUT_SEED).
+//! (SYSCTR_POWERCUT_RUNS, SYSCTR_POWERCUT_TABLE, SYSCTR_POWERCUT_SEED), rewriting it after
+//! each run; `--jobs J` (SYSCTR_POWERCUT_JOBS) cuts J VMs side by side, each on its own disk.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -124,6 +125,21 @@ fn boot_to_good(image: &ImagePaths, scratch: &Scratch) -> (Vm, String, Duration)
     (vm, slot, took)
 }
 
+/// One finished run: its number and its table row.
+type Row = (u64, String);
+
+/// What every lane shares: the image, the bundle, how many runs in all, and the rows so far
+/// (the table is rewritten after each run, so an interrupted run of 100 keeps what it did).
+struct Plan {
+    image: ImagePaths,
+    bundle: PathBuf,
+    runs: u64,
+    jobs: u64,
+    seed: u64,
+    table: Option<PathBuf>,
+    rows: std::sync::Mutex<Vec<Row>>,
+}
+
 #[test]
 fn power_cut_during_install_and_trial() {
     let image = ImagePaths::from_env();
@@ -131,6 +147,8 @@ fn power_cut_during_install_and_trial() {
         panic!("SYSCTR_BUNDLE_GOOD is not set: run the boot tests with `cargo xtask boot-test`")
     }));
     let runs = env_u64("SYSCTR_POWERCUT_RUNS").unwrap_or(2);
+    // Lanes: VMs cut side by side, each on its own disk (one per core is what TCG affords).
+    let jobs = env_u64("SYSCTR_POWERCUT_JOBS").unwrap_or(1).clamp(1, runs);
     let seed = env_u64("SYSCTR_POWERCUT_SEED").unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -138,13 +156,58 @@ fn power_cut_during_install_and_trial() {
             .as_nanos() as u64
             | 1
     });
-    eprintln!("power cut: {runs} runs, seed {seed} (SYSCTR_POWERCUT_SEED={seed} replays them)");
-    let mut rng = Rng(seed);
-    let scratch = Scratch::new("powercut", &image);
-    let (mut vm, _, _) = boot_to_good(&image, &scratch);
-    let mut rows = Vec::new();
-    for run in 1..=runs {
-        // Odd runs cut the install, even runs the trial boot after it.
+    eprintln!(
+        "power cut: {runs} runs in {jobs} lane(s), seed {seed} \
+         (SYSCTR_POWERCUT_SEED={seed} SYSCTR_POWERCUT_JOBS={jobs} replays them)"
+    );
+    let plan = Plan {
+        image,
+        bundle,
+        runs,
+        jobs,
+        seed,
+        table: std::env::var_os("SYSCTR_POWERCUT_TABLE").map(PathBuf::from),
+        rows: std::sync::Mutex::new(Vec::new()),
+    };
+    let turn = Turn::take();
+    std::thread::scope(|s| {
+        let lanes: Vec<_> = (0..jobs)
+            .map(|lane| {
+                let (plan, turn) = (&plan, &turn);
+                s.spawn(move || {
+                    // Lanes start a few seconds apart: their first boots do not contend
+                    // for the same moments (firmware, the squashfs read) and ports.
+                    std::thread::sleep(Duration::from_secs(5 * lane));
+                    run_lane(plan, turn, lane)
+                })
+            })
+            .collect();
+        for lane in lanes {
+            if let Err(panic) = lane.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+    });
+    let done = plan.rows.lock().unwrap().len() as u64;
+    assert_eq!(done, runs, "every run reported its row");
+}
+
+/// Lane `lane` does runs lane+1, lane+1+jobs, …: boots to a good slot, then for each run
+/// starts an install (odd runs: cut during it) or an install and its trial boot (even
+/// runs: cut during the reboot or the trial), pulls the plug and boots to a good slot again.
+fn run_lane(plan: &Plan, turn: &Turn, lane: u64) {
+    let image = &plan.image;
+    let scratch = if plan.jobs == 1 {
+        Scratch::beside(turn, "powercut", image)
+    } else {
+        Scratch::beside(turn, &format!("powercut-{lane}"), image)
+    };
+    // Each lane its own sequence from the one seed (a lane's sequence does not depend on
+    // how fast the others go).
+    let mut rng = Rng((plan.seed ^ (lane.wrapping_mul(0x9e37_79b9_7f4a_7c15))) | 1);
+    let runs = plan.runs;
+    let (mut vm, _, _) = boot_to_good(image, &scratch);
+    for run in (lane + 1..=runs).step_by(plan.jobs as usize) {
         let trial = run % 2 == 0;
         let window = if trial {
             TRIAL_WINDOW_MS
@@ -159,7 +222,7 @@ fn power_cut_during_install_and_trial() {
         } else {
             "sysctr update --allow-downgrade -"
         };
-        let mut ssh = vm.ssh_input_spawn(command, &bundle);
+        let mut ssh = vm.ssh_input_spawn(command, &plan.bundle);
         let phase = if trial {
             let st = ssh.wait().expect("wait ssh");
             assert!(
@@ -191,37 +254,54 @@ fn power_cut_during_install_and_trial() {
         let _ = ssh.kill();
         let _ = ssh.wait();
         drop(vm);
-        let (next, slot, took) = boot_to_good(&image, &scratch);
+        let (next, slot, took) = boot_to_good(image, &scratch);
         eprintln!(
-            "power cut {run}/{runs}: {phase} at {:.1} s (from slot {from}) → slot {slot} good, health set Ready in {:.0} s",
+            "power cut {run}/{runs} (lane {lane}): {phase} at {:.1} s (from slot {from}) → slot {slot} good, health set Ready in {:.0} s",
             delay.as_secs_f64(),
             took.as_secs_f64()
         );
-        rows.push(format!(
+        let row = format!(
             "| {run} | {phase} | {:.1} | {from} | {slot} | yes | {:.0} |",
             delay.as_secs_f64(),
             took.as_secs_f64()
-        ));
+        );
+        let mut rows = plan.rows.lock().unwrap();
+        rows.push((run, row));
+        rows.sort();
+        if let Some(path) = &plan.table {
+            write_section(path, &table(plan, &rows));
+        }
+        drop(rows);
         vm = next;
     }
     let _ = vm.ssh_raw("sysctr poweroff", Duration::from_secs(20));
     vm.wait_exit(Duration::from_secs(120));
-    if let Some(path) = std::env::var_os("SYSCTR_POWERCUT_TABLE") {
-        let table = format!(
-            "## Guest (QEMU): power cuts during an update\n\n\
-             `cargo xtask powercut --runs {runs}` (seed {seed}): QEMU killed (SIGKILL) at a \
-             random moment of an install of a {} byte bundle (odd runs, within {} s of its \
-             start) or of the trial boot after it (even runs, within {} s of the install's \
-             end). Every next boot had every health-set service Ready on a good slot. TCG.\n\n\
-             | run | cut during | at (s) | from slot | next boot's slot | health set Ready, slot good | boot to good (s) |\n\
-             |---|---|---|---|---|---|---|\n{}\n",
-            std::fs::metadata(&bundle).map(|m| m.len()).unwrap_or(0),
-            INSTALL_WINDOW_MS / 1000,
-            TRIAL_WINDOW_MS / 1000,
-            rows.join("\n")
-        );
-        write_section(&PathBuf::from(path), &table);
-    }
+}
+
+/// The results section for the rows so far (saying how many of the runs are in, until all
+/// are).
+fn table(plan: &Plan, rows: &[Row]) -> String {
+    let (runs, jobs) = (plan.runs, plan.jobs);
+    let progress = if rows.len() as u64 == runs {
+        String::new()
+    } else {
+        format!(" **{} of the {runs} runs done so far.**", rows.len())
+    };
+    format!(
+        "## Guest (QEMU): power cuts during an update\n\n\
+         `cargo xtask powercut --runs {runs} --jobs {jobs}` (seed {}): QEMU killed (SIGKILL) at a \
+         random moment of an install of a {} byte bundle (odd runs, within {} s of its \
+         start) or of the trial boot after it (even runs, within {} s of the install's \
+         end), {jobs} VM(s) side by side on their own disks. Every next boot had every \
+         health-set service Ready on a good slot. TCG.{progress}\n\n\
+         | run | cut during | at (s) | from slot | next boot's slot | health set Ready, slot good | boot to good (s) |\n\
+         |---|---|---|---|---|---|---|\n{}\n",
+        plan.seed,
+        std::fs::metadata(&plan.bundle).map(|m| m.len()).unwrap_or(0),
+        INSTALL_WINDOW_MS / 1000,
+        TRIAL_WINDOW_MS / 1000,
+        rows.iter().map(|(_, r)| r.as_str()).collect::<Vec<_>>().join("\n")
+    )
 }
 
 /// Replaces (or appends) this test's section in the results file, leaving the rest.
@@ -239,6 +319,8 @@ fn write_section(path: &std::path::Path, table: &str) {
         }
         None => format!("{old}\n{table}"),
     };
-    std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-    eprintln!("power cut: table written to {}", path.display());
+    // Written aside and renamed: a run interrupted mid-write leaves the old file whole.
+    let tmp = path.with_extension("md.tmp");
+    std::fs::write(&tmp, text).unwrap_or_else(|e| panic!("write {}: {e}", tmp.display()));
+    std::fs::rename(&tmp, path).unwrap_or_else(|e| panic!("rename to {}: {e}", path.display()));
 }

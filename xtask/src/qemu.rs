@@ -257,6 +257,10 @@ pub struct PowercutArgs {
     /// Seed of the random cut moments (printed by every run), to replay a sequence.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// VMs cut side by side, each on its own disk (TCG: one per free core; the other boot
+    /// tests run one VM at a time).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=8))]
+    pub jobs: u64,
 }
 
 /// The boot tests' power-cut test with `--runs` cuts, its table written to bench/RESULTS.md.
@@ -264,6 +268,7 @@ pub fn powercut(a: &PowercutArgs) -> Result<()> {
     let table = workspace_root().join("bench").join("RESULTS.md");
     let mut env = vec![
         ("SYSCTR_POWERCUT_RUNS", a.runs.to_string()),
+        ("SYSCTR_POWERCUT_JOBS", a.jobs.to_string()),
         ("SYSCTR_POWERCUT_TABLE", table.display().to_string()),
     ];
     if let Some(s) = a.seed {

@@ -38,6 +38,24 @@ pub fn output(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Fails, naming the folder and both sizes, when the file system holding `dir` has less
+/// than `need` bytes free for `what` (a run that would stop halfway with ENOSPC instead).
+pub fn ensure_free_space(dir: &std::path::Path, need: u64, what: &str) -> Result<()> {
+    let st = nix::sys::statvfs::statvfs(dir)
+        .with_context(|| format!("cannot statvfs {}", dir.display()))?;
+    let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+    if free < need {
+        bail!(
+            "{what} needs {} MiB free under {}, it has {} MiB: free some space (old build/ \
+             folders, target/) and run it again",
+            need >> 20,
+            dir.display(),
+            free >> 20
+        );
+    }
+    Ok(())
+}
+
 /// Installs the Debian packages whose names are given, if any is missing.
 pub fn ensure_debian_packages(packages: &[&str]) -> Result<()> {
     let missing: Vec<&str> = packages

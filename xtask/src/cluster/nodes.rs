@@ -55,6 +55,13 @@ impl Cluster {
         ensure_debian_packages(QEMU_PACKAGES)?;
         ensure_debian_packages(CLUSTER_PACKAGES)?;
         let root = workspace_root();
+        // The node image (~1 GiB of build folder) and each node's disk, which grows with
+        // its engine's state as the guest writes it.
+        crate::util::ensure_free_space(
+            &root,
+            (2 + count as u64) << 30,
+            &format!("a cluster of {count} nodes"),
+        )?;
         let (disk, kernel, cmdline) = if o.no_build {
             let dir = root.join("build").join("image-node");
             let disk = dir.join("disk.img");

@@ -164,7 +164,13 @@ pub fn test_command(a: &ClusterTestArgs) -> Result<()> {
         "  total                              {:>7.1}s",
         t0.elapsed().as_secs_f64()
     );
+    let disks = cluster.nodes.clone();
     drop(cluster);
+    // Passed: the disks (their engines' state) go; the consoles stay to be read.
+    for node in &disks {
+        let _ = fs::remove_file(&node.disk);
+    }
+    eprintln!("cluster-test: node disks removed; consoles kept in build/cluster/");
     Ok(())
 }
 
