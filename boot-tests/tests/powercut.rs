@@ -138,6 +138,19 @@ struct Plan {
     seed: u64,
     table: Option<PathBuf>,
     rows: std::sync::Mutex<Vec<Row>>,
+    /// Set by a lane that failed: the others stop after their current run.
+    failed: std::sync::atomic::AtomicBool,
+}
+
+/// Marks the plan failed when its lane unwinds from a failed assertion.
+struct FailFlag<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for FailFlag<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 #[test]
@@ -168,6 +181,7 @@ fn power_cut_during_install_and_trial() {
         seed,
         table: std::env::var_os("SYSCTR_POWERCUT_TABLE").map(PathBuf::from),
         rows: std::sync::Mutex::new(Vec::new()),
+        failed: std::sync::atomic::AtomicBool::new(false),
     };
     let turn = Turn::take();
     std::thread::scope(|s| {
@@ -207,7 +221,12 @@ fn run_lane(plan: &Plan, turn: &Turn, lane: u64) {
     let mut rng = Rng((plan.seed ^ (lane.wrapping_mul(0x9e37_79b9_7f4a_7c15))) | 1);
     let runs = plan.runs;
     let (mut vm, _, _) = boot_to_good(image, &scratch);
+    let _flag = FailFlag(&plan.failed);
     for run in (lane + 1..=runs).step_by(plan.jobs as usize) {
+        if plan.failed.load(std::sync::atomic::Ordering::Relaxed) {
+            eprintln!("power cut: lane {lane} stops, another lane failed");
+            break;
+        }
         let trial = run % 2 == 0;
         let window = if trial {
             TRIAL_WINDOW_MS
