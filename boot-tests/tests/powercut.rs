@@ -10,10 +10,39 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use sysctr_boot_tests::*;
 
-/// Longest random delay before a cut: an install under TCG streams 12 MB in well under
-/// this, and a trial boot is blessed within it, so cuts cover each phase to its end.
+/// The first windows for the cut moment, before a run has measured the phase: an install
+/// of the test bundle and a trial boot up to its blessing take less under TCG. Each window
+/// then follows what the runs measure (see [`Windows`]), so the cuts spread over the phase
+/// itself and not over the idle time after it.
 const INSTALL_WINDOW_MS: u64 = 20_000;
 const TRIAL_WINDOW_MS: u64 = 60_000;
+
+/// A window is this much longer than the phase's latest measured length (in per cent): about
+/// one cut in eight lands just after the phase, which is a moment worth cutting too.
+const WINDOW_MARGIN_PCT: u64 = 115;
+
+/// How often the phase's end is looked for while waiting for the cut.
+const POLL: Duration = Duration::from_millis(100);
+
+/// The cut windows of both kinds of run, in ms, shared by the lanes.
+#[derive(Clone, Copy)]
+struct Windows {
+    install_ms: u64,
+    trial_ms: u64,
+}
+
+impl Windows {
+    /// A phase measured `took_ms` long (it ended before the cut) or at least `took_ms` long
+    /// (the cut came first, later than the window expected): the window follows.
+    fn measured(old: u64, took_ms: u64, ended: bool) -> u64 {
+        let fit = took_ms * WINDOW_MARGIN_PCT / 100;
+        if ended {
+            fit.max(1_000)
+        } else {
+            old.max(fit)
+        }
+    }
+}
 
 struct Rng(u64);
 
@@ -138,6 +167,9 @@ struct Plan {
     seed: u64,
     table: Option<PathBuf>,
     rows: std::sync::Mutex<Vec<Row>>,
+    /// The next run to take: a lane that is free takes it, so the lanes stay busy alike.
+    next: std::sync::atomic::AtomicU64,
+    windows: std::sync::Mutex<Windows>,
     /// Set by a lane that failed: the others stop after their current run.
     failed: std::sync::atomic::AtomicBool,
 }
@@ -181,6 +213,11 @@ fn power_cut_during_install_and_trial() {
         seed,
         table: std::env::var_os("SYSCTR_POWERCUT_TABLE").map(PathBuf::from),
         rows: std::sync::Mutex::new(Vec::new()),
+        next: std::sync::atomic::AtomicU64::new(1),
+        windows: std::sync::Mutex::new(Windows {
+            install_ms: INSTALL_WINDOW_MS,
+            trial_ms: TRIAL_WINDOW_MS,
+        }),
         failed: std::sync::atomic::AtomicBool::new(false),
     };
     let turn = Turn::take();
@@ -206,34 +243,36 @@ fn power_cut_during_install_and_trial() {
     assert_eq!(done, runs, "every run reported its row");
 }
 
-/// Lane `lane` does runs lane+1, lane+1+jobs, …: boots to a good slot, then for each run
-/// starts an install (odd runs: cut during it) or an install and its trial boot (even
-/// runs: cut during the reboot or the trial), pulls the plug and boots to a good slot again.
+/// A lane takes the next run until all are taken: boots to a good slot, then for each run
+/// starts an install (odd runs: cut during it) or an install and its trial boot (even runs:
+/// cut during the reboot or the trial), pulls the plug and boots to a good slot again.
 fn run_lane(plan: &Plan, turn: &Turn, lane: u64) {
+    use std::sync::atomic::Ordering::Relaxed;
     let image = &plan.image;
     let scratch = if plan.jobs == 1 {
         Scratch::beside(turn, "powercut", image)
     } else {
         Scratch::beside(turn, &format!("powercut-{lane}"), image)
     };
-    // Each lane its own sequence from the one seed (a lane's sequence does not depend on
-    // how fast the others go).
-    let mut rng = Rng((plan.seed ^ (lane.wrapping_mul(0x9e37_79b9_7f4a_7c15))) | 1);
     let runs = plan.runs;
     let (mut vm, _, _) = boot_to_good(image, &scratch);
     let _flag = FailFlag(&plan.failed);
-    for run in (lane + 1..=runs).step_by(plan.jobs as usize) {
-        if plan.failed.load(std::sync::atomic::Ordering::Relaxed) {
+    loop {
+        if plan.failed.load(Relaxed) {
             eprintln!("power cut: lane {lane} stops, another lane failed");
             break;
         }
-        let trial = run % 2 == 0;
-        let window = if trial {
-            TRIAL_WINDOW_MS
-        } else {
-            INSTALL_WINDOW_MS
-        };
-        let delay = Duration::from_millis(rng.below(window));
+        let run = plan.next.fetch_add(1, Relaxed);
+        if run > runs {
+            break;
+        }
+        let trial = run.is_multiple_of(2);
+        let w = *plan.windows.lock().unwrap();
+        let window = if trial { w.trial_ms } else { w.install_ms };
+        // Where in its window a run cuts comes from the seed and the run's number alone, so
+        // a sequence replays whichever lane takes which run (the windows follow the timing).
+        let per_mille = Rng((plan.seed ^ run.wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1).below(1000);
+        let delay = Duration::from_millis(window * per_mille / 1000);
         let from = booted_state(&status(&vm)).0;
         // --allow-downgrade: every run installs the same bundle again into the other slot.
         let command = if trial {
@@ -243,6 +282,7 @@ fn run_lane(plan: &Plan, turn: &Turn, lane: u64) {
         };
         let started = vm.serial().len();
         let mut ssh = vm.ssh_input_spawn(command, &plan.bundle);
+        let t0 = Instant::now();
         let phase = if trial {
             let st = ssh.wait().expect("wait ssh");
             // The reboot may take the ssh session down before it relays the CLI's exit
@@ -255,10 +295,20 @@ fn run_lane(plan: &Plan, turn: &Turn, lane: u64) {
                 vm.tail(40)
             );
             let mark = vm.serial().len();
-            std::thread::sleep(delay);
+            let t1 = Instant::now();
+            let mut blessed = None;
+            while t1.elapsed() < delay {
+                std::thread::sleep(POLL.min(delay.saturating_sub(t1.elapsed())));
+                if blessed.is_none() && vm.serial()[mark..].contains("blessed the boot entry") {
+                    blessed = Some(t1.elapsed());
+                }
+            }
             let after = vm.serial()[mark..].to_string();
             vm.power_cut();
-            if after.contains("blessed the boot entry") {
+            let mut w = plan.windows.lock().unwrap();
+            let took = blessed.unwrap_or(delay).as_millis() as u64;
+            w.trial_ms = Windows::measured(w.trial_ms, took, blessed.is_some());
+            if blessed.is_some() || after.contains("blessed the boot entry") {
                 "trial boot, after its blessing"
             } else if after.contains("sysctr.slot=") {
                 "trial boot"
@@ -266,13 +316,32 @@ fn run_lane(plan: &Plan, turn: &Turn, lane: u64) {
                 "reboot into the trial"
             }
         } else {
-            std::thread::sleep(delay);
-            let done = matches!(ssh.try_wait(), Ok(Some(_)));
+            let mut ended = None;
+            while t0.elapsed() < delay {
+                std::thread::sleep(POLL.min(delay.saturating_sub(t0.elapsed())));
+                if let Ok(Some(st)) = ssh.try_wait() {
+                    ended = Some((t0.elapsed(), st));
+                    break;
+                }
+            }
+            // After the install's end the cut waits out the rest of its moment.
+            std::thread::sleep(delay.saturating_sub(t0.elapsed()));
             vm.power_cut();
-            if done {
-                "install (just after it)"
-            } else {
-                "install"
+            let mut w = plan.windows.lock().unwrap();
+            match ended {
+                Some((took, st)) => {
+                    assert!(
+                        st.success(),
+                        "run {run}: the install failed ({st})\n{}",
+                        vm.tail(40)
+                    );
+                    w.install_ms = Windows::measured(w.install_ms, took.as_millis() as u64, true);
+                    "install (just after it)"
+                }
+                None => {
+                    w.install_ms = Windows::measured(w.install_ms, delay.as_millis() as u64, false);
+                    "install"
+                }
             }
         };
         let _ = ssh.kill();
@@ -280,13 +349,15 @@ fn run_lane(plan: &Plan, turn: &Turn, lane: u64) {
         drop(vm);
         let (next, slot, took) = boot_to_good(image, &scratch);
         eprintln!(
-            "power cut {run}/{runs} (lane {lane}): {phase} at {:.1} s (from slot {from}) → slot {slot} good, health set Ready in {:.0} s",
+            "power cut {run}/{runs} (lane {lane}): {phase} at {:.1} s of {:.1} (from slot {from}) → slot {slot} good, health set Ready in {:.0} s",
             delay.as_secs_f64(),
+            window as f64 / 1000.0,
             took.as_secs_f64()
         );
         let row = format!(
-            "| {run} | {phase} | {:.1} | {from} | {slot} | yes | {:.0} |",
+            "| {run} | {phase} | {:.1} | {:.1} | {from} | {slot} | yes | {:.0} |",
             delay.as_secs_f64(),
+            window as f64 / 1000.0,
             took.as_secs_f64()
         );
         let mut rows = plan.rows.lock().unwrap();
@@ -311,17 +382,37 @@ fn table(plan: &Plan, rows: &[Row]) -> String {
     } else {
         format!(" **{} of the {runs} runs done so far.**", rows.len())
     };
+    let count = |phase: &str| {
+        rows.iter()
+            .filter(|(_, r)| r.split(" | ").nth(1) == Some(phase))
+            .count()
+    };
+    let phases = [
+        "install",
+        "install (just after it)",
+        "reboot into the trial",
+        "trial boot",
+        "trial boot, after its blessing",
+    ]
+    .iter()
+    .map(|p| format!("{p}: {}", count(p)))
+    .collect::<Vec<_>>()
+    .join("; ");
     format!(
         "## Guest (QEMU): power cuts during an update\n\n\
          `cargo xtask powercut --runs {runs} --jobs {jobs}` (seed {}): QEMU killed (SIGKILL) at a \
-         random moment of an install of a {} byte bundle (odd runs, within {} s of its \
-         start) or of the trial boot after it (even runs, within {} s of the install's \
-         end), {jobs} VM(s) side by side on their own disks. Every next boot had every \
-         health-set service Ready on a good slot. TCG.{progress}\n\n\
-         | run | cut during | at (s) | from slot | next boot's slot | health set Ready, slot good | boot to good (s) |\n\
-         |---|---|---|---|---|---|---|\n{}\n",
+         random moment of an install of a {} byte bundle (odd runs, from the install's start) \
+         or of the reboot and trial boot after it (even runs, from the install's end), {jobs} \
+         VM(s) side by side on their own disks. The moment is drawn uniformly over a window \
+         {}% as long as the phase's latest measured length (the install to its exit, the \
+         trial to its blessing; at first {} s and {} s), so the cuts fall within the phases. \
+         Every next boot had every health-set service Ready on a good slot. TCG.{progress}\n\n\
+         Cuts by phase: {phases}.\n\n\
+         | run | cut during | at (s) | window (s) | from slot | next boot's slot | health set Ready, slot good | boot to good (s) |\n\
+         |---|---|---|---|---|---|---|---|\n{}\n",
         plan.seed,
         std::fs::metadata(&plan.bundle).map(|m| m.len()).unwrap_or(0),
+        WINDOW_MARGIN_PCT,
         INSTALL_WINDOW_MS / 1000,
         TRIAL_WINDOW_MS / 1000,
         rows.iter().map(|(_, r)| r.as_str()).collect::<Vec<_>>().join("\n")
