@@ -5,6 +5,7 @@
 //! `cargo xtask powercut --runs N` runs N and writes the table to bench/RESULTS.md
 //! (SYSCTR_POWERCUT_RUNS, SYSCTR_POWERCUT_TABLE, SYSCTR_POWERCUT_SEED), rewriting it after
 //! each run; `--jobs J` (SYSCTR_POWERCUT_JOBS) cuts J VMs side by side, each on its own disk.
+//! The cut moment is drawn over a window that follows the phase's measured length.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
