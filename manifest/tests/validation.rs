@@ -231,3 +231,38 @@ fn host_dirs_below_run_and_var_are_kept() {
         ["/run/sysctr/net", "/var/lib/sysctr/ssh", "/var/log/syslog/"]
     );
 }
+
+/// A service may depend on an entry that is rejected (it shows as failed, and its dependents
+/// wait for it): the accepted part, written out, loads again beside the rejected names, as
+/// the load_manifest fuzz target checks (its corpus keeps the input that found this).
+#[test]
+fn a_dependency_on_a_rejected_entry_is_not_unknown() {
+    let loaded = load(
+        r#"{"name": "web", "root": "/c/web", "args": ["/bin/httpd"], "depends_on": ["net"]},
+           {"name": "net", "root": "/c/net", "args": ["/bin/net"], "timekind": "onboot"}"#,
+    );
+    assert_eq!(
+        loaded
+            .manifest
+            .services
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>(),
+        ["web"]
+    );
+    assert!(
+        problems(&loaded, "net")[0].contains("timekind"),
+        "{:?}",
+        problems(&loaded, "net")
+    );
+    let again = serde_json::to_string(&loaded.manifest).unwrap();
+    let alone = load_str(&again, "again.json").unwrap();
+    assert_eq!(
+        problems(&alone, "web"),
+        ["m.json: service \"web\": depends_on: unknown dependency \"net\""]
+    );
+    let beside =
+        manifest::load::load_str_beside(&again, "again.json", &["net".to_string()].into()).unwrap();
+    assert!(beside.rejected.is_empty(), "{:?}", beside.rejected);
+    assert_eq!(beside.manifest, loaded.manifest);
+}
