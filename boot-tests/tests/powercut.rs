@@ -19,7 +19,7 @@ const INSTALL_WINDOW_MS: u64 = 20_000;
 const TRIAL_WINDOW_MS: u64 = 60_000;
 
 /// A window is this much longer than the phase's latest measured length (in per cent): about
-/// one cut in eight lands just after the phase, which is a moment worth cutting too.
+/// one cut in eight (at most) lands just after the phase, a moment worth cutting too.
 const WINDOW_MARGIN_PCT: u64 = 115;
 
 /// How often the phase's end is looked for while waiting for the cut.
