@@ -33,17 +33,37 @@ struct Windows {
 }
 
 impl Windows {
-    /// A phase measured `took_ms` long (it ended before the cut) or at least `took_ms` long
-    /// (the cut came first, later than the window expected): the window follows.
-    fn measured(old: u64, took_ms: u64, ended: bool) -> u64 {
-        let fit = took_ms * WINDOW_MARGIN_PCT / 100;
-        if ended {
-            fit.max(1_000)
-        } else {
-            old.max(fit)
+    /// The window after a run whose phase `ended` that long after its start (its length),
+    /// or did not end before the cut at `delay` (at least that long): the window follows.
+    fn follow(old: u64, ended: Option<Duration>, delay: Duration) -> u64 {
+        let fit = |d: Duration| d.as_millis() as u64 * WINDOW_MARGIN_PCT / 100;
+        match ended {
+            Some(took) => fit(took).max(1_000),
+            None => old.max(fit(delay)),
         }
     }
 }
+
+/// Waits until `delay` after `t0`, looking every [`POLL`] for the phase's end; returns how
+/// long after `t0` it was first seen, if it was.
+fn wait_for_cut(t0: Instant, delay: Duration, mut ended: impl FnMut() -> bool) -> Option<Duration> {
+    let mut seen = None;
+    while t0.elapsed() < delay {
+        std::thread::sleep(POLL.min(delay.saturating_sub(t0.elapsed())));
+        if seen.is_none() && ended() {
+            seen = Some(t0.elapsed());
+        }
+    }
+    seen
+}
+
+/// What a run's cut interrupted, as the table names it.
+const INSTALL: &str = "install";
+const AFTER_INSTALL: &str = "install (just after it)";
+const REBOOT: &str = "reboot into the trial";
+const TRIAL: &str = "trial boot";
+const AFTER_BLESSING: &str = "trial boot, after its blessing";
+const PHASES: [&str; 5] = [INSTALL, AFTER_INSTALL, REBOOT, TRIAL, AFTER_BLESSING];
 
 struct Rng(u64);
 
@@ -155,8 +175,12 @@ fn boot_to_good(image: &ImagePaths, scratch: &Scratch) -> (Vm, String, Duration)
     (vm, slot, took)
 }
 
-/// One finished run: its number and its table row.
-type Row = (u64, String);
+/// One finished run: its number, what the cut interrupted, and its table row.
+struct Row {
+    run: u64,
+    phase: &'static str,
+    line: String,
+}
 
 /// What every lane shares: the image, the bundle, how many runs in all, and the rows so far
 /// (the table is rewritten after each run, so an interrupted run of 100 keeps what it did).
@@ -250,11 +274,7 @@ fn power_cut_during_install_and_trial() {
 fn run_lane(plan: &Plan, turn: &Turn, lane: u64) {
     use std::sync::atomic::Ordering::Relaxed;
     let image = &plan.image;
-    let scratch = if plan.jobs == 1 {
-        Scratch::beside(turn, "powercut", image)
-    } else {
-        Scratch::beside(turn, &format!("powercut-{lane}"), image)
-    };
+    let scratch = Scratch::beside(turn, &format!("powercut-{lane}"), image);
     let runs = plan.runs;
     let (mut vm, _, _) = boot_to_good(image, &scratch);
     let _flag = FailFlag(&plan.failed);
@@ -296,53 +316,39 @@ fn run_lane(plan: &Plan, turn: &Turn, lane: u64) {
                 vm.tail(40)
             );
             let mark = vm.serial().len();
-            let t1 = Instant::now();
-            let mut blessed = None;
-            while t1.elapsed() < delay {
-                std::thread::sleep(POLL.min(delay.saturating_sub(t1.elapsed())));
-                if blessed.is_none() && vm.serial()[mark..].contains("blessed the boot entry") {
-                    blessed = Some(t1.elapsed());
-                }
-            }
+            let blessed = wait_for_cut(Instant::now(), delay, || {
+                vm.serial()[mark..].contains("blessed the boot entry")
+            });
             let after = vm.serial()[mark..].to_string();
             vm.power_cut();
-            let mut w = plan.windows.lock().unwrap();
-            let took = blessed.unwrap_or(delay).as_millis() as u64;
-            w.trial_ms = Windows::measured(w.trial_ms, took, blessed.is_some());
-            if blessed.is_some() || after.contains("blessed the boot entry") {
-                "trial boot, after its blessing"
+            {
+                let mut w = plan.windows.lock().unwrap();
+                w.trial_ms = Windows::follow(w.trial_ms, blessed, delay);
+            }
+            if after.contains("blessed the boot entry") {
+                AFTER_BLESSING
             } else if after.contains("sysctr.slot=") {
-                "trial boot"
+                TRIAL
             } else {
-                "reboot into the trial"
+                REBOOT
             }
         } else {
-            let mut ended = None;
-            while t0.elapsed() < delay {
-                std::thread::sleep(POLL.min(delay.saturating_sub(t0.elapsed())));
-                if let Ok(Some(st)) = ssh.try_wait() {
-                    ended = Some((t0.elapsed(), st));
-                    break;
-                }
-            }
-            // After the install's end the cut waits out the rest of its moment.
-            std::thread::sleep(delay.saturating_sub(t0.elapsed()));
+            let ended = wait_for_cut(t0, delay, || matches!(ssh.try_wait(), Ok(Some(_))));
             vm.power_cut();
-            let mut w = plan.windows.lock().unwrap();
-            match ended {
-                Some((took, st)) => {
-                    assert!(
-                        st.success(),
-                        "run {run}: the install failed ({st})\n{}",
-                        vm.tail(40)
-                    );
-                    w.install_ms = Windows::measured(w.install_ms, took.as_millis() as u64, true);
-                    "install (just after it)"
-                }
-                None => {
-                    w.install_ms = Windows::measured(w.install_ms, delay.as_millis() as u64, false);
-                    "install"
-                }
+            {
+                let mut w = plan.windows.lock().unwrap();
+                w.install_ms = Windows::follow(w.install_ms, ended, delay);
+            }
+            if ended.is_some() {
+                let st = ssh.wait().expect("wait ssh");
+                assert!(
+                    st.success(),
+                    "run {run}: the install failed ({st})\n{}",
+                    vm.tail(40)
+                );
+                AFTER_INSTALL
+            } else {
+                INSTALL
             }
         };
         let _ = ssh.kill();
@@ -362,8 +368,12 @@ fn run_lane(plan: &Plan, turn: &Turn, lane: u64) {
             took.as_secs_f64()
         );
         let mut rows = plan.rows.lock().unwrap();
-        rows.push((run, row));
-        rows.sort();
+        rows.push(Row {
+            run,
+            phase,
+            line: row,
+        });
+        rows.sort_by_key(|r| r.run);
         if let Some(path) = &plan.table {
             write_section(path, &table(plan, &rows));
         }
@@ -383,22 +393,11 @@ fn table(plan: &Plan, rows: &[Row]) -> String {
     } else {
         format!(" **{} of the {runs} runs done so far.**", rows.len())
     };
-    let count = |phase: &str| {
-        rows.iter()
-            .filter(|(_, r)| r.split(" | ").nth(1) == Some(phase))
-            .count()
-    };
-    let phases = [
-        "install",
-        "install (just after it)",
-        "reboot into the trial",
-        "trial boot",
-        "trial boot, after its blessing",
-    ]
-    .iter()
-    .map(|p| format!("{p}: {}", count(p)))
-    .collect::<Vec<_>>()
-    .join("; ");
+    let phases = PHASES
+        .iter()
+        .map(|p| format!("{p}: {}", rows.iter().filter(|r| r.phase == *p).count()))
+        .collect::<Vec<_>>()
+        .join("; ");
     format!(
         "## Guest (QEMU): power cuts during an update\n\n\
          `cargo xtask powercut --runs {runs} --jobs {jobs}` (seed {}): QEMU killed (SIGKILL) at a \
@@ -416,7 +415,7 @@ fn table(plan: &Plan, rows: &[Row]) -> String {
         WINDOW_MARGIN_PCT,
         INSTALL_WINDOW_MS / 1000,
         TRIAL_WINDOW_MS / 1000,
-        rows.iter().map(|(_, r)| r.as_str()).collect::<Vec<_>>().join("\n")
+        rows.iter().map(|r| r.line.as_str()).collect::<Vec<_>>().join("\n")
     )
 }
 

@@ -164,11 +164,11 @@ pub fn test_command(a: &ClusterTestArgs) -> Result<()> {
         "  total                              {:>7.1}s",
         t0.elapsed().as_secs_f64()
     );
-    let disks = cluster.nodes.clone();
+    let disks: Vec<PathBuf> = cluster.nodes.iter().map(|n| n.disk.clone()).collect();
     drop(cluster);
     // Passed: the disks (their engines' state) go; the consoles stay to be read.
-    for node in &disks {
-        let _ = fs::remove_file(&node.disk);
+    for disk in &disks {
+        let _ = fs::remove_file(disk);
     }
     eprintln!("cluster-test: node disks removed; consoles kept in build/cluster/");
     Ok(())
