@@ -44,6 +44,17 @@ impl Windows {
     }
 }
 
+#[test]
+fn the_cut_window_follows_the_measured_phase() {
+    let s = Duration::from_secs;
+    // Ended before the cut: 115% of its length, at least 1 s.
+    assert_eq!(Windows::follow(20_000, Some(s(4)), s(9)), 4_600);
+    assert_eq!(Windows::follow(20_000, Some(s(0)), s(9)), 1_000);
+    // Not ended by the cut: the window grows when the cut came later than it expected.
+    assert_eq!(Windows::follow(4_600, None, s(3)), 4_600);
+    assert_eq!(Windows::follow(4_600, None, s(10)), 11_500);
+}
+
 /// Waits until `delay` after `t0`, looking every [`POLL`] for the phase's end; returns how
 /// long after `t0` it was first seen, if it was.
 fn wait_for_cut(t0: Instant, delay: Duration, mut ended: impl FnMut() -> bool) -> Option<Duration> {

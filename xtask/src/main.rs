@@ -128,6 +128,8 @@ mod tests {
         assert!(parse(&["fuzz", "soon"]).is_err());
         assert!(parse(&["powercut"]).is_err(), "--runs is required");
         assert!(parse(&["powercut", "--runs", "0"]).is_err());
+        assert!(parse(&["powercut", "--runs", "4", "--jobs", "0"]).is_err());
+        assert!(parse(&["powercut", "--runs", "4", "--jobs", "9"]).is_err());
         assert!(parse(&["bundle", "--sign"]).is_err());
         assert!(parse(&["cluster", "--nodes", "0"]).is_err());
         assert!(parse(&["cluster", "kernal"]).is_err());
@@ -171,6 +173,7 @@ mod tests {
             &["cluster-test", "--tcg", "--netns", "ci"],
             &["powercut", "--runs", "100"],
             &["powercut", "--runs", "3", "--seed", "42"],
+            &["powercut", "--runs", "100", "--jobs", "2"],
             &["boot-test", "boot_every", "--nocapture"],
             &["boot-test", "--", "--ignored"],
             &["boot-test", "--ignored"],

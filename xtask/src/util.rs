@@ -79,3 +79,26 @@ pub fn ensure_debian_packages(packages: &[&str]) -> Result<()> {
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ensure_free_space;
+
+    #[test]
+    fn too_little_free_space_is_refused_naming_the_folder_and_sizes() {
+        let dir = std::env::temp_dir();
+        ensure_free_space(&dir, 0, "nothing").expect("0 bytes always fit");
+        let err = ensure_free_space(&dir, u64::MAX, "a cluster of 3 nodes")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("a cluster of 3 nodes needs ")
+                && err.contains(&format!("MiB free under {}, it has ", dir.display())),
+            "{err}"
+        );
+        let err = ensure_free_space(std::path::Path::new("/no/such/dir"), 0, "x")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cannot statvfs /no/such/dir"), "{err}");
+    }
+}
