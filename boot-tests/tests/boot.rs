@@ -230,6 +230,12 @@ fn persistence_across_poweroff() {
         "the state partition was not cleanly unmounted at poweroff:\n{}",
         vm.tail(80)
     );
+    // … so PID 1 mounted it without running e2fsck (its superblock says clean).
+    assert!(
+        serial.contains("clean by its superblock, as e2fsck -p would find it"),
+        "{}",
+        vm.tail(80)
+    );
 }
 
 /// Scenario 6: QEMU `system_powerdown` (ACPI power button) → clean poweroff.

@@ -313,7 +313,9 @@ fn damaged_state_partition_is_never_formatted() {
 
 /// A state partition with a fixable inconsistency (a wrong link count, the filesystem marked
 /// not clean, as after a crash) is repaired by PID 1's `e2fsck -p` before /var is mounted,
-/// and boot goes on with /var persistent and the data intact.
+/// and boot goes on with /var persistent and the data intact. A clean one is mounted without
+/// running e2fsck, unless the kernel refuses it (a group descriptor failing its checksum
+/// under a clean superblock): then e2fsck -p repairs it and the mount is tried again.
 #[test]
 fn fixable_state_damage_is_repaired_before_mounting() {
     let image = ImagePaths::from_env();
@@ -324,10 +326,10 @@ fn fixable_state_damage_is_repaired_before_mounting() {
     poweroff(&mut vm);
     drop(vm);
     let part = scratch.state_partition();
-    let debugfs = |req: &str| {
+    let debugfs = |part: &std::path::Path, req: &str| {
         let out = Command::new("debugfs")
             .args(["-w", "-R", req])
-            .arg(&part)
+            .arg(part)
             .output()
             .expect("debugfs");
         assert!(
@@ -336,10 +338,11 @@ fn fixable_state_damage_is_repaired_before_mounting() {
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    debugfs("sif /lib/sysctr/ssh/keep-me links_count 7");
-    debugfs("ssv state 0");
+    debugfs(&part, "sif /lib/sysctr/ssh/keep-me links_count 7");
+    debugfs(&part, "ssv state 0");
     scratch.put_state_partition(&part);
     let mut vm = Vm::boot(&image, &scratch, &BootOptions::default());
+    vm.wait_for("e2fsck -p, as it was not cleanly unmounted", BOOT_TIMEOUT);
     vm.wait_for("ref count is 7, should be 1", BOOT_TIMEOUT);
     vm.wait_for("e2fsck repaired", BOOT_TIMEOUT);
     vm.wait_for("(persistent)", BOOT_TIMEOUT);
@@ -360,6 +363,17 @@ fn fixable_state_damage_is_repaired_before_mounting() {
         "{}",
         String::from_utf8_lossy(&fsck.stdout)
     );
+    // Clean, but group 0's descriptor fails its checksum: the kernel refuses the mount.
+    debugfs(&part, "set_bg 0 checksum 0");
+    scratch.put_state_partition(&part);
+    let mut vm = Vm::boot(&image, &scratch, &BootOptions::default());
+    vm.wait_for("clean by its superblock", BOOT_TIMEOUT);
+    vm.wait_for("running e2fsck -p on", BOOT_TIMEOUT);
+    vm.wait_for("(persistent)", BOOT_TIMEOUT);
+    vm.wait_ssh(BOOT_TIMEOUT);
+    assert_eq!(vm.ssh("cat /var/lib/ssh/keep-me").trim(), "precious-42");
+    poweroff(&mut vm);
+    drop(vm);
 }
 
 /// The health gate: a trial entry (here slot B's UKI booting the same root with a manifest

@@ -3,10 +3,12 @@
 //! on. Every log line names its step.
 //!
 //! This file holds the step types and the two sequences (machine and test mode); the
-//! longer steps live in `boot/`: `var.rs` (the state partition: check, format, mount) and
-//! `etc.rs` (boot config, writable /etc, hostname).
+//! longer steps live in `boot/`: `var.rs` (the state partition: check, format, mount),
+//! `preen.rs` (whether it needs `e2fsck -p`) and `etc.rs` (boot config, writable /etc,
+//! hostname).
 
 mod etc;
+mod preen;
 mod var;
 
 use crate::config::Config;

@@ -292,8 +292,11 @@ pub fn build(opts: &Options) -> Result<Image> {
             "xz",
             "-Xbcj",
             "x86",
+            // 256 KiB blocks: a page fault in a binary decompresses one block, so PID 1's
+            // first instructions wait for less (kernel runs init → main(): ~435 → ~330 ms
+            // under TCG, 6 boots each) for 3.5% more image (6.24 → 6.46 MB) than 1 MiB.
             "-b",
-            "1M",
+            "256K",
             "-noappend",
             "-no-progress",
         ])

@@ -72,20 +72,64 @@ pub(super) fn mount_var(c: &mut Ctx) -> Result<(), StepError> {
             }
         }
     }
+    // A filesystem mkfs just made needs no check; one that was there gets `e2fsck -p`
+    // unless its superblock shows e2fsck would find it clean (boot/preen.rs).
+    let mut checked = !state.formatted;
     if state.formatted {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        match super::preen::needs_check(&state.dev, now) {
+            Ok(None) => crate::info!(
+                "mount-var",
+                "{}: clean by its superblock, as e2fsck -p would find it; not running e2fsck",
+                state.dev.display()
+            ),
+            Ok(Some(why)) => {
+                crate::info!("mount-var", "{}: e2fsck -p, as {why}", state.dev.display());
+                checked = true;
+            }
+            Err(e) => {
+                crate::warn!(
+                    "mount-var",
+                    "cannot read the superblock of {}: {e}; e2fsck -p decides",
+                    state.dev.display()
+                );
+                checked = true;
+            }
+        }
+        if checked {
+            if let Err(e) = check_state_fs(&state.dev) {
+                tmpfs(c)?;
+                return Err(e);
+            }
+        }
+    }
+    let dev = state.dev.to_string_lossy().into_owned();
+    let mount = |c: &Ctx| {
+        mount_fs(
+            &dev,
+            Path::new("/var"),
+            c.fstype("ext4"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            None,
+        )
+    };
+    let mut res = mount(c);
+    if let (Err(e), false) = (&res, checked) {
+        // A clean-looking superblock over damage the kernel refuses (group descriptors that
+        // fail their checksums, say): what e2fsck -p would have repaired before the mount.
+        crate::warn!(
+            "mount-var",
+            "{e}; running e2fsck -p on {} and mounting again",
+            state.dev.display()
+        );
         if let Err(e) = check_state_fs(&state.dev) {
             tmpfs(c)?;
             return Err(e);
         }
+        res = mount(c);
     }
-    let dev = state.dev.to_string_lossy().into_owned();
-    let res = mount_fs(
-        &dev,
-        Path::new("/var"),
-        c.fstype("ext4"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        None,
-    );
     match res {
         Ok(()) => {
             c.facts.var_persistent = true;
