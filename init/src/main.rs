@@ -21,6 +21,7 @@ mod images;
 mod log;
 mod logs;
 mod mounts;
+mod prefetch;
 mod ratelimit;
 mod reactor;
 mod readiness;
@@ -72,6 +73,9 @@ fn main() {
     }
     let pid1 = nix::unistd::getpid().as_raw() == 1;
     let test_mode = args.iter().any(|a| a == "--test-mode");
+    if pid1 && !test_mode {
+        prefetch::own_binary();
+    }
     if !pid1 && !test_mode {
         eprintln!("init: this is sysctr's PID 1; run it as the kernel's init, or with --test-mode");
         std::process::exit(2);

@@ -252,3 +252,52 @@ pub fn exit_forked_child(message: &str) -> ! {
     // SAFETY: _exit ends the process at once; nothing of ours runs after it.
     unsafe { libc::_exit(127) }
 }
+
+/// Forks a child that reads `path` from start to end (filling the page cache) and exits
+/// (0 when it read the whole file, 1 otherwise); the caller goes on at once and reaps the
+/// child like any other. None when fork failed.
+pub fn read_in_child(path: &std::path::Path) -> Option<nix::unistd::Pid> {
+    // SAFETY: called while the process has one thread (first thing in PID 1's main), so
+    // the child holds no lock another thread took; it opens and reads a file into a stack
+    // buffer (no allocation for a short path) and _exits, running nothing of the parent's.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => {
+            use std::io::Read;
+            let mut code = 1;
+            if let Ok(mut f) = std::fs::File::open(path) {
+                let mut buf = [0u8; 64 * 1024];
+                code = loop {
+                    match f.read(&mut buf) {
+                        Ok(0) => break 0,
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(_) => break 1,
+                    }
+                };
+            }
+            // SAFETY: ends the child without PID 1's exit handlers or destructors.
+            unsafe { libc::_exit(code) };
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => Some(child),
+        Err(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::wait::{waitpid, WaitStatus};
+
+    #[test]
+    fn the_reader_child_reads_the_file_and_exits() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("init");
+        std::fs::write(&file, vec![7u8; 300 * 1024]).unwrap();
+        let pid = read_in_child(&file).expect("fork");
+        assert_eq!(waitpid(pid, None).unwrap(), WaitStatus::Exited(pid, 0));
+        assert_eq!(std::fs::read(&file).unwrap().len(), 300 * 1024);
+        // A path that cannot be opened: the child says so and exits all the same.
+        let pid = read_in_child(&dir.path().join("missing")).expect("fork");
+        assert_eq!(waitpid(pid, None).unwrap(), WaitStatus::Exited(pid, 1));
+    }
+}

@@ -95,7 +95,7 @@ impl ControlServer {
                 let resp = Response::Inspect {
                     status: sup.status(i),
                     manifest,
-                    spec: s.spec().cloned(),
+                    spec: s.spec(),
                     cgroup: sup.cgroup_dir(i),
                     bundle: sup.bundle_path(i),
                 };

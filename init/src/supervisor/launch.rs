@@ -121,7 +121,9 @@ impl Supervisor {
             run_dir: &self.run_dir,
         };
         let spec = spec::generate(&def, &ctx)?;
-        self.services[i].spec = serde_json::to_value(&spec).ok();
+        self.services[i].spec = serde_json::to_string(&spec)
+            .ok()
+            .map(String::into_boxed_str);
         let mut ends = Vec::new();
         for stream in [Stream::Stdout, Stream::Stderr] {
             let pipe_err = |source| StartError::Pipe { stream, source };

@@ -30,7 +30,10 @@ pub struct Svc {
     pub(super) notify: Option<(u64, NotifySocket)>,
     /// A readiness probe process in flight.
     pub(super) probe_pid: Option<i32>,
-    pub(super) spec: Option<serde_json::Value>,
+    /// Compact JSON text: as a `serde_json::Value` tree the spec (its seccomp rules above
+    /// all) took some 57 KiB of heap per service (host bench: 68.9 → 11.5 KiB of PID 1's RSS
+    /// per service, 1 → 100 services); `inspect` parses it back.
+    pub(super) spec: Option<Box<str>>,
     /// From the applied set on the state partition, not the image's manifest.
     pub(super) applied: bool,
     /// Removed by an apply: hidden from lookups and listings; its stop may be in flight.
@@ -108,7 +111,7 @@ impl Svc {
         &self.logs
     }
     /// The OCI spec of the last start, as JSON.
-    pub fn spec(&self) -> Option<&serde_json::Value> {
-        self.spec.as_ref()
+    pub fn spec(&self) -> Option<serde_json::Value> {
+        serde_json::from_str(self.spec.as_deref()?).ok()
     }
 }

@@ -16,6 +16,7 @@ mod compare;
 mod guest;
 mod host_init;
 mod memory;
+mod poweroff;
 mod profile;
 mod results;
 mod scratch;
@@ -125,6 +126,13 @@ const SECTIONS: &[SectionDef] = &[
         host: false,
         headings: &["## Guest (QEMU): updates"],
         run: |o, _, scratch| updates(o, scratch),
+    },
+    SectionDef {
+        key: "poweroff",
+        name: "guest: poweroff",
+        host: false,
+        headings: &["## Guest (QEMU): poweroff"],
+        run: |o, _, scratch| poweroff::section(o, scratch),
     },
 ];
 
