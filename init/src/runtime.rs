@@ -48,14 +48,31 @@ pub const TEST_HANG_ANNOTATION: &str = "org.sysctr.test.hang-before-start";
 /// can be tested.
 pub const TEST_PANIC_ANNOTATION: &str = "org.sysctr.test.panic-before-start";
 
+/// Annotation in a bundle's config.json holding the service's seccomp profile when PID 1
+/// installs it from its own compiled program (the spec's `linux.seccomp` is then empty, so
+/// libcontainer does not compile it a second time); `sysctr exec` reads it back.
+pub const SECCOMP_ANNOTATION: &str = "org.sysctr.seccomp";
+
+/// The seccomp filter a container process gets just before it execs.
+#[derive(Clone, Default)]
+enum Seccomp {
+    /// None, or libcontainer's own (loaded from the spec for a created container).
+    #[default]
+    Spec,
+    /// The program PID 1 compiled (seccomp/bpf.rs).
+    Compiled(crate::seccomp::bpf::Program),
+    /// A profile PID 1 cannot compile, for an exec'd process: libcontainer compiles it.
+    Profile(oci_spec::runtime::LinuxSeccomp),
+}
+
 /// Wraps libcontainer's default executor: just before exec it restores the signal mask and
-/// dispositions PID 1 changed, so a service sees signals like any process would. For a
-/// process exec'd into a running container it also installs the container's seccomp
-/// filter: libcontainer 0.7's tenant builder drops it, and `sysctr exec` must not be a way
-/// around the filter (runc applies it to exec'd processes too).
+/// dispositions PID 1 changed, so a service sees signals like any process would, and
+/// installs the seccomp filter PID 1 compiled. A process exec'd into a running container
+/// gets the container's filter the same way: libcontainer 0.7's tenant builder drops it,
+/// and `sysctr exec` must not be a way around the filter (runc applies it there too).
 #[derive(Clone, Default)]
 struct ServiceExecutor {
-    tenant_seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
+    seccomp: Seccomp,
     /// Test mode fault injection: block forever before the workload starts.
     hang: bool,
     /// Test mode fault injection: panic in the container's process before it execs.
@@ -66,10 +83,16 @@ impl Executor for ServiceExecutor {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
         crate::sys::reset_signals_for_exec();
         crate::sys::take_controlling_tty();
-        if let Some(seccomp) = &self.tenant_seccomp {
-            libcontainer::seccomp::initialize_seccomp(seccomp).map_err(|e| {
+        match &self.seccomp {
+            Seccomp::Spec => {}
+            Seccomp::Compiled(p) => p.install().map_err(|e| {
                 ExecutorError::Other(format!("install the container's seccomp filter: {e}"))
-            })?;
+            })?,
+            Seccomp::Profile(profile) => {
+                libcontainer::seccomp::initialize_seccomp(profile).map_err(|e| {
+                    ExecutorError::Other(format!("install the container's seccomp filter: {e}"))
+                })?;
+            }
         }
         DefaultExecutor {}.exec(spec)
     }
@@ -102,6 +125,8 @@ pub struct Stdio {
 pub struct Runtime {
     /// libcontainer's state directory (one subdirectory per container).
     state_root: PathBuf,
+    /// Compiled seccomp programs by profile (its JSON text): a handful of distinct ones.
+    filters: std::cell::RefCell<HashMap<String, crate::seccomp::bpf::Program>>,
     /// Bundle directories (`<name>/config.json`).
     bundle_root: PathBuf,
     /// How long creating+starting a container (or an exec) may block PID 1.
@@ -113,6 +138,7 @@ impl Runtime {
     pub fn new(run_dir: &Path, start_timeout: Duration, test_mode: bool) -> Runtime {
         Runtime {
             state_root: run_dir.join("containers"),
+            filters: Default::default(),
             bundle_root: run_dir.join("bundles"),
             start_timeout,
             test_mode,
@@ -141,6 +167,54 @@ impl Runtime {
         self.bundle_root.join(name)
     }
 
+    /// `profile` compiled, from the cache or now; None (logged once per start) when it
+    /// has something the compiler leaves to libcontainer.
+    fn compiled(
+        &self,
+        name: &str,
+        profile: &oci_spec::runtime::LinuxSeccomp,
+    ) -> Option<crate::seccomp::bpf::Program> {
+        let key = serde_json::to_string(profile).ok()?;
+        if let Some(p) = self.filters.borrow().get(&key) {
+            return Some(p.clone());
+        }
+        match crate::seccomp::bpf::compile(profile) {
+            Ok(p) => {
+                self.filters.borrow_mut().insert(key, p.clone());
+                Some(p)
+            }
+            Err(why) => {
+                crate::debug!(name, "seccomp profile left to libcontainer: {why}");
+                None
+            }
+        }
+    }
+
+    /// The spec libcontainer gets and the filter the executor installs: a profile PID 1
+    /// compiles moves into [`SECCOMP_ANNOTATION`] (no_new_privileges must be set, as the
+    /// executor installs it without privileges); anything else stays libcontainer's.
+    fn split_seccomp(&self, name: &str, spec: &Spec) -> (Spec, Seccomp) {
+        let nnp = spec.process().as_ref().and_then(|p| p.no_new_privileges()) == Some(true);
+        let profile = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
+        let (Some(profile), true) = (profile, nnp) else {
+            return (spec.clone(), Seccomp::Spec);
+        };
+        let Some(program) = self.compiled(name, &profile) else {
+            return (spec.clone(), Seccomp::Spec);
+        };
+        let Ok(text) = serde_json::to_string(&profile) else {
+            return (spec.clone(), Seccomp::Spec);
+        };
+        let mut out = spec.clone();
+        if let Some(linux) = out.linux_mut() {
+            linux.set_seccomp(None);
+        }
+        let mut notes = out.annotations().clone().unwrap_or_default();
+        notes.insert(SECCOMP_ANNOTATION.to_string(), text);
+        out.set_annotations(Some(notes));
+        (out, Seccomp::Compiled(program))
+    }
+
     /// Writes the bundle, creates the container and starts it; returns the pid of the
     /// container's process.
     pub fn create_and_start(
@@ -154,8 +228,9 @@ impl Runtime {
         self.delete(name);
         let bundle = self.bundle_dir(name);
         let config = bundle.join("config.json");
+        let (written, seccomp) = self.split_seccomp(name, spec);
         std::fs::create_dir_all(&bundle)
-            .and_then(|_| spec.save(&config).map_err(std::io::Error::other))
+            .and_then(|_| written.save(&config).map_err(std::io::Error::other))
             .map_err(|source| RuntimeError::Bundle {
                 path: config.display().to_string(),
                 source,
@@ -182,7 +257,7 @@ impl Runtime {
             .with_root_path(&self.state_root)
             .map_err(step("configure"))?
             .with_executor(ServiceExecutor {
-                tenant_seccomp: None,
+                seccomp,
                 hang,
                 panic,
             })
@@ -232,8 +307,31 @@ impl Runtime {
             path: config.display().to_string(),
             source: std::io::Error::other(e),
         })?;
+        // The container's profile: in the annotation when PID 1 compiled it at the start,
+        // else (left to libcontainer then) in the spec.
+        let profile = spec
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get(SECCOMP_ANNOTATION))
+            .map(|text| {
+                serde_json::from_str::<oci_spec::runtime::LinuxSeccomp>(text).map_err(|e| {
+                    RuntimeError::Bundle {
+                        path: format!("{} (annotation {SECCOMP_ANNOTATION})", config.display()),
+                        source: std::io::Error::other(e),
+                    }
+                })
+            })
+            .transpose()?
+            .or_else(|| spec.linux().as_ref().and_then(|l| l.seccomp().clone()));
+        let seccomp = match profile {
+            None => Seccomp::Spec,
+            Some(p) => match self.compiled(name, &p) {
+                Some(program) => Seccomp::Compiled(program),
+                None => Seccomp::Profile(p),
+            },
+        };
         let executor = ServiceExecutor {
-            tenant_seccomp: spec.linux().as_ref().and_then(|l| l.seccomp().clone()),
+            seccomp,
             hang: false,
             panic: false,
         };
@@ -291,5 +389,55 @@ impl Runtime {
             let _ = std::fs::remove_dir_all(&dir);
         }
         let _ = std::fs::remove_dir_all(self.bundle_dir(name));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::{LinuxBuilder, ProcessBuilder, SpecBuilder};
+
+    fn spec(nnp: bool, seccomp: Option<oci_spec::runtime::LinuxSeccomp>) -> Spec {
+        let mut linux = LinuxBuilder::default().build().unwrap();
+        linux.set_seccomp(seccomp);
+        SpecBuilder::default()
+            .process(
+                ProcessBuilder::default()
+                    .no_new_privileges(nnp)
+                    .build()
+                    .unwrap(),
+            )
+            .linux(linux)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_compiled_profile_moves_from_the_spec_into_the_annotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = Runtime::new(dir.path(), Duration::from_secs(5), true);
+        let profile = crate::seccomp::profile(&Default::default()).unwrap();
+        let (written, how) = rt.split_seccomp("svc", &spec(true, Some(profile.clone())));
+        assert!(matches!(how, Seccomp::Compiled(_)));
+        assert_eq!(written.linux().as_ref().unwrap().seccomp(), &None);
+        let text = &written.annotations().as_ref().unwrap()[SECCOMP_ANNOTATION];
+        let back: oci_spec::runtime::LinuxSeccomp = serde_json::from_str(text).unwrap();
+        assert_eq!(back, profile);
+        // compiled once: the second start takes it from the cache
+        assert_eq!(rt.filters.borrow().len(), 1);
+        rt.split_seccomp("other", &spec(true, Some(profile.clone())));
+        assert_eq!(rt.filters.borrow().len(), 1);
+
+        // Without no_new_privileges the filter needs privileges the executor no longer
+        // has: libcontainer keeps it (and loads it before dropping capabilities).
+        let s = spec(false, Some(profile));
+        let (written, how) = rt.split_seccomp("svc", &s);
+        assert!(matches!(how, Seccomp::Spec));
+        assert_eq!(written, s);
+        // No profile: nothing to do.
+        let s = spec(true, None);
+        let (written, how) = rt.split_seccomp("svc", &s);
+        assert!(matches!(how, Seccomp::Spec));
+        assert_eq!(written, s);
     }
 }

@@ -8,6 +8,7 @@
 //!
 //! The lists are in `seccomp/table.rs`; this file turns them into the OCI profile.
 
+pub mod bpf;
 mod table;
 
 use oci_spec::runtime::{

@@ -283,6 +283,32 @@ pub fn read_in_child(path: &std::path::Path) -> Option<nix::unistd::Pid> {
     }
 }
 
+/// Installs a seccomp filter on the calling thread (seccomp(2), SECCOMP_SET_MODE_FILTER);
+/// the caller has set no_new_privs (or holds CAP_SYS_ADMIN).
+pub fn install_seccomp_filter(insns: &[libc::sock_filter]) -> io::Result<()> {
+    let len = u16::try_from(insns.len())
+        .map_err(|_| io::Error::other(format!("a filter of {} instructions", insns.len())))?;
+    let prog = libc::sock_fprog {
+        len,
+        filter: insns.as_ptr().cast_mut(),
+    };
+    // SAFETY: `prog` points at `insns`, alive and unchanged for the call; the kernel copies
+    // and checks the program and only reads the memory.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
