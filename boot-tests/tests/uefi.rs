@@ -338,18 +338,28 @@ fn fixable_state_damage_is_repaired_before_mounting() {
             String::from_utf8_lossy(&out.stderr)
         );
     };
+    // Boots the damaged partition, waits for PID 1's lines in order, checks the data.
+    let boot_expecting = |part: &std::path::Path, lines: &[&str]| {
+        scratch.put_state_partition(part);
+        let mut vm = Vm::boot(&image, &scratch, &BootOptions::default());
+        for line in lines {
+            vm.wait_for(line, BOOT_TIMEOUT);
+        }
+        vm.wait_for("(persistent)", BOOT_TIMEOUT);
+        vm.wait_ssh(BOOT_TIMEOUT);
+        assert_eq!(vm.ssh("cat /var/lib/ssh/keep-me").trim(), "precious-42");
+        poweroff(&mut vm);
+    };
     debugfs(&part, "sif /lib/sysctr/ssh/keep-me links_count 7");
     debugfs(&part, "ssv state 0");
-    scratch.put_state_partition(&part);
-    let mut vm = Vm::boot(&image, &scratch, &BootOptions::default());
-    vm.wait_for("e2fsck -p, as it was not cleanly unmounted", BOOT_TIMEOUT);
-    vm.wait_for("ref count is 7, should be 1", BOOT_TIMEOUT);
-    vm.wait_for("e2fsck repaired", BOOT_TIMEOUT);
-    vm.wait_for("(persistent)", BOOT_TIMEOUT);
-    vm.wait_ssh(BOOT_TIMEOUT);
-    assert_eq!(vm.ssh("cat /var/lib/ssh/keep-me").trim(), "precious-42");
-    poweroff(&mut vm);
-    drop(vm);
+    boot_expecting(
+        &part,
+        &[
+            "e2fsck -p, as it was not cleanly unmounted",
+            "ref count is 7, should be 1",
+            "e2fsck repaired",
+        ],
+    );
     // What PID 1 left is consistent, as a forced full check on the host says.
     let part = scratch.state_partition();
     let fsck = Command::new("e2fsck")
@@ -365,15 +375,7 @@ fn fixable_state_damage_is_repaired_before_mounting() {
     );
     // Clean, but group 0's descriptor fails its checksum: the kernel refuses the mount.
     debugfs(&part, "set_bg 0 checksum 0");
-    scratch.put_state_partition(&part);
-    let mut vm = Vm::boot(&image, &scratch, &BootOptions::default());
-    vm.wait_for("clean by its superblock", BOOT_TIMEOUT);
-    vm.wait_for("running e2fsck -p on", BOOT_TIMEOUT);
-    vm.wait_for("(persistent)", BOOT_TIMEOUT);
-    vm.wait_ssh(BOOT_TIMEOUT);
-    assert_eq!(vm.ssh("cat /var/lib/ssh/keep-me").trim(), "precious-42");
-    poweroff(&mut vm);
-    drop(vm);
+    boot_expecting(&part, &["clean by its superblock", "running e2fsck -p on"]);
 }
 
 /// The health gate: a trial entry (here slot B's UKI booting the same root with a manifest

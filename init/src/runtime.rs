@@ -178,7 +178,10 @@ impl Runtime {
         if let Some(p) = self.filters.borrow().get(&key) {
             return Some(p.clone());
         }
-        match crate::seccomp::bpf::compile(profile) {
+        let compiled = crate::seccomp::bpf::compile(profile);
+        // libseccomp's working memory is all freed by now; do not keep it resident.
+        crate::sys::release_free_heap();
+        match compiled {
             Ok(p) => {
                 self.filters.borrow_mut().insert(key, p.clone());
                 Some(p)

@@ -3,8 +3,8 @@
 
 use super::*;
 
-pub(super) fn guest(o: &Options, scratch: &Scratch) -> Result<Section> {
-    let mut fig = Figures::default();
+/// The production image (`cargo xtask image`) and its staged root directory.
+pub(super) fn production_image() -> Result<(image::Image, PathBuf)> {
     ensure_debian_packages(qemu::QEMU_PACKAGES)?;
     let img = image::build(&image::Options::default())?;
     let stage = img
@@ -12,6 +12,12 @@ pub(super) fn guest(o: &Options, scratch: &Scratch) -> Result<Section> {
         .parent()
         .context("image dir")?
         .join("root");
+    Ok((img, stage))
+}
+
+pub(super) fn guest(o: &Options, scratch: &Scratch) -> Result<Section> {
+    let mut fig = Figures::default();
+    let (img, stage) = production_image()?;
     let mut t = String::new();
     t.push_str(&image_sizes(&img, &stage, &mut fig)?);
     // The boot is of the development image: the same services, but its console runs in the

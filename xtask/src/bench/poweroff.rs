@@ -13,13 +13,7 @@ const ROUNDS: usize = 3;
 
 pub(super) fn section(o: &Options, scratch: &Scratch) -> Result<Section> {
     let mut fig = Figures::default();
-    ensure_debian_packages(qemu::QEMU_PACKAGES)?;
-    let img = image::build(&image::Options::default())?;
-    let stage = img
-        .root_squashfs
-        .parent()
-        .context("image dir")?
-        .join("root");
+    let (img, stage) = production_image()?;
     let loaded = manifest::load_file(&stage.join("etc/sysctr/manifest.json"))
         .context("the image's manifest")?;
     let timeouts: Vec<(String, u64)> = loaded
