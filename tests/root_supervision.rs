@@ -102,10 +102,7 @@ fn poweroff_takes_the_longest_stop_timeout_not_the_sum() {
 
 /// The milliseconds init reports for stopping the services ("services stopped in N ms").
 fn stopped_in_ms(log: &str) -> u64 {
-    log.split("services stopped in ")
-        .nth(1)
-        .and_then(|rest| rest.split(" ms").next())
-        .and_then(|n| n.trim().parse().ok())
+    harness::init::services_stopped_ms(log)
         .unwrap_or_else(|| panic!("no 'services stopped in' line:\n{log}"))
 }
 

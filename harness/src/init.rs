@@ -101,9 +101,33 @@ pub fn init_pid(launched: i32, namespaces: bool) -> Option<i32> {
     }
 }
 
+/// The milliseconds of init's "services stopped in N ms" line in `log` (its console or log
+/// file), or None when there is no such line.
+pub fn services_stopped_ms(log: &str) -> Option<u64> {
+    log.split("services stopped in ")
+        .nth(1)?
+        .split(" ms")
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_inits_stop_time_from_its_log() {
+        let log = "[   9.1] sysctr: INFO [shutdown] Poweroff: requested\n\
+                   [   9.4] sysctr: INFO [shutdown] services stopped in 312 ms\n";
+        assert_eq!(services_stopped_ms(log), Some(312));
+        assert_eq!(
+            services_stopped_ms("sysctr: INFO [shutdown] Poweroff: requested\n"),
+            None
+        );
+        assert_eq!(services_stopped_ms("services stopped in soon"), None);
+    }
 
     fn words(cmd: &Command) -> Vec<String> {
         std::iter::once(cmd.get_program())

@@ -125,8 +125,9 @@ pub struct Stdio {
 pub struct Runtime {
     /// libcontainer's state directory (one subdirectory per container).
     state_root: PathBuf,
-    /// Compiled seccomp programs by profile (its JSON text): a handful of distinct ones.
-    filters: std::cell::RefCell<HashMap<String, crate::seccomp::bpf::Program>>,
+    /// Compiled seccomp programs by profile (its JSON text), None for a profile the
+    /// compiler leaves to libcontainer: a handful of distinct ones, each tried once.
+    filters: std::cell::RefCell<HashMap<String, Option<crate::seccomp::bpf::Program>>>,
     /// Bundle directories (`<name>/config.json`).
     bundle_root: PathBuf,
     /// How long creating+starting a container (or an exec) may block PID 1.
@@ -167,30 +168,31 @@ impl Runtime {
         self.bundle_root.join(name)
     }
 
-    /// `profile` compiled, from the cache or now; None (logged once per start) when it
-    /// has something the compiler leaves to libcontainer.
+    /// `profile` (whose JSON text is `key`) compiled, from the cache or now; None when it
+    /// has something the compiler leaves to libcontainer (logged when first tried).
     fn compiled(
         &self,
         name: &str,
         profile: &oci_spec::runtime::LinuxSeccomp,
+        key: &str,
     ) -> Option<crate::seccomp::bpf::Program> {
-        let key = serde_json::to_string(profile).ok()?;
-        if let Some(p) = self.filters.borrow().get(&key) {
-            return Some(p.clone());
+        if let Some(known) = self.filters.borrow().get(key) {
+            return known.clone();
         }
         let compiled = crate::seccomp::bpf::compile(profile);
         // libseccomp's working memory is all freed by now; do not keep it resident.
         crate::sys::release_free_heap();
-        match compiled {
-            Ok(p) => {
-                self.filters.borrow_mut().insert(key, p.clone());
-                Some(p)
-            }
+        let program = match compiled {
+            Ok(p) => Some(p),
             Err(why) => {
                 crate::debug!(name, "seccomp profile left to libcontainer: {why}");
                 None
             }
-        }
+        };
+        self.filters
+            .borrow_mut()
+            .insert(key.to_string(), program.clone());
+        program
     }
 
     /// The spec libcontainer gets and the filter the executor installs: a profile PID 1
@@ -202,10 +204,10 @@ impl Runtime {
         let (Some(profile), true) = (profile, nnp) else {
             return (spec.clone(), Seccomp::Spec);
         };
-        let Some(program) = self.compiled(name, &profile) else {
+        let Ok(text) = serde_json::to_string(&profile) else {
             return (spec.clone(), Seccomp::Spec);
         };
-        let Ok(text) = serde_json::to_string(&profile) else {
+        let Some(program) = self.compiled(name, &profile, &text) else {
             return (spec.clone(), Seccomp::Spec);
         };
         let mut out = spec.clone();
@@ -310,25 +312,32 @@ impl Runtime {
             path: config.display().to_string(),
             source: std::io::Error::other(e),
         })?;
-        // The container's profile: in the annotation when PID 1 compiled it at the start,
-        // else (left to libcontainer then) in the spec.
-        let profile = spec
+        // The container's profile: in the annotation (its text is the cache key) when PID 1
+        // compiled it at the start, else (left to libcontainer then) in the spec.
+        let profile = match spec
             .annotations()
             .as_ref()
             .and_then(|a| a.get(SECCOMP_ANNOTATION))
-            .map(|text| {
-                serde_json::from_str::<oci_spec::runtime::LinuxSeccomp>(text).map_err(|e| {
-                    RuntimeError::Bundle {
-                        path: format!("{} (annotation {SECCOMP_ANNOTATION})", config.display()),
-                        source: std::io::Error::other(e),
-                    }
-                })
-            })
-            .transpose()?
-            .or_else(|| spec.linux().as_ref().and_then(|l| l.seccomp().clone()));
+        {
+            Some(text) => {
+                let p =
+                    serde_json::from_str::<oci_spec::runtime::LinuxSeccomp>(text).map_err(|e| {
+                        RuntimeError::Bundle {
+                            path: format!("{} (annotation {SECCOMP_ANNOTATION})", config.display()),
+                            source: std::io::Error::other(e),
+                        }
+                    })?;
+                Some((p, text.clone()))
+            }
+            None => spec
+                .linux()
+                .as_ref()
+                .and_then(|l| l.seccomp().clone())
+                .and_then(|p| serde_json::to_string(&p).ok().map(|text| (p, text))),
+        };
         let seccomp = match profile {
             None => Seccomp::Spec,
-            Some(p) => match self.compiled(name, &p) {
+            Some((p, text)) => match self.compiled(name, &p, &text) {
                 Some(program) => Seccomp::Compiled(program),
                 None => Seccomp::Profile(p),
             },
@@ -430,6 +439,17 @@ mod tests {
         assert_eq!(rt.filters.borrow().len(), 1);
         rt.split_seccomp("other", &spec(true, Some(profile.clone())));
         assert_eq!(rt.filters.borrow().len(), 1);
+        // A profile the compiler leaves to libcontainer stays in the spec, and is tried
+        // once: the refusal is cached too.
+        let mut arm = profile.clone();
+        arm.set_architectures(Some(vec![oci_spec::runtime::Arch::ScmpArchAarch64]));
+        let s = spec(true, Some(arm));
+        for _ in 0..2 {
+            let (written, how) = rt.split_seccomp("svc", &s);
+            assert!(matches!(how, Seccomp::Spec));
+            assert_eq!(written, s);
+        }
+        assert_eq!(rt.filters.borrow().len(), 2);
 
         // Without no_new_privileges the filter needs privileges the executor no longer
         // has: libcontainer keeps it (and loads it before dropping capabilities).

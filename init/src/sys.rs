@@ -258,25 +258,16 @@ pub fn exit_forked_child(message: &str) -> ! {
 /// child like any other. None when fork failed.
 pub fn read_in_child(path: &std::path::Path) -> Option<nix::unistd::Pid> {
     // SAFETY: called while the process has one thread (first thing in PID 1's main), so
-    // the child holds no lock another thread took; it opens and reads a file into a stack
-    // buffer (no allocation for a short path) and _exits, running nothing of the parent's.
+    // the child holds no lock another thread took; it opens a file (no allocation for a
+    // short path), copies it into a sink through std's stack buffer and _exits, running
+    // nothing of the parent's.
     match unsafe { nix::unistd::fork() } {
         Ok(nix::unistd::ForkResult::Child) => {
-            use std::io::Read;
-            let mut code = 1;
-            if let Ok(mut f) = std::fs::File::open(path) {
-                let mut buf = [0u8; 64 * 1024];
-                code = loop {
-                    match f.read(&mut buf) {
-                        Ok(0) => break 0,
-                        Ok(_) => {}
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(_) => break 1,
-                    }
-                };
-            }
+            let read = std::fs::File::open(path)
+                .and_then(|mut f| io::copy(&mut f, &mut io::sink()))
+                .is_ok();
             // SAFETY: ends the child without PID 1's exit handlers or destructors.
-            unsafe { libc::_exit(code) };
+            unsafe { libc::_exit(if read { 0 } else { 1 }) };
         }
         Ok(nix::unistd::ForkResult::Parent { child }) => Some(child),
         Err(_) => None,

@@ -76,10 +76,7 @@ pub(super) fn mount_var(c: &mut Ctx) -> Result<(), StepError> {
     // unless its superblock shows e2fsck would find it clean (boot/preen.rs).
     let mut checked = !state.formatted;
     if state.formatted {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        match super::preen::needs_check(&state.dev, now) {
+        match super::preen::needs_check(&state.dev, crate::logs::now_ms() / 1000) {
             Ok(None) => crate::info!(
                 "mount-var",
                 "{}: clean by its superblock, as e2fsck -p would find it; not running e2fsck",

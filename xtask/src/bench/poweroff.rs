@@ -7,7 +7,6 @@
 use super::*;
 
 const ALL_READY: &str = "sysctr: all services ready";
-const STOPPED: &str = "services stopped in ";
 /// Boots measured; each is a UEFI boot of some 20–40 s under TCG.
 const ROUNDS: usize = 3;
 
@@ -48,9 +47,9 @@ pub(super) fn section(o: &Options, scratch: &Scratch) -> Result<Section> {
         g.wait_exit(Duration::from_secs(120))?;
         wall.push(t.elapsed().as_micros() as f64);
         let log = g.console();
-        let ms = stopped_ms(&log)
-            .with_context(|| format!("no {STOPPED:?} line:\n{}", tail(&log, 30)))?;
-        stopped.push(ms * 1000.0);
+        let ms = harness::init::services_stopped_ms(&log)
+            .with_context(|| format!("no 'services stopped in' line:\n{}", tail(&log, 30)))?;
+        stopped.push(ms as f64 * 1000.0);
         if !log.contains("reached shutdown: poweroff") {
             bail!("no 'reached shutdown: poweroff':\n{}", tail(&log, 30));
         }
@@ -94,31 +93,4 @@ pub(super) fn section(o: &Options, scratch: &Scratch) -> Result<Section> {
         wall.median / 1e6 / sum.max(1) as f64
     )?;
     Ok(Section::new(t, fig))
-}
-
-/// The milliseconds of init's "services stopped in N ms" on the console.
-fn stopped_ms(log: &str) -> Option<f64> {
-    log.split(STOPPED)
-        .nth(1)?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_inits_stop_time_from_the_console() {
-        let log = "[   9.1] sysctr: INFO [shutdown] Poweroff: requested\n\
-                   [   9.4] sysctr: INFO [shutdown] services stopped in 312 ms\n";
-        assert_eq!(stopped_ms(log), Some(312.0));
-        assert_eq!(
-            stopped_ms("sysctr: INFO [shutdown] Poweroff: requested\n"),
-            None
-        );
-        assert_eq!(stopped_ms("services stopped in soon"), None);
-    }
 }

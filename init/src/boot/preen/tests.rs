@@ -49,10 +49,7 @@ fn e2fsck_skips(img: &Path) -> bool {
 }
 
 fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+    crate::logs::now_ms() / 1000
 }
 
 /// Every way a superblock can ask for a check, on real ext4 images (1 KiB blocks as the
