@@ -445,3 +445,58 @@ fn replies_close_their_connection_and_start_stop_leaves_no_descriptor() {
         "PID 1's descriptors after 50 start/stop cycles ({after:?}) differ from before ({before:?})"
     );
 }
+
+/// A service whose first start must get its filter: `unshare -U` is refused.
+fn unshare_probe() -> serde_json::Value {
+    sh(
+        "plain",
+        "/bin/unshare -U /bin/true 2>&1; echo \"unshare rc=$?\"; exec sleep 1000",
+    )
+}
+
+#[test]
+fn precompiled_seccomp_programs_are_used_and_enforce_the_same_filter() {
+    // What the image builder does: `init --seccomp-precompile` beside the manifest.
+    let precompile = |manifest: &Path| {
+        let out = std::process::Command::new(init_bin())
+            .arg("--seccomp-precompile")
+            .arg(manifest)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    };
+    let init = Init::start_prepared(vec![unshare_probe()], &["--log", "debug"], &precompile);
+    init.wait_state("plain", "ready", SECS(20));
+    init.wait_log("seccomp program precompiled by the image builder", SECS(10));
+    assert!(
+        !init.log().contains("seccomp profile compiled in"),
+        "{}",
+        init.log()
+    );
+    assert!(wait_until(SECS(10), || init
+        .cli_ok(&["logs", "plain"])
+        .contains("unshare rc=1")));
+    assert!(init
+        .cli_ok(&["logs", "plain"])
+        .contains("Operation not permitted"));
+    drop(init);
+
+    // A damaged program is named and not used: the profile is compiled, the filter holds.
+    let damage = |manifest: &Path| {
+        precompile(manifest);
+        let dir = manifest.parent().unwrap().join("seccomp");
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            std::fs::write(e.path(), b"\x06\x00\x00\x00\x00\x00").unwrap();
+        }
+    };
+    let init = Init::start_prepared(vec![unshare_probe()], &["--log", "debug"], &damage);
+    init.wait_state("plain", "ready", SECS(20));
+    init.wait_log(
+        "6 bytes is not a whole number of instructions; compiling the seccomp profile instead",
+        SECS(10),
+    );
+    init.wait_log("seccomp profile compiled in", SECS(10));
+    assert!(wait_until(SECS(10), || init
+        .cli_ok(&["logs", "plain"])
+        .contains("unshare rc=1")));
+}

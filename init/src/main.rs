@@ -71,6 +71,10 @@ fn main() {
         // PID 1's image helper: this binary, started by PID 1 for one import or removal.
         std::process::exit(images::helper::helper_main(&args));
     }
+    if args.first().map(String::as_str) == Some(seccomp::precompiled::TOOL_FLAG) {
+        // The image builder's use of this binary: compile the manifests' seccomp profiles.
+        std::process::exit(seccomp::precompiled::tool_main(&args));
+    }
     let pid1 = nix::unistd::getpid().as_raw() == 1;
     let test_mode = args.iter().any(|a| a == "--test-mode");
     if pid1 && !test_mode {
@@ -302,7 +306,8 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
         &cfg.run_dir,
         Duration::from_secs(cfg.start_timeout_secs),
         cfg.test_mode,
-    );
+    )
+    .with_precompiled(seccomp::precompiled::dir_for(&cfg.manifest));
     // The applied set comes after the image's manifest, checked against it.
     let applied = cfg
         .state_dir

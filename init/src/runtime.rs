@@ -128,6 +128,8 @@ pub struct Runtime {
     /// Compiled seccomp programs by profile (its JSON text), None for a profile the
     /// compiler leaves to libcontainer: a handful of distinct ones, each tried once.
     filters: std::cell::RefCell<HashMap<String, Option<crate::seccomp::bpf::Program>>>,
+    /// Programs precompiled by the image builder (seccomp/precompiled.rs), if any.
+    precompiled: Option<PathBuf>,
     /// Bundle directories (`<name>/config.json`).
     bundle_root: PathBuf,
     /// How long creating+starting a container (or an exec) may block PID 1.
@@ -140,10 +142,18 @@ impl Runtime {
         Runtime {
             state_root: run_dir.join("containers"),
             filters: Default::default(),
+            precompiled: None,
             bundle_root: run_dir.join("bundles"),
             start_timeout,
             test_mode,
         }
+    }
+
+    /// Looks for seccomp programs precompiled by the image builder in `dir` before
+    /// compiling a profile.
+    pub fn with_precompiled(mut self, dir: PathBuf) -> Runtime {
+        self.precompiled = Some(dir);
+        self
     }
 
     /// Maps a libcontainer error to a timeout when the deadline is what ended the call.
@@ -179,14 +189,42 @@ impl Runtime {
         if let Some(known) = self.filters.borrow().get(key) {
             return known.clone();
         }
-        let compiled = crate::seccomp::bpf::compile(profile);
-        // libseccomp's working memory is all freed by now; do not keep it resident.
-        crate::sys::release_free_heap();
-        let program = match compiled {
-            Ok(p) => Some(p),
-            Err(why) => {
-                crate::debug!(name, "seccomp profile left to libcontainer: {why}");
-                None
+        let found = self
+            .precompiled
+            .as_deref()
+            .map(|dir| crate::seccomp::precompiled::load(dir, key));
+        let program = match found {
+            Some(Ok(Some(p))) => {
+                crate::debug!(
+                    name,
+                    "seccomp program precompiled by the image builder ({} instructions)",
+                    p.instructions().len()
+                );
+                Some(p)
+            }
+            found => {
+                if let Some(Err(e)) = found {
+                    crate::warn!(name, "{e}; compiling the seccomp profile instead");
+                }
+                let started = Instant::now();
+                let compiled = crate::seccomp::bpf::compile(profile);
+                // libseccomp's working memory is all freed by now; do not keep it resident.
+                crate::sys::release_free_heap();
+                match compiled {
+                    Ok(p) => {
+                        crate::debug!(
+                            name,
+                            "seccomp profile compiled in {} ms ({} instructions)",
+                            started.elapsed().as_millis(),
+                            p.instructions().len()
+                        );
+                        Some(p)
+                    }
+                    Err(why) => {
+                        crate::debug!(name, "seccomp profile left to libcontainer: {why}");
+                        None
+                    }
+                }
             }
         };
         self.filters
@@ -218,6 +256,15 @@ impl Runtime {
         notes.insert(SECCOMP_ANNOTATION.to_string(), text);
         out.set_annotations(Some(notes));
         (out, Seccomp::Compiled(program))
+    }
+
+    /// The program a start of `spec` installs, when PID 1 installs one.
+    #[cfg(test)]
+    pub fn program_for(&self, name: &str, spec: &Spec) -> Option<crate::seccomp::bpf::Program> {
+        match self.split_seccomp(name, spec).1 {
+            Seccomp::Compiled(p) => Some(p),
+            _ => None,
+        }
     }
 
     /// Writes the bundle, creates the container and starts it; returns the pid of the

@@ -9,6 +9,7 @@
 //! The lists are in `seccomp/table.rs`; this file turns them into the OCI profile.
 
 pub mod bpf;
+pub mod precompiled;
 mod table;
 
 use oci_spec::runtime::{

@@ -103,7 +103,17 @@ impl Init {
     /// Like [`Init::start_with`], with the descriptor limit the kernel gives the machine's
     /// init (1024 soft, 4096 hard) instead of the test runner's.
     pub fn start_with_boot_limits(services: Vec<serde_json::Value>, extra: &[&str]) -> Init {
-        Init::launch_limited(services, extra, true, true)
+        Init::launch_limited(services, extra, true, true, &|_| {})
+    }
+
+    /// Like [`Init::start_with`], after `prepare` ran with the manifest's path (what an
+    /// image builder puts beside it).
+    pub fn start_prepared(
+        services: Vec<serde_json::Value>,
+        extra: &[&str],
+        prepare: &dyn Fn(&Path),
+    ) -> Init {
+        Init::launch_limited(services, extra, true, false, prepare)
     }
 
     /// Starts init as a plain subreaper (not PID 1) in test mode.
@@ -112,7 +122,7 @@ impl Init {
     }
 
     fn launch(services: Vec<serde_json::Value>, extra: &[&str], pid_ns: bool) -> Init {
-        Init::launch_limited(services, extra, pid_ns, false)
+        Init::launch_limited(services, extra, pid_ns, false, &|_| {})
     }
 
     fn launch_limited(
@@ -120,6 +130,7 @@ impl Init {
         extra: &[&str],
         pid_ns: bool,
         boot_limits: bool,
+        prepare: &dyn Fn(&Path),
     ) -> Init {
         let dir = tempfile::Builder::new()
             .prefix("sysctr-test-")
@@ -133,6 +144,7 @@ impl Init {
             .unwrap()
             .replace("@RUN@", &dir.path().join("run").display().to_string());
         std::fs::write(&manifest, text).unwrap();
+        prepare(&manifest);
         let cgroup_prefix = format!(
             "sysctr-it-{}-{}",
             std::process::id(),

@@ -278,6 +278,10 @@ pub fn build(opts: &Options) -> Result<Image> {
     )
     .with_context(|| format!("{E2FSCK_STATIC} (Debian package e2fsck-static)"))?;
     sizes.push(("e2fsck".into(), fs::metadata(E2FSCK_STATIC)?.len()));
+    sizes.push((
+        "seccomp programs".into(),
+        precompile_seccomp(&bins.init, &stage)?,
+    ));
 
     // Read-only root.
     let squash = out.join("root.squashfs");
@@ -465,3 +469,32 @@ is optional; the full format is in rootfs/README.md of the sysctr sources. Examp
 A malformed file is reported on the console at boot, naming the field, and the machine
 boots with the other sources (QEMU fw_cfg, kernel command line) and defaults.
 ";
+
+/// The seccomp programs of the services of every manifest in the stage, compiled by the
+/// init binary being installed (`init --seccomp-precompile`, init/src/seccomp/precompiled.rs)
+/// into etc/sysctr/seccomp/: PID 1 loads them instead of compiling each distinct profile at
+/// its first start during boot. Returns their total size.
+fn precompile_seccomp(init: &Path, stage: &Path) -> Result<u64> {
+    let etc = stage.join("etc/sysctr");
+    let mut manifests: Vec<PathBuf> = fs::read_dir(&etc)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            name.starts_with("manifest") && name.ends_with(".json")
+        })
+        .collect();
+    manifests.sort();
+    run(Command::new(init)
+        .arg("--seccomp-precompile")
+        .args(&manifests))?;
+    let mut size = 0;
+    let dir = etc.join("seccomp");
+    if !dir.exists() {
+        return Ok(0); // every service privileged: no profile
+    }
+    for e in fs::read_dir(dir)?.flatten() {
+        size += e.metadata()?.len();
+    }
+    Ok(size)
+}

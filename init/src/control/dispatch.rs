@@ -4,6 +4,7 @@
 use super::auth::{authorize, op_name};
 use super::conn::Mode;
 use super::{kmsg, ControlServer};
+use crate::bootlogs::BootLogError;
 use crate::reactor::{Reactor, Source};
 use crate::runtime::Stdio;
 use crate::supervisor::{ApiError, Supervisor};
@@ -125,8 +126,18 @@ impl ControlServer {
                 let root = self
                     .log_root
                     .as_deref()
-                    .ok_or(crate::bootlogs::BootLogError::NotPersistent)?;
-                for entry in crate::bootlogs::read(root, boot, service.as_deref(), lines)? {
+                    .ok_or(BootLogError::NotPersistent)?;
+                let entries = match crate::bootlogs::read(root, boot, service.as_deref(), lines) {
+                    // This boot's log of a service that has not written a line yet (its
+                    // file is made with its first line): empty, as `sysctr logs` says.
+                    Err(BootLogError::NoLog { boot: 0, .. })
+                        if service.as_deref().is_some_and(|n| sup.find(n).is_some()) =>
+                    {
+                        Vec::new()
+                    }
+                    read => read?,
+                };
+                for entry in entries {
                     self.send(id, &Response::Log { entry }, r);
                 }
                 self.finish(id, &Response::End, r);
@@ -135,7 +146,7 @@ impl ControlServer {
                 let root = self
                     .log_root
                     .as_deref()
-                    .ok_or(crate::bootlogs::BootLogError::NotPersistent)?;
+                    .ok_or(BootLogError::NotPersistent)?;
                 let boots = crate::bootlogs::list(root)?;
                 self.finish(id, &Response::Boots { boots }, r);
             }

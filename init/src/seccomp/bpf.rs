@@ -22,6 +22,11 @@ use oci_spec::runtime::{Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompOper
 use std::io::{Read, Seek, SeekFrom};
 use std::sync::Arc;
 
+/// The most instructions a classic-BPF program may have (the kernel's BPF_MAXINSNS).
+pub const MAX_INSTRUCTIONS: usize = 4096;
+/// The instruction class of a return.
+const BPF_RET: u16 = 0x06;
+
 /// A compiled filter: the classic-BPF instructions seccomp(2) takes.
 #[derive(Clone)]
 pub struct Program(Arc<Vec<libc::sock_filter>>);
@@ -33,9 +38,51 @@ impl std::fmt::Debug for Program {
 }
 
 impl Program {
-    #[cfg(test)]
     pub fn instructions(&self) -> &[libc::sock_filter] {
         &self.0
+    }
+
+    /// The program as seccomp(2) reads it (and libseccomp exports it): 8 bytes per
+    /// instruction, in this machine's byte order.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.0.len() * 8);
+        for i in self.0.iter() {
+            out.extend_from_slice(&i.code.to_ne_bytes());
+            out.extend_from_slice(&[i.jt, i.jf]);
+            out.extend_from_slice(&i.k.to_ne_bytes());
+        }
+        out
+    }
+
+    /// The program in `raw` ([`Program::to_bytes`]'s form). Err says why it is not one the
+    /// kernel would take: empty, not whole instructions, over the kernel's 4096
+    /// instructions, or not ending in a return (every path through a seccomp program must).
+    pub fn from_bytes(raw: &[u8]) -> Result<Program, String> {
+        if raw.is_empty() || raw.len() % 8 != 0 {
+            return Err(format!(
+                "{} bytes is not a whole number of instructions",
+                raw.len()
+            ));
+        }
+        if raw.len() / 8 > MAX_INSTRUCTIONS {
+            return Err(format!(
+                "{} instructions, more than the kernel's {MAX_INSTRUCTIONS}",
+                raw.len() / 8
+            ));
+        }
+        let insns: Vec<libc::sock_filter> = raw
+            .chunks_exact(8)
+            .map(|c| libc::sock_filter {
+                code: u16::from_ne_bytes([c[0], c[1]]),
+                jt: c[2],
+                jf: c[3],
+                k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+            })
+            .collect();
+        if insns.last().is_some_and(|i| i.code & 0x07 != BPF_RET) {
+            return Err("the last instruction is not a return".into());
+        }
+        Ok(Program(Arc::new(insns)))
     }
 
     /// Installs the filter on the calling thread (no_new_privs must be set).
@@ -148,19 +195,7 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<Program, String> {
     mem.seek(SeekFrom::Start(0))
         .and_then(|_| mem.read_to_end(&mut raw))
         .map_err(|e| format!("read the program back: {e}"))?;
-    if raw.is_empty() || raw.len() % 8 != 0 {
-        return Err(format!("exported program of {} bytes", raw.len()));
-    }
-    let insns = raw
-        .chunks_exact(8)
-        .map(|c| libc::sock_filter {
-            code: u16::from_ne_bytes([c[0], c[1]]),
-            jt: c[2],
-            jf: c[3],
-            k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
-        })
-        .collect();
-    Ok(Program(Arc::new(insns)))
+    Program::from_bytes(&raw).map_err(|why| format!("exported program: {why}"))
 }
 
 fn memfd() -> nix::Result<std::fs::File> {
