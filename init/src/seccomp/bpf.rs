@@ -58,7 +58,7 @@ impl Program {
     /// kernel would take: empty, not whole instructions, over the kernel's 4096
     /// instructions, or not ending in a return (every path through a seccomp program must).
     pub fn from_bytes(raw: &[u8]) -> Result<Program, String> {
-        if raw.is_empty() || raw.len() % 8 != 0 {
+        if raw.is_empty() || !raw.len().is_multiple_of(8) {
             return Err(format!(
                 "{} bytes is not a whole number of instructions",
                 raw.len()
