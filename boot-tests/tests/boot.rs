@@ -53,6 +53,13 @@ fn boot_every_system_service_ready() {
     // The hostname from the boot config, and the production console's login prompt.
     assert_eq!(vm.ssh("hostname").trim(), "boottest");
     vm.wait_for("boottest login:", Duration::from_secs(30));
+    // Every service's seccomp program came from the image (precompiled by the builder):
+    // PID 1 warns when it has to compile one it does not trust.
+    let serial = vm.serial();
+    assert!(
+        !serial.contains("compiling the seccomp profile instead"),
+        "{serial}"
+    );
     no_panic(&vm);
     timing_table(&vm, &ps);
 }
