@@ -43,8 +43,12 @@ use config::{Config, PowerAction};
 use fatal::Fatal;
 use reactor::{Reactor, Source};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use supervisor::Supervisor;
+
+/// How long `sysctr update --reboot` waits for its client to read the answer and hang up
+/// before the reboot goes ahead anyway.
+const UPDATE_ANSWER_GRACE: Duration = Duration::from_secs(3);
 
 /// Why the event loop ended.
 enum Exit {
@@ -366,6 +370,7 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
     // An update disk is looked for once the boot is not a trial (at once, or once blessed).
     let mut offline_pending = !cfg.test_mode;
     let mut trial_open = gate.is_some();
+    let mut power_after_answer: Option<(PowerAction, u64, Instant)> = None;
     loop {
         // Starts left over from the last turn (its start budget was spent) go on as soon as
         // what is ready has been served.
@@ -440,16 +445,28 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
                 }
                 let (was_helper, reboot) = c.update_exited(pid, &format!("{status:?}"), r);
                 if was_helper {
-                    if let Some(action) = reboot {
-                        c.publish(sup, r);
-                        info!("update", "rebooting into the new slot");
-                        return Exit::Power(action);
+                    if let Some((action, client)) = reboot {
+                        power_after_answer =
+                            Some((action, client, Instant::now() + UPDATE_ANSWER_GRACE));
                     }
                     continue;
                 }
             }
             if !sup.on_exit(pid, status, r) {
                 debug!("reaper", "reaped orphan {pid}: {status}");
+            }
+        }
+        // `sysctr update --reboot`: the reboot waits until the client has read its answer
+        // and hung up (bounded), so the shutdown does not stop the service it runs in (ssh)
+        // before it has printed what was installed.
+        if let Some((action, client, deadline)) = power_after_answer {
+            let answered = control.as_ref().is_none_or(|c| !c.is_connected(client));
+            if answered || Instant::now() >= deadline {
+                if let Some(c) = control.as_mut() {
+                    c.publish(sup, r);
+                }
+                info!("update", "rebooting into the new slot");
+                return Exit::Power(action);
             }
         }
         sup.schedule_if_needed(r);

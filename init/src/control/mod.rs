@@ -192,6 +192,11 @@ impl ControlServer {
         }
     }
 
+    /// Whether client `id` is still connected (it has not read its last answer and hung up).
+    pub fn is_connected(&self, id: u64) -> bool {
+        self.clients.contains_key(&id)
+    }
+
     fn close(&mut self, id: u64, r: &mut Reactor) {
         if let Some(c) = self.clients.remove(&id) {
             if let Some((token, f)) = &c.kmsg {

@@ -152,13 +152,14 @@ impl ControlServer {
     }
 
     /// The reaper saw `pid` exit. Returns whether it was the update helper, and the reboot
-    /// the client asked for once the install succeeded.
+    /// the client asked for once the install succeeded, with that client's id (the reboot
+    /// waits for it to have its answer: [`ControlServer::is_connected`]).
     pub fn update_exited(
         &mut self,
         pid: i32,
         status: &str,
         r: &mut Reactor,
-    ) -> (bool, Option<PowerAction>) {
+    ) -> (bool, Option<(PowerAction, u64)>) {
         let (client, result, reboot) = match self.updates.exited(pid, status) {
             Some(Event::Finished {
                 client,
@@ -183,7 +184,7 @@ impl ControlServer {
                 );
                 installed.rebooting = reboot;
                 self.finish(client, &UpdateReply::UpdateDone { installed }, r);
-                (true, reboot.then_some(PowerAction::Reboot))
+                (true, reboot.then_some((PowerAction::Reboot, client)))
             }
             Err((kind, message)) => {
                 crate::error!("update", "not installed: {message}");

@@ -2,8 +2,8 @@
 //! while the system boots.
 //!
 //! Each distinct profile costs one libseccomp compile at the first start of a service that
-//! has it (13 ms on the host, several times that under TCG), and the default services have
-//! three distinct ones, each compiled on the boot's critical path. The image builder runs
+//! has it (13 ms on the host; 184, 105 and 62 ms for the default services' three under TCG,
+//! the first one cold), each on the boot's critical path (bench/ANALYSIS.md, issue 18). The image builder runs
 //! the init binary it installs as `init --seccomp-precompile <manifest>…`, which writes,
 //! next to each manifest, `seccomp/<sha256 of the profile's JSON>.bpf` for every profile its
 //! services get: the same code and the same libseccomp as at boot, so the program is the
