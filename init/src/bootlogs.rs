@@ -13,7 +13,7 @@
 use manifest::protocol::{LogEntry, PastBoot, Stream};
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// How many boots' logs are kept (this one included).
@@ -66,16 +66,10 @@ fn check_own_dir(path: &Path) -> Result<(), BootLogError> {
     if !meta.file_type().is_dir() {
         return Err(bad("not a directory (a symlink is refused)".into()));
     }
-    if meta.uid() != nix::unistd::geteuid().as_raw() {
-        return Err(bad(format!("belongs to uid {}, not PID 1", meta.uid())));
+    match crate::sys::not_pid1s_own(&meta) {
+        Some(why) => Err(bad(why)),
+        None => Ok(()),
     }
-    if meta.mode() & 0o022 != 0 {
-        return Err(bad(format!(
-            "writable by others (mode {:o})",
-            meta.mode() & 0o7777
-        )));
-    }
-    Ok(())
 }
 
 fn mkdir(path: &Path) -> Result<(), BootLogError> {

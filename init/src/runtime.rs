@@ -189,48 +189,57 @@ impl Runtime {
         if let Some(known) = self.filters.borrow().get(key) {
             return known.clone();
         }
-        let found = self
+        let program = self.precompiled_or_compiled(name, profile, key);
+        self.filters
+            .borrow_mut()
+            .insert(key.to_string(), program.clone());
+        program
+    }
+
+    /// The image builder's program for `profile` (text `key`), else the profile compiled
+    /// now (a file PID 1 does not trust is named in a warning); None when the compiler
+    /// leaves it to libcontainer.
+    fn precompiled_or_compiled(
+        &self,
+        name: &str,
+        profile: &oci_spec::runtime::LinuxSeccomp,
+        key: &str,
+    ) -> Option<crate::seccomp::bpf::Program> {
+        match self
             .precompiled
             .as_deref()
-            .map(|dir| crate::seccomp::precompiled::load(dir, key));
-        let program = match found {
+            .map(|dir| crate::seccomp::precompiled::load(dir, key))
+        {
             Some(Ok(Some(p))) => {
                 crate::debug!(
                     name,
                     "seccomp program precompiled by the image builder ({} instructions)",
                     p.instructions().len()
                 );
+                return Some(p);
+            }
+            Some(Err(e)) => crate::warn!(name, "{e}; compiling the seccomp profile instead"),
+            Some(Ok(None)) | None => {}
+        }
+        let started = Instant::now();
+        let compiled = crate::seccomp::bpf::compile(profile);
+        // libseccomp's working memory is all freed by now; do not keep it resident.
+        crate::sys::release_free_heap();
+        match compiled {
+            Ok(p) => {
+                crate::debug!(
+                    name,
+                    "seccomp profile compiled in {} ms ({} instructions)",
+                    started.elapsed().as_millis(),
+                    p.instructions().len()
+                );
                 Some(p)
             }
-            found => {
-                if let Some(Err(e)) = found {
-                    crate::warn!(name, "{e}; compiling the seccomp profile instead");
-                }
-                let started = Instant::now();
-                let compiled = crate::seccomp::bpf::compile(profile);
-                // libseccomp's working memory is all freed by now; do not keep it resident.
-                crate::sys::release_free_heap();
-                match compiled {
-                    Ok(p) => {
-                        crate::debug!(
-                            name,
-                            "seccomp profile compiled in {} ms ({} instructions)",
-                            started.elapsed().as_millis(),
-                            p.instructions().len()
-                        );
-                        Some(p)
-                    }
-                    Err(why) => {
-                        crate::debug!(name, "seccomp profile left to libcontainer: {why}");
-                        None
-                    }
-                }
+            Err(why) => {
+                crate::debug!(name, "seccomp profile left to libcontainer: {why}");
+                None
             }
-        };
-        self.filters
-            .borrow_mut()
-            .insert(key.to_string(), program.clone());
-        program
+        }
     }
 
     /// The spec libcontainer gets and the filter the executor installs: a profile PID 1

@@ -310,6 +310,22 @@ pub fn release_free_heap() {
     }
 }
 
+/// Why a file or directory PID 1 trusts is not one it may trust: None when it belongs to
+/// PID 1's uid and nobody else may write it.
+pub fn not_pid1s_own(meta: &std::fs::Metadata) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    if meta.uid() != nix::unistd::geteuid().as_raw() {
+        return Some(format!("belongs to uid {}, not PID 1", meta.uid()));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Some(format!(
+            "writable by others (mode {:o})",
+            meta.mode() & 0o7777
+        ));
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

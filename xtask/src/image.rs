@@ -488,13 +488,9 @@ fn precompile_seccomp(init: &Path, stage: &Path) -> Result<u64> {
     run(Command::new(init)
         .arg("--seccomp-precompile")
         .args(&manifests))?;
-    let mut size = 0;
     let dir = etc.join("seccomp");
     if !dir.exists() {
         return Ok(0); // every service privileged: no profile
     }
-    for e in fs::read_dir(dir)?.flatten() {
-        size += e.metadata()?.len();
-    }
-    Ok(size)
+    rootfs::assemble::tree_size(&dir)
 }

@@ -21,7 +21,7 @@ use manifest::Service;
 use sha2::{Digest, Sha256};
 use std::fs;
 use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// `init --seccomp-precompile <manifest>…`: the image builder's tool mode.
@@ -82,15 +82,8 @@ pub fn load(dir: &Path, profile: &str) -> Result<Option<Program>, PrecompiledErr
     if !meta.file_type().is_file() {
         return Err(refused("not a regular file".into()));
     }
-    let uid = nix::unistd::geteuid().as_raw();
-    if meta.uid() != uid {
-        return Err(refused(format!("owned by uid {}, not {uid}", meta.uid())));
-    }
-    if meta.mode() & 0o022 != 0 {
-        return Err(refused(format!(
-            "mode {:o}: others may write it",
-            meta.mode() & 0o777
-        )));
+    if let Some(why) = crate::sys::not_pid1s_own(&meta) {
+        return Err(refused(why));
     }
     let limit = (bpf::MAX_INSTRUCTIONS * 8) as u64;
     if meta.len() > limit {

@@ -93,7 +93,7 @@ fn a_file_not_trusted_is_refused_with_its_reason() {
 
     fs::write(&file, allow_all()).unwrap();
     fs::set_permissions(&file, fs::Permissions::from_mode(0o664)).unwrap();
-    refused("mode 664: others may write it");
+    refused("writable by others (mode 664)");
     fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
     assert_eq!(
         load(dir.path(), &text).unwrap().unwrap().to_bytes(),
