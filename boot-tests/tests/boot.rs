@@ -53,9 +53,28 @@ fn boot_every_system_service_ready() {
     // The hostname from the boot config, and the production console's login prompt.
     assert_eq!(vm.ssh("hostname").trim(), "boottest");
     vm.wait_for("boottest login:", Duration::from_secs(30));
+    // PID 1 came from the UKI's initramfs and moved onto the slot's verified root, which
+    // holds no copy of it; the initramfs it left is read-only.
+    let serial = vm.serial();
+    assert!(
+        serial.contains("Run /init as init process"),
+        "{}",
+        vm.tail(80)
+    );
+    assert!(
+        serial.contains(
+            "[root] /dev/dm-0 (squashfs, read-only) is / (PID 1 started from the initramfs"
+        ),
+        "{}",
+        vm.tail(80)
+    );
+    assert_eq!(
+        vm.ssh("test -e /sbin/init && echo present || echo absent")
+            .trim(),
+        "absent"
+    );
     // Every service's seccomp program came from the image (precompiled by the builder):
     // PID 1 warns when it has to compile one it does not trust.
-    let serial = vm.serial();
     assert!(
         !serial.contains("compiling the seccomp profile instead"),
         "{serial}"
@@ -68,10 +87,10 @@ fn boot_every_system_service_ready() {
 /// asserted; run with --nocapture to see it).
 fn timing_table(vm: &Vm, ps: &[serde_json::Value]) {
     let serial = vm.serial();
-    // "[    2.118092] Run /sbin/init as init process"
+    // "[    2.118092] Run /init as init process"
     let kernel_exec_init = serial
         .lines()
-        .find(|l| l.contains("Run /sbin/init as init process"))
+        .find(|l| l.contains("Run /init as init process"))
         .and_then(|l| l.trim_start_matches('[').split(']').next())
         .and_then(|t| t.trim().parse::<f64>().ok())
         .map(|secs| (secs * 1000.0) as u64);
@@ -93,11 +112,7 @@ fn timing_table(vm: &Vm, ps: &[serde_json::Value]) {
     println!();
     println!("boot timing (TCG, ms since kernel start, CLOCK_BOOTTIME):");
     println!("  {:<28} {:>8}", "kernel start", 0);
-    println!(
-        "  {:<28} {:>8}",
-        "kernel runs /sbin/init",
-        ms(kernel_exec_init)
-    );
+    println!("  {:<28} {:>8}", "kernel runs /init", ms(kernel_exec_init));
     println!("  {:<28} {:>8}", "init started", ms(init_start));
     for s in ps {
         let name = s["name"].as_str().unwrap_or("?");

@@ -62,6 +62,7 @@ fn slot_b_uki(image: &ImagePaths, scratch: &Scratch, edit: impl Fn(&str) -> Stri
     let uki = scratch.dir.join("slot-b.efi");
     make_uki(
         &image.kernel,
+        Some(&dir.join(harness::qemu::INITRD_FILE)),
         &line,
         &os_release("sysctr", "99.0.0", Slot::B),
         &uki,

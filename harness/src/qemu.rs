@@ -65,18 +65,27 @@ pub fn image_cmdline(kernel: &Path) -> io::Result<String> {
     fs::read_to_string(kernel.with_file_name("cmdline")).map(|s| s.trim().to_string())
 }
 
+/// The image's initramfs (PID 1 as `/init`), beside its kernel as the command line is.
+pub const INITRD_FILE: &str = "initrd.img";
+
 /// How a VM boots.
 #[derive(Clone, Debug)]
 pub enum BootPath {
     /// As a real machine: OVMF → systemd-boot on the ESP → the slot's UKI. `vars` is this
     /// VM's copy of the UEFI variable store.
     Uefi { vars: PathBuf },
-    /// Development shortcut: QEMU loads the kernel itself with this command line.
-    Direct { kernel: PathBuf, cmdline: String },
+    /// Development shortcut: QEMU loads the kernel (and the initramfs, when there is one)
+    /// itself with this command line.
+    Direct {
+        kernel: PathBuf,
+        initrd: Option<PathBuf>,
+        cmdline: String,
+    },
 }
 
 impl BootPath {
-    /// QEMU's `-kernel` with the command line `base` plus `append` (when not empty).
+    /// QEMU's `-kernel` with the image's initramfs beside it ([`INITRD_FILE`]) and the
+    /// command line `base` plus `append` (when not empty).
     pub fn direct(kernel: &Path, base: &str, append: &str) -> BootPath {
         let mut cmdline = base.to_string();
         if !append.is_empty() {
@@ -85,6 +94,7 @@ impl BootPath {
         }
         BootPath::Direct {
             kernel: kernel.to_path_buf(),
+            initrd: Some(kernel.with_file_name(INITRD_FILE)),
             cmdline,
         }
     }
@@ -210,8 +220,15 @@ impl Machine {
                         vars.display()
                     ));
             }
-            BootPath::Direct { kernel, cmdline } => {
+            BootPath::Direct {
+                kernel,
+                initrd,
+                cmdline,
+            } => {
                 cmd.arg("-kernel").arg(kernel).arg("-append").arg(cmdline);
+                if let Some(initrd) = initrd {
+                    cmd.arg("-initrd").arg(initrd);
+                }
             }
         }
         cmd.arg("-drive").arg(format!(
@@ -385,6 +402,7 @@ mod tests {
         let mut direct = Machine::new(
             BootPath::Direct {
                 kernel: "/k".into(),
+                initrd: Some("/i.img".into()),
                 cmdline: "console=ttyS0".into(),
             },
             Path::new("/d"),
@@ -396,7 +414,10 @@ mod tests {
         direct.bootconfig = Some("/c.json".into());
         direct.kvm = true;
         let l = line(&direct);
-        assert!(l.contains("-kernel /k -append console=ttyS0"), "{l}");
+        assert!(
+            l.contains("-kernel /k -append console=ttyS0 -initrd /i.img"),
+            "{l}"
+        );
         assert!(l.contains("-device nvme,drive=d0,serial=sysctr0 "), "{l}");
         assert!(!l.contains("bootindex"), "{l}");
         assert!(l.contains("-device e1000e,netdev=n0"), "{l}");
@@ -414,13 +435,18 @@ mod tests {
             unreachable!()
         };
         assert_eq!(cmdline, "a b");
-        let BootPath::Direct { cmdline, kernel } = BootPath::direct(Path::new("/k"), "a", "x=1")
+        let BootPath::Direct {
+            cmdline,
+            kernel,
+            initrd,
+        } = BootPath::direct(Path::new("/img/bzImage"), "a", "x=1")
         else {
             unreachable!()
         };
+        assert_eq!(initrd.as_deref(), Some(Path::new("/img/initrd.img")));
         assert_eq!(
             (cmdline.as_str(), kernel.as_path()),
-            ("a x=1", Path::new("/k"))
+            ("a x=1", Path::new("/img/bzImage"))
         );
     }
 

@@ -3,12 +3,13 @@
 //! on. Every log line names its step.
 //!
 //! This file holds the step types and the two sequences (machine and test mode); the
-//! longer steps live in `boot/`: `var.rs` (the state partition: check, format, mount),
-//! `preen.rs` (whether it needs `e2fsck -p`) and `etc.rs` (boot config, writable /etc,
-//! hostname).
+//! longer steps live in `boot/`: `root.rs` (the slot's root mounted when PID 1 starts from
+//! the initramfs), `var.rs` (the state partition: check, format, mount), `preen.rs`
+//! (whether it needs `e2fsck -p`) and `etc.rs` (boot config, writable /etc, hostname).
 
 mod etc;
 mod preen;
+mod root;
 mod var;
 
 use crate::config::Config;
@@ -95,6 +96,12 @@ const MOUNT_PROC: Step = Step {
 /// The steps of a real boot, in order.
 pub fn machine_steps() -> Vec<Step> {
     vec![
+        Step {
+            // Started from the UKI's initramfs: the slot's root becomes `/` first.
+            name: "root",
+            required: true,
+            run: root::switch,
+        },
         MOUNT_PROC,
         Step {
             name: "mount-sys",

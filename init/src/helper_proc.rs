@@ -17,11 +17,6 @@ pub enum SpawnError {
         helper: &'static str,
         source: nix::Error,
     },
-    #[error("cannot find init's own binary to start the {helper} helper: {source}")]
-    OwnBinary {
-        helper: &'static str,
-        source: io::Error,
-    },
     #[error("cannot start the {helper} helper {}: {source}", exe.display())]
     Spawn {
         helper: &'static str,
@@ -36,8 +31,9 @@ pub struct Helper {
     output: File,
 }
 
-/// Starts this very binary (on the machine /sbin/init on the read-only root: invariant 8)
-/// with `args`, `stdin` as its standard input (or /dev/null) and its stderr discarded.
+/// Starts this very binary — through /proc/self/exe, the file PID 1 runs: on the machine
+/// the read-only initramfs' /init, which no path reaches any more (boot/root.rs; invariant 8)
+/// — with `args`, `stdin` as its standard input (or /dev/null) and its stderr discarded.
 /// `helper` names it in errors ("image", "update").
 pub fn spawn(
     helper: &'static str,
@@ -46,7 +42,7 @@ pub fn spawn(
 ) -> Result<Helper, SpawnError> {
     let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|source| SpawnError::Pipe { helper, source })?;
-    let exe = std::env::current_exe().map_err(|source| SpawnError::OwnBinary { helper, source })?;
+    let exe = PathBuf::from("/proc/self/exe");
     let child = Command::new(&exe)
         .args(args)
         .stdin(stdin.map_or_else(Stdio::null, Stdio::from))

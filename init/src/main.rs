@@ -21,7 +21,6 @@ mod images;
 mod log;
 mod logs;
 mod mounts;
-mod prefetch;
 mod ratelimit;
 mod reactor;
 mod readiness;
@@ -81,9 +80,6 @@ fn main() {
     }
     let pid1 = nix::unistd::getpid().as_raw() == 1;
     let test_mode = args.iter().any(|a| a == "--test-mode");
-    if pid1 && !test_mode {
-        prefetch::own_binary();
-    }
     if !pid1 && !test_mode {
         eprintln!("init: this is sysctr's PID 1; run it as the kernel's init, or with --test-mode");
         std::process::exit(2);

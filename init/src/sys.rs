@@ -253,27 +253,6 @@ pub fn exit_forked_child(message: &str) -> ! {
     unsafe { libc::_exit(127) }
 }
 
-/// Forks a child that reads `path` from start to end (filling the page cache) and exits
-/// (0 when it read the whole file, 1 otherwise); the caller goes on at once and reaps the
-/// child like any other. None when fork failed.
-pub fn read_in_child(path: &std::path::Path) -> Option<nix::unistd::Pid> {
-    // SAFETY: called while the process has one thread (first thing in PID 1's main), so
-    // the child holds no lock another thread took; it opens a file (no allocation for a
-    // short path), copies it into a sink through std's stack buffer and _exits, running
-    // nothing of the parent's.
-    match unsafe { nix::unistd::fork() } {
-        Ok(nix::unistd::ForkResult::Child) => {
-            let read = std::fs::File::open(path)
-                .and_then(|mut f| io::copy(&mut f, &mut io::sink()))
-                .is_ok();
-            // SAFETY: ends the child without PID 1's exit handlers or destructors.
-            unsafe { libc::_exit(if read { 0 } else { 1 }) };
-        }
-        Ok(nix::unistd::ForkResult::Parent { child }) => Some(child),
-        Err(_) => None,
-    }
-}
-
 /// Installs a seccomp filter on the calling thread (seccomp(2), SECCOMP_SET_MODE_FILTER);
 /// the caller has set no_new_privs (or holds CAP_SYS_ADMIN).
 pub fn install_seccomp_filter(insns: &[libc::sock_filter]) -> io::Result<()> {
@@ -324,23 +303,4 @@ pub fn not_pid1s_own(meta: &std::fs::Metadata) -> Option<String> {
         ));
     }
     None
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use nix::sys::wait::{waitpid, WaitStatus};
-
-    #[test]
-    fn the_reader_child_reads_the_file_and_exits() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("init");
-        std::fs::write(&file, vec![7u8; 300 * 1024]).unwrap();
-        let pid = read_in_child(&file).expect("fork");
-        assert_eq!(waitpid(pid, None).unwrap(), WaitStatus::Exited(pid, 0));
-        assert_eq!(std::fs::read(&file).unwrap().len(), 300 * 1024);
-        // A path that cannot be opened: the child says so and exits all the same.
-        let pid = read_in_child(&dir.path().join("missing")).expect("fork");
-        assert_eq!(waitpid(pid, None).unwrap(), WaitStatus::Exited(pid, 1));
-    }
 }

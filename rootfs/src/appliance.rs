@@ -282,7 +282,8 @@ fn valid_name(s: &str) -> bool {
             .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_.-".contains(&c))
 }
 
-/// Paths in the OS root that the builder writes itself.
+/// Paths in the OS root that the builder writes itself, and /sbin/init: PID 1 is the UKI's
+/// initramfs, and a file there would be a second init that never runs.
 fn reserved(dest: &str) -> bool {
     dest == "/sbin/init"
         || dest == "/usr/bin/sysctr"

@@ -152,12 +152,12 @@ const OS_DIRS: &[&str] = &[
     "bin",
 ];
 
-/// Assembles the OS root of `appliance` in `stage` (which must be empty): `init` and `sysctr`
-/// are the static binaries to install as /sbin/init and /usr/bin/sysctr.
+/// Assembles the OS root of `appliance` in `stage` (which must be empty): `sysctr` is the
+/// static CLI to install as /usr/bin/sysctr. PID 1 is not in the root: it is the UKI's
+/// initramfs ([`crate::initramfs`]).
 pub fn assemble(
     appliance: &Appliance,
     opts: &Options,
-    init: &Path,
     sysctr: &Path,
     host: &dyn Host,
     stage: &Path,
@@ -165,7 +165,6 @@ pub fn assemble(
     for d in OS_DIRS {
         mkdir(&stage.join(d))?;
     }
-    copy_file(init, &stage.join("sbin/init"), Some(0o755))?;
     copy_file(sysctr, &stage.join("usr/bin/sysctr"), Some(0o755))?;
     write_text(&stage.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")?;
     write_text(&stage.join("etc/group"), "root:x:0:\n")?;

@@ -77,6 +77,7 @@ pub const DISK_PACKAGES: &[&str] = &[
     "systemd-boot-efi",
     "binutils",
     "xz-utils",
+    "cpio",
     "e2fsprogs",
 ];
 
@@ -239,9 +240,15 @@ pub fn os_release(name: &str, version: &str, slot: Slot) -> String {
     )
 }
 
-/// Assembles a UKI: systemd's EFI stub with the os-release, command line and kernel as PE
-/// sections placed after the stub's own image.
-pub fn make_uki(kernel: &Path, cmdline: &str, osrel: &str, out: &Path) -> Result<()> {
+/// Assembles a UKI: systemd's EFI stub with the os-release, command line, kernel and (when
+/// given) initramfs as PE sections placed after the stub's own image.
+pub fn make_uki(
+    kernel: &Path,
+    initrd: Option<&Path>,
+    cmdline: &str,
+    osrel: &str,
+    out: &Path,
+) -> Result<()> {
     let dir = out.parent().context("UKI path has no parent")?;
     let osrel_file = dir.join(".osrel.tmp");
     let cmdline_file = dir.join(".cmdline.tmp");
@@ -252,8 +259,16 @@ pub fn make_uki(kernel: &Path, cmdline: &str, osrel: &str, out: &Path) -> Result
     let osrel_at = align(stub_end);
     let cmdline_at = align(osrel_at + osrel.len() as u64);
     let linux_at = align(cmdline_at + cmdline.len() as u64);
+    let initrd_at = align(linux_at + fs::metadata(kernel)?.len());
     let _ = fs::remove_file(out);
-    let status = Command::new("objcopy")
+    let mut objcopy = Command::new("objcopy");
+    if let Some(initrd) = initrd {
+        objcopy
+            .arg("--add-section")
+            .arg(format!(".initrd={}", initrd.display()))
+            .arg(format!("--change-section-vma=.initrd={initrd_at:#x}"));
+    }
+    let status = objcopy
         .arg("--add-section")
         .arg(format!(".osrel={}", osrel_file.display()))
         .arg(format!("--change-section-vma=.osrel={osrel_at:#x}"))

@@ -79,8 +79,7 @@ fn assemble_into(a: &appliance::Appliance, scratch: &Path, stage: &Path) -> Asse
     let host = FakeHost {
         dir: scratch.to_path_buf(),
     };
-    let init = Path::new("/bin/true");
-    assemble(a, &Options::default(), init, init, &host, stage).unwrap()
+    assemble(a, &Options::default(), Path::new("/bin/true"), &host, stage).unwrap()
 }
 
 fn manifest_of(stage: &Path) -> Value {
@@ -111,7 +110,9 @@ fn the_default_appliance_assembles_with_the_real_recipes() {
     )
     .unwrap();
     assert_eq!(m["services"][2], ssh);
-    assert!(stage.join("sbin/init").is_file());
+    assert!(stage.join("usr/bin/sysctr").is_file());
+    // PID 1 is the UKI's initramfs, not a file of the root.
+    assert!(!stage.join("sbin/init").exists());
     assert!(stage
         .join("containers/ssh/rootfs/usr/sbin/dropbear")
         .is_file());

@@ -89,6 +89,8 @@ pub struct Options {
 pub struct Image {
     /// The kernel (bzImage with its EFI stub), for `--direct-kernel` boots.
     pub kernel: PathBuf,
+    /// The initramfs beside it (`initrd.img`: PID 1 as `/init`), also inside the UKIs.
+    pub initrd: PathBuf,
     /// The whole disk: ESP + root A + root B (empty) + state.
     pub disk: PathBuf,
     /// The root squashfs alone (padded to whole verity blocks).
@@ -189,8 +191,10 @@ pub fn command(args: &ImageArgs) -> Result<()> {
     println!("kernel: {}", image.kernel.display());
     println!("uki:    {}", image.uki.display());
     println!("disk:   {}", image.disk.display());
-    // kernel + one root slot (squashfs + verity tree), the size budget of the issue
-    let total = fs::metadata(&image.kernel)?.len() + fs::metadata(&image.root_slot)?.len();
+    // kernel + PID 1's initramfs + one root slot (squashfs + verity tree), the size budget
+    let total = fs::metadata(&image.kernel)?.len()
+        + fs::metadata(&image.initrd)?.len()
+        + fs::metadata(&image.root_slot)?.len();
     println!("kernel + one slot: {total} bytes");
     Ok(())
 }
@@ -248,7 +252,6 @@ pub fn build(opts: &Options) -> Result<Image> {
             extra_containers: opts.extra_containers.clone(),
             alt_manifests: opts.alt_manifests.clone(),
         },
-        &bins.init,
         &bins.sysctr,
         &BuildHost { bins: &bins },
         &stage,
@@ -339,13 +342,18 @@ pub fn build(opts: &Options) -> Result<Image> {
     .collect();
     let cmdline = verity.cmdline(slot, &extra.join(" "));
 
-    // The UKI: kernel + slot A's command line (with its root hash) + os-release.
+    // The UKI: kernel + PID 1's initramfs + slot A's command line (with its root hash) +
+    // os-release.
     let kernel = out.join("bzImage");
     copy_file(&kernel_src, &kernel, Some(0o644))?;
     fs::write(out.join("cmdline"), format!("{cmdline}\n"))?;
+    let initrd = out.join(harness::qemu::INITRD_FILE);
+    let initrd_len = rootfs::initramfs::make(&bins.init, &out, self::epoch(), &initrd)?;
+    sizes.push(("initramfs (init, xz)".into(), initrd_len));
     let uki = out.join("uki-a.efi");
     rootfs::disk::make_uki(
         &kernel,
+        Some(&initrd),
         &cmdline,
         &rootfs::disk::os_release(&appliance.name, &appliance.version, slot),
         &uki,
@@ -354,6 +362,7 @@ pub fn build(opts: &Options) -> Result<Image> {
     // the installer writes the one for the slot it fills.
     rootfs::disk::make_uki(
         &kernel,
+        Some(&initrd),
         &verity.cmdline(Slot::B, &extra.join(" ")),
         &rootfs::disk::os_release(&appliance.name, &appliance.version, Slot::B),
         &out.join("uki-b.efi"),
@@ -427,7 +436,7 @@ pub fn build(opts: &Options) -> Result<Image> {
     );
     println!("{:<22} {:>12}", "root.verity", tree_len);
     println!(
-        "{:<22} {:>12}   (kernel + command line + os-release)",
+        "{:<22} {:>12}   (kernel + initramfs + command line + os-release)",
         "uki-a.efi", uki_len
     );
     println!(
@@ -446,6 +455,7 @@ pub fn build(opts: &Options) -> Result<Image> {
     eprintln!("xtask: image: kernel command line: {cmdline}");
     Ok(Image {
         kernel,
+        initrd,
         disk,
         root_squashfs: squash,
         root_slot,

@@ -595,7 +595,7 @@ sysctr bench (/dev/ttyS0): log in over ssh with a key from the boot config\r
         // A real sysctr boot of the same image: init's own console lines carry no printk
         // time once klogd has lowered the console log level; the marker has its own time.
         let log = "\
-[    1.285522] Run /sbin/init as init process
+[    1.285522] Run /init as init process
 sysctr: INFO [init] sysctr 0.1.0 starting (PID 1)
 [    2.175165] sysctr: INFO [mount-var] /var on /dev/vda2 (persistent)
 sysctr: INFO [ssh] starting

@@ -33,6 +33,13 @@ impl Path_ {
     }
 }
 
+/// Whether a boot with these extra words carries PID 1's initramfs: not when they name
+/// another `init=` on the root (the baseline's), which the kernel runs only when there is no
+/// initramfs (with one, it runs the initramfs' /init).
+fn with_initramfs(extra: &str) -> bool {
+    !extra.split_whitespace().any(|w| w.starts_with("init="))
+}
+
 /// A copy of the disk `src` (built as `img`) whose only boot entry is a slot-A UKI carrying
 /// `extra` on its command line (the UEFI counterpart of `append`), at `out`.
 pub fn uefi_disk_with(img: &image::Image, src: &Path, extra: &str, out: &Path) -> Result<()> {
@@ -42,6 +49,7 @@ pub fn uefi_disk_with(img: &image::Image, src: &Path, extra: &str, out: &Path) -
     let uki = out.with_extension("efi");
     rootfs::disk::make_uki(
         &img.kernel,
+        with_initramfs(extra).then_some(img.initrd.as_path()),
         &cmdline,
         &rootfs::disk::os_release("sysctr", env!("CARGO_PKG_VERSION"), slot),
         &uki,
@@ -122,7 +130,7 @@ impl Vm {
     /// Boots `img` from a fresh copy of the disk `src` (TCG unless `kvm`) and waits until one
     /// of `markers` is on the console. `path` is the firmware route: UEFI (OVMF, systemd-boot,
     /// the UKI on the disk's ESP: its command line is fixed) or direct kernel (`append` added
-    /// to the image's command line).
+    /// to the image's command line; an `init=` in it boots without PID 1's initramfs).
     #[allow(clippy::too_many_arguments)]
     pub fn boot(
         keys: &Keys,
@@ -148,7 +156,14 @@ impl Vm {
         // the boot tests use TCG too. Guest-side figures are then TCG figures.
         let boot = match path {
             Path_::Direct => {
-                qemu::BootPath::direct(&img.kernel, &qemu::image_cmdline(&img.kernel), append)
+                let mut boot =
+                    qemu::BootPath::direct(&img.kernel, &qemu::image_cmdline(&img.kernel), append);
+                if let qemu::BootPath::Direct { initrd, .. } = &mut boot {
+                    if !with_initramfs(append) {
+                        *initrd = None;
+                    }
+                }
+                boot
             }
             Path_::Uefi => {
                 if !append.is_empty() {

@@ -284,6 +284,7 @@ fn a_bundle_of_the_image_build_s_slot_and_ukis() {
         let out = dir.path().join(format!("uki-{}.efi", slot.letter()));
         rootfs::disk::make_uki(
             &kernel,
+            None,
             &verity.cmdline(slot, ""),
             &rootfs::disk::os_release("sysctr", "2.0.0", slot),
             &out,
