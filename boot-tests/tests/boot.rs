@@ -135,11 +135,16 @@ fn timing_table(vm: &Vm, ps: &[serde_json::Value]) {
             .map(|m| m.len())
     };
     let (k, r) = (size("SYSCTR_KERNEL"), size("SYSCTR_ROOTFS"));
+    let i = std::env::var_os("SYSCTR_KERNEL")
+        .map(|k| std::path::Path::new(&k).with_file_name(harness::qemu::INITRD_FILE))
+        .and_then(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len());
     println!(
-        "image: kernel {} bytes + root {} bytes = {} bytes",
+        "image: kernel {} bytes + initramfs {} bytes + root {} bytes = {} bytes",
         ms(k),
+        ms(i),
         ms(r),
-        ms(k.zip(r).map(|(a, b)| a + b))
+        ms(k.zip(i).zip(r).map(|((a, b), c)| a + b + c))
     );
 }
 
@@ -436,13 +441,50 @@ fn tampered_root_is_refused() {
     disk.write_all(&[byte[0] ^ 0xff]).unwrap();
     drop(disk);
     let mut vm = Vm::boot(&image, &scratch, &BootOptions::default());
+    // dm-verity refuses the block; PID 1 (from the initramfs) cannot mount the root, says
+    // so and takes the fatal path (a reboot, which the boot counter turns into a fallback),
+    // and nothing of the tampered root runs.
     vm.wait_for("corrupted", Duration::from_secs(120));
-    vm.wait_for("Kernel panic", Duration::from_secs(120));
+    vm.wait_for("taking the shutdown path", Duration::from_secs(120));
+    let serial = vm.serial();
     assert!(
-        !vm.serial().contains("sysctr: INFO"),
-        "init ran from a tampered root\n{}",
+        serial.contains("mount root=/dev/dm-0 (squashfs) on /sysroot"),
+        "{}",
         vm.tail(40)
     );
+    assert!(
+        !serial.contains("[manifest]") && !serial.contains("[mount-var]"),
+        "init went on from a tampered root\n{}",
+        vm.tail(40)
+    );
+}
+
+/// PID 1 mounts the root from the initramfs: a `root=` it cannot find is named, with how long
+/// it waited, and the machine takes the fatal path (a reboot) instead of hanging or
+/// panicking the kernel.
+#[test]
+fn a_missing_root_device_is_named_and_the_machine_reboots() {
+    let image = ImagePaths::from_env();
+    let scratch = Scratch::new("noroot", &image);
+    let mut vm = Vm::boot(
+        &image,
+        &scratch,
+        &BootOptions {
+            direct_kernel: true,
+            // The last root= wins, as with the kernel's own parser.
+            append: "root=/dev/vdz9".into(),
+            ..BootOptions::default()
+        },
+    );
+    vm.wait_for("taking the shutdown path", Duration::from_secs(180));
+    let serial = vm.serial();
+    assert!(
+        serial.contains("[root] required step failed: root=/dev/vdz9: no such device after 10 s"),
+        "{}",
+        vm.tail(40)
+    );
+    assert!(!serial.contains("Kernel panic"), "{}", vm.tail(40));
+    assert!(!serial.contains("[manifest]"), "{}", vm.tail(40));
 }
 
 /// The development image: a root shell on the serial console where `sysctr ps` works.

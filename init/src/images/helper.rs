@@ -1,4 +1,4 @@
-//! The image helper: `/sbin/init --image-helper import|rm --store DIR --image NAME:TAG`, the
+//! The image helper: `init --image-helper import|rm --store DIR --image NAME:TAG`, the
 //! process that does the store's long work outside PID 1's event loop (invariant 11).
 //! `import` reads the archive on stdin (copied to a file in the store first, bounded: the
 //! tar is read by member offset, and stdin may be a pipe from ssh), unpacks what the layer store does not have yet, and

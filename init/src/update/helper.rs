@@ -1,4 +1,4 @@
-//! The update helper process itself (`/sbin/init --update-helper …`): parses its command
+//! The update helper process itself (`init --update-helper …`): parses its command
 //! line, reads the image's identity and the trusted keys, mounts the ESP in a mount namespace
 //! of its own, opens the slot device, drops privileges and runs [`super::install`], printing
 //! one JSON [`Line`] per step. PID 1's side of it is in [`super::run`].

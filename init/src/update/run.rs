@@ -1,6 +1,6 @@
 //! Running an install outside PID 1's event loop (invariant 11): PID 1 starts a helper — its
-//! own binary from the verified root, `/sbin/init --update-helper …` — with the bundle as
-//! stdin and a pipe as stdout, and goes on supervising. The helper ([`super::helper`]):
+//! own binary (/proc/self/exe: the UKI's read-only initramfs), `init --update-helper …` —
+//! with the bundle as stdin and a pipe as stdout, and goes on supervising. The helper ([`super::helper`]):
 //!
 //! 1. gets a mount namespace of its own and mounts the ESP there, owned by `nobody`;
 //! 2. opens the inactive slot's block device (and nothing else) and reads the trusted keys;
