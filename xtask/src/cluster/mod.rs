@@ -177,11 +177,12 @@ fn build_node_image() -> Result<image::Image> {
         ..Default::default()
     })?;
     let kernel = fs::metadata(&img.kernel)?.len();
+    let initrd = fs::metadata(&img.initrd)?.len();
     let slot = fs::metadata(&img.root_slot)?.len();
+    let total = kernel + initrd + slot;
     println!(
-        "node image: kernel {kernel} bytes + root slot {slot} bytes = {} bytes ({:.1} MB)",
-        kernel + slot,
-        (kernel + slot) as f64 / 1e6
+        "node image: kernel {kernel} bytes + initramfs {initrd} bytes + root slot {slot} bytes = {total} bytes ({:.1} MB)",
+        total as f64 / 1e6
     );
     Ok(img)
 }

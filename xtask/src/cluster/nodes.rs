@@ -31,6 +31,8 @@ pub(super) struct Cluster {
     pub(super) key: PathBuf,
     pub(super) pubkey: String,
     pub(super) kernel: PathBuf,
+    /// PID 1's initramfs of the node image (`-initrd`).
+    pub(super) initrd: PathBuf,
     pub(super) cmdline: String,
     pub(super) kvm: bool,
     pub(super) memory_mb: u32,
@@ -62,7 +64,7 @@ impl Cluster {
             (2 + count as u64) << 30,
             &format!("a cluster of {count} nodes"),
         )?;
-        let (disk, kernel, cmdline) = if o.no_build {
+        let (disk, kernel, initrd, cmdline) = if o.no_build {
             let dir = root.join("build").join("image-node");
             let disk = dir.join("disk.img");
             if !disk.is_file() {
@@ -74,12 +76,13 @@ impl Cluster {
             (
                 disk,
                 node_kernel()?,
+                dir.join(harness::qemu::INITRD_FILE),
                 qemu::image_cmdline(&dir.join("bzImage")),
             )
         } else {
             let img = build_node_image()?;
             let cmdline = qemu::image_cmdline(&img.kernel);
-            (img.disk, img.kernel, cmdline)
+            (img.disk, img.kernel, img.initrd, cmdline)
         };
         let dir = root.join("build").join("cluster");
         fs::create_dir_all(&dir)?;
@@ -135,6 +138,7 @@ impl Cluster {
             key,
             pubkey: pubkey.to_string(),
             kernel,
+            initrd,
             cmdline,
             kvm,
             memory_mb: o.memory,
@@ -198,6 +202,8 @@ impl Cluster {
         }
         cmd.arg("-kernel")
             .arg(&self.kernel)
+            .arg("-initrd")
+            .arg(&self.initrd)
             .arg("-append")
             .arg(&self.cmdline)
             .arg("-drive")
