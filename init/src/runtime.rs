@@ -205,6 +205,7 @@ impl Runtime {
         profile: &oci_spec::runtime::LinuxSeccomp,
         key: &str,
     ) -> Option<crate::seccomp::bpf::Program> {
+        let started = Instant::now();
         match self
             .precompiled
             .as_deref()
@@ -213,8 +214,10 @@ impl Runtime {
             Some(Ok(Some(p))) => {
                 crate::debug!(
                     name,
-                    "seccomp program precompiled by the image builder ({} instructions)",
-                    p.instructions().len()
+                    "seccomp program precompiled by the image builder ({} instructions, \
+                     loaded in {} ms)",
+                    p.instructions().len(),
+                    started.elapsed().as_millis()
                 );
                 return Some(p);
             }
@@ -286,6 +289,7 @@ impl Runtime {
     ) -> Result<i32, RuntimeError> {
         // A container left from an earlier run of this service (crash, failed start) would
         // make create fail with "already exists".
+        let began = Instant::now();
         self.delete(name);
         let bundle = self.bundle_dir(name);
         let config = bundle.join("config.json");
@@ -330,6 +334,7 @@ impl Runtime {
             .with_detach(true)
             .build()
             .map_err(self.deadline_error(started, "create container"))?;
+        let created = Instant::now();
         let pid = container.pid().ok_or(RuntimeError::NoPid {
             step: "create container",
         })?;
@@ -350,6 +355,13 @@ impl Runtime {
             .start()
             .map_err(self.deadline_error(started, "start container"))?;
         drop(deadline);
+        crate::debug!(
+            name,
+            "bundle {} ms, create {} ms, start {} ms",
+            started.duration_since(began).as_millis(),
+            created.duration_since(started).as_millis(),
+            created.elapsed().as_millis()
+        );
         Ok(pid.as_raw())
     }
 

@@ -299,9 +299,12 @@ pub fn build(opts: &Options) -> Result<Image> {
             "xz",
             "-Xbcj",
             "x86",
-            // 256 KiB blocks: a page fault in a binary decompresses one block, so PID 1's
-            // first instructions wait for less (kernel runs init → main(): ~435 → ~330 ms
-            // under TCG, 6 boots each) for 3.5% more image (6.24 → 6.46 MB) than 1 MiB.
+            // 256 KiB blocks: a page fault in a binary, or the read of a small file (packed
+            // into a fragment block of this size), decompresses one block. Chosen when PID 1
+            // itself paged in from this root (kernel runs init → main(): ~435 → ~330 ms
+            // under TCG, 6 boots each) for 3.5% more image (6.24 → 6.46 MB) than 1 MiB;
+            // PID 1 is in the initramfs now, the services' binaries and files still are
+            // here (rootfs/README.md).
             "-b",
             "256K",
             "-noappend",

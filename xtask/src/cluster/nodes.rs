@@ -37,6 +37,10 @@ pub(super) struct Cluster {
     pub(super) kvm: bool,
     pub(super) memory_mb: u32,
     pub(super) cpus: u32,
+    /// A reboot of a node ends its QEMU (`-no-reboot`). The test sets it: its nodes never
+    /// reboot themselves, so a kernel panic (`panic=5`) or PID 1's fatal path is reported
+    /// by `wait_until` within seconds instead of after the whole bound of a boot loop.
+    pub(super) no_reboot: bool,
     pub(super) nodes: Vec<Node>,
     pub(super) children: Vec<Option<Child>>,
 }
@@ -143,6 +147,7 @@ impl Cluster {
             kvm,
             memory_mb: o.memory,
             cpus: o.cpus,
+            no_reboot: false,
             children: nodes.iter().map(|_| None).collect(),
             nodes,
         };
@@ -195,6 +200,9 @@ impl Cluster {
             .args(["-machine", "q35", "-nodefaults", "-display", "none"])
             .args(["-m", &self.memory_mb.to_string()])
             .args(["-smp", &self.cpus.to_string()]);
+        if self.no_reboot {
+            cmd.arg("-no-reboot");
+        }
         if self.kvm {
             cmd.args(["-accel", "kvm", "-cpu", "host"]);
         } else {

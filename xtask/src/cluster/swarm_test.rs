@@ -17,6 +17,7 @@ pub fn test_command(a: &ClusterTestArgs) -> Result<()> {
     let o = &a.node;
     let t0 = Instant::now();
     let mut cluster = Cluster::start(3, o)?;
+    cluster.no_reboot = true;
     let slow = if cluster.kvm { 1 } else { 4 };
     let built = t0.elapsed();
     let formed = cluster.form_swarm()?;
