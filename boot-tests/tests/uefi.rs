@@ -221,13 +221,14 @@ fn boot_config_from_the_esp() {
 
 /// A counted entry whose boots never reach "all ready" falls back to the next entry once its
 /// counter is used up: a UKI for the empty slot B, sorted first (generation 2, 2 tries),
-/// panics twice (no root), then systemd-boot boots slot A.
+/// fails twice (PID 1 finds no root and takes its fatal path, a reboot), then systemd-boot
+/// boots slot A.
 #[test]
 fn exhausted_entry_falls_back_to_the_other_slot() {
     use rootfs::disk::Slot;
     let image = ImagePaths::from_env();
     let scratch = Scratch::new("uefi-fallback", &image);
-    // Slot B's partition (empty) as the root: the kernel cannot mount it.
+    // Slot B's partition (empty) as the root: no verified root for PID 1 to mount.
     let uki = slot_b_uki(&image, &scratch, |line| {
         line.replace(Slot::A.part_guid(), Slot::B.part_guid())
     });
