@@ -9,15 +9,15 @@
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
 use libcontainer::syscall::syscall::SyscallType;
-use libcontainer::workload::{
-    default::DefaultExecutor, Executor, ExecutorError, ExecutorSetEnvsError,
-    ExecutorValidationError,
-};
 use oci_spec::runtime::Spec;
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+mod executor;
+use executor::{Seccomp, ServiceExecutor};
+pub use executor::{TEST_HANG_ANNOTATION, TEST_PANIC_ANNOTATION};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -39,81 +39,10 @@ pub enum RuntimeError {
     Timeout { step: &'static str, secs: u64 },
 }
 
-/// Annotation honoured in test mode only: the container's init process hangs before exec,
-/// as a container whose setup blocks would, so the start deadline can be tested.
-pub const TEST_HANG_ANNOTATION: &str = "org.sysctr.test.hang-before-start";
-
-/// Annotation honoured in test mode only: the container's init process panics before exec,
-/// as a bug in the runtime's child-side code would, so the panic path of a forked child
-/// can be tested.
-pub const TEST_PANIC_ANNOTATION: &str = "org.sysctr.test.panic-before-start";
-
 /// Annotation in a bundle's config.json holding the service's seccomp profile when PID 1
 /// installs it from its own compiled program (the spec's `linux.seccomp` is then empty, so
 /// libcontainer does not compile it a second time); `sysctr exec` reads it back.
 pub const SECCOMP_ANNOTATION: &str = "org.sysctr.seccomp";
-
-/// The seccomp filter a container process gets just before it execs.
-#[derive(Clone, Default)]
-enum Seccomp {
-    /// None, or libcontainer's own (loaded from the spec for a created container).
-    #[default]
-    Spec,
-    /// The program PID 1 compiled (seccomp/bpf.rs).
-    Compiled(crate::seccomp::bpf::Program),
-    /// A profile PID 1 cannot compile, for an exec'd process: libcontainer compiles it.
-    Profile(oci_spec::runtime::LinuxSeccomp),
-}
-
-/// Wraps libcontainer's default executor: just before exec it restores the signal mask and
-/// dispositions PID 1 changed, so a service sees signals like any process would, and
-/// installs the seccomp filter PID 1 compiled. A process exec'd into a running container
-/// gets the container's filter the same way: libcontainer 0.7's tenant builder drops it,
-/// and `sysctr exec` must not be a way around the filter (runc applies it there too).
-#[derive(Clone, Default)]
-struct ServiceExecutor {
-    seccomp: Seccomp,
-    /// Test mode fault injection: block forever before the workload starts.
-    hang: bool,
-    /// Test mode fault injection: panic in the container's process before it execs.
-    panic: bool,
-}
-
-impl Executor for ServiceExecutor {
-    fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
-        crate::sys::reset_signals_for_exec();
-        crate::sys::take_controlling_tty();
-        match &self.seccomp {
-            Seccomp::Spec => {}
-            Seccomp::Compiled(p) => p.install().map_err(|e| {
-                ExecutorError::Other(format!("install the container's seccomp filter: {e}"))
-            })?,
-            Seccomp::Profile(profile) => {
-                libcontainer::seccomp::initialize_seccomp(profile).map_err(|e| {
-                    ExecutorError::Other(format!("install the container's seccomp filter: {e}"))
-                })?;
-            }
-        }
-        DefaultExecutor {}.exec(spec)
-    }
-
-    fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
-        if self.panic {
-            panic!("injected panic in a container's process before exec ({TEST_PANIC_ANNOTATION})");
-        }
-        if self.hang {
-            // Deliberately never returns: the start deadline must end it.
-            loop {
-                std::thread::sleep(std::time::Duration::from_secs(3600));
-            }
-        }
-        DefaultExecutor {}.validate(spec)
-    }
-
-    fn setup_envs(&self, envs: HashMap<String, String>) -> Result<(), ExecutorSetEnvsError> {
-        DefaultExecutor {}.setup_envs(envs)
-    }
-}
 
 /// Standard input, output and error for a container process.
 pub struct Stdio {
