@@ -197,7 +197,8 @@ fn supervision_restart_and_crash_loop() {
 }
 
 /// Scenario 4: a service over memory.max is OOM-killed inside its cgroup; a fork bomb stops
-/// at pids.max; init and the other services are unaffected.
+/// at pids.max; a service with CAP_MKNOD cannot make a disk node; init and the other
+/// services are unaffected.
 #[test]
 fn limits_oom_and_pids() {
     let (_image, _scratch, mut vm) = boot_ready("limits");
@@ -215,6 +216,21 @@ fn limits_oom_and_pids() {
     assert!(
         logs.contains("can't fork") || logs.contains("Resource temporarily unavailable"),
         "no fork failure in forkbomb's output: {logs}"
+    );
+    // CAP_MKNOD but no `devices`: the device allow-list (on cgroup v2 a BPF program PID 1
+    // attaches to the service's cgroup) refuses a disk node; the standard nodes still open.
+    let t0 = std::time::Instant::now();
+    let logs = loop {
+        let logs = vm.ssh("sysctr logs devicer");
+        if logs.contains("/dev/null opens") || t0.elapsed() > Duration::from_secs(60) {
+            break logs;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    assert!(
+        logs.contains("devicer: mknod of a disk refused")
+            && logs.contains("devicer: /dev/null opens"),
+        "the device allow-list is not enforced: {logs}"
     );
     let ps = vm.ps();
     assert!(system_ready(&ps), "system services affected: {ps:?}");

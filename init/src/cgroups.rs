@@ -9,6 +9,8 @@ use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+pub mod devices;
+
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// Controllers services need: limits in the manifest are written to them.
 const CONTROLLERS: &[&str] = &["cpu", "memory", "pids"];

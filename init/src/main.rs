@@ -48,6 +48,10 @@ use supervisor::Supervisor;
 /// How long `sysctr update --reboot` waits for its client to read the answer and hang up
 /// before the reboot goes ahead anyway.
 const UPDATE_ANSWER_GRACE: Duration = Duration::from_secs(3);
+/// After the client hung up, how long the reboot still waits: the client's last lines may be
+/// in a pipe to a remote shell's server (ssh) that has yet to send them, and the shutdown
+/// stops that server first.
+const UPDATE_ANSWER_DRAIN: Duration = Duration::from_secs(1);
 
 /// Why the event loop ended.
 enum Exit {
@@ -308,6 +312,11 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
         cfg.test_mode,
     )
     .with_precompiled(seccomp::precompiled::dir_for(&cfg.manifest));
+    let runtime = if cgroups::is_v2() {
+        runtime.with_device_programs(cgroups::CGROUP_ROOT.into())
+    } else {
+        runtime
+    };
     // The applied set comes after the image's manifest, checked against it.
     let applied = cfg
         .state_dir
@@ -375,6 +384,10 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
         } else {
             Duration::from_secs(1)
         };
+        // A reboot waiting for an update's client wakes the loop at its deadline.
+        let wait = power_after_answer.map_or(wait, |(_, _, deadline)| {
+            wait.min(deadline.saturating_duration_since(Instant::now()))
+        });
         let (ready, timers) = r.wait(wait);
         sup.begin_turn();
         for (_, source, flags) in ready {
@@ -453,11 +466,15 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
             }
         }
         // `sysctr update --reboot`: the reboot waits until the client has read its answer
-        // and hung up (bounded), so the shutdown does not stop the service it runs in (ssh)
-        // before it has printed what was installed.
+        // and hung up (bounded), then for the drain period, so the shutdown does not stop
+        // the service it runs in (ssh) before that has relayed what was installed.
         if let Some((action, client, deadline)) = power_after_answer {
             let answered = control.as_ref().is_none_or(|c| !c.is_connected(client));
-            if answered || Instant::now() >= deadline {
+            let now = Instant::now();
+            if answered && deadline > now + UPDATE_ANSWER_DRAIN {
+                // Hung up: the drain period from now, then the reboot.
+                power_after_answer = Some((action, client, now + UPDATE_ANSWER_DRAIN));
+            } else if now >= deadline {
                 if let Some(c) = control.as_mut() {
                     c.publish(sup, r);
                 }

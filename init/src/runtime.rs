@@ -37,6 +37,8 @@ pub enum RuntimeError {
     NoPid { step: &'static str },
     #[error("{step}: the container did not come up within {secs} s (start timed out)")]
     Timeout { step: &'static str, secs: u64 },
+    #[error(transparent)]
+    Devices(#[from] crate::cgroups::devices::DeviceError),
 }
 
 /// Annotation in a bundle's config.json holding the service's seccomp profile when PID 1
@@ -64,6 +66,9 @@ pub struct Runtime {
     /// How long creating+starting a container (or an exec) may block PID 1.
     start_timeout: Duration,
     test_mode: bool,
+    /// On cgroup v2: where the hierarchy is mounted, and the device programs PID 1 attaches
+    /// to each container's cgroup (libcontainer writes device rules on v1 only).
+    devices: Option<(PathBuf, crate::cgroups::devices::Programs)>,
 }
 
 impl Runtime {
@@ -75,7 +80,34 @@ impl Runtime {
             bundle_root: run_dir.join("bundles"),
             start_timeout,
             test_mode,
+            devices: None,
         }
+    }
+
+    /// Enforces each spec's device rules on cgroup v2 (the hierarchy mounted at `root`).
+    pub fn with_device_programs(mut self, root: PathBuf) -> Runtime {
+        self.devices = Some((root, Default::default()));
+        self
+    }
+
+    /// Attaches the device program for `spec`'s rules to the container's cgroup, on v2.
+    fn restrict_devices(&self, name: &str, spec: &Spec) -> Result<(), RuntimeError> {
+        let Some((root, programs)) = &self.devices else {
+            return Ok(());
+        };
+        let linux = spec.linux().as_ref();
+        let rules = linux
+            .and_then(|l| l.resources().as_ref())
+            .and_then(|r| r.devices().as_deref());
+        let path = linux.and_then(|l| l.cgroups_path().as_deref());
+        let (Some(rules), Some(path)) = (rules, path) else {
+            return Ok(());
+        };
+        let dir = root.join(path.strip_prefix("/").unwrap_or(path));
+        if programs.apply(rules, &dir)? {
+            crate::debug!(name, "device allow-list attached to {}", dir.display());
+        }
+        Ok(())
     }
 
     /// Looks for seccomp programs precompiled by the image builder in `dir` before
@@ -280,6 +312,8 @@ impl Runtime {
                 crate::warn!(name, "{e}");
             }
         }
+        // Before the service runs: its process is still waiting for start.
+        self.restrict_devices(name, spec)?;
         container
             .start()
             .map_err(self.deadline_error(started, "start container"))?;
