@@ -68,6 +68,7 @@ pub fn program(rules: &[LinuxDeviceCgroup]) -> Option<Vec<Insn>> {
         insn(LDX_MEM_W, 4, 1, 4, 0),
         insn(LDX_MEM_W, 5, 1, 8, 0),
     ];
+    let header = p.len();
     // The last matching rule decides, so the rules are tried from the last one; the first
     // match returns.
     for rule in rules.iter().rev() {
@@ -105,7 +106,7 @@ pub fn program(rules: &[LinuxDeviceCgroup]) -> Option<Vec<Insn>> {
             block.push(insn(JNE_K, 5, 0, 0, minor));
         }
         let unconditional = jumps.is_empty();
-        if unconditional && rule.allow() && p.len() == 6 {
+        if unconditional && rule.allow() && p.len() == header {
             return None;
         }
         block.push(insn(ALU64_MOV_K, 0, 0, 0, i32::from(rule.allow())));
