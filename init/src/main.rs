@@ -313,7 +313,7 @@ fn run(cfg: &Config, world: &mut World, pid1: bool, init_boot_ms: u64) -> Exit {
     )
     .with_precompiled(seccomp::precompiled::dir_for(&cfg.manifest));
     let runtime = if cgroups::is_v2() {
-        runtime.with_device_programs(cgroups::CGROUP_ROOT.into())
+        runtime.with_device_programs()
     } else {
         runtime
     };

@@ -66,9 +66,9 @@ pub struct Runtime {
     /// How long creating+starting a container (or an exec) may block PID 1.
     start_timeout: Duration,
     test_mode: bool,
-    /// On cgroup v2: where the hierarchy is mounted, and the device programs PID 1 attaches
-    /// to each container's cgroup (libcontainer writes device rules on v1 only).
-    devices: Option<(PathBuf, crate::cgroups::devices::Programs)>,
+    /// On cgroup v2: the device programs PID 1 attaches to each container's cgroup
+    /// (libcontainer writes device rules on v1 only).
+    devices: Option<crate::cgroups::devices::Programs>,
 }
 
 impl Runtime {
@@ -84,15 +84,15 @@ impl Runtime {
         }
     }
 
-    /// Enforces each spec's device rules on cgroup v2 (the hierarchy mounted at `root`).
-    pub fn with_device_programs(mut self, root: PathBuf) -> Runtime {
-        self.devices = Some((root, Default::default()));
+    /// Enforces each spec's device rules on cgroup v2 (the hierarchy at `CGROUP_ROOT`).
+    pub fn with_device_programs(mut self) -> Runtime {
+        self.devices = Some(Default::default());
         self
     }
 
     /// Attaches the device program for `spec`'s rules to the container's cgroup, on v2.
     fn restrict_devices(&self, name: &str, spec: &Spec) -> Result<(), RuntimeError> {
-        let Some((root, programs)) = &self.devices else {
+        let Some(programs) = &self.devices else {
             return Ok(());
         };
         let linux = spec.linux().as_ref();
@@ -103,7 +103,8 @@ impl Runtime {
         let (Some(rules), Some(path)) = (rules, path) else {
             return Ok(());
         };
-        let dir = root.join(path.strip_prefix("/").unwrap_or(path));
+        let dir =
+            Path::new(crate::cgroups::CGROUP_ROOT).join(path.strip_prefix("/").unwrap_or(path));
         if programs.apply(rules, &dir)? {
             crate::debug!(name, "device allow-list attached to {}", dir.display());
         }

@@ -200,3 +200,27 @@ fn a_program_the_verifier_refuses_is_reported_with_its_reason() {
     let e = load(&bad).unwrap_err().to_string();
     assert!(e.contains("verifier:"), "{e}");
 }
+
+#[test]
+fn a_cgroup_it_cannot_attach_to_is_named() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root (bpf(2))");
+        return;
+    }
+    let programs = Programs::default();
+    let gone = tempfile::tempdir().unwrap().path().join("no-such-cgroup");
+    let e = programs
+        .apply(&service_rules(), &gone)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with(&format!(
+            "device allow-list: attach it to {}: ",
+            gone.display()
+        )),
+        "{e}"
+    );
+    // allow-all: nothing to attach, so no error even there
+    let all = [rule(true, None, -1, -1, "rwm")];
+    assert!(!programs.apply(&all, &gone).unwrap());
+}
